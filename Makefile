@@ -1,0 +1,73 @@
+# zh-pretrain: every target depends on `setup`, which builds .venv once.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+# make pretrain
+MODEL ?=
+SIZE ?= tiny
+STEPS ?=
+ZERO ?=
+NPROC ?= 1
+RUN ?=
+CORPUS ?=
+SAVE_EVERY ?=
+LOG_EVERY ?=
+# make data / make tokenizer
+OUT ?=
+RUNNER ?= direct
+WORKERS ?= 1
+RUNNER_ARGS ?=
+DATA ?= data/clean
+VOCAB_SIZE ?= 50000
+ALGO ?= wordpiece
+
+RUNNER_CLASS = $(if $(filter direct,$(RUNNER)),DirectRunner,$(if $(filter flink,$(RUNNER)),FlinkRunner,$(if $(filter spark,$(RUNNER)),SparkRunner,$(if $(filter dataflow,$(RUNNER)),DataflowRunner,$(RUNNER)))))
+
+.PHONY: setup test data tokenizer pretrain release slurm bench clean
+
+setup: $(STAMP)
+
+# Idempotent: the stamp is newer than pyproject.toml after one successful run.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	@echo "prebuilding DeepSpeed's CPU communication op into $(TORCH_EXTENSIONS_DIR)"
+	$(PY) -c "from deepspeed.accelerator import get_accelerator as g; b = g().create_op_builder('ShareMemCommBuilder'); b is not None and b.is_compatible() and b.load()" 2>&1 | grep -v -i warn || true
+	@touch $@
+
+test: setup
+	$(PY) -m pytest -q tests
+
+data: setup
+	@test -n "$(CORPUS)" || { echo "error: CORPUS is required, e.g. make data CORPUS='data/sample/*.jsonl' OUT=data/clean" >&2; exit 2; }
+	$(PY) -m pipeline --input '$(CORPUS)' --output $(or $(OUT),data/clean) --runner $(RUNNER_CLASS) --workers $(WORKERS) $(RUNNER_ARGS)
+
+tokenizer: setup
+	$(PY) -m tokenizer --data $(DATA) --out $(or $(OUT),artifacts/tokenizer) --vocab-size $(VOCAB_SIZE) --algo $(ALGO)
+
+pretrain: setup
+	@test -n "$(MODEL)" || { echo "error: MODEL is required (valid: t5-pegasus|electra|mlm-proposal|roformer-sim)" >&2; exit 2; }
+	$(PY) -m pretrain.launch --model '$(MODEL)' --size '$(SIZE)' --nproc $(NPROC) --workers $(WORKERS) \
+		$(if $(STEPS),--steps $(STEPS)) $(if $(ZERO),--zero $(ZERO)) $(if $(RUN),--run '$(RUN)') \
+		$(if $(CORPUS),--corpus '$(CORPUS)') $(if $(SAVE_EVERY),--save-every $(SAVE_EVERY)) \
+		$(if $(LOG_EVERY),--log-every $(LOG_EVERY))
+
+release: setup
+	@echo "error: make release is not implemented yet (issue 9)" >&2; exit 2
+
+slurm: setup
+	@echo "error: make slurm is not implemented yet (issue 9)" >&2; exit 2
+
+bench: setup
+	@for b in bench/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf runs artifacts data/clean data/pairs

@@ -1,0 +1,275 @@
+"""Benchmark of the Beam corpus pipeline against a plain Python loop.
+
+Builds a >= 50 MB JSON-lines corpus from the real texts in the shared data
+folder (ZH_SHARED_DATA, default /work/shared/data; corpus/ only, no
+evaluation sets), topped up with lightly edited copies (so near-dedup has
+work to do), in a temporary folder outside the repository.  Then, in one
+process and on the same input, it times:
+
+* ``plain_loop``: one process, no Beam, the same pure functions (readers,
+  cleaner, filters, exact + MinHash LSH dedup, split, shard writer);
+* ``beam_in_memory``: DirectRunner, in_memory;
+* ``beam_1_worker`` / ``beam_2_workers``: DirectRunner multi_processing.
+
+Writes bench/results/pipeline.json with MB/s, docs/s, the ratios the issue
+targets (Beam / plain time <= 1.25, 2 workers / 1 worker speed-up >= 1.6,
+full pipeline >= 2 MB/s per core) and whether every run produced the same
+manifest as the plain loop.
+
+    python bench/pipeline_bench.py [--mb 50] [--runs plain,mem,1,2] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+import zipfile
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline import clean, dedup, filters, readers, shards  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.run import run_pipeline  # noqa: E402
+
+SHARED = Path(os.environ.get("ZH_SHARED_DATA", "/work/shared/data"))
+RESULTS = ROOT / "bench" / "results" / "pipeline.json"
+
+
+# --------------------------------------------------------------------------
+# Corpus
+# --------------------------------------------------------------------------
+
+
+def _csv_column(data: str, column: str):
+    for row in csv.DictReader(io.StringIO(data)):
+        if row.get(column):
+            yield row[column]
+
+
+def real_texts(shared: Path):
+    """(source, text) from every corpus/ file, whatever its format."""
+    c = shared / "corpus"
+    for line in open(c / "thucnews_cnews_subset/cnews.val.txt", encoding="utf-8"):
+        yield "cnews", line.split("\t", 1)[-1]
+    for name in ("dev.txt", "test.txt"):
+        for line in open(c / "thucnews_titles" / name, encoding="utf-8"):
+            yield "titles", line.split("\t", 1)[0]
+    for name in ("wiki_00_a.jsonl", "wiki_00_b.jsonl"):
+        for line in open(c / "zhwiki_sample" / name, encoding="utf-8"):
+            yield "wiki", json.loads(line)["text"]
+    for name in ("ChnSentiCorp_htl_all.csv", "waimai_10k.csv"):
+        yield from (("reviews", t) for t in _csv_column(open(c / "sophonplus_reviews" / name, encoding="utf-8-sig").read(), "review"))
+    with zipfile.ZipFile(c / "sophonplus_reviews/online_shopping_10_cats.zip") as z:
+        data = z.read("online_shopping_10_cats.csv").decode("utf-8-sig")
+    yield from (("shopping", t) for t in _csv_column(data, "review"))
+    yield from (("weibo", t) for t in _csv_column(open(c / "weibo_senti_subset/weibo_senti_100k_subset.csv", encoding="utf-8-sig").read(), "review"))
+    for name, field in (("chid_unlabeled.json", "content"), ("eprstmt_unlabeled.json", "sentence"),
+                        ("iflytek_test_public.json", "sentence"), ("csldcp_test_public.json", "content")):
+        for line in open(c / "fewclue" / name, encoding="utf-8"):
+            yield "fewclue", json.loads(line)[field]
+    for name in ("cmrc2018_dev.json", "cmrc2018_trial.json"):
+        for art in json.load(open(c / "cmrc2018" / name, encoding="utf-8"))["data"]:
+            for para in art["paragraphs"]:
+                yield "cmrc", para["context"]
+    for name in ("c3-m-train.json", "c3-m-dev.json", "c3-m-test.json", "c3-d-dev.json"):
+        for item in json.load(open(c / "c3" / name, encoding="utf-8")):
+            yield "c3", "\n".join(item[0])
+    for path in sorted((c / "chinese_poetry").glob("*.json")):
+        for item in json.load(open(path, encoding="utf-8")):
+            paras = item.get("paragraphs") or item.get("content") or []
+            if isinstance(paras, list) and paras:
+                yield "poetry", "\n".join(p if isinstance(p, str) else "" for p in paras)
+    text = open(c / "sogou_news_smarty/news_sohusite_xml.smarty.utf8.dat", encoding="utf-8").read()
+    for chunk in text.split("<content>")[1:]:
+        yield "sogou", chunk.split("</content>", 1)[0]
+
+
+def _edited(text: str, rng: random.Random) -> str:
+    chars = list(text)
+    for _ in range(max(1, len(chars) // 80)):
+        chars[rng.randrange(len(chars))] = rng.choice("的了是在有和")
+    return "".join(chars)
+
+
+def build_corpus(work: Path, target_mb: float, n_files: int = 16) -> tuple[list[str], int, int]:
+    """Write the corpus as n_files JSON-lines files; returns (paths, bytes, docs)."""
+    docs = [(s, t) for s, t in real_texts(SHARED) if t and t.strip()]
+    rng = random.Random(0)
+    out = []
+    size = 0
+    for i, (source, text) in enumerate(docs):
+        line = json.dumps({"id": f"{source}-{i:07d}", "text": text}, ensure_ascii=False) + "\n"
+        out.append(line)
+        size += len(line.encode("utf-8"))
+    copy = 0
+    while size < target_mb * 1e6:
+        source, text = docs[rng.randrange(len(docs))]
+        line = json.dumps({"id": f"edit-{copy:07d}", "text": _edited(text, rng)}, ensure_ascii=False) + "\n"
+        out.append(line)
+        size += len(line.encode("utf-8"))
+        copy += 1
+    rng.shuffle(out)
+    work.mkdir(parents=True, exist_ok=True)
+    paths = []
+    per = (len(out) + n_files - 1) // n_files
+    for k in range(n_files):
+        path = work / f"part-{k:03d}.jsonl"
+        path.write_text("".join(out[k * per : (k + 1) * per]), encoding="utf-8")
+        paths.append(str(path))
+    return paths, size, len(out)
+
+
+# --------------------------------------------------------------------------
+# Plain loop: the same functions, one process, in-memory dicts
+# --------------------------------------------------------------------------
+
+
+def plain_loop(paths: list[str], output: str, cfg: dict) -> dict:
+    cleaner = clean.build_cleaner(cfg["clean"])
+    fs = filters.build_filters(cfg["filters"])
+    dcfg, ocfg = cfg["dedup"], cfg["output"]
+    read = 0
+    reject_counts: dict[str, int] = defaultdict(int)
+    kept: dict[str, tuple] = {}
+    for path in paths:
+        for kind, payload in readers.read_source(path, cfg["read"]):
+            read += 1
+            if kind == "reject":
+                reject_counts[payload[0]] += 1
+                continue
+            doc_id, raw, source, line = payload
+            text = cleaner(raw)
+            reason = filters.first_failure(text, fs)
+            if reason:
+                reject_counts[reason] += 1
+                continue
+            key = dedup.exact_key(text)
+            doc = (doc_id, text, source, line)
+            if key in kept:
+                reject_counts["duplicate_exact"] += 1
+                if (doc_id, source, line) < (kept[key][0], kept[key][2], kept[key][3]):
+                    kept[key] = doc
+            else:
+                kept[key] = doc
+    a, b = dedup.minhash_params(dcfg["num_perm"], dcfg["seed"])
+    buckets: dict[int, list] = defaultdict(list)
+    sigs = {}
+    items = list(kept.items())
+    size = cfg["beam"]["batch_size"]
+    for start in range(0, len(items), size):
+        batch = items[start : start + size]
+        batch_sigs = dedup.minhash_signatures([d[1] for _, d in batch], dcfg["ngram"], a, b)
+        for (key, doc), sig, ids in zip(batch, batch_sigs, dedup.band_hashes(batch_sigs, dcfg["bands"])):
+            sigs[key] = (key, sig.tobytes(), doc[0], len(doc[1]))
+            for bucket in ids.tolist():
+                buckets[bucket].append(key)
+    pairs = set()
+    for members in buckets.values():
+        if len(members) > 1:
+            pairs.update(dedup.bucket_pairs(members, dcfg["max_bucket_size"]))
+    edges = [e for ka, kb in pairs for e in dedup._verify((None, [sigs[ka], sigs[kb]]), dcfg["threshold"], dcfg["keep"])]
+    dropped = dict(dedup.resolve_clusters(edges))
+    reject_counts["duplicate_near"] += len(dropped)
+    acc = shards.SplitPlan.create_accumulator()
+    survivors = [(k, d) for k, d in kept.items() if k not in dropped]
+    for key, doc in survivors:
+        acc = shards.SplitPlan.add(acc, (shards.doc_hash(doc[0], key)[0], key), ocfg["valid_fraction"])
+    plan = shards.SplitPlan.finish(acc, ocfg)
+    groups: dict[tuple, list] = {(s, i): [] for s in shards.SPLITS for i in range(plan["shards"][s])}
+    for key, doc in survivors:
+        groups[shards.assign_split(doc[0], key, plan, ocfg["valid_fraction"])].append((doc[0], doc[1], key))
+    entries = [shards.write_shard(output, s, i, plan["shards"][s], docs, ocfg["gzip_level"]) for (s, i), docs in sorted(groups.items())]
+    stats = shards.build_stats(read, dict(reject_counts), entries)
+    shards.write_json(output, "manifest.json", {"shards": sorted(entries, key=lambda e: e["path"])})
+    return stats
+
+
+# --------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mb", type=float, default=50.0)
+    ap.add_argument("--runs", default="plain,mem,1,2")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary corpus and outputs")
+    args = ap.parse_args()
+    if not (SHARED / "corpus").exists():
+        print(f"shared data not found at {SHARED}", file=sys.stderr)
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="pipeline_bench_"))
+    try:
+        t0 = time.perf_counter()
+        paths, nbytes, ndocs = build_corpus(work / "input", args.mb)
+        print(f"corpus: {ndocs} docs, {nbytes / 1e6:.1f} MB in {len(paths)} files ({time.perf_counter() - t0:.1f}s)", file=sys.stderr)
+        cfg = load_config(str(ROOT / "configs/pipeline.yaml"))
+        results: dict = {
+            "input": {"documents": ndocs, "mb": round(nbytes / 1e6, 2), "files": len(paths)},
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "runs": {},
+        }
+        manifests = {}
+        runs = args.runs.split(",")
+        for run in runs:
+            out = work / f"out-{run}"
+            start = time.perf_counter()
+            if run == "plain":
+                name = "plain_loop"
+                out.mkdir(parents=True)
+                stats = plain_loop(paths, str(out), cfg)
+            else:
+                name = {"mem": "beam_in_memory", "1": "beam_1_worker", "2": "beam_2_workers"}[run]
+                workers = 1 if run == "mem" else int(run)
+                extra = ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"] if run != "mem" else []
+                stats = run_pipeline(paths, str(out), str(ROOT / "configs/pipeline.yaml"), extra_beam_args=extra)
+            elapsed = time.perf_counter() - start
+            manifests[name] = (out / "manifest.json").read_text()
+            results["runs"][name] = {
+                "seconds": round(elapsed, 2),
+                "mb_per_s": round(nbytes / 1e6 / elapsed, 2),
+                "docs_per_s": round(ndocs / elapsed, 1),
+                "written": stats["written"],
+                "duplicates_exact": stats["duplicates_exact"],
+                "duplicates_near": stats["duplicates_near"],
+                "rejected": sum(stats["rejected"].values()),
+            }
+            print(f"{name}: {json.dumps(results['runs'][name])}", file=sys.stderr)
+        r = results["runs"]
+        if "plain_loop" in r:
+            ref = manifests["plain_loop"]
+            results["same_manifest_as_plain_loop"] = {k: v == ref for k, v in manifests.items()}
+        ratios = {}
+        if "plain_loop" in r and "beam_in_memory" in r:
+            ratios["beam_in_memory_over_plain_time"] = round(r["beam_in_memory"]["seconds"] / r["plain_loop"]["seconds"], 3)
+        if "plain_loop" in r and "beam_1_worker" in r:
+            ratios["beam_1_worker_over_plain_time"] = round(r["beam_1_worker"]["seconds"] / r["plain_loop"]["seconds"], 3)
+        if "beam_1_worker" in r and "beam_2_workers" in r:
+            ratios["speedup_2_over_1_worker"] = round(r["beam_1_worker"]["seconds"] / r["beam_2_workers"]["seconds"], 3)
+        if "beam_in_memory" in r:
+            ratios["beam_in_memory_mb_per_s_per_core"] = r["beam_in_memory"]["mb_per_s"]
+        results["ratios"] = ratios
+        results["targets"] = {"beam_over_plain_time_max": 1.25, "speedup_2_workers_min": 1.6, "mb_per_s_per_core_min": 2.0}
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+    finally:
+        if args.keep:
+            print(f"kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

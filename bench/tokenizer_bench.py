@@ -1,0 +1,197 @@
+"""Tokenizer benchmark on >= 20 MB of real Chinese text from the shared corpora.
+
+Same run, same text: our fast path (tokenizers, single and batched, and via
+AutoTokenizer), the Python jieba reference (T5 PEGASUS recipe), and
+BertTokenizerFast with the BERT-Chinese character vocabulary.  Also chars per
+token on held-out news and fast-vs-reference agreement.  Writes
+bench/results/tokenizer.json.
+
+    python bench/tokenizer_bench.py [--tokenizer DIR] [--mb 20] [--ref-mb 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+SHARED = Path(os.environ.get("ZH_SHARED_DATA", "/work/shared/data"))
+CORPUS = SHARED / "corpus"
+NEWS_HELD_OUT = 200  # last cnews documents: never used to build the vocabulary
+
+
+def news_docs() -> list[str]:
+    lines = (CORPUS / "thucnews_cnews_subset" / "cnews.val.txt").read_text(encoding="utf-8").splitlines()
+    return [ln.split("\t", 1)[1] for ln in lines if "\t" in ln]
+
+
+def other_docs():
+    """Every other document-like text in the shared corpora, source by source."""
+    for f in sorted((CORPUS / "zhwiki_sample").glob("*.jsonl")):
+        for ln in f.open(encoding="utf-8"):
+            yield json.loads(ln)["text"]
+    for name in ("c3-m-train.json", "c3-m-dev.json", "c3-m-test.json", "c3-d-dev.json"):
+        for item in json.loads((CORPUS / "c3" / name).read_text(encoding="utf-8")):
+            yield "\n".join(item[0])
+    for name in ("cmrc2018_dev.json", "cmrc2018_trial.json"):
+        for art in json.loads((CORPUS / "cmrc2018" / name).read_text(encoding="utf-8"))["data"]:
+            for para in art["paragraphs"]:
+                yield para["context"]
+    for name, key in (("chid_unlabeled.json", "content"), ("csldcp_test_public.json", "content"),
+                      ("iflytek_test_public.json", "sentence"), ("eprstmt_unlabeled.json", "sentence")):
+        for ln in (CORPUS / "fewclue" / name).open(encoding="utf-8"):
+            yield json.loads(ln)[key].replace("#idiom#", "")
+    for name in ("ChnSentiCorp_htl_all.csv", "waimai_10k.csv"):
+        with (CORPUS / "sophonplus_reviews" / name).open(encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                yield row.get("review") or ""
+    with zipfile.ZipFile(CORPUS / "sophonplus_reviews" / "online_shopping_10_cats.zip") as z:
+        for member in z.namelist():
+            if member.endswith(".csv"):
+                for row in csv.DictReader(io.TextIOWrapper(z.open(member), encoding="utf-8")):
+                    yield row.get("review") or ""
+
+
+def load_text(mb: float) -> tuple[list[str], list[str]]:
+    """(bench documents, >= mb MB of UTF-8), (held-out news documents)."""
+    news = news_docs()
+    held = news[-NEWS_HELD_OUT:]
+    docs, size = [], 0
+    for d in [*news[:-NEWS_HELD_OUT], *other_docs()]:
+        if d and d.strip():
+            docs.append(d)
+            size += len(d.encode("utf-8"))
+    base = list(docs)
+    while size < mb * 1e6:  # repeat if the shared corpora are smaller than asked
+        docs.extend(base)
+        size += sum(len(d.encode("utf-8")) for d in base)
+    return docs, held
+
+
+def mb(texts: list[str]) -> float:
+    return sum(len(t.encode("utf-8")) for t in texts) / 1e6
+
+
+def timed(fn, texts) -> dict:
+    t0 = time.perf_counter()
+    n_tok = fn(texts)
+    dt = time.perf_counter() - t0
+    return {"mb": round(mb(texts), 3), "seconds": round(dt, 3), "mb_per_s": round(mb(texts) / dt, 3), "tokens": n_tok}
+
+
+def build(docs: list[str], out: Path, vocab_size: int) -> dict:
+    from tokenizer.build import build_tokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "train").mkdir()
+        with gzip.open(Path(tmp) / "train" / "shard-00000-of-00001.jsonl.gz", "wt", encoding="utf-8") as f:
+            for i, d in enumerate(docs):
+                f.write(json.dumps({"id": i, "text": d}, ensure_ascii=False) + "\n")
+        return build_tokenizer(tmp, str(out), vocab_size=vocab_size, workers=os.cpu_count() or 1, stats=False)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tokenizer", help="existing tokenizer folder (default: build one from the bench text)")
+    ap.add_argument("--vocab-size", type=int, default=50000)
+    ap.add_argument("--mb", type=float, default=20.0, help="MB of text for the fast tokenizers")
+    ap.add_argument("--ref-mb", type=float, default=2.0, help="MB for the (slow) Python references")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "tokenizer.json"))
+    args = ap.parse_args()
+
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    from tokenizer.agreement import agreement
+    from tokenizer.reference import JiebaWordPieceTokenizer
+    from tokenizer.stats import t5_pegasus_tokenize
+
+    docs, held = load_text(args.mb)
+    result: dict = {"text_mb": round(mb(docs), 2), "documents": len(docs), "machine": {
+        "cpus": os.cpu_count(), "python": platform.python_version(), "processor": platform.processor() or platform.machine()}}
+    tmp = None
+    if args.tokenizer:
+        folder = Path(args.tokenizer)
+    else:
+        tmp = tempfile.TemporaryDirectory()
+        folder = Path(tmp.name) / "tok"
+        t0 = time.perf_counter()
+        s = build(docs, folder, args.vocab_size)
+        result["build"] = {"seconds": round(time.perf_counter() - t0, 1), "vocab_size": s["vocab_size"],
+                           "train_characters": s["train"]["characters"]}
+    fast = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    hf = AutoTokenizer.from_pretrained(str(folder))
+    bert_vocab = SHARED / "vocab" / "bert_chinese_vocab.txt"
+    bert = BertTokenizerFast(vocab=str(bert_vocab), do_lower_case=True)
+    ref = JiebaWordPieceTokenizer.from_pretrained(folder, dictionary="jieba")
+
+    ref_docs, size = [], 0
+    step = max(1, int(len(docs) * args.ref_mb / max(result["text_mb"], 1e-9)))
+    for start in range(step):  # every step-th document: a sample spread over all sources
+        for d in docs[start::step]:
+            ref_docs.append(d)
+            size += len(d.encode("utf-8"))
+            if size >= args.ref_mb * 1e6:
+                break
+        if size >= args.ref_mb * 1e6:
+            break
+
+    speed = {}
+    speed["ours_fast_single"] = timed(lambda xs: sum(len(fast.encode(x, add_special_tokens=False).ids) for x in xs), docs)
+    speed["ours_fast_batched_no_offsets"] = timed(
+        lambda xs: sum(len(e.ids) for i in range(0, len(xs), 1024) for e in fast.encode_batch_fast(xs[i : i + 1024], add_special_tokens=False)), docs)
+    speed["ours_fast_batched"] = timed(
+        lambda xs: sum(len(e.ids) for i in range(0, len(xs), 1024) for e in fast.encode_batch(xs[i : i + 1024], add_special_tokens=False)), docs)
+    speed["ours_autotokenizer_batched"] = timed(
+        lambda xs: sum(len(ids) for i in range(0, len(xs), 1024) for ids in hf(xs[i : i + 1024], add_special_tokens=False)["input_ids"]), docs)
+    speed["bert_chinese_chars_fast_single"] = timed(lambda xs: sum(len(bert.encode(x, add_special_tokens=False)) for x in xs), docs)
+    speed["bert_chinese_chars_fast_batched"] = timed(
+        lambda xs: sum(len(ids) for i in range(0, len(xs), 1024) for ids in bert(xs[i : i + 1024], add_special_tokens=False)["input_ids"]), docs)
+    speed["reference_jieba_python"] = timed(lambda xs: sum(len(ref.encode(x)) for x in xs), ref_docs)
+    t5_vocab = SHARED / "vocab" / "t5_pegasus_vocab.txt"
+    if t5_vocab.exists():
+        speed["t5_pegasus_jieba_berttokenizer_fast"] = timed(lambda xs: sum(map(len, t5_pegasus_tokenize(xs, str(t5_vocab)))), ref_docs)
+        speed["t5_pegasus_jieba_berttokenizer_python"] = timed(
+            lambda xs: sum(map(len, t5_pegasus_tokenize(xs, str(t5_vocab), python_fallback=True))), ref_docs)
+    result["threads"] = {"rayon": os.environ.get("RAYON_NUM_THREADS", "all cores"), "note": "single = one encode() call per document"}
+    base = speed["reference_jieba_python"]["mb_per_s"]
+    for v in speed.values():
+        v["speedup_vs_reference"] = round(v["mb_per_s"] / base, 1)
+    result["speed"] = speed
+
+    def cpt(tok_lists_len: int, texts: list[str]) -> float:
+        return round(sum(len("".join(t.split())) for t in texts) / tok_lists_len, 4)
+
+    cpt_news = {
+        "ours": cpt(sum(len(e.ids) for e in fast.encode_batch(held, add_special_tokens=False)), held),
+        "bert_chinese_chars": cpt(sum(len(ids) for ids in bert(held, add_special_tokens=False)["input_ids"]), held),
+    }
+    if t5_vocab.exists():
+        cpt_news["t5_pegasus"] = cpt(sum(map(len, t5_pegasus_tokenize(held, str(t5_vocab)))), held)
+    result["chars_per_token_news_held_out"] = cpt_news
+    result["agreement_news_held_out"] = {
+        d: {k: v for k, v in agreement(folder, held, dictionary=d).items() if k != "examples"} for d in ("vocab", "jieba")
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result, ensure_ascii=False, indent=2))
+    if tmp:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

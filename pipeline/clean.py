@@ -1,0 +1,328 @@
+"""Text cleaning steps: each one a named pure ``str -> str`` function.
+
+Every step is testable without a Beam runner.  ``build_cleaner(cfg)`` composes
+the steps switched on in the ``clean:`` section of configs/pipeline.yaml, in
+the fixed order of ``STEP_ORDER`` (HTML before Unicode normalization so that
+entities such as ``&#xff21;`` are normalized too; URL removal after NFKC so
+that full-width ``ｈｔｔｐ：／／`` URLs are caught; whitespace last).
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import re
+import unicodedata
+from typing import Callable
+
+# --------------------------------------------------------------------------
+# Unicode normalization
+# --------------------------------------------------------------------------
+
+# Chinese punctuation that NFKC would fold to ASCII (，→, ！→! …→...) but that
+# we keep as is: Chinese text uses the full-width forms, and the tokenizer's
+# vocabulary (BERT-Chinese, WoBERT) has them as their own tokens.
+CJK_PUNCTUATION = "，。！？；：（）“”‘’、…《》【】「」『』〈〉〔〕～—·"
+
+# NFKC leaves Private Use Area code points alone, so protected characters are
+# swapped to Supplementary PUA-A placeholders and swapped back afterwards.
+_PUA_BASE = 0xF0000
+_PROTECT = {ord(c): chr(_PUA_BASE + i) for i, c in enumerate(CJK_PUNCTUATION)}
+_UNPROTECT = {_PUA_BASE + i: c for i, c in enumerate(CJK_PUNCTUATION)}
+
+
+def normalize_unicode(text: str, keep_cjk_punctuation: bool = True) -> str:
+    """NFKC (full-width ASCII letters/digits/space → half-width, compatibility
+    forms folded) while keeping Chinese punctuation ，。！？；：（）“” as is."""
+    if text.isascii():
+        return text
+    if not keep_cjk_punctuation:
+        return unicodedata.normalize("NFKC", text)
+    protected = text.translate(_PROTECT)
+    return unicodedata.normalize("NFKC", protected).translate(_UNPROTECT)
+
+
+# --------------------------------------------------------------------------
+# Control and zero-width characters
+# --------------------------------------------------------------------------
+
+# C0/C1 controls except \t and \n; zero-width space/joiners, bidi marks and
+# embeddings, word joiner family, BOM/ZWNBSP, soft hyphen, variation selectors
+# and the object replacement character.
+_CONTROL_RE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+    "\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff"
+    "\ufe00-\ufe0f\ufff9-\ufffc]"
+)
+_CR_RE = re.compile(r"\r\n?")
+
+
+def remove_control_chars(text: str) -> str:
+    """Drop control, format (zero-width, bidi, BOM) characters; CR/CRLF → LF."""
+    text = _CR_RE.sub("\n", text)
+    return _CONTROL_RE.sub("", text)
+
+
+# --------------------------------------------------------------------------
+# HTML
+# --------------------------------------------------------------------------
+
+_HTML_DROP_RE = re.compile(
+    r"<(script|style|noscript|iframe)\b[^>]*>.*?</\1\s*>|<!--.*?-->|<!\[CDATA\[.*?\]\]>",
+    re.IGNORECASE | re.DOTALL,
+)
+# Block-level tags become a line break so paragraphs stay paragraphs.
+_HTML_BLOCK_RE = re.compile(
+    r"</?(?:p|div|br|li|ul|ol|tr|table|h[1-6]|section|article|blockquote|pre|hr)\b[^<>]*>",
+    re.IGNORECASE,
+)
+_HTML_TAG_RE = re.compile(r"</?[A-Za-z][A-Za-z0-9:-]*(?:\s[^<>]*)?/?>|<!DOCTYPE[^<>]*>", re.IGNORECASE)
+
+
+def strip_html(text: str) -> str:
+    """Remove HTML tags (script/style bodies and comments included) and
+    unescape entities (&amp; &nbsp; &#x4e2d; …); block tags become newlines."""
+    text = _strip_tags(text)
+    if "&" in text:
+        # Escaped markup (&lt;b&gt;) becomes tags only now: strip once more.
+        text = _strip_tags(html.unescape(text))
+    return text
+
+
+def _strip_tags(text: str) -> str:
+    if "<" not in text:
+        return text
+    text = _HTML_DROP_RE.sub("", text)
+    text = _HTML_BLOCK_RE.sub("\n", text)
+    return _HTML_TAG_RE.sub("", text)
+
+
+# --------------------------------------------------------------------------
+# URLs and e-mail addresses
+# --------------------------------------------------------------------------
+
+_URL_RE = re.compile(
+    r"(?:(?:https?|ftp)://|www\.)[A-Za-z0-9\-._~:/?#\[\]@!$&'*+,;=%]+"
+    # bare short links common on Weibo: t.cn/RXyz, bit.ly/abc, dwz.cn/x
+    r"|\b(?:[A-Za-z0-9-]+\.)+(?:cn|com|net|org|ly|me|io|cc)/[A-Za-z0-9\-._~/?#=&%]*",
+    re.IGNORECASE,
+)
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+
+
+def remove_urls(text: str, replacement: str = "") -> str:
+    """Replace http(s)/ftp/www URLs and bare short links (t.cn/…) by ``replacement``."""
+    if "." not in text and "/" not in text:
+        return text
+    return _URL_RE.sub(replacement, text)
+
+
+def remove_emails(text: str, replacement: str = "") -> str:
+    """Replace e-mail addresses by ``replacement``."""
+    if "@" not in text:
+        return text
+    return _EMAIL_RE.sub(replacement, text)
+
+
+# --------------------------------------------------------------------------
+# Social-media markup: @mentions, #hashtags#, emoji
+# --------------------------------------------------------------------------
+
+# Weibo user names: CJK, letters, digits, _ - ·, up to 30 chars (plus "?"/U+FFFD:
+# mojibake inside names is common in scraped data).  A repost
+# chain "//@name:" is removed together with its "//" and the colon.
+_MENTION_RE = re.compile(r"(?://)?@[\w\-·?\ufffd]{1,30}(?:\s*[:：])?\s?")
+_HASHTAG_RE = re.compile(r"#([^#\n]{1,40})#")
+# Weibo bracket emoticons: [哈哈] [爱你] [doge]
+_BRACKET_EMOTICON_RE = re.compile(r"\[[\u4e00-\u9fffA-Za-z]{1,8}\]")
+_EMOJI_RE = re.compile(
+    "["
+    "\U0001F000-\U0001FAFF"  # mahjong … symbols & pictographs extended-A
+    "\U0001FC00-\U0001FFFF"
+    "\u2600-\u27BF"  # misc symbols, dingbats
+    "\u2B00-\u2BFF"  # arrows, stars ⭐
+    "\u2300-\u23FF"  # misc technical ⌚⏰
+    "\u3297\u3299\u303D\u00A9\u00AE\u2122"
+    "\U000E0020-\U000E007F"  # tag characters (flag sequences)
+    "\u200d\ufe0f"
+    "]+"
+)
+
+
+def remove_mentions(text: str, policy: str = "remove", replacement: str = "@用户") -> str:
+    """@mentions: ``keep`` | ``remove`` (also "//@name:" repost markers) |
+    ``replace`` (by ``replacement``, keeping the position)."""
+    if policy == "keep" or "@" not in text:
+        return text
+    if policy == "replace":
+        return _MENTION_RE.sub(replacement, text)
+    return _MENTION_RE.sub("", text)
+
+
+def handle_hashtags(text: str, policy: str = "unwrap", replacement: str = "") -> str:
+    """#话题# hashtags: ``keep`` | ``unwrap`` (keep the topic, drop the #) |
+    ``remove`` (drop the topic) | ``replace`` (by ``replacement``)."""
+    if policy == "keep" or "#" not in text:
+        return text
+    if policy == "unwrap":
+        return _HASHTAG_RE.sub(r"\1", text)
+    if policy == "replace":
+        return _HASHTAG_RE.sub(replacement, text)
+    return _HASHTAG_RE.sub("", text)
+
+
+def handle_emoji(text: str, policy: str = "remove", bracket_emoticons: bool = True) -> str:
+    """Emoji: ``keep`` | ``remove``.  With ``bracket_emoticons`` the Weibo
+    "[哈哈]" emoticon codes are removed as well."""
+    if policy == "keep":
+        return text
+    if bracket_emoticons and "[" in text:
+        text = _BRACKET_EMOTICON_RE.sub("", text)
+    if text.isascii():
+        return text
+    return _EMOJI_RE.sub("", text)
+
+
+# --------------------------------------------------------------------------
+# Traditional → simplified (optional OpenCC)
+# --------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _opencc_converter(config: str):
+    try:
+        import opencc  # type: ignore
+    except ImportError:
+        return None
+    try:
+        return opencc.OpenCC(config)
+    except Exception:  # opencc-python-reimplemented wants "t2s" not "t2s.json"
+        return opencc.OpenCC(config.replace(".json", ""))
+
+
+def opencc_available() -> bool:
+    return _opencc_converter("t2s") is not None
+
+
+def to_simplified(text: str, config: str = "t2s") -> str:
+    """Traditional → simplified Chinese with OpenCC; identity when the
+    ``opencc`` package is not installed (the step is optional)."""
+    converter = _opencc_converter(config)
+    if converter is None or text.isascii():
+        return text
+    return converter.convert(text)
+
+
+# --------------------------------------------------------------------------
+# Whitespace
+# --------------------------------------------------------------------------
+
+_HSPACE_RE = re.compile(r"[^\S\n]+")  # any whitespace except newline
+_CJK = r"\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
+_CJK_SPACE_RE = re.compile(rf"(?<=[{_CJK}]) (?=[{_CJK}])")
+
+
+def collapse_whitespace(text: str, remove_cjk_spaces: bool = True) -> str:
+    """Collapse runs of spaces/tabs/U+3000 to one space, strip every line and
+    drop empty lines, so paragraphs are separated by exactly one ``\\n``.
+    With ``remove_cjk_spaces`` a space between two CJK characters is dropped
+    (an extraction artefact in Chinese text, "中 文" → "中文")."""
+    lines = []
+    for line in text.split("\n"):
+        line = _HSPACE_RE.sub(" ", line).strip()
+        if line:
+            lines.append(line)
+    out = "\n".join(lines)
+    if remove_cjk_spaces and " " in out:
+        out = _CJK_SPACE_RE.sub("", out)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Composition
+# --------------------------------------------------------------------------
+
+STEP_ORDER = (
+    "strip_html",
+    "normalize_unicode",
+    "remove_control_chars",
+    "remove_urls",
+    "remove_emails",
+    "remove_mentions",
+    "handle_hashtags",
+    "handle_emoji",
+    "to_simplified",
+    "collapse_whitespace",
+)
+
+
+def cleaning_steps(cfg: dict) -> list[tuple[str, Callable[[str], str]]]:
+    """The enabled steps for a ``clean:`` config section, in order."""
+    steps: list[tuple[str, Callable[[str], str]]] = []
+    if cfg.get("strip_html", True):
+        steps.append(("strip_html", strip_html))
+    if cfg.get("unicode_nfkc", True):
+        steps.append(
+            (
+                "normalize_unicode",
+                functools.partial(normalize_unicode, keep_cjk_punctuation=cfg.get("keep_cjk_punctuation", True)),
+            )
+        )
+    if cfg.get("remove_control", True):
+        steps.append(("remove_control_chars", remove_control_chars))
+    urls = cfg.get("urls", "remove")
+    if urls != "keep":
+        rep = cfg.get("url_replacement", "") if urls == "replace" else ""
+        steps.append(("remove_urls", functools.partial(remove_urls, replacement=rep)))
+    emails = cfg.get("emails", "remove")
+    if emails != "keep":
+        rep = cfg.get("email_replacement", "") if emails == "replace" else ""
+        steps.append(("remove_emails", functools.partial(remove_emails, replacement=rep)))
+    mentions = cfg.get("mentions", "keep")
+    if mentions != "keep":
+        steps.append(
+            (
+                "remove_mentions",
+                functools.partial(
+                    remove_mentions, policy=mentions, replacement=cfg.get("mention_replacement", "@用户")
+                ),
+            )
+        )
+    hashtags = cfg.get("hashtags", "keep")
+    if hashtags != "keep":
+        steps.append(
+            (
+                "handle_hashtags",
+                functools.partial(handle_hashtags, policy=hashtags, replacement=cfg.get("hashtag_replacement", "")),
+            )
+        )
+    emoji = cfg.get("emoji", "keep")
+    if emoji != "keep":
+        steps.append(
+            (
+                "handle_emoji",
+                functools.partial(handle_emoji, policy=emoji, bracket_emoticons=cfg.get("bracket_emoticons", True)),
+            )
+        )
+    if cfg.get("traditional_to_simplified", False):
+        steps.append(("to_simplified", functools.partial(to_simplified, config=cfg.get("opencc_config", "t2s"))))
+    if cfg.get("collapse_whitespace", True):
+        steps.append(
+            (
+                "collapse_whitespace",
+                functools.partial(collapse_whitespace, remove_cjk_spaces=cfg.get("remove_cjk_spaces", True)),
+            )
+        )
+    return steps
+
+
+def build_cleaner(cfg: dict | None = None) -> Callable[[str], str]:
+    """One ``str -> str`` function applying the enabled steps in order."""
+    steps = [fn for _, fn in cleaning_steps(cfg or {})]
+
+    def clean(text: str) -> str:
+        for fn in steps:
+            text = fn(text)
+        return text
+
+    return clean

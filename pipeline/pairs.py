@@ -1,0 +1,447 @@
+"""T5-PEGASUS pseudo-summary pairs (Su Jianlin, 2021).
+
+A document is split into sentences; about a quarter of them (not necessarily
+contiguous) are chosen greedily so that the chosen sentences, concatenated in
+order, share the longest possible character-level LCS with the remaining
+sentences concatenated in order.  The chosen sentences become the ``target``
+(pseudo summary), the rest the ``source``.
+
+Score.  For summary S and rest R, ``score = ROUGE-L F1 = 2·LCS(S,R) / (|S|+|R|)``.
+Since S and R partition the document, ``|S|+|R|`` is the document length, so
+maximising F1 is the same as maximising the LCS, which is exactly Su's
+criterion; F1 is reported because it is comparable across documents.
+
+Run: ``python -m pipeline.pairs --data data/clean --out data/pairs/t5-pegasus``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import hashlib
+import itertools
+import json
+import sys
+from typing import Any, Iterable, Iterator, NamedTuple
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.lcs import char_masks, lcs_with_masks
+from pipeline.sentences import split_sentences
+
+SPLITS = ("train", "valid")
+
+
+# --------------------------------------------------------------------------
+# Configuration and pure selection functions
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PairConfig:
+    """Knobs of pair construction; all lengths are in characters.
+
+    ``max_doc_chars``: only the leading sentences that fit in this budget are
+    used (always at least one).  Text past ``max_source_chars +
+    max_target_chars`` would be truncated away anyway, and greedy selection
+    costs roughly cubic time in document length.  ``None`` means
+    ``max_source_chars + max_target_chars``; ``0`` or less means no limit.
+    """
+
+    ratio: float = 0.25
+    max_source_chars: int = 1024
+    max_target_chars: int = 256
+    min_sentences: int = 4
+    max_sentence_chars: int = 256
+    max_doc_chars: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.ratio < 1.0:
+            raise ValueError(f"ratio must be in (0, 1), got {self.ratio}")
+        for name in ("max_source_chars", "max_target_chars", "max_sentence_chars"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.min_sentences < 2:
+            raise ValueError("min_sentences must be >= 2 (source and target both non-empty)")
+
+    @property
+    def doc_budget(self) -> int | None:
+        """Characters of the document actually used, or None for all."""
+        if self.max_doc_chars is None:
+            return self.max_source_chars + self.max_target_chars
+        return self.max_doc_chars if self.max_doc_chars > 0 else None
+
+
+class Rejected(NamedTuple):
+    """A document that yields no pair, and why (the key in stats["rejected"])."""
+
+    id: Any
+    reason: str
+
+
+def summary_size(n: int, ratio: float = 0.25) -> int:
+    """Number of sentences to choose: round-half-up(ratio·n), at least 1, at most n-1."""
+    k = int(ratio * n + 0.5)
+    return max(1, min(k, n - 1))
+
+
+def rouge_l_f1(lcs: int, len_summary: int, len_rest: int) -> float:
+    """ROUGE-L F1 from an LCS length: 2PR/(P+R) with P=lcs/|S|, R=lcs/|rest|."""
+    if lcs == 0:
+        return 0.0
+    return 2.0 * lcs / (len_summary + len_rest)
+
+
+class _Doc:
+    """A sentence list with the bit masks that make repeated LCS calls cheap.
+
+    One set of match masks over the whole document serves every candidate:
+    sentences that are in the summary are switched off in ``allowed``, which
+    is equivalent to deleting them from the "rest" string.
+    """
+
+    def __init__(self, sentences: list[str]):
+        self.sentences = sentences
+        self.text = "".join(sentences)
+        self.masks = char_masks(self.text)
+        self.spans = []  # bit mask of each sentence's character positions
+        offset = 0
+        for s in sentences:
+            self.spans.append(((1 << len(s)) - 1) << offset)
+            offset += len(s)
+        self.full = (1 << len(self.text)) - 1
+
+    def score(self, chosen: Iterable[int]) -> tuple[int, float]:
+        """(LCS, ROUGE-L F1) between the chosen sentences and the rest, both in order."""
+        chosen = sorted(chosen)
+        summary = "".join(self.sentences[i] for i in chosen)
+        allowed = self.full
+        for i in chosen:
+            allowed &= ~self.spans[i]
+        lcs = lcs_with_masks(self.masks, len(self.text), summary, allowed)
+        return lcs, rouge_l_f1(lcs, len(summary), len(self.text) - len(summary))
+
+
+def pseudo_summary(sentences: list[str], ratio: float = 0.25) -> tuple[list[int], float]:
+    """Greedy T5-PEGASUS selection: (sorted chosen indices, ROUGE-L F1).
+
+    Each step adds the sentence whose addition gives the highest score
+    (ties: lowest index) until ``summary_size(n, ratio)`` are chosen.
+    """
+    n = len(sentences)
+    if n == 0:
+        return [], 0.0
+    doc = _Doc(sentences)
+    chosen: list[int] = []
+    best_f1 = 0.0
+    for _ in range(summary_size(n, ratio)):
+        best_i, best_lcs = -1, -1
+        for i in range(n):
+            if i in chosen:
+                continue
+            lcs, f1 = doc.score(chosen + [i])
+            if lcs > best_lcs:  # same denominator for every candidate: LCS decides
+                best_i, best_lcs, best_f1 = i, lcs, f1
+        chosen.append(best_i)
+    return sorted(chosen), best_f1
+
+
+def exhaustive_pseudo_summary(sentences: list[str], ratio: float = 0.25) -> tuple[list[int], float]:
+    """The optimum over all subsets of size ``summary_size(n, ratio)``; for small n only.
+
+    Ties go to the lexicographically smallest index tuple.  Cost is C(n, k)
+    LCS calls, so this is a yardstick for the greedy search, not a tool.
+    """
+    n = len(sentences)
+    if n == 0:
+        return [], 0.0
+    doc = _Doc(sentences)
+    best: tuple[int, float, tuple[int, ...]] = (-1, 0.0, ())
+    for subset in itertools.combinations(range(n), summary_size(n, ratio)):
+        lcs, f1 = doc.score(subset)
+        if lcs > best[0]:
+            best = (lcs, f1, subset)
+    return list(best[2]), best[1]
+
+
+def document_sentences(text: str, config: PairConfig | None = None) -> list[str]:
+    """The sentences make_pair selects from: split, then the leading ones within the budget."""
+    config = config or PairConfig()
+    sentences = split_sentences(text, config.max_sentence_chars)
+    budget = config.doc_budget
+    if budget is None:
+        return sentences
+    total = 0
+    for i, s in enumerate(sentences):
+        total += len(s)
+        if total > budget:
+            return sentences[: max(1, i)]  # at least one sentence, even if over budget
+    return sentences
+
+
+def make_pair(doc: dict, **cfg: Any) -> dict | Rejected:
+    """Build ``{"id", "source", "target"}`` from ``{"id", "text"}``, or a ``Rejected``.
+
+    ``cfg`` are PairConfig fields (or ``config=PairConfig(...)``, which the
+    Beam transform uses to validate once).  Reasons: "no_text" (text missing
+    or not a string), "too_few_sentences" (fewer than ``min_sentences``
+    within the document budget).
+    """
+    config = cfg.pop("config", None) or PairConfig(**cfg)
+    doc_id = doc.get("id") if isinstance(doc, dict) else None
+    text = doc.get("text") if isinstance(doc, dict) else None
+    if not isinstance(text, str):
+        return Rejected(doc_id, "no_text")
+    sentences = document_sentences(text, config)
+    if len(sentences) < config.min_sentences:
+        return Rejected(doc_id, "too_few_sentences")
+    chosen, _ = pseudo_summary(sentences, config.ratio)
+    picked = set(chosen)
+    target = "".join(sentences[i] for i in chosen)
+    source = "".join(s for i, s in enumerate(sentences) if i not in picked)
+    return {
+        "id": doc_id,
+        "source": source[: config.max_source_chars],
+        "target": target[: config.max_target_chars],
+    }
+
+
+# --------------------------------------------------------------------------
+# Beam
+# --------------------------------------------------------------------------
+
+
+def _pair_or_reject(keyed_doc: tuple[Any, dict], config: PairConfig) -> Iterator:
+    key, doc = keyed_doc
+    result = make_pair(doc, config=config)
+    if isinstance(result, Rejected):
+        yield beam.pvalue.TaggedOutput("rejected", result.reason)
+    else:
+        yield key, result
+
+
+class BuildPseudoSummaryPairs(beam.PTransform):
+    """``(key, {"id","text"})`` -> outputs ``pairs`` of ``(key, pair)`` and ``rejected`` reasons.
+
+    The key (e.g. the output shard) passes through untouched, so callers
+    decide where pairs go.  Use as ``out = docs | BuildPseudoSummaryPairs(**cfg)``
+    then ``out.pairs`` and ``out.rejected``.
+    """
+
+    def __init__(self, **cfg: Any):
+        super().__init__()
+        self.config = PairConfig(**cfg)
+
+    def expand(self, keyed_docs):
+        return keyed_docs | "MakePair" >> beam.FlatMap(_pair_or_reject, self.config).with_outputs(
+            "rejected", main="pairs"
+        )
+
+
+# An output shard is keyed by the plain tuple (split, index, count): plain
+# tuples have a deterministic Beam coder, which GroupByKey requires.
+ShardKey = tuple[str, int, int]
+
+
+def _shard_path(key: ShardKey) -> str:
+    split, index, count = key
+    return f"{split}/shard-{index:05d}-of-{count:05d}.jsonl.gz"
+
+
+def _read_json(path: str) -> Any:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(data)
+
+
+def _input_shards(data_dir: str) -> list[tuple[ShardKey, str]]:
+    """Output shard key for every input shard: pairs keep their document's split and shard."""
+    manifest = _read_json(FileSystems.join(data_dir, "manifest.json"))
+    by_split: dict[str, list[str]] = {}
+    for shard in manifest["shards"]:
+        if shard["split"] not in SPLITS:
+            raise ValueError(f"unknown split {shard['split']!r} in manifest")
+        by_split.setdefault(shard["split"], []).append(shard["path"])
+    return [
+        ((split, i, len(paths)), FileSystems.join(data_dir, path))
+        for split, paths in sorted(by_split.items())
+        for i, path in enumerate(sorted(paths))
+    ]
+
+
+def _read_shard(shard: tuple[ShardKey, str]) -> Iterator[tuple[ShardKey, str]]:
+    """Lines of one gzip JSON-lines shard (compression inferred from the name)."""
+    key, path = shard
+    with FileSystems.open(path) as f:
+        for raw in iter(f.readline, b""):  # CompressedFile is not iterable
+            line = raw.decode("utf-8").strip()
+            if line:
+                yield key, line
+
+
+def _parse(keyed_line: tuple[ShardKey, str]) -> Iterator:
+    key, line = keyed_line
+    try:
+        doc = json.loads(line)
+    except json.JSONDecodeError:
+        yield beam.pvalue.TaggedOutput("rejected", "bad_json")
+        return
+    yield key, doc
+
+
+def _write_shard(keyed: tuple[ShardKey, Iterable], out_dir: str) -> dict:
+    """Write one shard sorted by id, gzip with mtime=0 so reruns are byte-identical."""
+    key, pairs = keyed
+    pairs = [p for p in pairs if p is not None]  # None = the seed that makes empty shards exist
+    keyed_lines = sorted((str(p["id"]), json.dumps(p, ensure_ascii=False, separators=(",", ":"))) for p in pairs)
+    lines = [line for _, line in keyed_lines]  # by id; identical ids fall back to the line text
+    data = gzip.compress("".join(line + "\n" for line in lines).encode("utf-8"), 6, mtime=0)
+    _write_bytes(FileSystems.join(out_dir, _shard_path(key)), data)
+    return {
+        "path": _shard_path(key),
+        "split": key[0],
+        "documents": len(pairs),
+        "characters": sum(len(p["source"]) + len(p["target"]) for p in pairs),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def _write_summary(_, out_dir: str, config: PairConfig, read: int, rejected: list, shards: list) -> dict:
+    """manifest.json and stats.json; runs once, after everything else."""
+    shards = sorted(shards, key=lambda s: s["path"])
+    written = sum(s["documents"] for s in shards)
+    stats = {
+        "read": read,
+        "written": written,
+        "rejected": dict(sorted(rejected)),
+        "duplicates_exact": 0,  # pairs do no dedup; kept so the contract's identity holds
+        "duplicates_near": 0,
+        "written_by_split": {sp: sum(s["documents"] for s in shards if s["split"] == sp) for sp in SPLITS},
+        "config": dataclasses.asdict(config),
+    }
+    if read != written + sum(stats["rejected"].values()):
+        raise RuntimeError(f"accounting mismatch: {stats}")
+    dump = lambda obj: (json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode()
+    _write_bytes(FileSystems.join(out_dir, "manifest.json"), dump({"shards": shards}))
+    _write_bytes(FileSystems.join(out_dir, "stats.json"), dump(stats))
+    return stats
+
+
+def _remove_stale_shards(out_dir: str) -> None:
+    """Delete shards of an earlier run so the manifest and the folder agree."""
+    patterns = [FileSystems.join(out_dir, split, "shard-*.jsonl.gz") for split in SPLITS]
+    stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+    if stale:
+        FileSystems.delete(stale)
+
+
+def _pipeline_options(runner: str, workers: int, extra_args: list[str]) -> PipelineOptions:
+    """Always name the runner: Beam 2.77 would otherwise fetch Prism, which fails offline."""
+    options = {"runner": runner}
+    if runner in ("DirectRunner", "direct"):
+        options["runner"] = "DirectRunner"
+        options["direct_num_workers"] = workers
+        options["direct_running_mode"] = "multi_processing" if workers > 1 else "in_memory"
+    return PipelineOptions(flags=extra_args, **options)
+
+
+def build_pairs(
+    data_dir: str,
+    out_dir: str,
+    runner: str = "DirectRunner",
+    workers: int = 1,
+    extra_args: list[str] | None = None,
+    **cfg: Any,
+) -> dict:
+    """Build pseudo-summary pairs for a cleaned corpus folder; returns stats.json's content.
+
+    Input: ``data_dir/manifest.json`` plus gzip JSON-lines shards of
+    ``{"id","text"}``.  Output: ``out_dir/{train,valid}/shard-*.jsonl.gz``
+    (one output shard per input shard, same split, sorted by id),
+    ``manifest.json`` and ``stats.json``.
+    """
+    config = PairConfig(**cfg)
+    shards = _input_shards(data_dir)
+    _remove_stale_shards(out_dir)
+    with beam.Pipeline(options=_pipeline_options(runner, workers, extra_args or [])) as p:
+        lines = (
+            p
+            | "Shards" >> beam.Create(shards)
+            | "SpreadShards" >> beam.Reshuffle()
+            | "ReadShard" >> beam.FlatMap(_read_shard)
+        )
+        parsed = lines | "Parse" >> beam.FlatMap(_parse).with_outputs("rejected", main="docs")
+        built = parsed.docs | "SpreadDocs" >> beam.Reshuffle() | BuildPseudoSummaryPairs(**dataclasses.asdict(config))
+        seeds = p | "ShardSeeds" >> beam.Create([(key, None) for key, _ in shards])
+        manifest_entries = (
+            (built.pairs, seeds)
+            | "WithSeeds" >> beam.Flatten()
+            | "ByShard" >> beam.GroupByKey()
+            | "WriteShard" >> beam.Map(_write_shard, out_dir)
+        )
+        read = lines | "CountRead" >> beam.combiners.Count.Globally()
+        rejected = (
+            (parsed.rejected, built.rejected)
+            | "AllRejects" >> beam.Flatten()
+            | "CountReasons" >> beam.combiners.Count.PerElement()
+        )
+        _ = p | "Once" >> beam.Create([None]) | "WriteSummary" >> beam.Map(
+            _write_summary,
+            out_dir,
+            config,
+            read=beam.pvalue.AsSingleton(read),
+            rejected=beam.pvalue.AsList(rejected),
+            shards=beam.pvalue.AsList(manifest_entries),
+        )
+    return _read_json(FileSystems.join(out_dir, "stats.json"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.pairs",
+        description="T5-PEGASUS pseudo-summary pairs from a cleaned corpus. "
+        "Unknown flags are passed to Beam as pipeline options.",
+    )
+    parser.add_argument("--data", required=True, help="cleaned corpus folder (has manifest.json)")
+    parser.add_argument("--out", required=True, help="output folder")
+    defaults = PairConfig()
+    parser.add_argument("--ratio", type=float, default=defaults.ratio)
+    parser.add_argument("--max-source-chars", type=int, default=defaults.max_source_chars)
+    parser.add_argument("--max-target-chars", type=int, default=defaults.max_target_chars)
+    parser.add_argument("--min-sentences", type=int, default=defaults.min_sentences)
+    parser.add_argument("--max-sentence-chars", type=int, default=defaults.max_sentence_chars)
+    parser.add_argument(
+        "--max-doc-chars", type=int, default=None,
+        help="use only the leading sentences within this many chars (default: source+target max; <=0: all)",
+    )
+    parser.add_argument("--runner", default="DirectRunner")
+    parser.add_argument("--workers", type=int, default=1)
+    args, extra = parser.parse_known_args(argv)
+    stats = build_pairs(
+        args.data,
+        args.out,
+        runner=args.runner,
+        workers=args.workers,
+        extra_args=extra,
+        ratio=args.ratio,
+        max_source_chars=args.max_source_chars,
+        max_target_chars=args.max_target_chars,
+        min_sentences=args.min_sentences,
+        max_sentence_chars=args.max_sentence_chars,
+        max_doc_chars=args.max_doc_chars,
+    )
+    json.dump(stats, sys.stdout, ensure_ascii=False, indent=2, sort_keys=True)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

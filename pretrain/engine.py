@@ -1,0 +1,114 @@
+"""Distributed setup and the DeepSpeed engine: config, optimizer, learning-rate schedule.
+
+The ZeRO stage's JSON (``configs/deepspeed/zero<N>.json``) holds what is
+specific to DeepSpeed; values marked ``"auto"`` are filled from the model YAML
+so batch size, precision and clipping are stated once.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+
+import torch
+
+from pretrain.config import CONFIG_DIR, RunConfig
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_distributed() -> tuple[int, int, int]:
+    """Start torch.distributed through DeepSpeed (gloo on CPU, nccl on GPU); return rank, world, local rank.
+
+    A plain ``python -m pretrain.train`` is a world of one; ``torchrun``,
+    ``deepspeed`` and ``srun`` set the usual environment variables.
+    """
+    if "SLURM_PROCID" in os.environ and "RANK" not in os.environ:
+        os.environ["RANK"] = os.environ["SLURM_PROCID"]
+        os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
+        os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in os.environ:
+        os.environ["MASTER_PORT"] = str(_free_port())
+    import deepspeed
+
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    deepspeed.init_distributed(dist_backend=backend, verbose=False)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ["LOCAL_RANK"])
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return rank, world, local
+
+
+def deepspeed_config(cfg: RunConfig) -> dict:
+    t = cfg.train
+    path = CONFIG_DIR / "deepspeed" / f"zero{t.zero_stage}.json"
+    ds = json.loads(path.read_text(encoding="utf-8"))
+    ds.pop("_comment", None)
+    fill = {
+        "train_micro_batch_size_per_gpu": t.micro_batch_size,
+        "gradient_accumulation_steps": t.grad_accum,
+        "gradient_clipping": t.grad_clip,
+    }
+    for key, value in fill.items():
+        if ds.get(key) == "auto":
+            ds[key] = value
+    ds["bf16"]["enabled"] = t.precision == "bf16"
+    ds["fp16"]["enabled"] = t.precision == "fp16"
+    if t.offload:
+        ds["zero_optimization"]["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    return ds
+
+
+def lr_lambda(cfg: RunConfig):
+    """Multiplier on the peak lr at each optimizer step (warmup, then the chosen decay)."""
+    t = cfg.train
+    warm, total, floor = max(1, t.warmup_steps), max(1, t.steps), t.min_lr_ratio
+
+    def f(step: int) -> float:
+        step = step + 1
+        if t.schedule == "inverse_sqrt":       # T5: 1/sqrt(max(step, warmup)), scaled to 1 at warmup
+            return min(step / warm, 1.0) * math.sqrt(warm / max(step, warm))
+        if step <= warm:
+            return step / warm
+        frac = min(1.0, (step - warm) / max(1, total - warm))
+        if t.schedule == "linear":
+            return floor + (1 - floor) * (1 - frac)
+        if t.schedule == "cosine":
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac))
+        return 1.0
+
+    return f
+
+
+def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    t = cfg.train
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if t.optimizer == "adafactor":
+        from transformers.optimization import Adafactor
+        # T5 recipe: Adafactor with an external (inverse square root) schedule.
+        return Adafactor(groups, lr=t.lr, scale_parameter=False, relative_step=False, warmup_init=False)
+    return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps)
+
+
+def build_engine(cfg: RunConfig, model: torch.nn.Module):
+    import deepspeed
+
+    optimizer = build_optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+    engine, optimizer, _, scheduler = deepspeed.initialize(
+        model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg))
+    return engine, optimizer, scheduler

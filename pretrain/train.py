@@ -1,0 +1,367 @@
+"""The one trainer: every objective (collator + model + loss) runs through this loop.
+
+Launch: ``python -m pretrain.train --config configs/t5-pegasus.yaml [key=value ...]``
+directly (one process) or under ``torchrun`` / ``deepspeed`` / ``srun``. Re-running
+the same command on an existing run directory resumes from its latest intact
+checkpoint: model, optimizer, scheduler, RNG states, data position and step.
+SIGTERM / SIGUSR1 (SLURM's preemption warning) make every rank save a
+checkpoint at the next step boundary and exit.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from pretrain import checkpoint as ckpt
+from pretrain.config import ConfigError, RunConfig, load_config, save_config
+from pretrain.data import DataError, ShardStream, batches, list_shards
+
+log = logging.getLogger("pretrain")
+EXIT_PREEMPTED = 0
+
+
+class TrainingError(RuntimeError):
+    """A condition that stops training with a one-line message."""
+
+
+# ---------------------------------------------------------------- utilities
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Preemption:
+    """Remembers a SIGTERM/SIGUSR1 so the loop can checkpoint at a step boundary."""
+
+    def __init__(self):
+        self.signal = None
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+    def requested(self, world: int) -> bool:
+        flag = torch.tensor([1 if self.signal else 0])
+        if world > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+class MetricsLog:
+    """metrics.jsonl (append, flushed per record) and TensorBoard, on rank 0 only."""
+
+    def __init__(self, run_dir: Path, rank: int):
+        self.rank = rank
+        self.fh = open(run_dir / "metrics.jsonl", "a", encoding="utf-8") if rank == 0 else None
+        self.tb = None
+        if rank == 0:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:  # tensorboard is optional at run time
+                self.tb = None
+
+    def write(self, record: dict) -> None:
+        if self.fh is None:
+            return
+        self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.fh.flush()
+        if self.tb is not None:
+            prefix = "valid" if record.get("split") == "valid" else "train"
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(f"{prefix}/{k}", v, record["step"])
+
+    def close(self):
+        if self.fh:
+            self.fh.close()
+        if self.tb:
+            self.tb.close()
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def gather_states(state: dict, world: int) -> list:
+    if world == 1:
+        return [state]
+    out = [None] * world
+    dist.all_gather_object(out, state)
+    return out
+
+
+def count_params(model) -> int:
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += getattr(p, "ds_numel", p.numel())
+    return total
+
+
+# ---------------------------------------------------------------- validation
+@torch.no_grad()
+def validate(engine, objective, cfg: RunConfig, rank: int, world: int, device) -> dict:
+    """Mean loss over the first eval_batches of each rank's slice of the validation shards."""
+    shards = list_shards(objective.valid_dir, "valid")
+    if not shards:
+        return {}
+    stream = ShardStream(shards, rank, world, seed=0, shuffle=False, loop=False)
+    engine.eval()
+    total, n = torch.zeros(2), 0
+    for records in batches(stream, cfg.train.micro_batch_size):
+        loss, _ = objective.loss(engine, to_device(objective.collate(records), device))
+        total += torch.tensor([loss.float().item(), 1.0])
+        n += 1
+        if n >= cfg.train.eval_batches:
+            break
+    # Ranks may hold different numbers of batches; every rank joins the reduction.
+    if world > 1:
+        dist.all_reduce(total)
+    out = {"loss": total[0].item() / max(total[1].item(), 1.0)} if total[1] > 0 else {}
+    if cfg.train.eval_generate > 0 and hasattr(objective, "evaluate"):
+        head = ShardStream(shards, 0, 1, seed=0, shuffle=False, loop=False)
+        records = [r for _, r in zip(range(cfg.train.eval_generate), head)]
+        out.update(objective.evaluate(engine.module, records))
+    engine.train()
+    return out
+
+
+# ---------------------------------------------------------------- main loop
+def train(cfg: RunConfig, config_source: str = "") -> int:
+    from tqdm import tqdm
+
+    from pretrain.engine import build_engine, init_distributed
+    from pretrain.objectives import get_objective_class
+
+    rank, world, local = init_distributed()
+    threads = cfg.train.num_threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+    torch.set_num_threads(threads)
+    device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    run_dir = Path(cfg.run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.clean_partials(ckpt_dir)
+    dist.barrier()
+
+    seed_everything(cfg.train.seed + rank)
+    objective = get_objective_class(cfg.model)(cfg)
+    _check_run_identity(cfg, objective, run_dir, rank)
+    model = objective.build_model()
+    n_params = count_params(model)
+    engine, optimizer, scheduler = build_engine(cfg, model)
+
+    stream = ShardStream(list_shards(objective.train_dir, "train"), rank, world, seed=cfg.train.seed)
+    step = 0
+    latest = ckpt.find_latest(ckpt_dir)
+    if latest:
+        tag, step = latest
+        _, client = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True,
+                                           load_lr_scheduler_states=True)
+        if client is None:
+            raise TrainingError(f"{ckpt_dir / tag}: checkpoint could not be loaded")
+        mine = client["ranks"][rank] if len(client["ranks"]) == world else None
+        if mine is None:
+            raise TrainingError(f"{ckpt_dir / tag}: saved with {len(client['ranks'])} processes, "
+                                f"resuming with {world}; exact resume needs the same world size")
+        stream.load_state_dict(mine["stream"])
+        set_rng_state(mine["rng"])
+        if rank == 0:
+            log.info("resumed from %s (step %d)", ckpt_dir / tag, step)
+    elif rank == 0:
+        save_config(cfg, run_dir / "config.yaml")
+
+    metrics = MetricsLog(run_dir, rank)
+    preempt = Preemption()
+    total = cfg.train.steps
+    bar = tqdm(total=total, initial=step, desc=f"{cfg.model} [{cfg.size}]", unit="step",
+               disable=rank != 0, dynamic_ncols=True, file=sys.stderr)
+    if rank == 0:
+        log.info("%s %s: %.2fM parameters, world %d, ZeRO-%d, %s, %d threads/process", cfg.model, cfg.size,
+                 n_params / 1e6, world, cfg.train.zero_stage, cfg.train.precision, threads)
+
+    def save_now():
+        state = gather_states({"stream": stream.state_dict(), "rng": rng_state()}, world)
+        ckpt.save(engine, ckpt_dir, step, {"ranks": state, "step": step}, cfg.train.keep_last, rank)
+
+    it = batches(stream, cfg.train.micro_batch_size)
+    bad_in_a_row, bad_total = 0, 0
+    window_tokens, window_samples, window_start = 0, 0, time.perf_counter()
+    window_terms: dict[str, float] = {}
+    window_losses: list[float] = []
+    last_saved = step
+    engine.train()
+    while step < total:
+        if preempt.requested(world):
+            if rank == 0:
+                log.warning("signal %s received: saving checkpoint at step %d and exiting", preempt.signal, step)
+            save_now()
+            bar.close()
+            metrics.close()
+            return EXIT_PREEMPTED
+        # One optimizer step = grad_accum micro-batches; DeepSpeed wants step() after each
+        # backward and applies the update at the accumulation boundary.
+        step_loss, step_terms, micro = 0.0, {}, 0
+        while micro < cfg.train.grad_accum:
+            records = next(it)
+            batch = to_device(objective.collate(records), device)
+            loss, terms = objective.loss(engine, batch)
+            finite = torch.tensor([1.0 if torch.isfinite(loss).item() else 0.0])
+            if world > 1:
+                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+            if finite.item() < 1:
+                # Every rank drops this micro-batch (no backward, no step) and counts it.
+                bad_in_a_row += 1
+                bad_total += 1
+                if rank == 0:
+                    log.warning("non-finite loss at step %d: micro-batch skipped (%d in a row)", step + 1, bad_in_a_row)
+                if bad_in_a_row >= cfg.train.max_bad_steps:
+                    raise TrainingError(f"{bad_in_a_row} consecutive non-finite losses at step {step + 1}; "
+                                        f"lower train.lr or check the data")
+                continue
+            engine.backward(loss)
+            engine.step()
+            micro += 1
+            step_loss += loss.item() / cfg.train.grad_accum
+            for k, v in terms.items():
+                step_terms[k] = step_terms.get(k, 0.0) + v / cfg.train.grad_accum
+            window_tokens += objective.tokens_in(batch)
+            window_samples += len(records)
+        grad_norm = _grad_norm(engine)
+        bad_in_a_row = 0
+        step += 1
+        bar.update(1)
+        window_losses.append(step_loss)
+        for k, v in step_terms.items():
+            window_terms[k] = window_terms.get(k, 0.0) + v
+
+        if step % cfg.train.log_every == 0 or step == total:
+            elapsed = max(time.perf_counter() - window_start, 1e-9)
+            toks = torch.tensor([float(window_tokens), float(window_samples)])
+            if world > 1:
+                dist.all_reduce(toks)
+            n = len(window_losses)
+            rec = {"step": step, "loss": sum(window_losses) / n, "lr": scheduler.get_last_lr()[0],
+                   "grad_norm": grad_norm, "tokens_per_s": toks[0].item() / elapsed,
+                   "samples_per_s": toks[1].item() / elapsed,
+                   "flops_per_s": 6.0 * n_params * toks[0].item() / elapsed,
+                   "skipped_steps": bad_total}
+            rec.update({k: v / n for k, v in window_terms.items()})
+            metrics.write(rec)
+            bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
+            window_tokens, window_samples, window_start = 0, 0, time.perf_counter()
+            window_terms, window_losses = {}, []
+
+        if step % cfg.train.eval_every == 0 or step == total:
+            vals = validate(engine, objective, cfg, rank, world, device)
+            if vals:
+                metrics.write({"step": step, "split": "valid", **vals})
+                if rank == 0:
+                    bar.write(f"step {step} valid " + " ".join(f"{k}={v:.4f}" for k, v in vals.items()))
+            window_start = time.perf_counter()
+
+        if step % cfg.train.save_every == 0 or step == total:
+            save_now()
+            last_saved = step
+            window_start = time.perf_counter()
+    bar.close()
+    if last_saved != step:
+        save_now()
+    export(engine, objective, cfg, ckpt_dir, step, rank)
+    metrics.close()
+    return 0
+
+
+def _grad_norm(engine) -> float:
+    norm = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
+    if norm is None:
+        sq = sum(float(p.grad.float().pow(2).sum()) for p in engine.module.parameters() if p.grad is not None)
+        norm = math.sqrt(sq)
+    return float(norm)
+
+
+def _check_run_identity(cfg: RunConfig, objective, run_dir: Path, rank: int) -> None:
+    """Stop with one line if an existing run was trained with a different vocabulary or model."""
+    ident = {"model": cfg.model, "vocab_size": len(objective.tokenizer)}
+    path = run_dir / "run.json"
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        for key, value in ident.items():
+            if old.get(key) != value:
+                raise TrainingError(f"{path}: existing run has {key}={old.get(key)!r} but this run has "
+                                    f"{value!r} (tokenizer/model mismatch); use a new RUN directory")
+    elif rank == 0:
+        path.write_text(json.dumps(ident, indent=1), encoding="utf-8")
+
+
+def export(engine, objective, cfg: RunConfig, ckpt_dir: Path, step: int, rank: int) -> None:
+    """Write RUN/export as a Hugging Face folder; ZeRO-3 shards are consolidated first."""
+    out = Path(cfg.run_dir) / "export"
+    if cfg.train.zero_stage == 3:
+        dist.barrier()
+        state = None
+        if rank == 0:
+            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+            state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=ckpt.tag_for(step))
+    else:
+        state = {k: v.detach().float().cpu() for k, v in engine.module.state_dict().items()} if rank == 0 else None
+    if rank == 0:
+        tmp = out.with_name("export.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        objective.export(state, tmp)
+        (tmp / "training_step.json").write_text(json.dumps({"step": step}), encoding="utf-8")
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+        log.info("exported Hugging Face model to %s", out)
+    dist.barrier()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pretrain.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="model YAML, e.g. configs/t5-pegasus.yaml")
+    parser.add_argument("--size", default=None, help="size preset (tiny|small|base)")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.steps=50")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    for noisy in ("DeepSpeed", "deepspeed", "torch.distributed"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        cfg = load_config(args.config, args.overrides, size=args.size)
+        return train(cfg, args.config)
+    except (ConfigError, DataError, TrainingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""build_tokenizer: corpus shards in, Hugging Face tokenizer folder out."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .fast import build_unigram, save_folder
+
+DEFAULTS = dict(
+    min_char_freq=1,  # keep every character seen: tiny corpora still cover their text
+    min_word_freq=2,  # a word seen once is noise
+    max_word_len=10,
+    lowercase=True,
+    user_dict=None,
+    runner="DirectRunner",
+    workers=1,
+    runner_args=None,
+    stats=True,
+    model_max_length=512,
+)
+
+
+def build_tokenizer(data_dir: str, out_dir: str, vocab_size: int = 50000, algo: str = "wordpiece", **options) -> dict:
+    """Build the vocabulary and tokenizer from ``data_dir`` shards into ``out_dir``; returns stats.
+
+    ``algo="wordpiece"``: jieba word + character vocabulary (T5 PEGASUS recipe),
+    served by a Unigram model carrying jieba's scores.  ``algo="sentencepiece"``:
+    a SentencePiece unigram model trained on the same text, same specials.
+    Options: see ``DEFAULTS``.
+    """
+    unknown = set(options) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown options: {sorted(unknown)}")
+    opt = {**DEFAULTS, **options}
+    t0 = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if algo == "wordpiece":
+        from .counting import count_corpus
+        from .jieba_util import jieba_instance
+        from .vocab import jieba_scorer, select_vocab
+
+        counts = count_corpus(
+            data_dir,
+            lowercase=opt["lowercase"],
+            user_dict=opt["user_dict"],
+            runner=opt["runner"],
+            workers=opt["workers"],
+            runner_args=opt["runner_args"],
+        )
+        dt = jieba_instance(opt["user_dict"])
+        vocab = select_vocab(
+            counts,
+            vocab_size=vocab_size,
+            min_char_freq=opt["min_char_freq"],
+            min_word_freq=opt["min_word_freq"],
+            max_word_len=opt["max_word_len"],
+            cjk_score=jieba_scorer(dt.FREQ, dt.total),
+            lowercase=opt["lowercase"],
+        )
+        tok = build_unigram(vocab.tokens, vocab.scores, opt["lowercase"])
+        train = {"documents": counts.documents, "characters": counts.characters}
+    elif algo == "sentencepiece":
+        from .spm import train_sentencepiece
+
+        tok, train = train_sentencepiece(data_dir, vocab_size, out, **{k: opt[k] for k in ("lowercase", "min_char_freq")})
+    else:
+        raise ValueError(f"algo must be 'wordpiece' or 'sentencepiece', not {algo!r}")
+    save_folder(tok, out, opt["model_max_length"])
+    stats = {
+        "algo": algo,
+        "vocab_size_requested": vocab_size,
+        "vocab_size": tok.get_vocab_size(),
+        "train": train,
+        "options": {k: v for k, v in opt.items() if k not in ("stats",)},
+        "build_seconds": round(time.time() - t0, 2),
+    }
+    if opt["stats"]:
+        from .stats import tokenizer_stats
+
+        stats.update(tokenizer_stats(out, data_dir))
+    (out / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return stats

@@ -1,0 +1,138 @@
+"""Corpus statistics for the vocabulary, computed as an Apache Beam job.
+
+Each document is normalized and cut with jieba (HMM off); a DoFn emits the
+per-document counts of multi-character CJK words, ASCII runs and characters,
+and ``CombinePerKey(sum)`` adds them up.  The runner is always named
+explicitly (Beam 2.77 would otherwise try to fetch the Prism runner).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from .normalize import SPACE_MARK, is_alnum_run, is_cjk_run, is_space, normalize
+from .vocab import Counts
+
+
+def shard_paths(data_dir: str | Path, split: str = "train") -> list[str]:
+    """Shards of one split: from manifest.json when present, else ``split/*.jsonl[.gz]``."""
+    data_dir = Path(data_dir)
+    manifest = data_dir / "manifest.json"
+    if manifest.exists():
+        shards = json.loads(manifest.read_text(encoding="utf-8")).get("shards", [])
+        paths = [str(data_dir / s["path"]) for s in shards if s.get("split", split) == split]
+        if paths:
+            return sorted(paths)
+    paths = sorted(glob.glob(str(data_dir / split / "*.jsonl.gz")) + glob.glob(str(data_dir / split / "*.jsonl")))
+    return paths
+
+
+def iter_texts(paths: list[str]):
+    """Yield the ``text`` of every document in the given JSON-lines shards."""
+    import gzip
+
+    for p in paths:
+        opener = gzip.open if p.endswith(".gz") else open
+        with opener(p, "rt", encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)["text"]
+
+
+def count_document(text: str, cut, lowercase: bool = True) -> Counter:
+    """Counts for one document, keyed ``(kind, token)`` with kind in w/a/c/n."""
+    norm = normalize(text, lowercase)
+    out: Counter = Counter()
+    pending_space = False
+    for word in cut(norm):
+        if is_space(word):
+            pending_space = True
+            continue
+        if is_cjk_run(word):
+            if len(word) > 1:
+                out["w", word] += 1
+        elif is_alnum_run(word):
+            out["a", SPACE_MARK + word if pending_space else word] += 1
+        pending_space = False
+    chars = Counter(ch for ch in norm if not ch.isspace())
+    for ch, c in chars.items():
+        out["c", ch] += c
+    out["n", "documents"] += 1
+    out["n", "characters"] += len(norm)
+    return out
+
+
+def _make_dofn(lowercase: bool, user_dict: str | None):
+    """Built lazily so importing this module does not import Beam."""
+    import apache_beam as beam
+
+    class CountDoc(beam.DoFn):
+        def setup(self):
+            from .jieba_util import jieba_instance
+
+            dt = jieba_instance(user_dict)
+            self.cut = lambda s: dt.cut(s, HMM=False)
+
+        def process(self, line):
+            line = line.strip()
+            if line:
+                yield from count_document(json.loads(line)["text"], self.cut, lowercase).items()
+
+    return CountDoc()
+
+
+def beam_options(runner: str = "DirectRunner", workers: int = 1, extra_args: list[str] | None = None):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    kw = {"runner": runner}
+    if runner == "DirectRunner":
+        kw["direct_num_workers"] = max(1, workers)
+        kw["direct_running_mode"] = "multi_processing" if workers > 1 else "in_memory"
+    return PipelineOptions(extra_args or [], **kw)
+
+
+def count_corpus(
+    data_dir: str | Path,
+    lowercase: bool = True,
+    user_dict: str | None = None,
+    runner: str = "DirectRunner",
+    workers: int = 1,
+    runner_args: list[str] | None = None,
+    work_dir: str | None = None,
+) -> Counts:
+    """Run the counting pipeline over the train shards and load the result."""
+    import apache_beam as beam
+
+    paths = shard_paths(data_dir, "train")
+    if not paths:
+        raise FileNotFoundError(f"no train shards under {data_dir} (manifest.json or train/*.jsonl.gz)")
+    tmp = tempfile.mkdtemp(prefix="tok-counts-", dir=work_dir)
+    prefix = os.path.join(tmp, "counts")
+    with beam.Pipeline(options=beam_options(runner, workers, runner_args)) as p:
+        (
+            p
+            | "Shards" >> beam.Create(paths)
+            | "Read" >> beam.io.ReadAllFromText()
+            | "Count" >> beam.ParDo(_make_dofn(lowercase, user_dict))
+            | "Sum" >> beam.CombinePerKey(sum)
+            | "Json" >> beam.Map(lambda kv: json.dumps([kv[0][0], kv[0][1], kv[1]], ensure_ascii=False))
+            | "Write" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
+        )
+    counts = Counts()
+    table = {"w": counts.words, "a": counts.ascii, "c": counts.chars}
+    for f in sorted(glob.glob(prefix + "*")):
+        with open(f, encoding="utf-8") as fh:
+            for line in fh:
+                kind, token, c = json.loads(line)
+                if kind == "n":
+                    setattr(counts, token, c)
+                else:
+                    table[kind][token] = c
+        os.remove(f)
+    os.rmdir(tmp)
+    return counts

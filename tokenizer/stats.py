@@ -1,0 +1,123 @@
+"""stats.json: what the vocabulary is made of and how it does on held-out text.
+
+Measured on the valid split (capped, so the build stays fast): [UNK] rate,
+characters per token, and the same numbers for the BERT-Chinese character
+vocabulary and the T5 PEGASUS word vocabulary when the shared data has them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+from .normalize import SPACE_MARK, is_alnum_run, is_cjk_run, is_space, normalize
+from .vocab import SPECIALS, UNK
+
+SHARED_DATA = os.environ.get("ZH_SHARED_DATA", "/work/shared/data")
+MAX_EVAL_CHARS = 2_000_000
+
+
+def composition(tokens: list[str]) -> dict:
+    kinds = Counter()
+    specials = set(SPECIALS)
+    for t in tokens:
+        if t in specials:
+            kinds["special"] += 1
+        elif is_cjk_run(t):
+            kinds["cjk_char" if len(t) == 1 else "cjk_word"] += 1
+        elif t == SPACE_MARK or is_alnum_run(t):
+            kinds["ascii_piece"] += 1
+        elif len(t) == 1:
+            kinds["other_char"] += 1
+        else:
+            kinds["other"] += 1
+    return dict(sorted(kinds.items()))
+
+
+def eval_texts(data_dir: str | Path, max_chars: int = MAX_EVAL_CHARS) -> list[str]:
+    """Held-out documents (valid split), capped at ``max_chars`` characters."""
+    from .counting import iter_texts, shard_paths
+
+    texts, n = [], 0
+    for text in iter_texts(shard_paths(data_dir, "valid")):
+        texts.append(text)
+        n += len(text)
+        if n >= max_chars:
+            break
+    return texts
+
+
+def _rates(token_lists: list[list[str]], texts: list[str], unk: str = UNK) -> dict:
+    n_tok = sum(len(t) for t in token_lists)
+    n_unk = sum(t.count(unk) for t in token_lists)
+    n_chars = sum(sum(1 for ch in normalize(x) if not ch.isspace()) for x in texts)
+    return {
+        "tokens": n_tok,
+        "unk_rate": round(n_unk / max(n_tok, 1), 6),
+        "chars_per_token": round(n_chars / max(n_tok, 1), 4),
+    }
+
+
+def bert_char_tokenize(texts: list[str], vocab_file: str) -> list[list[str]]:
+    """BERT-Chinese (character vocabulary, WordPiece for Latin)."""
+    from transformers import BertTokenizerFast
+
+    tok = BertTokenizerFast(vocab=vocab_file, do_lower_case=True)
+    return [tok.tokenize(x) for x in texts]
+
+
+def t5_pegasus_tokenize(texts: list[str], vocab_file: str, python_fallback: bool = False) -> list[list[str]]:
+    """The original T5 PEGASUS tokenizer: jieba (HMM off); a word in the vocab is a token, else BERT WordPiece.
+
+    ``python_fallback`` uses the pure-Python BertTokenizer (as bert4keras does) instead of
+    the Rust one, for speed comparisons.
+    """
+    from transformers import BertTokenizerFast, BertTokenizerLegacy
+
+    from .jieba_util import jieba_instance
+
+    vocab = set(Path(vocab_file).read_text(encoding="utf-8").split("\n"))
+    dt = jieba_instance()
+    if python_fallback:
+        bert = BertTokenizerLegacy(vocab_file, do_lower_case=True)
+        return [
+            [t for w in dt.cut(normalize(x), HMM=False) if not is_space(w) for t in ([w] if w in vocab else bert.tokenize(w))]
+            for x in texts
+        ]
+    bert = BertTokenizerFast(vocab=vocab_file, do_lower_case=True)
+    out = []
+    for x in texts:
+        words = [w for w in dt.cut(normalize(x), HMM=False) if not is_space(w)]
+        oov = [w for w in words if w not in vocab]
+        pieces = dict(zip(oov, bert(oov, add_special_tokens=False)["input_ids"])) if oov else {}
+        toks: list[str] = []
+        for w in words:
+            if w in vocab:
+                toks.append(w)
+            else:
+                toks.extend(bert.convert_ids_to_tokens(pieces[w]))
+        out.append(toks)
+    return out
+
+
+def tokenizer_stats(out_dir: str | Path, data_dir: str | Path, max_chars: int = MAX_EVAL_CHARS) -> dict:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(out_dir) / "tokenizer.json"))
+    tokens = [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
+    stats: dict = {"composition": composition(tokens)}
+    texts = eval_texts(data_dir, max_chars)
+    if not texts:
+        stats["valid"] = None
+        return stats
+    enc = tok.encode_batch(texts, add_special_tokens=False)
+    ours = [[tokens[i] for i in e.ids] for e in enc]  # e.tokens shows the text under [UNK]
+    valid = {"documents": len(texts), "characters": sum(len(x) for x in texts), "ours": _rates(ours, texts)}
+    vocab_dir = Path(SHARED_DATA) / "vocab"
+    if (vocab_dir / "bert_chinese_vocab.txt").exists():
+        valid["bert_chinese_chars"] = _rates(bert_char_tokenize(texts, str(vocab_dir / "bert_chinese_vocab.txt")), texts)
+    if (vocab_dir / "t5_pegasus_vocab.txt").exists():
+        valid["t5_pegasus"] = _rates(t5_pegasus_tokenize(texts, str(vocab_dir / "t5_pegasus_vocab.txt")), texts)
+    stats["valid"] = valid
+    return stats
