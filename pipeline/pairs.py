@@ -344,13 +344,10 @@ def _remove_stale_shards(out_dir: str) -> None:
 
 
 def _pipeline_options(runner: str, workers: int, extra_args: list[str]) -> PipelineOptions:
-    """Always name the runner: Beam 2.77 would otherwise fetch Prism, which fails offline."""
-    options = {"runner": runner}
-    if runner in ("DirectRunner", "direct"):
-        options["runner"] = "DirectRunner"
-        options["direct_num_workers"] = workers
-        options["direct_running_mode"] = "multi_processing" if workers > 1 else "in_memory"
-    return PipelineOptions(flags=extra_args, **options)
+    """The corpus pipeline's runner options (always names the runner; see pipeline.run)."""
+    from pipeline.run import pipeline_options
+
+    return pipeline_options(runner, workers, extra_args)
 
 
 def build_pairs(

@@ -101,6 +101,8 @@ class TrainConfig:
     keep_last: int = 3
     max_bad_steps: int = 5                  # consecutive non-finite losses before stopping
     num_threads: int = 0                    # torch intra-op threads per process; 0 = cores / processes
+    trace_samples: bool = False             # write the ids each rank trains on per step (RUN/trace/)
+    peak_tflops: float = 0.0                # per-device peak for the MFU estimate; 0 = known GPUs only
 
 
 @dataclass
@@ -113,6 +115,9 @@ class RunConfig:
     pairs: PairsConfig = field(default_factory=PairsConfig)
     arch: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Objective-specific settings (ELECTRA's generator size, loss weights, ...); each
+    # objective validates its own section with `parse_section`.
+    objective: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -155,6 +160,10 @@ def _check_value(value: Any, tp, where: str, key: str) -> Any:
             return float(value)
         except ValueError:
             pass
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: key '{key}' must be a mapping, got {type(value).__name__} {value!r}")
+        return value
     if tp is list or origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: key '{key}' must be a list, got {type(value).__name__} {value!r}")
@@ -185,6 +194,11 @@ def _build(cls, raw: dict, where: str, prefix: str = ""):
         else:
             kwargs[key] = _check_value(value, tp, where, full)
     return cls(**kwargs)
+
+
+def parse_section(cls, raw: dict, where: str = "config", prefix: str = "objective."):
+    """Validate an objective's own section against its dataclass (same one-line errors)."""
+    return _build(cls, raw or {}, where, prefix)
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

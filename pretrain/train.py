@@ -72,6 +72,17 @@ class Preemption:
         return bool(flag.item())
 
 
+def truncate_jsonl(path: Path, step: int) -> None:
+    """Drop records logged after `step` (a killed run may have logged past its last checkpoint)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(keep), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 class MetricsLog:
     """metrics.jsonl (append, flushed per record) and TensorBoard, on rank 0 only."""
 
@@ -114,6 +125,22 @@ def gather_states(state: dict, world: int) -> list:
     out = [None] * world
     dist.all_gather_object(out, state)
     return out
+
+
+# Dense bf16 peak of known accelerators, for the MFU estimate (6 * params * tokens/s / peak).
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "A800": 312.0, "H800": 989.0, "L40S": 362.0,
+               "A10": 125.0, "V100": 125.0, "4090": 165.0}
+
+
+def peak_device_flops(cfg: RunConfig) -> float:
+    if cfg.train.peak_tflops > 0:
+        return cfg.train.peak_tflops * 1e12
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name()
+        for key, tflops in PEAK_TFLOPS.items():
+            if key in name:
+                return tflops * 1e12
+    return 0.0
 
 
 def count_params(model) -> int:
@@ -193,12 +220,19 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                                 f"resuming with {world}; exact resume needs the same world size")
         stream.load_state_dict(mine["stream"])
         set_rng_state(mine["rng"])
+        truncate_jsonl(run_dir / "trace" / f"rank-{rank}.jsonl", step)
         if rank == 0:
+            truncate_jsonl(run_dir / "metrics.jsonl", step)
             log.info("resumed from %s (step %d)", ckpt_dir / tag, step)
     elif rank == 0:
         save_config(cfg, run_dir / "config.yaml")
 
     metrics = MetricsLog(run_dir, rank)
+    peak_flops = peak_device_flops(cfg)
+    trace = None
+    if cfg.train.trace_samples:
+        (run_dir / "trace").mkdir(parents=True, exist_ok=True)
+        trace = open(run_dir / "trace" / f"rank-{rank}.jsonl", "a", encoding="utf-8")
     preempt = Preemption()
     total = cfg.train.steps
     bar = tqdm(total=total, initial=step, desc=f"{cfg.model} [{cfg.size}]", unit="step",
@@ -228,7 +262,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
             return EXIT_PREEMPTED
         # One optimizer step = grad_accum micro-batches; DeepSpeed wants step() after each
         # backward and applies the update at the accumulation boundary.
-        step_loss, step_terms, micro = 0.0, {}, 0
+        step_loss, step_terms, micro, step_ids = 0.0, {}, 0, []
         while micro < cfg.train.grad_accum:
             records = next(it)
             batch = to_device(objective.collate(records), device)
@@ -254,9 +288,13 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                 step_terms[k] = step_terms.get(k, 0.0) + v / cfg.train.grad_accum
             window_tokens += objective.tokens_in(batch)
             window_samples += len(records)
+            step_ids += [r.get("id") for r in records]
         grad_norm = _grad_norm(engine)
         bad_in_a_row = 0
         step += 1
+        if trace is not None:
+            trace.write(json.dumps({"step": step, "loss": step_loss, "ids": step_ids}, ensure_ascii=False) + "\n")
+            trace.flush()
         bar.update(1)
         window_losses.append(step_loss)
         for k, v in step_terms.items():
@@ -264,16 +302,21 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
 
         if step % cfg.train.log_every == 0 or step == total:
             elapsed = max(time.perf_counter() - window_start, 1e-9)
-            toks = torch.tensor([float(window_tokens), float(window_samples)])
-            if world > 1:
-                dist.all_reduce(toks)
             n = len(window_losses)
-            rec = {"step": step, "loss": sum(window_losses) / n, "lr": scheduler.get_last_lr()[0],
-                   "grad_norm": grad_norm, "tokens_per_s": toks[0].item() / elapsed,
-                   "samples_per_s": toks[1].item() / elapsed,
-                   "flops_per_s": 6.0 * n_params * toks[0].item() / elapsed,
-                   "skipped_steps": bad_total}
-            rec.update({k: v / n for k, v in window_terms.items()})
+            names = sorted(window_terms)
+            # Loss and terms are averaged over ranks; tokens and samples are summed.
+            sums = torch.tensor([float(window_tokens), float(window_samples), sum(window_losses) / n]
+                                + [window_terms[k] / n for k in names], dtype=torch.float64)
+            if world > 1:
+                dist.all_reduce(sums)
+            tokens_per_s = sums[0].item() / elapsed
+            rec = {"step": step, "loss": sums[2].item() / world, "lr": scheduler.get_last_lr()[0],
+                   "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
+                   "samples_per_s": sums[1].item() / elapsed,
+                   "flops_per_s": 6.0 * n_params * tokens_per_s, "skipped_steps": bad_total}
+            if peak_flops:
+                rec["mfu"] = rec["flops_per_s"] / (peak_flops * world)
+            rec.update({k: sums[3 + i].item() / world for i, k in enumerate(names)})
             metrics.write(rec)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
             window_tokens, window_samples, window_start = 0, 0, time.perf_counter()

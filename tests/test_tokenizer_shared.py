@@ -1,6 +1,6 @@
 """Agreement fast path vs. jieba reference on real news text (skipped without the shared corpora).
 
-Measured (THUCNews cnews.val, 700 train / 300 held-out documents, vocab 19,250):
+Measured (THUCNews cnews.val, 700 train / 300 held-out documents, vocab 20,048):
 * reference with the vocabulary as jieba's dictionary (what the Unigram computes):
   300/300 documents identical.  Elsewhere (cnews+zhwiki) 99-100%; the rest are
   equal-probability ties (e.g. "快快快": jieba keeps the longest word first, the Rust

@@ -87,13 +87,10 @@ def _make_dofn(lowercase: bool, user_dict: str | None):
 
 
 def beam_options(runner: str = "DirectRunner", workers: int = 1, extra_args: list[str] | None = None):
-    from apache_beam.options.pipeline_options import PipelineOptions
+    """The pipeline's own runner options (one place decides how runners are named)."""
+    from pipeline.run import pipeline_options
 
-    kw = {"runner": runner}
-    if runner == "DirectRunner":
-        kw["direct_num_workers"] = max(1, workers)
-        kw["direct_running_mode"] = "multi_processing" if workers > 1 else "in_memory"
-    return PipelineOptions(extra_args or [], **kw)
+    return pipeline_options(runner, workers, extra_args or [])
 
 
 def count_corpus(
