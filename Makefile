@@ -18,6 +18,8 @@ RUN ?=
 CORPUS ?=
 SAVE_EVERY ?=
 LOG_EVERY ?=
+# extra key=value config overrides, e.g. ARGS='train.lr=5e-4 data.clean_dir=/tmp/clean'
+ARGS ?=
 # make data / make tokenizer
 OUT ?=
 RUNNER ?= direct
@@ -58,7 +60,7 @@ pretrain: setup
 	$(PY) -m pretrain.launch --model '$(MODEL)' --size '$(SIZE)' --nproc $(NPROC) --workers $(WORKERS) \
 		$(if $(STEPS),--steps $(STEPS)) $(if $(ZERO),--zero $(ZERO)) $(if $(RUN),--run '$(RUN)') \
 		$(if $(CORPUS),--corpus '$(CORPUS)') $(if $(SAVE_EVERY),--save-every $(SAVE_EVERY)) \
-		$(if $(LOG_EVERY),--log-every $(LOG_EVERY))
+		$(if $(LOG_EVERY),--log-every $(LOG_EVERY)) $(ARGS)
 
 release: setup
 	@echo "error: make release is not implemented yet (issue 9)" >&2; exit 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -144,7 +145,39 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cmd = train_command(cfg_file, size, overrides, args.nproc)
     log.info("launching: %s", " ".join(cmd))
-    return subprocess.call(cmd)
+    return run_forwarding_signals(cmd)
+
+
+def run_forwarding_signals(cmd: list[str]) -> int:
+    """Run the trainer in its own process group and pass stop signals on to all of it.
+
+    `kill -TERM <make's pid>` reaches only make; the kernel then tells us
+    (PR_SET_PDEATHSIG) and we forward SIGTERM, so the trainer checkpoints and
+    exits instead of running on orphaned. SIGINT (Ctrl-C), SIGTERM and SIGUSR1
+    sent to this process are forwarded the same way.
+    """
+    _die_with_parent()
+    child = subprocess.Popen(cmd, start_new_session=True)
+
+    def forward(signum, frame):
+        try:
+            os.killpg(child.pid, signal.SIGTERM if signum == signal.SIGINT else signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    return child.wait()
+
+
+def _die_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

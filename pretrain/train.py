@@ -59,7 +59,7 @@ class Preemption:
 
     def __init__(self):
         self.signal = None
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
@@ -190,6 +190,9 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
     rank, world, local = init_distributed()
     threads = cfg.train.num_threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     torch.set_num_threads(threads)
+    if not torch.cuda.is_available():
+        # Denormal floats appear as T5 trains and slow CPU matmuls about 2x.
+        torch.set_flush_denormal(True)
     device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"

@@ -1,0 +1,1 @@
+"""Evaluation tasks for `python -m pretrain.evaluate` (one module per task, each with `run`)."""
