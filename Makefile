@@ -20,6 +20,13 @@ SAVE_EVERY ?=
 LOG_EVERY ?=
 # extra key=value config overrides, e.g. ARGS='train.lr=5e-4 data.clean_dir=/tmp/clean'
 ARGS ?=
+# make slurm (empty = the defaults of python -m pretrain.slurm: 1 node, CPU profile)
+NODES ?=
+GPUS_PER_NODE ?=
+PARTITION ?=
+TIME ?=
+DRY_RUN ?=
+export NODES GPUS_PER_NODE PARTITION TIME DRY_RUN
 # make data / make tokenizer
 OUT ?=
 RUNNER ?= direct
@@ -62,14 +69,20 @@ pretrain: setup
 		$(if $(CORPUS),--corpus '$(CORPUS)') $(if $(SAVE_EVERY),--save-every $(SAVE_EVERY)) \
 		$(if $(LOG_EVERY),--log-every $(LOG_EVERY)) $(ARGS)
 
+# make release / make slurm read user values from the environment ("$$VAR"), never pasted
+# into the recipe, so a value cannot inject shell; ARGS is only word-split (no globbing).
 release: setup
-	@echo "error: make release is not implemented yet (issue 9)" >&2; exit 2
+	@set -f; $(PY) -m pretrain.release --model "$$MODEL" --run "$$RUN" $$ARGS
 
 slurm: setup
-	@echo "error: make slurm is not implemented yet (issue 9)" >&2; exit 2
+	@set -f; $(PY) -m pretrain.slurm --model "$$MODEL" --size "$$SIZE" --run "$$RUN" --nodes "$$NODES" \
+		--gpus-per-node "$$GPUS_PER_NODE" --partition "$$PARTITION" --time "$$TIME" --dry-run "$$DRY_RUN" $$ARGS
 
+# Each benchmark writes bench/results/<name>.json; its printed tables refresh BENCHMARKS.md.
 bench: setup
-	@for b in bench/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@set -o pipefail; for b in $(wildcard bench/*_bench.py bench/mask_variance.py); do \
+		echo "== $$b"; $(PY) $$b | tee bench/results/$$(basename $$b .py).out || exit 1; done
+	$(PY) bench/report.py
 
 clean:
 	rm -rf runs artifacts data/clean data/pairs

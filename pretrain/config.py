@@ -118,6 +118,8 @@ class RunConfig:
     # Objective-specific settings (ELECTRA's generator size, loss weights, ...); each
     # objective validates its own section with `parse_section`.
     objective: dict = field(default_factory=dict)
+    # Progressive growth schedule, e.g. [{at_step: 2000, layers: 12}]; validated by pretrain.growth.
+    growth: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

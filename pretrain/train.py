@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from pretrain import checkpoint as ckpt
+from pretrain import growth
 from pretrain.config import ConfigError, RunConfig, load_config, save_config
 from pretrain.data import DataError, ShardStream, batches, list_shards
 
@@ -38,6 +39,39 @@ class TrainingError(RuntimeError):
 
 
 # ---------------------------------------------------------------- utilities
+class _InfGrad(torch.autograd.Function):
+    """Identity forward, infinite gradient backward (fault injection for tests)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+def injected_faults() -> dict[int, str]:
+    """ZH_PRETRAIN_INJECT='loss@3,grad@6': corrupt the 3rd micro-batch's loss, the 6th's gradient.
+
+    A test hook: robustness paths (skip, count, stop) are exercised through the real engine.
+    """
+    faults = {}
+    for item in filter(None, os.environ.get("ZH_PRETRAIN_INJECT", "").split(",")):
+        kind, _, n = item.partition("@")
+        faults[int(n)] = kind
+    return faults
+
+
+def nonfinite_grads(engine, world: int) -> bool:
+    """ZeRO-0 has no overflow check of its own: look at the (already averaged) gradients."""
+    bad = any(p.grad is not None and not torch.isfinite(p.grad).all() for p in engine.module.parameters())
+    flag = torch.tensor([1.0 if bad else 0.0])
+    if world > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 def rng_state() -> dict:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
@@ -205,12 +239,14 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
     objective = get_objective_class(cfg.model)(cfg)
     _check_run_identity(cfg, objective, run_dir, rank)
     model = objective.build_model()
+    latest = ckpt.find_latest(ckpt_dir)
+    # Growth schedule (pretrain.growth): a run resumed after a growth step rebuilds the grown model.
+    model = growth.resume_architecture(cfg, objective, model, latest[1] if latest else 0)
     n_params = count_params(model)
     engine, optimizer, scheduler = build_engine(cfg, model)
 
     stream = ShardStream(list_shards(objective.train_dir, "train"), rank, world, seed=cfg.train.seed)
     step = 0
-    latest = ckpt.find_latest(ckpt_dir)
     if latest:
         tag, step = latest
         _, client = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True,
@@ -249,8 +285,10 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
         ckpt.save(engine, ckpt_dir, step, {"ranks": state, "step": step}, cfg.train.keep_last, rank)
 
     it = batches(stream, cfg.train.micro_batch_size)
+    faults, attempt = injected_faults(), 0
     bad_in_a_row, bad_total = 0, 0
     window_tokens, window_samples, window_start = 0, 0, time.perf_counter()
+    window_data_s = 0.0
     window_terms: dict[str, float] = {}
     window_losses: list[float] = []
     last_saved = step
@@ -263,13 +301,28 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
             bar.close()
             metrics.close()
             return EXIT_PREEMPTED
+        if growth.due(cfg, step):   # pretrain.growth: checkpoint, enlarge, rebuild engine + optimizer
+            if last_saved != step:
+                save_now()
+                last_saved = step
+            engine, optimizer, scheduler = growth.apply(cfg, objective, engine, scheduler, step, ckpt_dir, rank)
+            n_params = count_params(engine.module)
+            engine.train()
         # One optimizer step = grad_accum micro-batches; DeepSpeed wants step() after each
         # backward and applies the update at the accumulation boundary.
         step_loss, step_terms, micro, step_ids = 0.0, {}, 0, []
+        grad_overflow = False
         while micro < cfg.train.grad_accum:
+            t_data = time.perf_counter()
             records = next(it)
             batch = to_device(objective.collate(records), device)
+            window_data_s += time.perf_counter() - t_data   # reading + on-the-fly tokenization
             loss, terms = objective.loss(engine, batch)
+            attempt += 1
+            if faults.get(attempt) == "loss":
+                loss = loss * float("nan")
+            elif faults.get(attempt) == "grad":
+                loss = _InfGrad.apply(loss)
             finite = torch.tensor([1.0 if torch.isfinite(loss).item() else 0.0])
             if world > 1:
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
@@ -280,11 +333,22 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                 if rank == 0:
                     log.warning("non-finite loss at step %d: micro-batch skipped (%d in a row)", step + 1, bad_in_a_row)
                 if bad_in_a_row >= cfg.train.max_bad_steps:
-                    raise TrainingError(f"{bad_in_a_row} consecutive non-finite losses at step {step + 1}; "
+                    raise TrainingError(f"{bad_in_a_row} consecutive non-finite losses/gradients at step {step + 1}; "
                                         f"lower train.lr or check the data")
                 continue
             engine.backward(loss)
+            if cfg.train.zero_stage == 0 and engine.is_gradient_accumulation_boundary() and nonfinite_grads(engine, world):
+                # Neutralize the update: zero gradients and a zero learning rate for this step
+                # (the scheduler sets the next step's rate again inside engine.step()).
+                for p in engine.module.parameters():
+                    if p.grad is not None:
+                        p.grad.zero_()
+                for group in engine.optimizer.param_groups:
+                    group["lr"] = 0.0
+                grad_overflow = True
+            skipped_before = engine.skipped_steps
             engine.step()
+            grad_overflow = grad_overflow or engine.skipped_steps > skipped_before   # ZeRO>=1 skips by itself
             micro += 1
             step_loss += loss.item() / cfg.train.grad_accum
             for k, v in terms.items():
@@ -292,6 +356,16 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
             window_tokens += objective.tokens_in(batch)
             window_samples += len(records)
             step_ids += [r.get("id") for r in records]
+        if grad_overflow:
+            # The update was not applied: count it, do not advance the step.
+            bad_in_a_row += 1
+            bad_total += 1
+            if rank == 0:
+                log.warning("non-finite gradient at step %d: update skipped (%d in a row)", step + 1, bad_in_a_row)
+            if bad_in_a_row >= cfg.train.max_bad_steps:
+                raise TrainingError(f"{bad_in_a_row} consecutive non-finite losses/gradients at step {step + 1}; "
+                                    f"lower train.lr or check the data")
+            continue
         grad_norm = _grad_norm(engine)
         bad_in_a_row = 0
         step += 1
@@ -316,14 +390,15 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
             rec = {"step": step, "loss": sums[2].item() / world, "lr": scheduler.get_last_lr()[0],
                    "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
                    "samples_per_s": sums[1].item() / elapsed,
-                   "flops_per_s": 6.0 * n_params * tokens_per_s, "skipped_steps": bad_total}
+                   "flops_per_s": 6.0 * n_params * tokens_per_s, "skipped_steps": bad_total,
+                   "data_time_frac": window_data_s / elapsed}
             if peak_flops:
                 rec["mfu"] = rec["flops_per_s"] / (peak_flops * world)
             rec.update({k: sums[3 + i].item() / world for i, k in enumerate(names)})
             metrics.write(rec)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
             window_tokens, window_samples, window_start = 0, 0, time.perf_counter()
-            window_terms, window_losses = {}, []
+            window_terms, window_losses, window_data_s = {}, [], 0.0
 
         if step % cfg.train.eval_every == 0 or step == total:
             vals = validate(engine, objective, cfg, rank, world, device)

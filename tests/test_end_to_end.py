@@ -5,7 +5,6 @@ DeepSpeed engine (ZeRO-2, CPU, gloo) -> checkpoint -> Hugging Face export; then 
 launch reuses every data stage and resumes from the finished checkpoint.
 """
 import json
-import os
 import subprocess
 import sys
 
@@ -14,24 +13,13 @@ import torch
 
 from conftest import REPO
 
-STEPS = 60
-
-
-def launch(tmp, *extra):
-    cmd = [sys.executable, "-m", "pretrain.launch", "--model", "t5-pegasus", "--steps", str(STEPS),
-           "--run", str(tmp / "run"), f"data.clean_dir={tmp / 'clean'}", f"tokenizer.dir={tmp / 'tok'}",
-           f"data.pairs_dir={tmp / 'pairs'}", "train.log_every=5", "train.eval_every=30",
-           "train.save_every=30", "train.eval_generate=4", *extra]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+from conftest import T5_RUN_STEPS as STEPS
+from conftest import launch_t5
 
 
 @pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
-    proc = launch(tmp)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return tmp, proc
+def first_run(t5_run):
+    return t5_run
 
 
 def test_run_writes_metrics_checkpoints_and_export(first_run):
@@ -72,7 +60,7 @@ def test_export_loads_offline_and_generates(first_run):
 def test_second_launch_reuses_stages_and_resumes(first_run):
     tmp, _ = first_run
     before = (tmp / "run" / "metrics.jsonl").read_text()
-    proc = launch(tmp)
+    proc = launch_t5(tmp)
     assert proc.returncode == 0, proc.stderr[-4000:]
     for stage in ("clean", "vocab", "pairs"):
         assert f"{stage}: up to date" in proc.stderr, proc.stderr[-3000:]
