@@ -184,7 +184,10 @@ def document_sentences(text: str, config: PairConfig | None = None) -> list[str]
 
 
 def make_pair(doc: dict, **cfg: Any) -> dict | Rejected:
-    """Build ``{"id", "source", "target"}`` from ``{"id", "text"}``, or a ``Rejected``.
+    """Build ``{"id", "text", "source", "target"}`` from ``{"id", "text"}``, or a ``Rejected``.
+
+    The document's ``text`` is kept (the shard contract: id and text, pairs add
+    source and target) so a pair can always be traced back and rebuilt.
 
     ``cfg`` are PairConfig fields (or ``config=PairConfig(...)``, which the
     Beam transform uses to validate once).  Reasons: "no_text" (text missing
@@ -205,6 +208,7 @@ def make_pair(doc: dict, **cfg: Any) -> dict | Rejected:
     source = "".join(s for i, s in enumerate(sentences) if i not in picked)
     return {
         "id": doc_id,
+        "text": text,
         "source": source[: config.max_source_chars],
         "target": target[: config.max_target_chars],
     }

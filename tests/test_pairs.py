@@ -247,7 +247,7 @@ def test_build_pairs_end_to_end(tmp_path):
         assert len(pairs) == shard["documents"]
         assert shard["characters"] == sum(len(p["source"]) + len(p["target"]) for p in pairs)
         assert [p["id"] for p in pairs] == sorted(p["id"] for p in pairs)
-        assert all(set(p) == {"id", "source", "target"} and p["source"] and p["target"] for p in pairs)
+        assert all(set(p) == {"id", "text", "source", "target"} and p["source"] and p["target"] for p in pairs)
         ids = {p["id"] for p in pairs}
         assert (ids <= {"doc-020", "doc-022"}) == (shard["split"] == "valid")
     assert total == stats["written"]
