@@ -1,0 +1,442 @@
+"""Masked language modeling with mask-proposal sampling (MAP-Net, seed 003).
+
+BERT pretraining masks positions uniformly at random; the loss is an estimate
+whose variance comes partly from the data and partly from *which* positions
+were masked. MAP-Net reduces the second part by importance sampling: masked
+positions are drawn from a proposal q that favours positions with large
+gradient contribution, and each drawn position's loss is reweighted so that
+the estimate still targets the uniform-masking objective. q comes from a small
+proposal network trained jointly to predict each position's gradient norm
+(or loss) from the input.
+
+Definitions (one packed row; a "unit" is a token, or a jieba word with
+``whole_word``; n maskable units, budget k = max(1, round(mask_prob * n))):
+
+* ``l_i(M)`` is the MLM loss of unit i (mean cross-entropy over its tokens)
+  when the set M of units is corrupted (80% [MASK] / 10% random / 10% kept).
+* Target objective: ``J = (1/n) sum_i E_C[l_i({i} + C)]``: unit i is uniform,
+  C is the *context* (the other units masked at the same time). With C a
+  uniform (k-1)-subset of the rest this is exactly BERT's
+  ``E_{M uniform k-subset}[(1/k) sum_{i in M} l_i(M)]``.
+* ``sampling: uniform``: M is a uniform k-subset (without replacement);
+  estimate ``(1/k) sum_{i in M} l_i(M)``. Exactly unbiased for J (BERT).
+* ``sampling: proposal``: k i.i.d. draws t_1..t_k from
+  ``q_mix = (1 - uniform_mix) * q + uniform_mix / n``; M = the distinct draws;
+  estimate ``(1/k) sum_j w(t_j) l_{t_j}(M)`` with ``w(i) = (1/n) / q_mix(i)``.
+  Its expectation is ``(1/n) sum_i E[l_i({i} + C_q)]`` with C_q the other
+  draws: the scored unit is exactly uniform, the context follows q_mix.
+  So it is exactly unbiased for J whenever a unit's loss does not depend on
+  which other units are masked (single-unit masking, k = 1, or a context-free
+  model), which tests/test_mlm_proposal.py checks by Monte Carlo against exact
+  values. No per-unit weighting can make the context uniform too: a
+  fixed-size design whose co-masked set is uniform given each member must be
+  uniform itself. bench/mask_variance.py measures that context effect.
+
+Rows of a batch are pooled as ``sum_rows sum_j w l / sum_rows k`` (k is fixed
+per row, so the pooled estimate stays unbiased); ``w`` is a constant for the
+encoder's gradient. The proposal net reads the *detached* input embeddings
+(it never changes the encoder) and regresses ``log(target + eps)`` on the
+masked tokens, target = ||softmax(z) - onehot(y)|| (the loss gradient norm at
+the logits, the paper's gradient-norm proxy) or the cross-entropy; unit scores
+are the log of the mean predicted target, ``q = softmax(scores)`` over units.
+
+Training data: the cleaned corpus shards (``data.clean_dir``); each
+micro-batch's documents are packed into ``[CLS] doc [SEP] doc [SEP] ...`` rows
+of ``train.max_source_len`` tokens.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, RoFormerConfig, RoFormerForMaskedLM
+
+from pretrain.config import ConfigError, parse_section
+
+
+@dataclass
+class MLMProposalConfig:
+    """The ``objective:`` section of configs/mlm-proposal.yaml."""
+    encoder: str = "bert"               # bert | roformer
+    mask_prob: float = 0.15             # budget: k = round(mask_prob * maskable units) per row
+    replace_mask: float = 0.8           # of the selected tokens: [MASK] ...
+    replace_random: float = 0.1         # ... a random token; the rest stay unchanged
+    whole_word: bool = False            # units are jieba words instead of tokens
+    sampling: str = "proposal"          # uniform | proposal
+    uniform_mix: float = 0.5            # q_mix = (1 - w) q + w uniform; bounds weights by 1 / w
+    proposal_target: str = "grad_norm"  # grad_norm | loss: what the proposal net predicts
+    proposal_dim: int = 64
+    proposal_layers: int = 1
+    proposal_heads: int = 2
+    proposal_weight: float = 1.0        # weight of the proposal regression in the total loss
+    max_rows: int = 0                   # packed rows per micro-batch (0 = train.micro_batch_size)
+    eval_seed: int = 1234               # fixed masks for validation
+
+
+CHOICES = {"encoder": ("bert", "roformer"), "sampling": ("uniform", "proposal"),
+           "proposal_target": ("grad_norm", "loss")}
+
+
+def parse_objective(raw: dict, where: str = "config") -> MLMProposalConfig:
+    oc = parse_section(MLMProposalConfig, raw, where)
+    for key, allowed in CHOICES.items():
+        if getattr(oc, key) not in allowed:
+            raise ConfigError(f"{where}: key 'objective.{key}' is {getattr(oc, key)!r}; valid: {', '.join(allowed)}")
+    if not 0 < oc.mask_prob < 1:
+        raise ConfigError(f"{where}: key 'objective.mask_prob' must be in (0, 1), got {oc.mask_prob}")
+    if not 0 < oc.uniform_mix <= 1:
+        raise ConfigError(f"{where}: key 'objective.uniform_mix' must be in (0, 1], got {oc.uniform_mix}")
+    if oc.replace_mask < 0 or oc.replace_random < 0 or oc.replace_mask + oc.replace_random > 1:
+        raise ConfigError(f"{where}: keys 'objective.replace_mask' + 'objective.replace_random' must be in [0, 1]")
+    return oc
+
+
+# ---------------------------------------------------------------- packing
+def pack_rows(docs: list[list[int]], seq_len: int, cls_id: int, sep_id: int, pad_id: int,
+              max_rows: int = 0, doc_units: list[list[int]] | None = None):
+    """Pack token lists into rows ``[CLS] a.. [SEP] b.. [SEP] ...`` of seq_len tokens.
+
+    Returns (input_ids, attention_mask, unit_ids) tensors; unit_ids numbers the
+    maskable units of each row 0..n-1 (-1 on [CLS]/[SEP]/pad). ``doc_units``
+    gives each token's word index in its document (whole-word masking); a word
+    cut by a row boundary becomes two units.
+    """
+    stream, words = [], []
+    for d, toks in enumerate(docs):
+        stream += list(toks) + [sep_id]
+        units = doc_units[d] if doc_units is not None else range(len(toks))
+        words += [(d, u) for u in units] + [None]
+    body = seq_len - 1
+    n_rows = math.ceil(len(stream) / body) if stream else 0
+    if max_rows:
+        n_rows = min(n_rows, max_rows)
+    ids = torch.full((n_rows, seq_len), pad_id, dtype=torch.long)
+    unit_ids = torch.full((n_rows, seq_len), -1, dtype=torch.long)
+    for r in range(n_rows):
+        chunk, wchunk = stream[r * body:(r + 1) * body], words[r * body:(r + 1) * body]
+        ids[r, 0] = cls_id
+        ids[r, 1:1 + len(chunk)] = torch.tensor(chunk, dtype=torch.long)
+        u, prev = -1, object()
+        for j, w in enumerate(wchunk):
+            if w is None:
+                prev = object()
+                continue
+            if w != prev:
+                u += 1
+                prev = w
+            unit_ids[r, 1 + j] = u
+    return ids, (ids != pad_id).long(), unit_ids
+
+
+def word_index(text: str, offsets: list[tuple[int, int]]) -> list[int]:
+    """For each token (by its character offsets), the index of the jieba word it starts in."""
+    from tokenizer.jieba_util import cut
+
+    starts, pos = [], 0
+    for w in cut(text):
+        starts.append(pos)
+        pos += len(w)
+    out, j = [], 0
+    for begin, _ in offsets:
+        while j + 1 < len(starts) and starts[j + 1] <= begin:
+            j += 1
+        out.append(j)
+    return out
+
+
+# ---------------------------------------------------------------- mask sampling
+def unit_log_scores(token_scores: torch.Tensor, unit_ids: torch.Tensor, n_max: int) -> torch.Tensor:
+    """(B, n_max) log of the mean exp(token score) over each unit's tokens; -inf where no unit."""
+    valid = unit_ids >= 0
+    idx = unit_ids.clamp(min=0)
+    top = token_scores.masked_fill(~valid, -1e30).amax(dim=1, keepdim=True).detach()
+    e = torch.exp(token_scores - top) * valid
+    total = torch.zeros(unit_ids.shape[0], n_max, dtype=e.dtype, device=e.device).scatter_add(1, idx, e)
+    count = torch.zeros_like(total).scatter_add(1, idx, valid.to(e.dtype))
+    return torch.where(count > 0, torch.log(total.clamp_min(1e-30) / count.clamp_min(1)) + top, -math.inf)
+
+
+def proposal_distribution(unit_scores: torch.Tensor, n_units: torch.Tensor, uniform_mix: float) -> torch.Tensor:
+    """q_mix = (1 - w) softmax(scores) + w / n over each row's n units (zero beyond)."""
+    present = torch.arange(unit_scores.shape[1], device=unit_scores.device)[None, :] < n_units[:, None]
+    q = torch.softmax(unit_scores.masked_fill(~present, -math.inf), dim=1)
+    uniform = present.to(q.dtype) / n_units.clamp_min(1)[:, None].to(q.dtype)
+    return ((1 - uniform_mix) * q + uniform_mix * uniform).masked_fill(~present, 0.0)
+
+
+def draw_units(q_mix: torch.Tensor | None, n_units: torch.Tensor, budget: torch.Tensor, n_max: int,
+               generator: torch.Generator | None = None):
+    """Sample each row's scored units: returns (draws, valid, weights), each (B, max budget).
+
+    ``q_mix=None``: a uniform k-subset without replacement, weights 1 (BERT).
+    Otherwise k i.i.d. draws from q_mix (inverse CDF on CPU uniforms, so the
+    trainer's saved CPU RNG state makes runs resumable on any device), weights
+    (1/n) / q_mix. Random numbers come from ``generator`` or torch's global RNG.
+    """
+    B, device = n_units.shape[0], n_units.device
+    kmax = int(budget.max().item()) if B else 0
+    valid = torch.arange(kmax, device=device)[None, :] < budget[:, None]
+    if q_mix is None:
+        keys = torch.rand(B, n_max, generator=generator).to(device)
+        keys = keys.masked_fill(torch.arange(n_max, device=device)[None, :] >= n_units[:, None], 2.0)
+        draws = keys.argsort(dim=1)[:, :kmax]
+        return draws, valid, torch.ones(B, kmax, device=device)
+    u = torch.rand(B, kmax, generator=generator, dtype=torch.float64).to(device)
+    cdf = q_mix.double().cumsum(dim=1)
+    cdf = cdf / cdf[:, -1:].clamp_min(1e-300)
+    draws = torch.searchsorted(cdf, u).clamp(max=n_max - 1)
+    draws = torch.minimum(draws, (n_units - 1).clamp_min(0)[:, None])
+    q_drawn = q_mix.gather(1, draws)
+    weights = (1.0 / (n_units[:, None].to(q_mix.dtype) * q_drawn.clamp_min(1e-12))).detach()
+    return draws, valid, weights
+
+
+def corrupt(input_ids: torch.Tensor, unit_ids: torch.Tensor, draws: torch.Tensor, valid: torch.Tensor,
+            oc: MLMProposalConfig, mask_id: int, random_low: int, vocab_size: int,
+            generator: torch.Generator | None = None):
+    """Corrupt every token of the drawn units (80/10/10); returns (corrupted ids, selected-token mask)."""
+    B, L = input_ids.shape
+    device = input_ids.device
+    chosen = torch.zeros(B, int(unit_ids.max().item()) + 2 if unit_ids.numel() else 1, dtype=torch.bool,
+                         device=device)
+    chosen.scatter_(1, torch.where(valid, draws, chosen.shape[1] - 1), True)
+    chosen[:, -1] = False
+    selected = (unit_ids >= 0) & chosen.gather(1, unit_ids.clamp(min=0))
+    r = torch.rand(B, L, generator=generator).to(device)
+    rand_tok = torch.randint(random_low, vocab_size, (B, L), generator=generator).to(device)
+    out = input_ids.clone()
+    out = torch.where(selected & (r < oc.replace_mask), torch.full_like(out, mask_id), out)
+    use_random = selected & (r >= oc.replace_mask) & (r < oc.replace_mask + oc.replace_random)
+    out = torch.where(use_random, rand_tok, out)
+    return out, selected
+
+
+def masked_lm_logits(mlm, input_ids, attention_mask, selected):
+    """Logits at the selected positions only (the vocabulary projection is the expensive part)."""
+    hidden = mlm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return mlm.cls(hidden[selected])
+
+
+def estimate_mlm_loss(mlm, input_ids, attention_mask, unit_ids, token_scores, oc: MLMProposalConfig,
+                      mask_id: int, random_low: int, sampling: str | None = None,
+                      generator: torch.Generator | None = None) -> dict:
+    """Sample masks, run the encoder, return the (importance-weighted) MLM loss estimate and its parts.
+
+    Keys: ``loss`` (pooled estimate), ``row_estimate`` (B,), ``plain_loss``
+    (unweighted token mean), ``token_ce`` / ``grad_norm`` / ``selected``
+    (per selected token, for the proposal regression), ``accuracy``, ``q_mix``,
+    per draw ``weights`` / ``valid`` / ``drawn_loss``, per row ``n_units`` / ``budget``.
+    """
+    sampling = sampling or oc.sampling
+    n_units = (unit_ids.amax(dim=1) + 1).clamp_min(0)
+    n_max = max(int(n_units.max().item()), 1)
+    budget = torch.where(n_units > 0, torch.clamp((oc.mask_prob * n_units.double()).round().long(), min=1),
+                         torch.zeros_like(n_units))
+    q_mix = None
+    if token_scores is not None:
+        q_mix = proposal_distribution(unit_log_scores(token_scores.float(), unit_ids, n_max), n_units,
+                                      oc.uniform_mix)
+    draws, valid, weights = draw_units(q_mix if sampling == "proposal" else None, n_units, budget, n_max, generator)
+    vocab_size = mlm.config.vocab_size
+    corrupted, selected = corrupt(input_ids, unit_ids, draws, valid, oc, mask_id, random_low, vocab_size, generator)
+    logits = masked_lm_logits(mlm, corrupted, attention_mask, selected).float()
+    labels = input_ids[selected]
+    token_ce = F.cross_entropy(logits, labels, reduction="none")
+    # Unit loss = mean CE over the unit's selected tokens; row/unit index of every selected token.
+    rows = torch.nonzero(selected)[:, 0]
+    flat = rows * (n_max + 1) + unit_ids[selected]
+    size = unit_ids.shape[0] * (n_max + 1)
+    unit_sum = torch.zeros(size, device=logits.device).index_add(0, flat, token_ce)
+    unit_cnt = torch.zeros(size, device=logits.device).index_add(0, flat, torch.ones_like(token_ce))
+    unit_loss = (unit_sum / unit_cnt.clamp_min(1)).view(-1, n_max + 1)
+    drawn_loss = unit_loss.gather(1, draws) * valid
+    row_total = (weights * drawn_loss).sum(dim=1)
+    loss = row_total.sum() / budget.sum().clamp_min(1)
+    with torch.no_grad():
+        probs = torch.softmax(logits, dim=-1)
+        grad_norm = (probs - F.one_hot(labels, vocab_size).to(probs.dtype)).norm(dim=-1)
+        accuracy = (logits.argmax(-1) == labels).float().mean() if labels.numel() else torch.zeros(())
+    return {"loss": loss, "row_estimate": row_total / budget.clamp_min(1), "plain_loss": token_ce.mean(),
+            "token_ce": token_ce, "grad_norm": grad_norm, "selected": selected, "accuracy": accuracy,
+            "q_mix": q_mix, "weights": weights, "valid": valid, "drawn_loss": drawn_loss, "n_units": n_units,
+            "budget": budget}
+
+
+# ---------------------------------------------------------------- the proposal network
+class MaskProposalNet(nn.Module):
+    """MAP-Net: a small Transformer over the (detached) input embeddings; one score per token.
+
+    The score predicts ``log(target + eps)`` for the token if it were masked,
+    target = gradient norm at the logits or cross-entropy.
+    """
+
+    def __init__(self, d_in: int, dim: int = 64, layers: int = 1, heads: int = 2, max_len: int = 512):
+        super().__init__()
+        self.inp = nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, dim))
+        self.pos = nn.Embedding(max_len, dim)
+        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, batch_first=True, norm_first=True)
+        self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out = nn.Linear(dim, 1)
+        nn.init.zeros_(self.out.weight)   # start uniform: q = uniform until the net has learned something
+        nn.init.constant_(self.out.bias, math.log(0.5))
+
+    def forward(self, embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        pos = torch.arange(embeddings.shape[1], device=embeddings.device)
+        h = self.inp(embeddings) + self.pos(pos)[None]
+        h = self.body(h, src_key_padding_mask=attention_mask == 0)
+        return self.out(h).squeeze(-1)
+
+
+class MaskedLMWithProposal(nn.Module):
+    """What DeepSpeed trains: the Hugging Face masked LM plus the mask proposal net."""
+
+    def __init__(self, mlm, proposal: MaskProposalNet, oc: MLMProposalConfig, mask_id: int, random_low: int):
+        super().__init__()
+        self.mlm, self.proposal = mlm, proposal
+        self.oc, self.mask_id, self.random_low = oc, mask_id, random_low
+
+    def forward(self, input_ids, attention_mask, unit_ids, sampling: str | None = None,
+                generator: torch.Generator | None = None):
+        emb = self.mlm.get_input_embeddings()(input_ids).detach()
+        scores = self.proposal(emb, attention_mask)
+        out = estimate_mlm_loss(self.mlm, input_ids, attention_mask, unit_ids, scores.detach(), self.oc,
+                                self.mask_id, self.random_low, sampling, generator)
+        target = out["grad_norm"] if self.oc.proposal_target == "grad_norm" else out["token_ce"].detach()
+        pred = scores[out["selected"]]
+        out["proposal_loss"] = F.mse_loss(pred, torch.log(target + 1e-3)) if pred.numel() else scores.sum() * 0
+        out["scores"] = scores
+        return out
+
+
+def q_stats(out: dict) -> dict[str, float]:
+    """Entropy of q_mix relative to uniform (1 = uniform) and the largest importance weight."""
+    q, n = out["q_mix"], out["n_units"].double()
+    if q is None:
+        return {}
+    ent = -(q.double() * torch.log(q.double().clamp_min(1e-30))).sum(dim=1)
+    keep = n > 1
+    rel = (ent[keep] / torch.log(n[keep])).mean().item() if keep.any() else 1.0
+    w = out["weights"][out["valid"]]
+    return {"q_entropy": rel, "max_weight": float(w.max().item()) if w.numel() else 1.0}
+
+
+# ---------------------------------------------------------------- the objective
+class MLMProposalObjective:
+    name = "mlm-proposal"
+    hf_auto_class = "AutoModelForMaskedLM"
+
+    def __init__(self, cfg, tokenizer=None):
+        self.cfg = cfg
+        self.oc = parse_objective(cfg.objective, f"configs/{cfg.model}.yaml")
+        if cfg.arch.feed_forward_proj.startswith("gated"):
+            raise ConfigError(f"configs/{cfg.model}.yaml: key 'arch.feed_forward_proj' must be gelu or relu "
+                              f"for a BERT/RoFormer encoder, got {cfg.arch.feed_forward_proj!r}")
+        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(cfg.tokenizer.dir)
+        tok = self.tokenizer
+        for attr in ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id"):
+            if getattr(tok, attr) is None:
+                raise ValueError(f"{cfg.tokenizer.dir}: tokenizer has no {attr.replace('_id', '')}")
+        self.random_low = max(tok.all_special_ids) + 1     # random replacements skip specials/sentinels
+        self.train_dir = cfg.data.clean_dir
+        self.valid_dir = cfg.data.clean_dir
+
+    # -- model -------------------------------------------------------------
+    def model_config(self):
+        a, t, tok = self.cfg.arch, self.cfg.train, self.tokenizer
+        common = dict(vocab_size=len(tok), hidden_size=a.d_model, num_hidden_layers=a.num_layers,
+                      num_attention_heads=a.num_heads, intermediate_size=a.d_ff, hidden_act=a.feed_forward_proj,
+                      hidden_dropout_prob=a.dropout_rate, attention_probs_dropout_prob=a.dropout_rate,
+                      max_position_embeddings=max(512, t.max_source_len), pad_token_id=tok.pad_token_id)
+        if self.oc.encoder == "roformer":
+            return RoFormerConfig(embedding_size=a.d_model, **common)
+        return BertConfig(**common)
+
+    def build_mlm(self):
+        cls = RoFormerForMaskedLM if self.oc.encoder == "roformer" else BertForMaskedLM
+        return cls(self.model_config())
+
+    def build_model(self) -> MaskedLMWithProposal:
+        oc = self.oc
+        proposal = MaskProposalNet(self.cfg.arch.d_model, oc.proposal_dim, oc.proposal_layers, oc.proposal_heads,
+                                   max(512, self.cfg.train.max_source_len))
+        return MaskedLMWithProposal(self.build_mlm(), proposal, oc, self.tokenizer.mask_token_id, self.random_low)
+
+    # -- data --------------------------------------------------------------
+    def collate(self, records: list[dict]) -> dict[str, torch.Tensor]:
+        tok, t = self.tokenizer, self.cfg.train
+        texts = [r["text"] for r in records]
+        enc = tok(texts, add_special_tokens=False, return_offsets_mapping=self.oc.whole_word)
+        units = None
+        if self.oc.whole_word:
+            units = [word_index(text, offs) for text, offs in zip(texts, enc["offset_mapping"])]
+        ids, mask, unit_ids = pack_rows(enc["input_ids"], t.max_source_len, tok.cls_token_id, tok.sep_token_id,
+                                        tok.pad_token_id, self.oc.max_rows or t.micro_batch_size, units)
+        return {"input_ids": ids, "attention_mask": mask, "unit_ids": unit_ids}
+
+    @staticmethod
+    def tokens_in(batch: dict) -> int:
+        return int(batch["attention_mask"].sum())
+
+    def loss(self, model, batch: dict):
+        """Training: the sampled, reweighted MLM estimate + proposal regression. Eval: uniform masks, fixed seed."""
+        training = getattr(model, "training", True)
+        if not training:
+            gen = torch.Generator().manual_seed(self.oc.eval_seed)
+            out = model(**batch, sampling="uniform", generator=gen)
+            return out["loss"], {"mlm_acc": out["accuracy"].item()}
+        out = model(**batch)
+        total = out["loss"] + self.oc.proposal_weight * out["proposal_loss"]
+        terms = {"mlm_loss": out["loss"].item(), "mlm_loss_plain": out["plain_loss"].item(),
+                 "proposal_loss": out["proposal_loss"].item(), "mlm_acc": out["accuracy"].item(),
+                 "masked_frac": (out["selected"].sum() / (batch["unit_ids"] >= 0).sum().clamp_min(1)).item()}
+        terms.update(q_stats(out))
+        return total, terms
+
+    # -- validation --------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model, records: list[dict]) -> dict[str, float]:
+        """Masked-token accuracy and loss under uniform masks (fixed seed) on held-out documents."""
+        if not records:
+            return {}
+        device = next(model.parameters()).device
+        batch = {k: v.to(device) for k, v in self.collate(records).items()}
+        was_training = model.training
+        model.eval()
+        out = model(**batch, sampling="uniform", generator=torch.Generator().manual_seed(self.oc.eval_seed))
+        model.train(was_training)
+        return {"mlm_accuracy": out["accuracy"].item()}
+
+    # -- export ------------------------------------------------------------
+    def export(self, state_dict: dict, out_dir: str | Path) -> None:
+        """A Hugging Face folder AutoModelForMaskedLM loads; the proposal net goes to mask_proposal/."""
+        mlm = self.build_mlm()
+        mine = {k[len("mlm."):]: v for k, v in state_dict.items() if k.startswith("mlm.")}
+        missing, unexpected = mlm.load_state_dict(mine, strict=False)
+        missing = [k for k in missing if k not in getattr(mlm, "all_tied_weights_keys", {})]
+        if missing or unexpected:
+            raise RuntimeError(f"export: state dict mismatch (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        mlm.save_pretrained(out_dir, safe_serialization=True)
+        self.tokenizer.save_pretrained(out_dir)
+        from safetensors.torch import save_file
+        sub = Path(out_dir) / "mask_proposal"
+        sub.mkdir(parents=True, exist_ok=True)
+        save_file({k[len("proposal."):]: v.contiguous() for k, v in state_dict.items() if k.startswith("proposal.")},
+                  str(sub / "model.safetensors"))
+        (sub / "config.json").write_text(json.dumps({"d_in": self.cfg.arch.d_model, **asdict(self.oc),
+                                                     "max_len": max(512, self.cfg.train.max_source_len)}, indent=1))
+
+
+def load_proposal(export_dir: str | Path) -> tuple[MaskProposalNet, MLMProposalConfig]:
+    """The MAP-Net saved next to an export (for analysis and continued training)."""
+    from safetensors.torch import load_file
+    sub = Path(export_dir) / "mask_proposal"
+    meta = json.loads((sub / "config.json").read_text())
+    oc = parse_objective({k: v for k, v in meta.items() if k in MLMProposalConfig.__dataclass_fields__})
+    net = MaskProposalNet(meta["d_in"], oc.proposal_dim, oc.proposal_layers, oc.proposal_heads, meta["max_len"])
+    net.load_state_dict(load_file(str(sub / "model.safetensors")))
+    return net, oc
