@@ -76,7 +76,7 @@ release: setup
 
 slurm: setup
 	@set -f; $(PY) -m pretrain.slurm --model "$$MODEL" --size "$$SIZE" --run "$$RUN" --nodes "$$NODES" \
-		--gpus-per-node "$$GPUS_PER_NODE" --partition "$$PARTITION" --time "$$TIME" --dry-run "$$DRY_RUN" $$ARGS
+		--gpus-per-node "$$GPUS_PER_NODE" --partition "$$PARTITION" --time "$$TIME" --dry-run-value "$$DRY_RUN" $$ARGS
 
 # Each benchmark writes bench/results/<name>.json; its printed tables refresh BENCHMARKS.md.
 bench: setup
