@@ -1,0 +1,273 @@
+"""ELECTRA: a small masked-LM generator feeds a discriminator that spots replaced tokens.
+
+Recipe (Clark et al. 2020; seeds 003/004):
+  1. mask 15% of the non-special tokens with [MASK];
+  2. the generator (a BERT-style masked LM about 1/4 the discriminator's width:
+     hidden size, attention heads and FFN all scaled, same depth) predicts them;
+  3. each masked position is replaced by a token *sampled* from the generator's
+     softmax (no gradient flows through the sampling);
+  4. the discriminator labels every non-padding token "replaced" or "original";
+     a sampled token that equals the original counts as original;
+  5. loss = MLM (masked positions only) + lambda * RTD (all non-padding tokens), lambda = 50.
+
+Generator and discriminator share one embedding module (token, position and
+token-type embeddings and their LayerNorm) at the discriminator's embedding
+size; the narrower generator projects it down with ``embeddings_project``, as
+Hugging Face Electra does whenever ``embedding_size != hidden_size``. Both live
+in one ``nn.Module`` so the DeepSpeed engine sees a single model and the shared
+embedding is one set of parameters. The discriminator is the released model
+(``RUN/export``); the generator goes to ``RUN/export/generator``.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoTokenizer, ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
+
+from pretrain.config import ConfigError, parse_section
+
+ACTIVATIONS = {"gelu": "gelu", "relu": "relu"}
+
+
+@dataclass
+class ElectraObjectiveConfig:
+    """The ``objective:`` section of configs/electra.yaml."""
+    generator_size: float = 0.25        # generator hidden size, heads and FFN as a fraction of the discriminator's
+    mask_prob: float = 0.15             # share of non-special tokens masked per sequence
+    rtd_weight: float = 50.0            # lambda in MLM + lambda * RTD
+    embedding_size: int = 0             # shared embedding width; 0 = discriminator hidden size (ELECTRA-small: 128)
+    max_position_embeddings: int = 512
+    temperature: float = 1.0            # generator softmax temperature for sampling replacements
+
+
+# ---------------------------------------------------------------- masking and labels
+def mask_tokens(input_ids: torch.Tensor, maskable: torch.Tensor, mask_prob: float, mask_id: int,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask round(mask_prob * n) of the n maskable tokens of each row (at least one).
+
+    Returns (generator input with [MASK] at the chosen positions, boolean mask of them).
+    """
+    scores = torch.rand(input_ids.shape, generator=generator)
+    scores[~maskable] = 2.0                                     # never chosen before a maskable token
+    rank = scores.argsort(dim=1).argsort(dim=1)                 # position's rank in a random order
+    n = maskable.sum(dim=1)
+    k = torch.where(n > 0, (n.float() * mask_prob).round().long().clamp(min=1), torch.zeros_like(n))
+    chosen = (rank < k[:, None]) & maskable
+    masked = input_ids.masked_fill(chosen, mask_id)
+    return masked, chosen
+
+
+def replace_tokens(input_ids: torch.Tensor, mlm_mask: torch.Tensor, sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Discriminator input and labels: sampled tokens at the masked positions.
+
+    Label 1 = replaced, i.e. the token differs from the original; a sample that
+    happens to equal the original is labelled original (ELECTRA paper, sec. 2).
+    """
+    fake = input_ids.clone()
+    fake[mlm_mask] = sampled
+    return fake, (fake != input_ids).long()
+
+
+def rtd_counts(logits: torch.Tensor, labels: torch.Tensor, active: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Replaced-token-detection counts over the active (non-padding) positions."""
+    pred = (logits > 0).long()
+    a = active.bool()
+    replaced = (labels == 1) & a
+    return {
+        "tokens": a.sum(),
+        "correct": ((pred == labels) & a).sum(),
+        "original": ((labels == 0) & a).sum(),           # what always answering "original" gets right
+        "replaced": replaced.sum(),
+        "hit": (replaced & (pred == 1)).sum(),           # replaced tokens found (recall numerator)
+        "flagged": ((pred == 1) & a).sum(),              # tokens called replaced (precision denominator)
+    }
+
+
+def _ratio(num, den) -> float:
+    den = float(den)
+    return float(num) / den if den > 0 else 0.0
+
+
+def rtd_metrics(c: dict) -> dict[str, float]:
+    return {"rtd_acc": _ratio(c["correct"], c["tokens"]),
+            "rtd_baseline_acc": _ratio(c["original"], c["tokens"]),
+            "rtd_recall": _ratio(c["hit"], c["replaced"]),
+            "rtd_precision": _ratio(c["hit"], c["flagged"])}
+
+
+# ---------------------------------------------------------------- the model pair
+def scaled_generator_config(disc: ElectraConfig, fraction: float) -> ElectraConfig:
+    """The published generator shape: hidden, heads and FFN scaled by `fraction`, same depth."""
+    cfg = copy.deepcopy(disc)
+    cfg.hidden_size = max(1, int(round(disc.hidden_size * fraction)))
+    cfg.num_attention_heads = max(1, int(round(disc.num_attention_heads * fraction)))
+    cfg.intermediate_size = max(1, int(round(disc.intermediate_size * fraction)))
+    if cfg.hidden_size % cfg.num_attention_heads:
+        raise ConfigError(f"objective.generator_size={fraction}: generator hidden size {cfg.hidden_size} "
+                          f"is not divisible by its {cfg.num_attention_heads} attention heads")
+    return cfg
+
+
+class ElectraPair(torch.nn.Module):
+    """Generator + discriminator with one shared embedding module; forward returns the ELECTRA loss."""
+
+    def __init__(self, disc_config: ElectraConfig, gen_config: ElectraConfig, rtd_weight: float = 50.0,
+                 temperature: float = 1.0):
+        super().__init__()
+        self.discriminator = ElectraForPreTraining(disc_config)
+        self.generator = ElectraForMaskedLM(gen_config)
+        self.rtd_weight, self.temperature = rtd_weight, temperature
+        self.tie_embeddings()
+
+    def tie_embeddings(self) -> None:
+        """Make the generator use the discriminator's embedding module (and its output layer that matrix)."""
+        shared = self.discriminator.electra.embeddings
+        self.generator.electra.embeddings = shared
+        self.generator.generator_lm_head.weight = shared.word_embeddings.weight
+
+    def forward(self, input_ids, attention_mask, masked_input_ids, mlm_mask):
+        gen = self.generator
+        hidden = gen.electra(masked_input_ids, attention_mask=attention_mask).last_hidden_state
+        # Predict only the masked positions: the vocabulary projection is the costly part.
+        logits = gen.generator_lm_head(gen.generator_predictions(hidden[mlm_mask])).float()
+        targets = input_ids[mlm_mask]
+        mlm_loss = F.cross_entropy(logits, targets)
+        with torch.no_grad():
+            probs = F.softmax(logits.detach() / self.temperature, dim=-1)
+            sampled = torch.multinomial(probs, 1).squeeze(-1)
+        fake, labels = replace_tokens(input_ids, mlm_mask, sampled)
+        disc_logits = self.discriminator(fake, attention_mask=attention_mask).logits.float()
+        active = attention_mask.bool()
+        rtd_loss = F.binary_cross_entropy_with_logits(disc_logits[active], labels[active].float())
+        with torch.no_grad():
+            counts = rtd_counts(disc_logits, labels, attention_mask)
+            counts["mlm_correct"] = (logits.argmax(-1) == targets).sum()
+            counts["mlm_total"] = targets.new_tensor(targets.numel())
+        return {"loss": mlm_loss + self.rtd_weight * rtd_loss, "mlm_loss": mlm_loss, "rtd_loss": rtd_loss,
+                "counts": counts}
+
+
+# ---------------------------------------------------------------- the objective
+class ElectraObjective:
+    name = "electra"
+    hf_auto_class = "AutoModelForPreTraining"
+
+    def __init__(self, cfg, tokenizer=None):
+        self.cfg = cfg
+        where = f"configs/{cfg.model}.yaml"
+        self.opts = parse_section(ElectraObjectiveConfig, cfg.objective, where)
+        o = self.opts
+        if not 0 < o.mask_prob < 1:
+            raise ConfigError(f"{where}: key 'objective.mask_prob' must be in (0, 1), got {o.mask_prob}")
+        if not 0 < o.generator_size <= 1:
+            raise ConfigError(f"{where}: key 'objective.generator_size' must be in (0, 1], got {o.generator_size}")
+        if o.rtd_weight < 0 or o.temperature <= 0:
+            raise ConfigError(f"{where}: keys 'objective.rtd_weight' must be >= 0 and 'objective.temperature' > 0")
+        if cfg.arch.feed_forward_proj not in ACTIVATIONS:
+            raise ConfigError(f"{where}: key 'arch.feed_forward_proj' is {cfg.arch.feed_forward_proj!r}; "
+                              f"ELECTRA supports {', '.join(ACTIVATIONS)}")
+        if cfg.train.max_source_len > o.max_position_embeddings:
+            raise ConfigError(f"{where}: key 'train.max_source_len' ({cfg.train.max_source_len}) exceeds "
+                              f"objective.max_position_embeddings ({o.max_position_embeddings})")
+        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(cfg.tokenizer.dir)
+        tok = self.tokenizer
+        for attr in ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id"):
+            if getattr(tok, attr) is None:
+                raise ValueError(f"{cfg.tokenizer.dir}: tokenizer has no {attr.replace('_id', '')}")
+        self.special_ids = torch.tensor(sorted(set(tok.all_special_ids)))
+        # Plain cleaned documents: no objective-specific data stage.
+        self.train_dir = cfg.data.clean_dir
+        self.valid_dir = cfg.data.clean_dir
+
+    # -- model -------------------------------------------------------------
+    def discriminator_config(self) -> ElectraConfig:
+        a, o, tok = self.cfg.arch, self.opts, self.tokenizer
+        return ElectraConfig(
+            vocab_size=len(tok), embedding_size=o.embedding_size or a.d_model, hidden_size=a.d_model,
+            num_hidden_layers=a.num_layers, num_attention_heads=a.num_heads, intermediate_size=a.d_ff,
+            hidden_act=ACTIVATIONS[a.feed_forward_proj], hidden_dropout_prob=a.dropout_rate,
+            attention_probs_dropout_prob=a.dropout_rate, max_position_embeddings=o.max_position_embeddings,
+            pad_token_id=tok.pad_token_id,
+        )
+
+    def generator_config(self) -> ElectraConfig:
+        return scaled_generator_config(self.discriminator_config(), self.opts.generator_size)
+
+    def build_model(self) -> ElectraPair:
+        return ElectraPair(self.discriminator_config(), self.generator_config(),
+                           rtd_weight=self.opts.rtd_weight, temperature=self.opts.temperature)
+
+    # -- data --------------------------------------------------------------
+    def collate(self, records: list[dict]) -> dict[str, torch.Tensor]:
+        """[CLS] window [SEP] per document (a random window of a long one), padded, then masked."""
+        tok, room = self.tokenizer, self.cfg.train.max_source_len - 2
+        rows = []
+        for ids in tok([r["text"] for r in records], add_special_tokens=False, verbose=False)["input_ids"]:
+            if len(ids) > room:
+                start = int(torch.randint(0, len(ids) - room + 1, ()).item())
+                ids = ids[start:start + room]
+            rows.append([tok.cls_token_id, *ids, tok.sep_token_id])
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, :len(r)] = torch.tensor(r)
+            attention_mask[i, :len(r)] = 1
+        maskable = attention_mask.bool() & ~torch.isin(input_ids, self.special_ids)
+        masked, mlm_mask = mask_tokens(input_ids, maskable, self.opts.mask_prob, tok.mask_token_id)
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "masked_input_ids": masked, "mlm_mask": mlm_mask}
+
+    @staticmethod
+    def tokens_in(batch: dict) -> int:
+        return int(batch["attention_mask"].sum())
+
+    def loss(self, model, batch: dict):
+        out = model(**batch)
+        c = out["counts"]
+        terms = {"mlm_loss": out["mlm_loss"].item(), "rtd_loss": out["rtd_loss"].item(),
+                 "mlm_acc": _ratio(c["mlm_correct"], c["mlm_total"]), **rtd_metrics(c)}
+        terms.pop("rtd_precision")
+        return out["loss"], terms
+
+    # -- validation --------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model, records: list[dict]) -> dict[str, float]:
+        """RTD accuracy, the all-"original" baseline, recall and precision on held-out documents."""
+        if not records:
+            return {}
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        total: dict[str, float] = {}
+        bs = self.cfg.train.micro_batch_size
+        for i in range(0, len(records), bs):
+            batch = {k: v.to(device) for k, v in self.collate(records[i:i + bs]).items()}
+            for k, v in model(**batch)["counts"].items():
+                total[k] = total.get(k, 0.0) + float(v)
+        model.train(was_training)
+        return {**rtd_metrics(total), "mlm_acc": _ratio(total["mlm_correct"], total["mlm_total"])}
+
+    # -- export ------------------------------------------------------------
+    def export(self, state_dict: dict, out_dir: str | Path) -> None:
+        """Discriminator to out_dir (ElectraForPreTraining), generator to out_dir/generator (ElectraForMaskedLM)."""
+        out_dir = Path(out_dir)
+        disc = {k[len("discriminator."):]: v for k, v in state_dict.items() if k.startswith("discriminator.")}
+        gen = {k[len("generator."):]: v for k, v in state_dict.items() if k.startswith("generator.")}
+        # The shared embedding may be stored under one prefix only (e.g. ZeRO-3 consolidation).
+        for k, v in disc.items():
+            if k.startswith("electra.embeddings."):
+                gen.setdefault(k, v)
+        gen.setdefault("generator_lm_head.weight", disc["electra.embeddings.word_embeddings.weight"])
+        for model, weights, folder in ((ElectraForPreTraining(self.discriminator_config()), disc, out_dir),
+                                       (ElectraForMaskedLM(self.generator_config()), gen, out_dir / "generator")):
+            missing, unexpected = model.load_state_dict(weights, strict=False)
+            if missing or unexpected:
+                raise RuntimeError(f"export: state dict mismatch for {folder} "
+                                   f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+            model.save_pretrained(folder, safe_serialization=True)
+            self.tokenizer.save_pretrained(folder)
