@@ -14,7 +14,13 @@ process and on the same input, it times:
 Writes bench/results/pipeline.json with MB/s, docs/s, the ratios the issue
 targets (Beam / plain time <= 1.25, 2 workers / 1 worker speed-up >= 1.6,
 full pipeline >= 2 MB/s per core) and whether every run produced the same
-manifest as the plain loop.
+manifest as the plain loop.  Each Beam mode also runs once on a 20-document
+input: that is its fixed cost (pipeline construction and translation, worker
+processes importing Beam, then shut down one after the other), which does not
+shrink with the corpus; ``speedup_2_over_1_worker_net_of_fixed`` divides it
+out.  The 1-minute load average is recorded with every run (shared machine), with
+the CPU seconds of the main process and of the worker processes, which do not
+depend on the load.
 
     python bench/pipeline_bench.py [--mb 50] [--runs plain,mem,1,2] [--keep]
 """
@@ -198,6 +204,27 @@ def plain_loop(paths: list[str], output: str, cfg: dict) -> dict:
 
 # --------------------------------------------------------------------------
 
+RUN_NAMES = {"mem": "beam_in_memory", "1": "beam_1_worker", "2": "beam_2_workers"}
+
+
+def beam_args(run: str) -> list[str]:
+    return [] if run == "mem" else ["--direct_running_mode=multi_processing", f"--direct_num_workers={int(run)}"]
+
+
+def fixed_costs(runs: list[str], work: Path) -> dict:
+    """Seconds each Beam mode takes on 20 documents: its corpus-independent cost."""
+    docs = [t for _, t in zip(range(200), (t for _, t in real_texts(SHARED) if len(t) > 50))][::10]
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "tiny.jsonl"
+    path.write_text("".join(json.dumps({"id": f"t{i}", "text": t}, ensure_ascii=False) + "\n" for i, t in enumerate(docs)), encoding="utf-8")
+    out = {}
+    for run in runs:
+        start = time.perf_counter()
+        run_pipeline([str(path)], str(work / f"out-{run}"), str(ROOT / "configs/pipeline.yaml"), extra_beam_args=beam_args(run))
+        out[RUN_NAMES[run]] = round(time.perf_counter() - start, 2)
+    print(f"fixed cost (20 documents): {out}", file=sys.stderr)
+    return out
+
 
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -216,24 +243,26 @@ def main() -> int:
         cfg = load_config(str(ROOT / "configs/pipeline.yaml"))
         results: dict = {
             "input": {"documents": ndocs, "mb": round(nbytes / 1e6, 2), "files": len(paths)},
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "load_avg_1min_at_start": round(os.getloadavg()[0], 2)},
             "runs": {},
         }
         manifests = {}
         runs = args.runs.split(",")
+        results["fixed_cost_seconds"] = fixed_costs([r for r in runs if r != "plain"], work / "tiny")
         for run in runs:
             out = work / f"out-{run}"
+            cpu0 = os.times()
             start = time.perf_counter()
             if run == "plain":
                 name = "plain_loop"
                 out.mkdir(parents=True)
                 stats = plain_loop(paths, str(out), cfg)
             else:
-                name = {"mem": "beam_in_memory", "1": "beam_1_worker", "2": "beam_2_workers"}[run]
-                workers = 1 if run == "mem" else int(run)
-                extra = ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"] if run != "mem" else []
-                stats = run_pipeline(paths, str(out), str(ROOT / "configs/pipeline.yaml"), extra_beam_args=extra)
+                name = RUN_NAMES[run]
+                stats = run_pipeline(paths, str(out), str(ROOT / "configs/pipeline.yaml"), extra_beam_args=beam_args(run))
             elapsed = time.perf_counter() - start
+            cpu1 = os.times()
             manifests[name] = (out / "manifest.json").read_text()
             results["runs"][name] = {
                 "seconds": round(elapsed, 2),
@@ -243,6 +272,10 @@ def main() -> int:
                 "duplicates_exact": stats["duplicates_exact"],
                 "duplicates_near": stats["duplicates_near"],
                 "rejected": sum(stats["rejected"].values()),
+                "load_avg_1min_after": round(os.getloadavg()[0], 2),
+                # CPU seconds, load-independent: this process (plain loop / Beam runner) and the worker processes
+                "cpu_s_main": round(cpu1.user + cpu1.system - cpu0.user - cpu0.system, 2),
+                "cpu_s_workers": round(cpu1.children_user + cpu1.children_system - cpu0.children_user - cpu0.children_system, 2),
             }
             print(f"{name}: {json.dumps(results['runs'][name])}", file=sys.stderr)
         r = results["runs"]
@@ -256,6 +289,9 @@ def main() -> int:
             ratios["beam_1_worker_over_plain_time"] = round(r["beam_1_worker"]["seconds"] / r["plain_loop"]["seconds"], 3)
         if "beam_1_worker" in r and "beam_2_workers" in r:
             ratios["speedup_2_over_1_worker"] = round(r["beam_1_worker"]["seconds"] / r["beam_2_workers"]["seconds"], 3)
+            fixed = results["fixed_cost_seconds"]
+            ratios["speedup_2_over_1_worker_net_of_fixed"] = round(
+                (r["beam_1_worker"]["seconds"] - fixed["beam_1_worker"]) / (r["beam_2_workers"]["seconds"] - fixed["beam_2_workers"]), 3)
         if "beam_in_memory" in r:
             ratios["beam_in_memory_mb_per_s_per_core"] = r["beam_in_memory"]["mb_per_s"]
         results["ratios"] = ratios

@@ -4,7 +4,8 @@ Every step is testable without a Beam runner.  ``build_cleaner(cfg)`` composes
 the steps switched on in the ``clean:`` section of configs/pipeline.yaml, in
 the fixed order of ``STEP_ORDER`` (HTML before Unicode normalization so that
 entities such as ``&#xff21;`` are normalized too; URL removal after NFKC so
-that full-width ``ｈｔｔｐ：／／`` URLs are caught; whitespace last).
+that full-width ``ｈｔｔｐ：／／`` URLs are caught; whitespace last, then the
+optional one-sentence-per-line rewrite).
 """
 
 from __future__ import annotations
@@ -15,20 +16,29 @@ import re
 import unicodedata
 from typing import Callable
 
+from pipeline.sentences import split_sentences
+
 # --------------------------------------------------------------------------
 # Unicode normalization
 # --------------------------------------------------------------------------
 
-# Chinese punctuation that NFKC would fold to ASCII (，→, ！→! …→...) but that
-# we keep as is: Chinese text uses the full-width forms, and the tokenizer's
+# Chinese punctuation kept as is, although NFKC would fold some of it to ASCII
+# (，→, ！→! …→...): Chinese text uses the full-width forms, and the tokenizer's
 # vocabulary (BERT-Chinese, WoBERT) has them as their own tokens.
 CJK_PUNCTUATION = "，。！？；：（）“”‘’、…《》【】「」『』〈〉〔〕～—·"
 
-# NFKC leaves Private Use Area code points alone, so protected characters are
-# swapped to Supplementary PUA-A placeholders and swapped back afterwards.
-_PUA_BASE = 0xF0000
-_PROTECT = {ord(c): chr(_PUA_BASE + i) for i, c in enumerate(CJK_PUNCTUATION)}
-_UNPROTECT = {_PUA_BASE + i: c for i, c in enumerate(CJK_PUNCTUATION)}
+# Only the kept characters that NFKC would change need protecting (，！？；：（）…～);
+# each is swapped to a placeholder that NFKC leaves alone and swapped back
+# afterwards.  Placeholders are Unicode noncharacters (U+FDD0..), reserved for
+# internal use and never meant to appear in interchanged text.  The tokenizer
+# (tokenizer/normalize.py, tokenizer.json) builds its normalizer from this very
+# table, so cleaning and tokenization fold exactly the same characters.
+NFKC_PLACEHOLDERS: dict[str, str] = {
+    c: chr(0xFDD0 + i)
+    for i, c in enumerate(c for c in CJK_PUNCTUATION if unicodedata.normalize("NFKC", c) != c)
+}
+_PROTECT = str.maketrans(NFKC_PLACEHOLDERS)
+_UNPROTECT = str.maketrans({p: c for c, p in NFKC_PLACEHOLDERS.items()})
 
 
 def normalize_unicode(text: str, keep_cjk_punctuation: bool = True) -> str:
@@ -190,14 +200,13 @@ def handle_emoji(text: str, policy: str = "remove", bracket_emoticons: bool = Tr
 
 @functools.lru_cache(maxsize=4)
 def _opencc_converter(config: str):
+    """One OpenCC converter per process and config, built on first use (so the
+    cleaner stays picklable for Beam workers)."""
     try:
         import opencc  # type: ignore
     except ImportError:
         return None
-    try:
-        return opencc.OpenCC(config)
-    except Exception:  # opencc-python-reimplemented wants "t2s" not "t2s.json"
-        return opencc.OpenCC(config.replace(".json", ""))
+    return opencc.OpenCC(config)  # opencc >= 1.1 takes "t2s" and "t2s.json"
 
 
 def opencc_available() -> bool:
@@ -205,12 +214,27 @@ def opencc_available() -> bool:
 
 
 def to_simplified(text: str, config: str = "t2s") -> str:
-    """Traditional → simplified Chinese with OpenCC; identity when the
-    ``opencc`` package is not installed (the step is optional)."""
-    converter = _opencc_converter(config)
-    if converter is None or text.isascii():
+    """Traditional → simplified Chinese with OpenCC (phrase-aware: 頭髮→头发,
+    乾燥→干燥 but 乾隆 stays).  ``config``: t2s (default), tw2s / hk2s (Taiwan /
+    Hong Kong variants), tw2sp (also Taiwan vocabulary: 軟體→软件)."""
+    if text.isascii():
         return text
+    converter = _opencc_converter(config)
+    if converter is None:
+        raise ImportError("traditional_to_simplified needs the opencc package (pip install 'opencc>=1.1')")
     return converter.convert(text)
+
+
+# --------------------------------------------------------------------------
+# Sentence splitting (optional output mode)
+# --------------------------------------------------------------------------
+
+
+def one_sentence_per_line(text: str, max_len: int = 256) -> str:
+    """Rewrite the document as one sentence per line: split after 。！？；… (with
+    their closing quotes ”」』）) and at line breaks, sentences over ``max_len``
+    characters cut at ，、： (hard-cut if none) — pipeline.sentences.split_sentences."""
+    return "\n".join(split_sentences(text, max_len))
 
 
 # --------------------------------------------------------------------------
@@ -253,6 +277,7 @@ STEP_ORDER = (
     "handle_emoji",
     "to_simplified",
     "collapse_whitespace",
+    "one_sentence_per_line",
 )
 
 
@@ -305,7 +330,11 @@ def cleaning_steps(cfg: dict) -> list[tuple[str, Callable[[str], str]]]:
             )
         )
     if cfg.get("traditional_to_simplified", False):
-        steps.append(("to_simplified", functools.partial(to_simplified, config=cfg.get("opencc_config", "t2s"))))
+        config = cfg.get("opencc_config", "t2s")
+        _opencc_converter.cache_clear()  # a failed import may have been cached
+        if _opencc_converter(config) is None:  # fail at start, not silently per document
+            raise ImportError("clean.traditional_to_simplified needs the opencc package (pip install 'opencc>=1.1')")
+        steps.append(("to_simplified", functools.partial(to_simplified, config=config)))
     if cfg.get("collapse_whitespace", True):
         steps.append(
             (
@@ -313,6 +342,9 @@ def cleaning_steps(cfg: dict) -> list[tuple[str, Callable[[str], str]]]:
                 functools.partial(collapse_whitespace, remove_cjk_spaces=cfg.get("remove_cjk_spaces", True)),
             )
         )
+    if cfg.get("split_sentences", False):
+        max_len = cfg.get("max_sentence_chars", 256)
+        steps.append(("one_sentence_per_line", functools.partial(one_sentence_per_line, max_len=max_len)))
     return steps
 
 

@@ -35,6 +35,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "opencc_config": "t2s",
         "collapse_whitespace": True,
         "remove_cjk_spaces": True,
+        "split_sentences": False,
+        "max_sentence_chars": 256,
     },
     "filters": {
         "min_chars": 10,

@@ -32,6 +32,12 @@ DirectRunner, N processes (``make data WORKERS=N``; identical output)::
     python -m pipeline --input ... --output OUT --workers N
     # = --direct_running_mode=multi_processing --direct_num_workers=N
 
+Each worker process costs a fixed 1-2 s that does not shrink with the corpus
+(it imports Beam and the pipeline; Beam shuts the workers down one after the
+other), and the runner process itself needs CPU to move data between stages,
+so on 2 cores the speed-up of 2 workers grows with the corpus size
+(bench/pipeline_bench.py reports it with and without the fixed cost).
+
 Workers outside this machine need the ``pipeline`` package: build a wheel
 once, ``pip wheel --no-deps . -w dist``, and ship it with
 ``--extra_package dist/zh_pretrain-0.1.0-py3-none-any.whl``.

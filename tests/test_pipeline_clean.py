@@ -65,12 +65,62 @@ def test_collapse_whitespace_keeps_paragraphs():
     assert clean.collapse_whitespace("中 文 English words 混 合", remove_cjk_spaces=False) == "中 文 English words 混 合"
 
 
-def test_traditional_to_simplified_optional():
-    out = clean.to_simplified("漢語")
-    if clean.opencc_available():
-        assert out == "汉语"
-    else:
-        assert out == "漢語"
+def test_traditional_to_simplified_examples():
+    # phrase-aware OpenCC t2s: 髮→发 in 頭髮, 乾→干 in 乾燥 but not in 乾隆, 著作 kept
+    text = "乾隆皇帝的頭髮很乾燥，後來他在臺灣的理髮店裏瞭解了《著作權法》。「一隻貓」"
+    assert clean.to_simplified(text) == "乾隆皇帝的头发很干燥，后来他在台湾的理发店里了解了《著作权法》。「一只猫」"
+    assert clean.to_simplified("计算机软件和頭髮") == "计算机软件和头发"  # simplified text untouched
+    assert clean.to_simplified("軟體", config="tw2sp") == "软件"  # Taiwan vocabulary too
+    off = clean.build_cleaner(DEFAULTS["clean"])
+    on = clean.build_cleaner({**DEFAULTS["clean"], "traditional_to_simplified": True})
+    assert off("漢語很難學。") == "漢語很難學。"  # off by default
+    assert on("ＡＢＣ漢語很難學！") == "ABC汉语很难学！"
+
+
+def test_traditional_to_simplified_on_real_text(shared_data):
+    import json
+
+    to_s = clean.build_cleaner({**DEFAULTS["clean"], "traditional_to_simplified": True})
+    poems = json.loads((shared_data / "corpus/chinese_poetry/poet.tang.0.json").read_text(encoding="utf-8"))
+    assert poems[0]["paragraphs"][0] == "秦川雄帝宅，函谷壯皇居。"
+    assert to_s(poems[0]["paragraphs"][0]) == "秦川雄帝宅，函谷壮皇居。"
+    assert to_s(poems[0]["paragraphs"][1]) == "绮殿千寻起，离宫百雉余。"
+    poetry = "\n".join(line for poem in poems[:300] for line in poem["paragraphs"])
+    converted = clean.to_simplified(poetry)
+    assert len(converted) == len(poetry)  # character for character, nothing lost
+    changed = sum(a != b for a, b in zip(poetry, converted))
+    assert changed / len(poetry) > 0.05  # Tang poems are traditional
+    assert clean.to_simplified(converted) == converted  # nothing traditional left
+    for ch in "壯綺離雲風鳳龍門書東":
+        assert ch not in converted, ch
+    # Wikipedia dump: raw, mixed traditional/simplified articles
+    wiki = [json.loads(line)["text"] for line in (shared_data / "corpus/zhwiki_sample/wiki_00_b.jsonl").open(encoding="utf-8")]
+    docs = [to_s(t) for t in wiki[:100]]
+    assert any(t.startswith("萬民福音部") for t in wiki[:100])
+    assert any(t.startswith("万民福音部") for t in docs)
+    changed = sum(a != b for t, d in zip(wiki, docs) for a, b in zip(t, clean.to_simplified(t)))
+    left = sum(a != b for d in docs for a, b in zip(d, clean.to_simplified(d)))
+    assert changed > 1000 and left <= 10  # left: OpenCC phrase "於戲" (=嗚呼) in "属於戏剧" on a 2nd pass
+    # simplified news is left alone (< 0.1% of characters touched)
+    news = [line.split("\t", 1)[1] for line in
+            (shared_data / "corpus/thucnews_cnews_subset/cnews.val.txt").open(encoding="utf-8")][:200]
+    touched = sum(a != b for t in news for a, b in zip(t, clean.to_simplified(t)))
+    assert touched / sum(map(len, news)) < 0.001
+
+
+def test_one_sentence_per_line():
+    text = "他说：“今天天气很好。”我们去公园吧！真的吗？当然……好的；走吧\n第二段没有句号"
+    assert clean.one_sentence_per_line(text) == "他说：“今天天气很好。”\n我们去公园吧！\n真的吗？\n当然……\n好的；\n走吧\n第二段没有句号"
+    long = "这是一个很长的句子，" * 30 + "结束。"
+    lines = clean.one_sentence_per_line(long, max_len=50).split("\n")
+    assert max(map(len, lines)) <= 50 and "".join(lines) == long
+    assert all(line.endswith("，") for line in lines[:-1])  # cut at the soft break
+    cfg = {**DEFAULTS["clean"], "split_sentences": True, "max_sentence_chars": 20}
+    assert [n for n, _ in clean.cleaning_steps(cfg)][-1] == "one_sentence_per_line"
+    out = clean.build_cleaner(cfg)("<p>第一句话。第二句话！</p><p>  第三句，" + "很长" * 20 + "。</p>")
+    assert out.split("\n")[:2] == ["第一句话。", "第二句话！"] and max(map(len, out.split("\n"))) <= 20
+    assert "\n" in clean.build_cleaner(DEFAULTS["clean"])("第一句。\n第二句。")  # paragraphs kept ...
+    assert clean.build_cleaner(DEFAULTS["clean"])("第一句。第二句。") == "第一句。第二句。"  # ... off by default
 
 
 def test_build_cleaner_order_and_switches():

@@ -170,3 +170,19 @@ def test_cli(corpus, tmp_path, capsys):
         table = pq.read_table(tmp_path / entry["parquet"]["path"])
         assert table.num_rows == entry["documents"] and table.column_names == ["id", "text"]
     assert "docs/s" in capsys.readouterr().err
+
+
+def test_traditional_to_simplified_and_sentence_lines(tmp_path):
+    """The two optional cleaning steps through a real Beam run."""
+    docs = ["他說：「臺灣的颱風來了。」我們趕緊回家吧！後來雨停了，大家都鬆了一口氣。",
+            "這本書講述了一個關於友誼與成長的故事；作者的文筆非常優美，故事情節跌宕起伏，值得每一個人認真一讀。"]
+    lines = [json.dumps({"id": f"t{i}", "text": t}, ensure_ascii=False) for i, t in enumerate(docs)]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    over = {"clean": {"traditional_to_simplified": True, "split_sentences": True, "max_sentence_chars": 20},
+            "output": {"valid_fraction": 0.0}}
+    stats = run_pipeline([str(tmp_path / "in.jsonl")], str(tmp_path / "out"), overrides=over)
+    assert stats["written"] == 2
+    out = read_shards(tmp_path / "out", json.loads((tmp_path / "out" / "manifest.json").read_text()))
+    assert out["t0"][1] == "他说：「台湾的台风来了。」\n我们赶紧回家吧！\n后来雨停了，大家都松了一口气。"
+    assert out["t1"][1].split("\n") == ["这本书讲述了一个关于友谊与成长的故事；",
+                                      "作者的文笔非常优美，故事情节跌宕起伏，", "值得每一个人认真一读。"]  # cut at ，

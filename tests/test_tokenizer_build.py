@@ -126,6 +126,38 @@ def test_round_trip(fast):
     assert fast.decode(fast.encode("hello world 北京 ab12 cd").ids) == "hello world北京 ab12 cd"
 
 
+# Already-clean Chinese text (the corpus pipeline's output): full-width punctuation.
+CLEAN_PUNCT = "今天，天气很好！是的吧？是的；我们：（北京）“上海”‘经济’、学生……《电影》【故事】～——·「中国」"
+
+
+def test_clean_chinese_punctuation_round_trip_is_exact(built, fast, ref, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    from pipeline.clean import CJK_PUNCTUATION
+
+    hf = AutoTokenizer.from_pretrained(str(built[0] / "out"))
+    vocab = fast.get_vocab()
+    assert all(ch in vocab for ch in CJK_PUNCTUATION)  # even those the corpus never used
+    ids = fast.encode(CLEAN_PUNCT, add_special_tokens=False).ids
+    assert 1 not in ids
+    assert fast.decode(ids) == CLEAN_PUNCT == canonical(CLEAN_PUNCT)
+    assert ref.encode(CLEAN_PUNCT) == ids and ref.decode(ids) == CLEAN_PUNCT
+    assert hf.decode(hf(CLEAN_PUNCT)["input_ids"], skip_special_tokens=True) == CLEAN_PUNCT
+    assert fast.encode("，", add_special_tokens=False).tokens == ["，"]
+    # full-width letters/digits/space still fold, exactly like the pipeline's cleaning
+    assert fast.decode(fast.encode("全角ＡＢＣ１２３，半角！", add_special_tokens=False).ids) == "全角abc123，半角！"
+
+
+def test_normalizer_is_the_pipeline_cleaning_step(fast):
+    from pipeline.clean import normalize_unicode
+    from tokenizer.normalize import mark_spaces, normalize
+
+    for text in CHECK + [CLEAN_PUNCT, "ﬁ①㎏ ＡＢＣ　ｘ，!?，！？…...～~", "\ufdd0 a\u3000b"]:
+        assert normalize(text, lowercase=False) == normalize_unicode(text), text
+        assert fast.normalizer.normalize_str(text) == mark_spaces(normalize(text)), text
+
+
 def test_fast_matches_reference(fast, ref):
     for text in CHECK:
         assert fast.encode(text, add_special_tokens=False).ids == ref.encode(text), text
@@ -157,6 +189,26 @@ def test_deterministic_rebuild(built, tmp_path):
     build_tokenizer(str(root / "data"), str(tmp_path / "again"), vocab_size=8000, stats=False)
     assert (tmp_path / "again" / "tokenizer.json").read_bytes() == (root / "out" / "tokenizer.json").read_bytes()
     assert (tmp_path / "again" / "vocab.txt").read_bytes() == (root / "out" / "vocab.txt").read_bytes()
+
+
+def test_user_dict_saved_and_reloaded(built, tmp_path):
+    from tokenizer.jieba_util import USER_DICT_FILE
+
+    user = tmp_path / "user.txt"
+    user.write_text("公园散步 500000\n准备金率 500000\n", encoding="utf-8")
+    build_tokenizer(str(built[0] / "data"), str(tmp_path / "ud"), vocab_size=8000, stats=False, user_dict=str(user))
+    assert (tmp_path / "ud" / USER_DICT_FILE).read_text(encoding="utf-8") == user.read_text(encoding="utf-8")
+    fast_ud = load(tmp_path / "ud")
+    ref_ud = JiebaWordPieceTokenizer.from_pretrained(tmp_path / "ud")  # finds the saved dictionary itself
+    assert ref_ud.user_dict == str(tmp_path / "ud" / USER_DICT_FILE)
+    text = "我们一起去公园散步吧，下调存款准备金率。"
+    assert "公园散步" in fast_ud.encode(text, add_special_tokens=False).tokens
+    assert "准备金率" in ref_ud.tokenize(text)
+    # the reloaded reference scores words with the user frequencies, like tokenizer.json
+    assert ref_ud.jieba.FREQ["准备金率"] == 500000
+    assert JiebaWordPieceTokenizer.from_pretrained(tmp_path / "ud", user_dict="").jieba.FREQ["准备金率"] < 1000
+    for t in CHECK + [text]:
+        assert fast_ud.encode(t, add_special_tokens=False).ids == ref_ud.encode(t), t
 
 
 def test_vocab_size_cap(built, tmp_path):

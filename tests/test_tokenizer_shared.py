@@ -68,3 +68,25 @@ def test_chars_per_token(news):
     n_tok = sum(len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False))
     n_chars = sum(len("".join(t.split())) for t in texts)
     assert n_chars / n_tok >= 1.3
+
+
+def test_real_text_normalization_matches_pipeline_cleaning(news):
+    """On real news cleaned by the pipeline: the Rust normalizer is the cleaning step, and
+    decode(encode(x)) keeps every full-width punctuation mark (no "，" -> "," folding)."""
+    from tokenizers import Tokenizer
+
+    from pipeline.clean import CJK_PUNCTUATION, build_cleaner
+    from pipeline.config import DEFAULTS
+    from tokenizer.normalize import mark_spaces, normalize
+
+    out, _, held, _ = news
+    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+    cleaner = build_cleaner(DEFAULTS["clean"])
+    texts = [cleaner(t) for t in held[:200]]
+    assert sum(t.count("，") for t in texts) > 1000
+    for raw in held[:200]:
+        assert tok.normalizer.normalize_str(raw) == mark_spaces(normalize(raw))
+    for text, enc in zip(texts, tok.encode_batch(texts, add_special_tokens=False)):
+        back = tok.decode(enc.ids)
+        for ch in CJK_PUNCTUATION:
+            assert back.count(ch) == text.count(ch), (ch, text[:80])

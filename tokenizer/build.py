@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -63,12 +64,20 @@ def build_tokenizer(data_dir: str, out_dir: str, vocab_size: int = 50000, algo: 
         tok = build_unigram(vocab.tokens, vocab.scores, opt["lowercase"])
         train = {"documents": counts.documents, "characters": counts.characters}
     elif algo == "sentencepiece":
+        # Not a Beam job: the SentencePiece trainer is one C++ process that reads one
+        # local text file and keeps a sample of at most 2M lines in memory, so the
+        # shards are streamed into that file directly (see tokenizer/spm.py).
         from .spm import train_sentencepiece
 
         tok, train = train_sentencepiece(data_dir, vocab_size, out, **{k: opt[k] for k in ("lowercase", "min_char_freq")})
     else:
         raise ValueError(f"algo must be 'wordpiece' or 'sentencepiece', not {algo!r}")
     save_folder(tok, out, opt["model_max_length"])
+    if algo == "wordpiece" and opt["user_dict"]:
+        from .jieba_util import USER_DICT_FILE
+
+        # the scores come from its frequencies: JiebaWordPieceTokenizer.from_pretrained reloads it
+        shutil.copyfile(opt["user_dict"], out / USER_DICT_FILE)
     stats = {
         "algo": algo,
         "vocab_size_requested": vocab_size,

@@ -13,15 +13,26 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
+from pipeline.clean import NFKC_PLACEHOLDERS
+
 from .normalize import SPACE_BEFORE_ALNUM, SPACE_MARK, WS_RUN
 from .vocab import BERT_SPECIALS, CLS, MASK, PAD, SENTINELS, SEP, SPECIALS, UNK
 
 MODEL_MAX_LENGTH = 512
 
 
+def unicode_normalizers() -> list:
+    """pipeline.clean.normalize_unicode as ``tokenizers`` normalizers: the Chinese
+    punctuation NFKC would fold (，！？；：（）…～) goes to its placeholder, NFKC
+    runs, the placeholders come back.  Same table as the corpus pipeline."""
+    protect = [normalizers.Replace(c, p) for c, p in NFKC_PLACEHOLDERS.items()]
+    restore = [normalizers.Replace(p, c) for c, p in NFKC_PLACEHOLDERS.items()]
+    return [*protect, normalizers.NFKC(), *restore]
+
+
 def pipeline_parts(tok: Tokenizer, lowercase: bool = True) -> Tokenizer:
     """Attach normalizer, pre-tokenizer, post-processor and decoder (shared by all algos)."""
-    norm = [normalizers.Replace(SPACE_MARK, " "), normalizers.NFKC()]
+    norm = [normalizers.Replace(SPACE_MARK, " "), *unicode_normalizers()]
     if lowercase:
         norm.append(normalizers.Lowercase())
     norm.append(normalizers.Replace(Regex(SPACE_BEFORE_ALNUM), SPACE_MARK))

@@ -9,6 +9,10 @@ from __future__ import annotations
 import functools
 import logging
 
+# The extra jieba dictionary a vocabulary was built with, saved next to tokenizer.json:
+# its frequencies are the Unigram scores, so the reference tokenizer needs it to reload.
+USER_DICT_FILE = "jieba_user_dict.txt"
+
 
 @functools.lru_cache(maxsize=8)
 def jieba_instance(user_dict: str | None = None):

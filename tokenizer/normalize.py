@@ -3,8 +3,11 @@
 The Rust fast path (tokenizer.json), the Python reference and the Beam counting
 job must cut text the same way, so the rules live here once:
 
-* normalize: NFKC (full-width letters/digits/punctuation -> ASCII, idempotent)
-  then lowercase (the T5 PEGASUS / bert4keras recipe), U+2581 mapped to space.
+* normalize: the corpus pipeline's own Unicode step (pipeline.clean.normalize_unicode:
+  NFKC, so full-width letters/digits -> ASCII, but Chinese punctuation ，！？；：（）…～
+  kept as is; idempotent) then lowercase (the T5 PEGASUS / bert4keras recipe),
+  U+2581 mapped to space.  Already-clean text therefore keeps its punctuation
+  through ``decode(encode(x))``, and a model never learns "," inside Chinese.
 * pieces: whitespace only separates; an ASCII letter/digit run is one piece and
   carries ``SPACE_MARK`` when whitespace precedes it (so "hello world" decodes
   back with its space); a run of CJK ideographs in jieba's range is one piece;
@@ -16,7 +19,8 @@ job must cut text the same way, so the rules live here once:
 from __future__ import annotations
 
 import re
-import unicodedata
+
+from pipeline.clean import normalize_unicode
 
 SPACE_MARK = "\u2581"  # "▁", the SentencePiece/Metaspace word-start marker
 # Python's str.isspace() set, spelled out so the Oniguruma regex in
@@ -38,9 +42,13 @@ _cjk_run = re.compile(CJK_CLASS + "+")
 _ws_only = re.compile(WS_RUN)
 
 
-def normalize(text: str, lowercase: bool = True) -> str:
-    """What the tokenizer.json normalizer does (before space marking)."""
-    text = unicodedata.normalize("NFKC", text.replace(SPACE_MARK, " "))
+def normalize(text: str, lowercase: bool = True, keep_cjk_punctuation: bool = True) -> str:
+    """What the tokenizer.json normalizer does (before space marking).
+
+    ``keep_cjk_punctuation=False`` is plain NFKC, for folders built before the
+    normalizer kept Chinese punctuation.
+    """
+    text = normalize_unicode(text.replace(SPACE_MARK, " "), keep_cjk_punctuation)
     return text.lower() if lowercase else text
 
 
@@ -70,11 +78,11 @@ def is_space(piece: str) -> bool:
     return _ws_only.fullmatch(piece) is not None
 
 
-def canonical(text: str, lowercase: bool = True) -> str:
+def canonical(text: str, lowercase: bool = True, keep_cjk_punctuation: bool = True) -> str:
     """The text that ``decode(encode(text))`` returns (no [UNK] involved).
 
     Normalized, whitespace runs kept as one space only before an ASCII
     letter/digit (so between English words), dropped elsewhere.
     """
-    marked = mark_spaces(normalize(text, lowercase))
+    marked = mark_spaces(normalize(text, lowercase, keep_cjk_punctuation))
     return _ws_run.sub("", marked).replace(SPACE_MARK, " ")

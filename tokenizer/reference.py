@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .jieba_util import jieba_instance, vocab_jieba
+from pipeline.clean import NFKC_PLACEHOLDERS
+
+from .jieba_util import USER_DICT_FILE, jieba_instance, vocab_jieba
 from .normalize import SPACE_MARK, is_alnum_run, is_cjk_run, is_space, normalize, pieces
 from .vocab import CLS, SEP, UNK
 
@@ -73,6 +75,7 @@ class JiebaWordPieceTokenizer:
         lowercase: bool = True,
         user_dict: str | None = None,
         dictionary: str = "vocab",
+        keep_cjk_punctuation: bool = True,
     ):
         """``dictionary="jieba"``: jieba's full dictionary, the literal T5 PEGASUS recipe
         (a long dictionary word outside the vocabulary falls back to characters).
@@ -85,6 +88,7 @@ class JiebaWordPieceTokenizer:
         self.vocab = {t: i for i, t in enumerate(tokens)}
         self.unk_id = self.vocab[UNK]
         self.lowercase = lowercase
+        self.keep_cjk_punctuation = keep_cjk_punctuation
         self.user_dict = user_dict
         self.viterbi = UnigramViterbi(tokens, scores, self.unk_id)
         base = jieba_instance(user_dict)
@@ -94,11 +98,16 @@ class JiebaWordPieceTokenizer:
     def from_pretrained(
         cls, folder: str | Path, user_dict: str | None = None, dictionary: str = "vocab"
     ) -> "JiebaWordPieceTokenizer":
-        """Load the vocabulary and scores from a folder written by build_tokenizer."""
+        """Load the vocabulary and scores from a folder written by build_tokenizer
+        (and the jieba user dictionary it was built with, saved there as USER_DICT_FILE)."""
+        if user_dict is None and (Path(folder) / USER_DICT_FILE).exists():
+            user_dict = str(Path(folder) / USER_DICT_FILE)
         spec = json.loads((Path(folder) / "tokenizer.json").read_text(encoding="utf-8"))
         vocab = spec["model"]["vocab"]
-        lowercase = "Lowercase" in json.dumps(spec["normalizer"])
-        return cls([t for t, _ in vocab], [s for _, s in vocab], lowercase, user_dict, dictionary)
+        normalizer = json.dumps(spec["normalizer"], ensure_ascii=False)
+        lowercase = "Lowercase" in normalizer
+        keep_punct = all(p in normalizer for p in NFKC_PLACEHOLDERS.values())  # False: a folder from before
+        return cls([t for t, _ in vocab], [s for _, s in vocab], lowercase, user_dict, dictionary, keep_punct)
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         ids: list[int] = []
@@ -112,7 +121,8 @@ class JiebaWordPieceTokenizer:
                 ids.append(tid)
             chunk_start = False
 
-        for word in self.jieba.cut(normalize(text, self.lowercase), HMM=False):
+        norm = normalize(text, self.lowercase, self.keep_cjk_punctuation)
+        for word in self.jieba.cut(norm, HMM=False):
             if is_space(word):
                 pending_space = chunk_start = True
                 continue

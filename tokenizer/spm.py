@@ -5,6 +5,14 @@ same tokenizers pipeline (normalizer, pre-tokenizer, specials 0..104, decoder)
 so both algorithms load the same way and differ only in the vocabulary.  The
 training text is pre-tokenized with ``pretokenization_delimiter`` so no piece
 crosses a boundary the runtime pre-tokenizer would cut.
+
+Why the shards are read directly and not through Beam (unlike the default
+algo's counting job): ``SentencePieceTrainer`` is a single C++ process that
+needs one local text file (or an in-process iterator) and trains on a sample
+of at most ``input_sentence_size`` lines held in memory; its EM loop cannot be
+split into Beam transforms, so a Beam stage could only write that file, which
+is one sequential pass either way.  For a corpus far beyond 2M lines, train on
+a subset of the shards (the trainer would sample them anyway).
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ import tempfile
 from pathlib import Path
 
 from tokenizers import Tokenizer
+
+from pipeline.clean import CJK_PUNCTUATION
 
 from .counting import iter_texts, shard_paths
 from .fast import build_unigram
@@ -92,4 +102,10 @@ def train_sentencepiece(
         tokens.append(piece)
         scores.append(sp.get_score(i))
         seen.add(piece)
+    floor = min(scores[len(SPECIALS) :], default=0.0)
+    for ch in CJK_PUNCTUATION:  # as in the default algo: kept punctuation is always a token
+        if ch not in seen:
+            tokens.append(ch)
+            scores.append(floor)
+            seen.add(ch)
     return build_unigram(tokens, scores, lowercase), {"documents": docs, "characters": chars}

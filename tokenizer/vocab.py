@@ -10,7 +10,8 @@ jieba's own maximum-probability segmentation:
 * ASCII pieces (letter/digit runs, optionally with the space marker):
   ``-ASCII_PIECE_PENALTY + log p`` so the fewest pieces win (a run that is in
   the vocabulary is one token) and corpus frequency breaks ties.
-* Other single characters are pre-tokens of their own; their score is moot.
+* Other single characters (Chinese punctuation ，。！？ included, always in the
+  vocabulary) are pre-tokens of their own; their score is moot.
 
 Ordering is deterministic: ties are broken by ``(-count, token)``.
 """
@@ -21,6 +22,8 @@ import math
 import string
 from collections import Counter
 from dataclasses import dataclass, field
+
+from pipeline.clean import CJK_PUNCTUATION
 
 from .normalize import SPACE_MARK, is_alnum_run, is_cjk_run
 
@@ -109,6 +112,10 @@ def select_vocab(
     alphabet = string.digits + string.ascii_lowercase + ("" if lowercase else string.ascii_uppercase)
     for ch in alphabet:
         add(ch, "ascii")
+    # The Chinese punctuation the normalizer keeps (，。！？…), seen or not, so
+    # clean text never hits [UNK] on it and generation can produce it.
+    for ch in CJK_PUNCTUATION:
+        add(ch, "char")
     for ch, _ in _ranked(counts.chars, min_char_freq):
         add(ch, "char")
     # Pieces of ASCII runs (e.g. "ing", "20"), so a rare English word or number
