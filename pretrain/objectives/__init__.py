@@ -15,9 +15,9 @@ import importlib
 # Registered objectives; an entry of None is an accepted name whose issue has not landed.
 REGISTRY = {
     "t5-pegasus": "pretrain.objectives.t5_pegasus:T5PegasusObjective",
-    "electra": None,
-    "mlm-proposal": None,
-    "roformer-sim": None,
+    "electra": "pretrain.objectives.electra:ElectraObjective",
+    "mlm-proposal": "pretrain.objectives.mlm_proposal:MLMProposalObjective",
+    "roformer-sim": "pretrain.objectives.roformer_sim:RoFormerSimObjective",
 }
 
 

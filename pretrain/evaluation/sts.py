@@ -1,0 +1,116 @@
+"""Chinese semantic textual similarity: Spearman correlation of cosine similarity with the gold labels.
+
+  python -m pretrain.evaluate --task sts --model runs/roformer-sim/export \
+      [--data /work/shared/data/sts/senteval_cn] [-o baseline=true] [-o max_examples=2000]
+
+Protocol of SimBERT / RoFormer-Sim / CoSENT / SimCSE on "senteval_cn": each task
+folder holds ``<TASK>.test.data`` (TSV ``sent1\\tsent2\\tlabel``); the sentence
+vector is the encoder's ``[CLS]`` hidden state of ``[CLS] sent [SEP]``; the score
+is Spearman's rho between cos(u, v) and the label over the whole test file.
+Test files are read here only: nothing is trained or tuned on them.
+
+Options: ``baseline=true`` also scores a randomly initialized model of the same
+config (seeded), ``split=test|valid``, ``max_examples`` (first N rows per task,
+0 = all), ``generate`` (how many built-in sentences to paraphrase with the
+UniLM decoder, 0 = none), ``num_samples``, ``seed``, ``batch_size``, ``max_len``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+TASKS = ("ATEC", "BQ", "LCQMC", "PAWSX", "STS-B")
+# Inputs for the generation sample (written for this project; not from any eval set).
+PROMPTS = ("微信支付怎么绑定银行卡？", "今天的天气怎么样", "这家店的外卖送得很快，味道也不错。",
+           "如何提高英语口语水平", "我的信用卡额度可以提升吗")
+
+
+def default_data() -> Path:
+    return Path(os.environ.get("ZH_SHARED_DATA", "/work/shared/data")) / "sts" / "senteval_cn"
+
+
+def rank(x: np.ndarray) -> np.ndarray:
+    """Ranks starting at 1, ties get their average rank (as scipy.stats.rankdata)."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    ranks = np.empty(len(x), dtype=np.float64)
+    start = 0
+    for end in range(1, len(x) + 1):
+        if end == len(x) or xs[end] != xs[start]:
+            ranks[order[start:end]] = (start + end + 1) / 2.0
+            start = end
+    return ranks
+
+
+def spearman(x, y) -> float:
+    rx, ry = rank(np.asarray(x, dtype=np.float64)), rank(np.asarray(y, dtype=np.float64))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = np.sqrt((rx ** 2).sum() * (ry ** 2).sum())
+    return float((rx * ry).sum() / denom) if denom > 0 else 0.0
+
+
+def read_task(folder: Path, task: str, split: str, max_examples: int) -> tuple[list[str], list[str], list[float]]:
+    path = folder / task / f"{task}.{split}.data"
+    a, b, labels = [], [], []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) < 3:
+                continue
+            try:
+                label = float(cols[2])
+            except ValueError:
+                continue
+            a.append(cols[0])
+            b.append(cols[1])
+            labels.append(label)
+            if max_examples and len(labels) >= max_examples:
+                break
+    return a, b, labels
+
+
+def score(model, tokenizer, tasks: dict, batch_size: int, max_len: int) -> dict[str, float]:
+    from pretrain.objectives.roformer_sim import encode
+
+    out = {}
+    for task, (a, b, labels) in tasks.items():
+        u = torch.nn.functional.normalize(encode(model, tokenizer, a, batch_size, max_len), dim=-1)
+        v = torch.nn.functional.normalize(encode(model, tokenizer, b, batch_size, max_len), dim=-1)
+        out[task] = round(spearman((u * v).sum(-1).numpy(), labels), 4)
+    return out
+
+
+def run(model_dir: str, data: str | None = None, baseline: bool = False, split: str = "test",
+        max_examples: int = 0, generate: int = 3, num_samples: int = 8, seed: int = 0,
+        batch_size: int = 128, max_len: int = 64) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from pretrain.objectives.roformer_sim import generate_similar
+
+    folder = Path(data) if data else default_data()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: STS data folder not found (pass --data)")
+    tasks = {t: read_task(folder, t, split, int(max_examples)) for t in TASKS
+             if (folder / t / f"{t}.{split}.data").is_file()}
+    if not tasks:
+        raise FileNotFoundError(f"{folder}: no <TASK>/<TASK>.{split}.data file for any of {', '.join(TASKS)}")
+    torch.set_grad_enabled(False)
+    hf_logging.set_verbosity_error()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    result = {"task": "sts", "model": str(model_dir), "split": split,
+              "examples": {t: len(v[2]) for t, v in tasks.items()},
+              "spearman": score(model, tokenizer, tasks, batch_size, max_len)}
+    if baseline:
+        torch.manual_seed(seed)
+        random_model = AutoModelForCausalLM.from_config(model.config).eval()
+        result["baseline"] = {"init": "random", "seed": seed,
+                              "spearman": score(random_model, tokenizer, tasks, batch_size, max_len)}
+    result["generated"] = [
+        {"input": text, "outputs": generate_similar(model, tokenizer, text, n=int(num_samples), k=3, seed=seed)}
+        for text in PROMPTS[:int(generate)]]
+    return result

@@ -1,0 +1,374 @@
+"""RoFormer-Sim (SimBERTv2): one RoFormer that both retrieves and generates similar sentences.
+
+Recipe (seed 000, "SimBERTv2来了"): RoFormer-Sim = RoFormer + UniLM + contrastive
+learning + BART + distillation. For a pair of similar sentences (a, b) the model
+reads ``[CLS] a [SEP] b [SEP]`` (and ``[CLS] b [SEP] a [SEP]``) under the UniLM
+mask: the source segment (``[CLS] a [SEP]``, token type 0) attends
+bidirectionally within itself, the target segment (token type 1) causally.
+Two losses share that one forward pass:
+
+* seq2seq: cross-entropy of the target tokens (generate the similar sentence);
+* contrastive: the ``[CLS]`` vectors of the 2B sequences, scaled cosine
+  similarity (scale 30, as SimBERT), each row's positive being its partner and
+  every other sentence of the batch a negative. Under the UniLM mask ``[CLS]``
+  sees only the source, so its vector is exactly what ``RoFormerModel`` gives
+  for ``[CLS] a [SEP]`` alone: the exported encoder reproduces it.
+
+BART noise: with probability ``noise_prob`` a source is corrupted by token
+deletion and ``[MASK]`` replacement; the target stays clean, so the model learns
+to paraphrase/restore. Distillation (stage 2 of the recipe): an optional teacher
+(an exported RoFormer-Sim with the same vocabulary) encodes the same sources and
+the student's in-batch cosine matrix is pulled to the teacher's (MSE).
+
+Training pairs, built on the fly from cleaned documents (so every epoch draws
+new ones, and the trainer's checkpointed RNG makes them resumable):
+* with probability ``neighbor_prob`` a sentence and its neighbour in the same
+  document (seq2seq: write the next/previous sentence; contrastive: topical
+  neighbours are positives);
+* otherwise the sentence with itself: a SimCSE dropout positive (two dropout /
+  noise draws) whose seq2seq side is BART denoising;
+* plus labeled similar pairs from ``objective.pair_file`` (TSV ``s1\\ts2[\\tlabel]``,
+  rows with label 0 skipped), mixed in at ``pair_file_ratio``.
+
+The pooled vector is the raw ``[CLS]`` hidden state (no extra pooler), so the
+exported ``RoFormerModel`` is the retrieval model with no custom code.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoTokenizer, RoFormerConfig, RoFormerForCausalLM
+from transformers.utils import logging as hf_logging
+
+from pretrain.config import parse_section
+
+
+@dataclass
+class RoFormerSimConfig:
+    """The ``objective:`` section of configs/roformer-sim.yaml."""
+    scale: float = 30.0                 # cosine similarity scale of the contrastive softmax (SimBERT: 30)
+    seq2seq_weight: float = 1.0
+    contrastive_weight: float = 1.0
+    noise_prob: float = 0.5             # share of sources that get BART noise
+    mask_ratio: float = 0.15            # BART token masking, per source token
+    delete_ratio: float = 0.10          # BART token deletion, per source token
+    neighbor_prob: float = 0.5          # unlabeled pair = neighbouring sentences (else the sentence itself)
+    min_sentence_chars: int = 5
+    max_sentence_chars: int = 64
+    pair_file: str = ""                 # optional TSV of similar sentences (s1 \t s2 [\t label])
+    pair_file_ratio: float = 0.5        # share of each batch drawn from pair_file when set
+    teacher: str = ""                   # exported RoFormer-Sim folder for distillation ("" = none)
+    distill_weight: float = 1.0
+    max_position_embeddings: int = 512
+
+
+def unilm_mask(token_type_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Boolean (B, L, L): query i may attend key j iff j is source (type 0), or target with j <= i.
+
+    Written as in bert4keras: with c = cumsum(token types), i attends j iff
+    c[j] <= c[i]; padding keys are never attended.
+    """
+    c = torch.cumsum(token_type_ids, dim=1)
+    allowed = c[:, None, :] <= c[:, :, None]
+    return allowed & attention_mask[:, None, :].bool()
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, L, L) boolean -> (B, 1, L, L) additive mask that RoFormer's attention adds to its scores."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def contrastive_loss(vectors: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """In-batch InfoNCE over 2B vectors where row i's positive is row (i + B) mod 2B.
+
+    Returns the loss and the accuracy of picking the partner (self-similarity excluded).
+    """
+    n = vectors.shape[0]
+    v = F.normalize(vectors.float(), dim=-1)
+    sims = scale * v @ v.T
+    sims = sims.masked_fill(torch.eye(n, dtype=torch.bool, device=v.device), float("-inf"))
+    target = (torch.arange(n, device=v.device) + n // 2) % n
+    return F.cross_entropy(sims, target), (sims.argmax(-1) == target).float().mean()
+
+
+def cosine_matrix(vectors: torch.Tensor) -> torch.Tensor:
+    v = F.normalize(vectors.float(), dim=-1)
+    return v @ v.T
+
+
+class SimModel(nn.Module):
+    """The training module: a RoFormerForCausalLM run under the UniLM mask.
+
+    Returns the ``[CLS]`` vectors and the LM logits at the requested positions only
+    (a vocabulary-sized projection of every position would waste most of the step).
+    """
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__()
+        hf_logging.set_verbosity_error()   # RoFormerForCausalLM warns when is_decoder=False; we pass our own mask
+        self.lm = RoFormerForCausalLM(config)
+        hf_logging.set_verbosity_warning()
+
+    def forward(self, input_ids, token_type_ids, attention_mask, label_positions=None):
+        dtype = next(self.parameters()).dtype
+        mask = additive_mask(unilm_mask(token_type_ids, attention_mask), dtype)
+        hidden = self.lm.roformer(input_ids=input_ids, token_type_ids=token_type_ids,
+                                  attention_mask=mask).last_hidden_state
+        logits = None
+        if label_positions is not None:
+            logits = self.lm.cls(hidden[label_positions[0], label_positions[1]])
+        return hidden[:, 0], logits
+
+
+class RoFormerSimObjective:
+    name = "roformer-sim"
+    hf_auto_class = "AutoModel"
+
+    def __init__(self, cfg, tokenizer=None):
+        self.cfg = cfg
+        self.opt = parse_section(RoFormerSimConfig, cfg.objective, f"configs/{cfg.model}.yaml")
+        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(cfg.tokenizer.dir)
+        tok = self.tokenizer
+        for attr in ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id"):
+            if getattr(tok, attr) is None:
+                raise ValueError(f"{cfg.tokenizer.dir}: tokenizer has no {attr.replace('_id', '')}")
+        self.train_dir = cfg.data.clean_dir
+        self.valid_dir = cfg.data.clean_dir
+        self.pairs = load_pair_file(self.opt.pair_file) if self.opt.pair_file else []
+        self._teacher = None
+
+    # -- model -------------------------------------------------------------
+    def model_config(self) -> RoFormerConfig:
+        a, t, tok = self.cfg.arch, self.cfg.train, self.tokenizer
+        return RoFormerConfig(
+            vocab_size=len(tok), embedding_size=a.d_model, hidden_size=a.d_model,
+            num_hidden_layers=a.num_layers, num_attention_heads=a.num_heads, intermediate_size=a.d_ff,
+            hidden_act=a.feed_forward_proj, hidden_dropout_prob=a.dropout_rate,
+            attention_probs_dropout_prob=a.dropout_rate,
+            max_position_embeddings=max(self.opt.max_position_embeddings, t.max_source_len + t.max_target_len + 3),
+            type_vocab_size=2, pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id,
+            eos_token_id=tok.sep_token_id, is_decoder=False, tie_word_embeddings=True,
+            architectures=["RoFormerForCausalLM"],
+        )
+
+    def build_model(self) -> SimModel:
+        return SimModel(self.model_config())
+
+    # -- data --------------------------------------------------------------
+    def make_pair(self, record: dict, rng: random.Random) -> tuple[str, str]:
+        """A (source, target) pair of similar sentences from one record (see the module docstring)."""
+        if "text_a" in record and "text_b" in record:
+            return record["text_a"], record["text_b"]
+        from pipeline.sentences import split_sentences
+        o = self.opt
+        sents = [s for s in split_sentences(record["text"], max_len=o.max_sentence_chars)
+                 if len(s) >= o.min_sentence_chars] or [record["text"][:o.max_sentence_chars]]
+        i = rng.randrange(len(sents))
+        if len(sents) > 1 and rng.random() < o.neighbor_prob:
+            j = i + 1 if i + 1 < len(sents) and (i == 0 or rng.random() < 0.5) else i - 1
+            return sents[i], sents[j]
+        return sents[i], sents[i]
+
+    def noise(self, ids: list[int], rng: random.Random) -> list[int]:
+        """BART-style corruption of a source: token deletion, then [MASK] replacement."""
+        o, mask_id = self.opt, self.tokenizer.mask_token_id
+        if not ids or rng.random() >= o.noise_prob:
+            return ids
+        kept = [t for t in ids if rng.random() >= o.delete_ratio] or ids[:1]
+        return [mask_id if rng.random() < o.mask_ratio else t for t in kept]
+
+    def encode_pairs(self, pairs: list[tuple[str, str]], rng: random.Random | None = None) -> dict:
+        """2B UniLM sequences: rows [0, B) are a_i -> b_i, rows [B, 2B) are b_i -> a_i."""
+        rng = rng or random
+        t, tok = self.cfg.train, self.tokenizer
+        texts = [a for a, _ in pairs] + [b for _, b in pairs]
+        ids = tok(texts, add_special_tokens=False)["input_ids"]
+        n = len(pairs)
+        cls, sep, pad = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
+        rows, types, sources = [], [], []
+        for k in range(2 * n):
+            src = self.noise(ids[k][:t.max_source_len], rng)
+            tgt = ids[(k + n) % (2 * n)][:t.max_target_len]
+            rows.append([cls, *src, sep, *tgt, sep])
+            types.append([0] * (len(src) + 2) + [1] * (len(tgt) + 1))
+            sources.append([cls, *src, sep])
+        width = max(map(len, rows))
+        input_ids = torch.full((2 * n, width), pad, dtype=torch.long)
+        token_type_ids = torch.zeros((2 * n, width), dtype=torch.long)
+        attention_mask = torch.zeros((2 * n, width), dtype=torch.long)
+        for k, (r, ty) in enumerate(zip(rows, types)):
+            input_ids[k, :len(r)] = torch.tensor(r)
+            token_type_ids[k, :len(r)] = torch.tensor(ty)
+            attention_mask[k, :len(r)] = 1
+        # Position p predicts token p+1 wherever p+1 is a (non-pad) target token.
+        is_label = torch.zeros_like(attention_mask, dtype=torch.bool)
+        is_label[:, :-1] = (token_type_ids[:, 1:] == 1) & (attention_mask[:, 1:] == 1)
+        rows_idx, cols_idx = is_label.nonzero(as_tuple=True)
+        return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
+                "label_positions": torch.stack([rows_idx, cols_idx]),
+                "labels": input_ids[rows_idx, cols_idx + 1]}
+
+    def collate(self, records: list[dict]) -> dict[str, torch.Tensor]:
+        rng = random  # the trainer seeds and checkpoints Python's RNG: pairs and noise resume exactly
+        pairs = [self.make_pair(r, rng) for r in records]
+        if self.pairs:
+            pairs = [rng.choice(self.pairs) if rng.random() < self.opt.pair_file_ratio else p for p in pairs]
+        return self.encode_pairs(pairs, rng)
+
+    @staticmethod
+    def tokens_in(batch: dict) -> int:
+        return int(batch["attention_mask"].sum())
+
+    # -- loss --------------------------------------------------------------
+    def loss(self, model, batch: dict):
+        o = self.opt
+        vectors, logits = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
+                                batch["label_positions"])
+        seq2seq = F.cross_entropy(logits.float(), batch["labels"])
+        contrastive, acc = contrastive_loss(vectors, o.scale)
+        loss = o.seq2seq_weight * seq2seq + o.contrastive_weight * contrastive
+        terms = {"seq2seq_loss": seq2seq.item(), "contrastive_loss": contrastive.item(), "contrastive_acc": acc.item()}
+        if o.teacher:
+            distill = self.distill_loss(vectors, batch)
+            loss = loss + o.distill_weight * distill
+            terms["distill_loss"] = distill.item()
+        return loss, terms
+
+    def teacher(self, device):
+        """The frozen teacher encoder (loaded once, on the batch's device)."""
+        if self._teacher is None:
+            from transformers import AutoModel
+            t = AutoModel.from_pretrained(self.opt.teacher)
+            if t.config.vocab_size != len(self.tokenizer):
+                raise ValueError(f"objective.teacher {self.opt.teacher}: vocabulary size {t.config.vocab_size} "
+                                 f"differs from the tokenizer's {len(self.tokenizer)}; distillation needs the same vocabulary")
+            self._teacher = t.eval().requires_grad_(False)
+        return self._teacher.to(device)
+
+    def distill_loss(self, vectors: torch.Tensor, batch: dict) -> torch.Tensor:
+        """MSE between the student's and the teacher's in-batch cosine matrices (diagonal excluded)."""
+        source = batch["token_type_ids"] == 0
+        ids = batch["input_ids"] * source
+        with torch.no_grad():
+            teacher = self.teacher(ids.device)
+            t_vec = teacher(input_ids=ids, attention_mask=(source & (batch["attention_mask"] == 1)).long(),
+                            token_type_ids=torch.zeros_like(ids)).last_hidden_state[:, 0]
+        off = ~torch.eye(len(vectors), dtype=torch.bool, device=vectors.device)
+        return F.mse_loss(cosine_matrix(vectors)[off], cosine_matrix(t_vec)[off])
+
+    # -- validation --------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model, records: list[dict]) -> dict[str, float]:
+        """Top-1 in-batch retrieval accuracy of the partner sentence on held-out pairs (no noise)."""
+        if len(records) < 2:
+            return {}
+        rng = random.Random(0)
+        saved, self.opt.noise_prob = self.opt.noise_prob, 0.0
+        batch = self.encode_pairs([self.make_pair(r, rng) for r in records], rng)
+        self.opt.noise_prob = saved
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        vectors, _ = model(*(batch[k].to(device) for k in ("input_ids", "token_type_ids", "attention_mask")))
+        model.train(was_training)
+        _, acc = contrastive_loss(vectors, self.opt.scale)
+        return {"retrieval_acc": acc.item()}
+
+    # -- export ------------------------------------------------------------
+    def export(self, state_dict: dict, out_dir: str | Path) -> None:
+        """Write a Hugging Face folder: AutoModel -> RoFormerModel (sentence vectors from [CLS]),
+        AutoModelForCausalLM -> RoFormerForCausalLM (generation with the UniLM mask, see generate_similar)."""
+        model = RoFormerForCausalLM(self.model_config())
+        state = {k[len("lm."):]: v for k, v in state_dict.items() if k.startswith("lm.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        # Tied LM-head weight/bias may appear once in a consolidated (ZeRO-3) state dict.
+        missing = [k for k in missing if k not in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")]
+        if missing or unexpected:
+            raise RuntimeError(f"export: state dict mismatch (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        model.save_pretrained(out_dir, safe_serialization=True)
+        self.tokenizer.save_pretrained(out_dir)
+
+
+def load_pair_file(path: str) -> list[tuple[str, str]]:
+    """Similar-sentence pairs from a TSV ``s1\\ts2[\\tlabel]``; rows labeled 0 are dropped."""
+    pairs = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            cols = line.rstrip("\n").split("\t")
+            if len(cols) < 2 or not cols[0].strip() or not cols[1].strip():
+                continue
+            if len(cols) >= 3 and cols[2].strip() in ("0", "0.0"):
+                continue
+            pairs.append((cols[0].strip(), cols[1].strip()))
+    if not pairs:
+        raise ValueError(f"objective.pair_file {path}: no similar pairs found")
+    return pairs
+
+
+# ---------------------------------------------------------------- inference helpers
+@torch.no_grad()
+def encode(model, tokenizer, texts: list[str], batch_size: int = 64, max_len: int = 64) -> torch.Tensor:
+    """[CLS] vectors of ``[CLS] text [SEP]`` from a RoFormerModel (or a RoFormerForCausalLM's encoder)."""
+    encoder = getattr(model, "roformer", model)
+    device = next(encoder.parameters()).device
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out = torch.empty(len(texts), encoder.config.hidden_size)
+    for start in range(0, len(texts), batch_size):
+        idx = order[start:start + batch_size]
+        batch = tokenizer([texts[i] for i in idx], max_length=max_len + 2, truncation=True, padding=True,
+                          return_tensors="pt")
+        h = encoder(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                    token_type_ids=torch.zeros_like(batch["input_ids"]).to(device)).last_hidden_state[:, 0]
+        out[idx] = h.float().cpu()
+    return out
+
+
+@torch.no_grad()
+def generate_similar(model, tokenizer, text: str, n: int = 8, k: int = 3, max_new_tokens: int = 32,
+                     top_p: float = 0.95, seed: int = 0) -> list[str]:
+    """SimBERT's gen_synonyms: sample n continuations under the UniLM mask, keep the k most similar.
+
+    ``model`` is a RoFormerForCausalLM. Each step re-runs the full sequence with the
+    UniLM mask (source bidirectional, target causal), so no cache semantics are needed.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    src = tokenizer(text, add_special_tokens=False)["input_ids"][:64]
+    seqs = torch.tensor([[cls, *src, sep]] * n)
+    types = torch.zeros_like(seqs)
+    done = torch.zeros(n, dtype=torch.bool)
+    for _ in range(max_new_tokens):
+        attn = torch.ones_like(seqs)
+        mask = additive_mask(unilm_mask(types, attn), next(model.parameters()).dtype)
+        logits = model(input_ids=seqs.to(device), token_type_ids=types.to(device),
+                       attention_mask=mask.to(device)).logits[:, -1].float().cpu()
+        probs = torch.softmax(logits, -1)
+        sorted_p, sorted_i = probs.sort(-1, descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < top_p
+        sorted_p = sorted_p * keep
+        choice = torch.multinomial(sorted_p / sorted_p.sum(-1, keepdim=True), 1, generator=gen)
+        nxt = sorted_i.gather(-1, choice).squeeze(-1)
+        nxt[done] = sep
+        seqs = torch.cat([seqs, nxt[:, None]], 1)
+        types = torch.cat([types, torch.ones(n, 1, dtype=torch.long)], 1)
+        done |= nxt == sep
+        if done.all():
+            break
+    outs = []
+    for row in seqs[:, len(src) + 2:].tolist():
+        row = row[:row.index(sep)] if sep in row else row
+        s = tokenizer.decode(row, skip_special_tokens=True)
+        if s and s != text and s not in outs:
+            outs.append(s)
+    if not outs:
+        return []
+    vecs = F.normalize(encode(model, tokenizer, [text, *outs]), dim=-1)
+    order = (vecs[1:] @ vecs[0]).argsort(descending=True).tolist()
+    return [outs[i] for i in order[:k]]
