@@ -144,11 +144,17 @@ def test_preemption_signal_checkpoints_requeues_and_resumes_exactly(cluster, str
         assert cluster.state(job) in ("RUNNING", "PENDING", "REQUEUED", "COMPLETING"), job_log(run_dir, job)[-3000:]
         assert time.time() < deadline, "job was not requeued"
         time.sleep(0.2)
-    # SLURM holds a requeued job back for ~2 minutes (its BeginTime); start it now.
+    # SLURM holds a requeued job back for ~2 minutes (its BeginTime); start it now, but only
+    # once both nodes have finished cleaning up the first run (else the launch can fail).
+    deadline = time.time() + 120
+    while set(cluster.run("sinfo", "-h", "-N", "-o", "%T").split()) != {"idle"}:
+        assert time.time() < deadline, cluster.run("sinfo", "-N")
+        time.sleep(0.2)
     cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
     state = cluster.wait(job, timeout=400)
     log = job_log(run_dir, job)
-    assert state == "COMPLETED", log[-4000:]
+    assert state == "COMPLETED", (log[-3000:] + "\n" + str(cluster.job(job)) + "\n"
+                                  + (cluster.root / "log" / "slurmctld.log").read_text()[-3000:])
     saved = int(re.search(r"saving checkpoint at step (\d+) and exiting", log).group(1))
     assert 2 <= saved < STEPS
     assert "checkpoint saved; requeueing" in log and "(restart 1)" in log
