@@ -8,7 +8,8 @@ the same order, measured in the same run:
 
 Reports tokens/s (source + target tokens), the speed-up over the plain loop, ZeRO-2/3
 overhead against ZeRO-0, and MFU against this machine's measured fp32 matmul peak
-(FLOPs = 6 x parameters x tokens, parameters counted before DeepSpeed wraps the model).
+(FLOPs = 6 x (encoder matmul parameters x source tokens + decoder and LM-head parameters x
+target tokens), counted on the plain model before DeepSpeed wraps it).
 
   .venv/bin/python bench/train_bench.py [--steps 200] [--d-model 256] [--layers 4]
 Writes bench/results/train.json and prints a markdown table.
@@ -75,6 +76,7 @@ def plain_loop(overrides: list[str], steps: int, log_every: int) -> dict:
     stream = ShardStream(list_shards(obj.train_dir, "train"), 0, 1, seed=cfg.train.seed)
     it = batches(stream, cfg.train.micro_batch_size)
     rates, tokens, start = [], 0, time.perf_counter()
+    flops_per_token = []
     for step in range(1, steps + 1):
         batch = obj.collate(next(it))
         loss = model(**batch).loss
@@ -83,11 +85,13 @@ def plain_loop(overrides: list[str], steps: int, log_every: int) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
         tokens += obj.tokens_in(batch)
+        flops_per_token.append(obj.train_flops(model, batch) / obj.tokens_in(batch))
         if step % log_every == 0:
             rates.append(tokens / (time.perf_counter() - start))
             tokens, start = 0, time.perf_counter()
     n_params = sum(p.numel() for p in model.parameters())
-    return {"tokens_per_s": sum(rates[1:]) / max(1, len(rates) - 1), "params": n_params, "final_loss": loss.item()}
+    return {"tokens_per_s": sum(rates[1:]) / max(1, len(rates) - 1), "params": n_params, "final_loss": loss.item(),
+            "flops_per_token": sum(flops_per_token) / len(flops_per_token)}
 
 
 def runtime(overrides: list[str], zero: int, work: Path) -> dict:
@@ -122,9 +126,10 @@ def main() -> int:
             results[f"zero{zero}"] = runtime(overrides, zero, work)
     n = results["plain"]["params"]
     base = results["plain"]["tokens_per_s"]
+    fpt = results["plain"]["flops_per_token"]    # same model and batches for every runtime
     for name, r in results.items():
         r["speedup_vs_plain"] = r["tokens_per_s"] / base
-        r["mfu"] = 6 * n * r["tokens_per_s"] / peak
+        r["mfu"] = fpt * r["tokens_per_s"] / peak
     for z in (2, 3):
         results[f"zero{z}"]["overhead_vs_zero0"] = results["zero0"]["tokens_per_s"] / results[f"zero{z}"]["tokens_per_s"]
     out = {"model": f"T5 v1.1 d_model={args.d_model} layers={args.layers}+{args.layers}", "params": n,

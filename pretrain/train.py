@@ -177,6 +177,13 @@ def peak_device_flops(cfg: RunConfig) -> float:
     return 0.0
 
 
+def train_flops(objective, model, batch: dict, n_params: int) -> float:
+    """Training FLOPs of one micro-batch: the objective's own count, else 6 x parameters x tokens."""
+    if hasattr(objective, "train_flops"):
+        return float(objective.train_flops(model, batch))
+    return 6.0 * n_params * objective.tokens_in(batch)
+
+
 def count_params(model) -> int:
     seen, total = set(), 0
     for p in model.parameters():
@@ -288,7 +295,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
     faults, attempt = injected_faults(), 0
     bad_in_a_row, bad_total = 0, 0
     window_tokens, window_samples, window_start = 0, 0, time.perf_counter()
-    window_data_s = 0.0
+    window_data_s, window_flops = 0.0, 0.0
     window_terms: dict[str, float] = {}
     window_losses: list[float] = []
     last_saved = step
@@ -354,6 +361,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
             for k, v in terms.items():
                 step_terms[k] = step_terms.get(k, 0.0) + v / cfg.train.grad_accum
             window_tokens += objective.tokens_in(batch)
+            window_flops += train_flops(objective, engine.module, batch, n_params)
             window_samples += len(records)
             step_ids += [r.get("id") for r in records]
         if grad_overflow:
@@ -382,7 +390,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
             n = len(window_losses)
             names = sorted(window_terms)
             # Loss and terms are averaged over ranks; tokens and samples are summed.
-            sums = torch.tensor([float(window_tokens), float(window_samples), sum(window_losses) / n]
+            sums = torch.tensor([float(window_tokens), float(window_samples), sum(window_losses) / n, window_flops]
                                 + [window_terms[k] / n for k in names], dtype=torch.float64)
             if world > 1:
                 dist.all_reduce(sums)
@@ -390,15 +398,15 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
             rec = {"step": step, "loss": sums[2].item() / world, "lr": scheduler.get_last_lr()[0],
                    "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
                    "samples_per_s": sums[1].item() / elapsed,
-                   "flops_per_s": 6.0 * n_params * tokens_per_s, "skipped_steps": bad_total,
+                   "flops_per_s": sums[3].item() / elapsed, "skipped_steps": bad_total,
                    "data_time_frac": window_data_s / elapsed}
             if peak_flops:
                 rec["mfu"] = rec["flops_per_s"] / (peak_flops * world)
-            rec.update({k: sums[3 + i].item() / world for i, k in enumerate(names)})
+            rec.update({k: sums[4 + i].item() / world for i, k in enumerate(names)})
             metrics.write(rec)
             bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
             window_tokens, window_samples, window_start = 0, 0, time.perf_counter()
-            window_terms, window_losses, window_data_s = {}, [], 0.0
+            window_terms, window_losses, window_data_s, window_flops = {}, [], 0.0, 0.0
 
         if step % cfg.train.eval_every == 0 or step == total:
             vals = validate(engine, objective, cfg, rank, world, device)

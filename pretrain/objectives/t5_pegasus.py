@@ -81,6 +81,23 @@ class T5PegasusObjective:
     def tokens_in(batch: dict) -> int:
         return int(batch["attention_mask"].sum() + (batch["labels"] != -100).sum())
 
+    def train_flops(self, model, batch: dict) -> float:
+        """6 x (encoder matmul parameters x source tokens + decoder and LM-head parameters x target tokens).
+
+        Embedding lookups are not matmuls; the encoder never sees target tokens nor the
+        decoder source tokens, so 6 x all parameters x all tokens would double count.
+        """
+        if getattr(self, "_param_split", (None,))[0] is not model:   # recount after growth
+            size = lambda p: getattr(p, "ds_numel", p.numel())          # ZeRO-3 partitions parameters
+            enc = sum(size(p) for n, p in model.named_parameters() if n.startswith("encoder.block"))
+            dec = sum(size(p) for n, p in model.named_parameters()
+                      if n.startswith("decoder.block") or n.startswith("lm_head"))
+            self._param_split = (model, enc, dec)
+        _, enc, dec = self._param_split
+        src = int(batch["attention_mask"].sum())
+        tgt = int((batch["labels"] != -100).sum())
+        return 6.0 * (enc * src + dec * tgt)
+
     def loss(self, model, batch: dict):
         out = model(**batch)
         return out.loss, {}
