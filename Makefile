@@ -64,7 +64,7 @@ tokenizer: setup
 
 pretrain: setup
 	@test -n "$(MODEL)" || { echo "error: MODEL is required (valid: t5-pegasus|electra|mlm-proposal|roformer-sim)" >&2; exit 2; }
-	$(PY) -m pretrain.launch --model '$(MODEL)' --size '$(SIZE)' --nproc $(NPROC) --workers $(WORKERS) \
+	@$(PY) -m pretrain.launch --model '$(MODEL)' --size '$(SIZE)' --nproc $(NPROC) --workers $(WORKERS) \
 		$(if $(STEPS),--steps $(STEPS)) $(if $(ZERO),--zero $(ZERO)) $(if $(RUN),--run '$(RUN)') \
 		$(if $(CORPUS),--corpus '$(CORPUS)') $(if $(SAVE_EVERY),--save-every $(SAVE_EVERY)) \
 		$(if $(LOG_EVERY),--log-every $(LOG_EVERY)) $(ARGS)
