@@ -79,11 +79,24 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def is_hf_model_folder(folder: Path) -> bool:
+    """A transformers model folder: a config.json that names its model_type."""
+    try:
+        return "model_type" in json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
 def model_folders(root: Path) -> list[tuple[str, Path]]:
-    """[('', root), ('generator', root/generator), ...]: the root and each sub-folder with a config.json."""
+    """[('', root), ('generator', root/generator), ...]: the root and each transformers sub-folder."""
     out = [("", root)]
-    out += [(p.name, p) for p in sorted(root.iterdir()) if p.is_dir() and (p / "config.json").is_file()]
+    out += [(p.name, p) for p in sorted(root.iterdir()) if p.is_dir() and is_hf_model_folder(p)]
     return out
+
+
+def extra_folders(root: Path) -> list[Path]:
+    """Sub-folders that are not transformers models (e.g. MAP-Net's mask_proposal/): shipped as they are."""
+    return [p for p in sorted(root.iterdir()) if p.is_dir() and not is_hf_model_folder(p)]
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -465,6 +478,8 @@ def release(run_dir: str | Path, model: str | None = None, out: str | Path | Non
         ensure_generation_config(dst)
         folders[name] = verify(dst, src, ckpt_state, name, others)
         log.info("verified %s: %s", dst, folders[name])
+    for extra in extra_folders(export):
+        shutil.copytree(extra, tmp / extra.name)
     metrics = read_jsonl(run_dir / "metrics.jsonl")
     curve = plot_losses(metrics, tmp / "loss.png")
     data = data_statistics(Path(raw.get("data", {}).get("clean_dir", "data/clean")))
