@@ -291,6 +291,16 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
         state = gather_states({"stream": stream.state_dict(), "rng": rng_state()}, world)
         ckpt.save(engine, ckpt_dir, step, {"ranks": state, "step": step}, cfg.train.keep_last, rank)
 
+    def count_bad(what: str, action: str, step: int, in_a_row: int, total_bad: int) -> tuple[int, int]:
+        """Count a non-finite loss/gradient; stop the run after max_bad_steps in a row."""
+        in_a_row, total_bad = in_a_row + 1, total_bad + 1
+        if rank == 0:
+            log.warning("non-finite %s at step %d: %s (%d in a row)", what, step + 1, action, in_a_row)
+        if in_a_row >= cfg.train.max_bad_steps:
+            raise TrainingError(f"{in_a_row} consecutive non-finite losses/gradients at step {step + 1}; "
+                                f"lower train.lr or check the data")
+        return in_a_row, total_bad
+
     it = batches(stream, cfg.train.micro_batch_size)
     faults, attempt = injected_faults(), 0
     bad_in_a_row, bad_total = 0, 0
@@ -335,13 +345,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                 dist.all_reduce(finite, op=dist.ReduceOp.MIN)
             if finite.item() < 1:
                 # Every rank drops this micro-batch (no backward, no step) and counts it.
-                bad_in_a_row += 1
-                bad_total += 1
-                if rank == 0:
-                    log.warning("non-finite loss at step %d: micro-batch skipped (%d in a row)", step + 1, bad_in_a_row)
-                if bad_in_a_row >= cfg.train.max_bad_steps:
-                    raise TrainingError(f"{bad_in_a_row} consecutive non-finite losses/gradients at step {step + 1}; "
-                                        f"lower train.lr or check the data")
+                bad_in_a_row, bad_total = count_bad("loss", "micro-batch skipped", step, bad_in_a_row, bad_total)
                 continue
             engine.backward(loss)
             if cfg.train.zero_stage == 0 and engine.is_gradient_accumulation_boundary() and nonfinite_grads(engine, world):
@@ -366,13 +370,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
             step_ids += [r.get("id") for r in records]
         if grad_overflow:
             # The update was not applied: count it, do not advance the step.
-            bad_in_a_row += 1
-            bad_total += 1
-            if rank == 0:
-                log.warning("non-finite gradient at step %d: update skipped (%d in a row)", step + 1, bad_in_a_row)
-            if bad_in_a_row >= cfg.train.max_bad_steps:
-                raise TrainingError(f"{bad_in_a_row} consecutive non-finite losses/gradients at step {step + 1}; "
-                                    f"lower train.lr or check the data")
+            bad_in_a_row, bad_total = count_bad("gradient", "update skipped", step, bad_in_a_row, bad_total)
             continue
         grad_norm = _grad_norm(engine)
         bad_in_a_row = 0

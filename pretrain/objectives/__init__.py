@@ -21,6 +21,17 @@ REGISTRY = {
 }
 
 
+def load_tokenizer(cfg, tokenizer=None, required=("pad", "cls", "sep", "mask")):
+    """The run's tokenizer (AutoTokenizer on cfg.tokenizer.dir), checked for the special tokens an objective needs."""
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer.dir)
+    for name in required:
+        if getattr(tokenizer, f"{name}_token_id") is None:
+            raise ValueError(f"{cfg.tokenizer.dir}: tokenizer has no {name} token")
+    return tokenizer
+
+
 class NotYetAvailable(RuntimeError):
     """An accepted model name whose objective is not implemented yet."""
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer, ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
+from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
+from pretrain.objectives import load_tokenizer
 
 from pretrain.config import ConfigError, parse_section
 
@@ -173,11 +174,7 @@ class ElectraObjective:
         if cfg.train.max_source_len > o.max_position_embeddings:
             raise ConfigError(f"{where}: key 'train.max_source_len' ({cfg.train.max_source_len}) exceeds "
                               f"objective.max_position_embeddings ({o.max_position_embeddings})")
-        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(cfg.tokenizer.dir)
-        tok = self.tokenizer
-        for attr in ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id"):
-            if getattr(tok, attr) is None:
-                raise ValueError(f"{cfg.tokenizer.dir}: tokenizer has no {attr.replace('_id', '')}")
+        self.tokenizer = tok = load_tokenizer(cfg, tokenizer, required=("pad", "cls", "sep", "mask"))
         self.special_ids = torch.tensor(sorted(set(tok.all_special_ids)))
         # Plain cleaned documents: no objective-specific data stage.
         self.train_dir = cfg.data.clean_dir

@@ -54,7 +54,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, RoFormerConfig, RoFormerForMaskedLM
+from transformers import BertConfig, BertForMaskedLM, RoFormerConfig, RoFormerForMaskedLM
+from pretrain.objectives import load_tokenizer
 
 from pretrain.config import ConfigError, parse_section
 
@@ -336,11 +337,7 @@ class MLMProposalObjective:
         if cfg.arch.feed_forward_proj.startswith("gated"):
             raise ConfigError(f"configs/{cfg.model}.yaml: key 'arch.feed_forward_proj' must be gelu or relu "
                               f"for a BERT/RoFormer encoder, got {cfg.arch.feed_forward_proj!r}")
-        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(cfg.tokenizer.dir)
-        tok = self.tokenizer
-        for attr in ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id"):
-            if getattr(tok, attr) is None:
-                raise ValueError(f"{cfg.tokenizer.dir}: tokenizer has no {attr.replace('_id', '')}")
+        self.tokenizer = tok = load_tokenizer(cfg, tokenizer, required=("pad", "cls", "sep", "mask"))
         self.random_low = max(tok.all_special_ids) + 1     # random replacements skip specials/sentinels
         self.train_dir = cfg.data.clean_dir
         self.valid_dir = cfg.data.clean_dir

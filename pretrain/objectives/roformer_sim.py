@@ -42,7 +42,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoTokenizer, RoFormerConfig, RoFormerForCausalLM
+from transformers import RoFormerConfig, RoFormerForCausalLM
+from pretrain.objectives import load_tokenizer
 from transformers.utils import logging as hf_logging
 
 from pretrain.config import parse_section
@@ -133,11 +134,7 @@ class RoFormerSimObjective:
     def __init__(self, cfg, tokenizer=None):
         self.cfg = cfg
         self.opt = parse_section(RoFormerSimConfig, cfg.objective, f"configs/{cfg.model}.yaml")
-        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(cfg.tokenizer.dir)
-        tok = self.tokenizer
-        for attr in ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id"):
-            if getattr(tok, attr) is None:
-                raise ValueError(f"{cfg.tokenizer.dir}: tokenizer has no {attr.replace('_id', '')}")
+        self.tokenizer = tok = load_tokenizer(cfg, tokenizer, required=("pad", "cls", "sep", "mask"))
         self.train_dir = cfg.data.clean_dir
         self.valid_dir = cfg.data.clean_dir
         self.pairs = load_pair_file(self.opt.pair_file) if self.opt.pair_file else []

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, GenerationConfig, MT5Config, MT5ForConditionalGeneration
+from transformers import GenerationConfig, MT5Config, MT5ForConditionalGeneration
+from pretrain.objectives import load_tokenizer
 
 from pretrain.metrics import corpus_rouge
 
@@ -37,11 +38,7 @@ class T5PegasusObjective:
 
     def __init__(self, cfg, tokenizer=None):
         self.cfg = cfg
-        self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(cfg.tokenizer.dir)
-        tok = self.tokenizer
-        for attr in ("pad_token_id", "cls_token_id", "sep_token_id"):
-            if getattr(tok, attr) is None:
-                raise ValueError(f"{cfg.tokenizer.dir}: tokenizer has no {attr.replace('_id', '')}")
+        self.tokenizer = tok = load_tokenizer(cfg, tokenizer, required=("pad", "cls", "sep"))
         self.train_dir = cfg.data.pairs_dir
         self.valid_dir = cfg.data.pairs_dir
 
