@@ -149,28 +149,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_forwarding_signals(cmd: list[str]) -> int:
-    """Run the trainer in its own process group and pass stop signals on to all of it.
+    """Run the trainer so that no way of stopping `make pretrain` leaves it running orphaned.
 
-    `kill -TERM <make's pid>` reaches only make; the kernel then tells us
-    (PR_SET_PDEATHSIG) and we forward SIGTERM, so the trainer checkpoints and
-    exits instead of running on orphaned. SIGINT (Ctrl-C), SIGTERM and SIGUSR1
-    sent to this process are forwarded the same way.
+    The trainer stays in make's process group, so `kill -9 -PGID` and Ctrl-C reach it
+    directly. `kill -TERM <make's pid>` reaches only make: the kernel then sends us
+    SIGTERM (PR_SET_PDEATHSIG) and we pass it on, so the trainer checkpoints and exits.
+    Should this process itself be killed, the trainer gets SIGTERM the same way.
     """
     _die_with_parent()
-    child = subprocess.Popen(cmd, start_new_session=True)
+    child = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
 
     def forward(signum, frame):
-        try:
-            os.killpg(child.pid, signal.SIGTERM if signum == signal.SIGINT else signum)
-        except ProcessLookupError:
-            pass
+        if signum != signal.SIGINT:      # Ctrl-C already reached the whole process group
+            try:
+                child.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
+            except ProcessLookupError:
+                pass
 
     for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
-    return child.wait()
+    while True:
+        try:
+            return child.wait()
+        except InterruptedError:
+            continue
 
 
 def _die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when our parent process dies (Linux)."""
     if not sys.platform.startswith("linux"):
         return
     try:

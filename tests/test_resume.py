@@ -98,3 +98,47 @@ def test_sigusr1_checkpoints_and_exits_within_60s(tmp_path, t5_data):
     assert len(tags) == 1 and (run_dir / "checkpoints" / tags[0] / "COMPLETE.json").is_file()
     saved = int(tags[0].split("-")[1])
     assert saved >= 3 and "signal" in err
+
+
+def _launcher_under_shell(run_dir, data):
+    """`make pretrain` stand-in: a shell that stays the launcher's parent, in its own process group."""
+    launch = [sys.executable, "-m", "pretrain.launch", "--model", "t5-pegasus", "--steps", "100000",
+              "--run", str(run_dir), *data, *FAST[:-3], "train.save_every=100000"]
+    return subprocess.Popen(["sh", "-c", " ".join(f"'{a}'" for a in launch) + "; exit $?"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _trainer_running(run_dir) -> bool:
+    out = subprocess.run(["pgrep", "-f", f"run_dir={run_dir}"], capture_output=True, text=True).stdout
+    return bool(out.strip())
+
+
+def _wait_for_steps(run_dir, n, proc):
+    deadline = time.time() + 300
+    metrics = run_dir / "metrics.jsonl"
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= n):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+
+
+def test_term_to_make_checkpoints_and_kill9_of_group_leaves_nothing(tmp_path, t5_data):
+    # kill -TERM of the parent only (what `kill -TERM <make pid>` does): the trainer saves and exits.
+    run_dir = tmp_path / "term"
+    shell = _launcher_under_shell(run_dir, t5_data)
+    _wait_for_steps(run_dir, 3, shell)
+    sent = time.time()
+    os.kill(shell.pid, signal.SIGTERM)
+    while _trainer_running(run_dir):
+        assert time.time() - sent < 60, "trainer still running 60 s after SIGTERM"
+        time.sleep(0.1)
+    tags = [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("step-")]
+    assert len(tags) == 1 and (tags[0] / "COMPLETE.json").is_file()
+    # kill -9 of the whole process group: nothing keeps running orphaned.
+    run_dir = tmp_path / "kill9"
+    shell = _launcher_under_shell(run_dir, t5_data)
+    _wait_for_steps(run_dir, 3, shell)
+    os.killpg(shell.pid, signal.SIGKILL)
+    deadline = time.time() + 10
+    while _trainer_running(run_dir):
+        assert time.time() < deadline, "trainer survived kill -9 of its process group"
+        time.sleep(0.1)
