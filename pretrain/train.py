@@ -438,14 +438,18 @@ def _check_run_identity(cfg: RunConfig, objective, run_dir: Path, rank: int) -> 
     """Stop with one line if an existing run was trained with a different vocabulary or model."""
     ident = {"model": cfg.model, "vocab_size": len(objective.tokenizer)}
     path = run_dir / "run.json"
-    if path.is_file():
+    existed = path.is_file()
+    if existed:
         old = json.loads(path.read_text(encoding="utf-8"))
         for key, value in ident.items():
             if old.get(key) != value:
                 raise TrainingError(f"{path}: existing run has {key}={old.get(key)!r} but this run has "
                                     f"{value!r} (tokenizer/model mismatch); use a new RUN directory")
-    elif rank == 0:
-        path.write_text(json.dumps(ident, indent=1), encoding="utf-8")
+    dist.barrier()                        # every rank has checked before rank 0 writes
+    if not existed and rank == 0:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(ident, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
 
 
 def export(engine, objective, cfg: RunConfig, ckpt_dir: Path, step: int, rank: int) -> None:
