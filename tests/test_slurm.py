@@ -150,6 +150,9 @@ def test_preemption_signal_checkpoints_requeues_and_resumes_exactly(cluster, str
     while set(cluster.run("sinfo", "-h", "-N", "-o", "%T").split()) != {"idle"}:
         assert time.time() < deadline, cluster.run("sinfo", "-N")
         time.sleep(0.2)
+    # slurmd rejects a relaunch whose credential dates from the same second as the requeue's
+    # revocation ("Job credential revoked"): that is what SLURM's own hold-back avoids.
+    time.sleep(3)
     cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now")
     state = cluster.wait(job, timeout=400)
     log = job_log(run_dir, job)
