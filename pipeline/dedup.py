@@ -1,14 +1,18 @@
 """Deduplication: exact (hash of normalized text) and near (MinHash LSH).
 
 Pure functions first (normalization, shingle hashing, MinHash signatures, LSH
-band keys, cluster resolution), then the Beam transforms built from them:
+candidate pairs, pair verification, cluster resolution), each working on a
+whole batch or partition as numpy arrays, then the Beam transforms built
+from them (the benchmark's plain loop calls the same functions on the whole
+corpus at once):
 
 * ``ExactDedup``: GroupByKey on (a partition of) the normalized-text hash;
   one document per hash survives (smallest id), the others become
   ``duplicate_exact`` rejects.
 * ``NearDuplicateClusters``: MinHash over character n-grams; GroupByKey on
   (partitions of) the LSH bucket ids → candidate pairs → CoGroupByKey with
-  the signatures (by key partition), GroupByKey per pair → keep pairs whose estimated Jaccard ≥ threshold → connected components
+  the signatures (by key partition) → GroupByKey of both halves of each pair
+  → keep pairs whose estimated Jaccard ≥ threshold → connected components
   (union-find over the verified edges, which are few) → a map from every
   dropped document key to the id of its cluster's kept document, used as a
   side input.  The kept document is chosen deterministically: longest text,
@@ -22,8 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from itertools import combinations
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -155,28 +158,195 @@ def true_jaccard(text_a: str, text_b: str, n: int = 5) -> float:
 
 
 # --------------------------------------------------------------------------
-# Candidate pairs and clusters
+# LSH candidate pairs, verification and clusters (numpy, batch at a time).
+# Inside the near-dedup path a document key (32 hex digits) is a row of two
+# uint64 "words" (hi, lo), so whole partitions sort, group and join as
+# arrays; the hex key comes back only for verified edges.
 # --------------------------------------------------------------------------
+
+
+def key_words(keys: list[str]) -> np.ndarray:
+    """(n, 2) uint64 words of hex keys; row order = hex string order."""
+    raw = b"".join(bytes.fromhex(k) for k in keys)
+    return np.frombuffer(raw, dtype=">u8").reshape(-1, 2).astype(np.uint64)
+
+
+def hex_key(hi: int, lo: int) -> str:
+    return f"{hi:016x}{lo:016x}"
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """Stable partition of a hex key (the first 8 hex digits, mod n)."""
+    return int(key[:8], 16) % partitions
+
+
+def word_partitions(words: np.ndarray, partitions: int) -> np.ndarray:
+    """``partition_of`` for rows of key words (the top 32 bits of hi, mod n)."""
+    return ((words[:, 0] >> np.uint64(32)) % np.uint64(partitions)).astype(np.int64)
+
+
+def band_hashes(sigs: np.ndarray, bands: int) -> np.ndarray:
+    """(docs, bands) uint64 LSH bucket ids: a 64-bit hash of each band's rows
+    and the band index (collisions between different bands: ~n²/2⁶⁴)."""
+    rows = sigs.shape[1] // bands
+    banded = sigs[:, : rows * bands].reshape(len(sigs), bands, rows).astype(np.uint64)
+    h = np.broadcast_to(np.arange(1, bands + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15), banded.shape[:2]).copy()
+    for k in range(rows):
+        h = h * np.uint64(0xBF58476D1CE4E5B9) + banded[:, :, k]
+    return _mix64(h)
+
+
+def _mix64(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint64(31))
+    h = h * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(29))
+
+
+def lsh_entries(sigs: np.ndarray, words: np.ndarray, bands: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bucket ids, owner key words): one entry per document and band."""
+    buckets = band_hashes(sigs, bands)
+    return buckets.ravel(), np.repeat(words, buckets.shape[1], axis=0)
+
+
+def _ranges(lengths: np.ndarray) -> np.ndarray:
+    """0..len-1 for every length, concatenated."""
+    total = int(lengths.sum())
+    return np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
+def unique_rows(a: np.ndarray) -> np.ndarray:
+    """Distinct rows, in lexicographic order."""
+    if len(a) == 0:
+        return a
+    a = a[np.lexsort(a.T[::-1])]
+    return a[np.r_[True, np.any(a[1:] != a[:-1], axis=1)]]
+
+
+def candidate_pairs(ids: np.ndarray, words: np.ndarray, max_bucket_size: int = 100) -> np.ndarray:
+    """LSH bucket entries → distinct candidate pairs as (m, 4) uint64 rows
+    (words of the smaller key, words of the larger key).  A bucket yields all
+    pairs of its distinct keys, or, when it holds more than
+    ``max_bucket_size`` keys, a star around its smallest key."""
+    empty = np.empty((0, 4), dtype=np.uint64)
+    if len(ids) < 2:
+        return empty
+    order = np.lexsort((words[:, 1], words[:, 0], ids))
+    ids, words = ids[order], words[order]
+    repeated = (ids[1:] == ids[:-1]) & np.all(words[1:] == words[:-1], axis=1)
+    keep = np.r_[True, ~repeated]
+    ids, words = ids[keep], words[keep]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    sizes = np.diff(np.r_[starts, len(ids)])
+    full = (sizes > 1) & (sizes <= max_bucket_size)
+    gs, gz = starts[full], sizes[full]
+    member = np.repeat(gs, gz) + _ranges(gz)
+    partners = np.repeat(gz, gz) - 1 - _ranges(gz)  # later members of the same bucket
+    first = np.repeat(member, partners)
+    second = first + 1 + _ranges(partners)
+    star = sizes > max_bucket_size
+    ss, sz = starts[star], sizes[star] - 1
+    first = np.r_[first, np.repeat(ss, sz)]
+    second = np.r_[second, np.repeat(ss, sz) + 1 + _ranges(sz)]
+    if len(first) == 0:
+        return empty
+    return unique_rows(np.concatenate([words[first], words[second]], axis=1))
+
+
+# A signature table: the MinHash signatures of a set of documents, compact
+# enough to shuffle: (key words bytes, signatures bytes, ids, chars bytes).
+
+
+def sig_table(words: np.ndarray, sigs: np.ndarray, ids: list[str], chars: list[int]) -> tuple:
+    return (words.tobytes(), np.ascontiguousarray(sigs, dtype=np.uint32).tobytes(), list(ids),
+            np.asarray(chars, dtype=np.int64).tobytes())
+
+
+class SigLookup:
+    """Signature tables merged, indexed by key, for the pair joins."""
+
+    def __init__(self, tables: Iterable[tuple]):
+        tables = list(tables)
+        self.words = np.concatenate([np.frombuffer(t[0], dtype=np.uint64) for t in tables] or [np.empty(0, np.uint64)]).reshape(-1, 2)
+        self.sigs = np.concatenate([np.frombuffer(t[1], dtype=np.uint32) for t in tables] or [np.empty(0, np.uint32)])
+        self.sigs = self.sigs.reshape(len(self.words), -1) if len(self.words) else self.sigs.reshape(0, 0)
+        self.ids = [i for t in tables for i in t[2]]
+        self.chars = np.concatenate([np.frombuffer(t[3], dtype=np.int64) for t in tables] or [np.empty(0, np.int64)])
+        self.row = {k: r for r, k in enumerate(zip(self.words[:, 0].tolist(), self.words[:, 1].tolist()))}
+
+    def rows(self, words: np.ndarray) -> np.ndarray:
+        """Row of every key (-1 when absent)."""
+        get = self.row.get
+        return np.fromiter((get(k, -1) for k in zip(words[:, 0].tolist(), words[:, 1].tolist())), dtype=np.int64, count=len(words))
+
+
+class Half(NamedTuple):
+    """One end (0 = first key, 1 = second key) of candidate pairs, with that
+    end's signatures, ids and lengths, row by row."""
+
+    pairs: np.ndarray  # (n, 4) uint64
+    end: int
+    sigs: np.ndarray  # (n, num_perm) uint32
+    ids: list
+    chars: np.ndarray  # (n,) int64
+
+    def pack(self, rows: np.ndarray) -> tuple:
+        """The given rows, as bytes and a list (cheap to shuffle)."""
+        return (self.pairs[rows].tobytes(), self.end, self.sigs[rows].tobytes(),
+                [self.ids[r] for r in rows.tolist()], self.chars[rows].tobytes())
+
+    @classmethod
+    def unpack(cls, packed: tuple) -> "Half":
+        pairs_b, end, sigs_b, ids, chars_b = packed
+        pairs = np.frombuffer(pairs_b, dtype=np.uint64).reshape(-1, 4)
+        sigs = np.frombuffer(sigs_b, dtype=np.uint32).reshape(len(pairs), -1)
+        return cls(pairs, end, sigs, ids, np.frombuffer(chars_b, dtype=np.int64))
+
+    @classmethod
+    def concat(cls, halves: list["Half"], end: int) -> "Half":
+        if not halves:
+            return cls(np.empty((0, 4), np.uint64), end, np.empty((0, 0), np.uint32), [], np.empty(0, np.int64))
+        return cls(np.concatenate([h.pairs for h in halves]), end, np.concatenate([h.sigs for h in halves]),
+                   [i for h in halves for i in h.ids], np.concatenate([h.chars for h in halves]))
+
+
+def attach_end(pairs: np.ndarray, end: int, lookup: SigLookup) -> Half:
+    """Candidate pairs → the half at ``end`` of the distinct pairs whose key
+    there is in ``lookup``.  Copies of a pair from several LSH buckets all
+    ask the same partition for the same end, so they are merged here,
+    before the signatures are attached."""
+    pairs = unique_rows(pairs)
+    rows = lookup.rows(pairs[:, 2 * end : 2 * end + 2])
+    found = rows >= 0
+    pairs, rows = pairs[found], rows[found]
+    return Half(pairs, end, lookup.sigs[rows], [lookup.ids[r] for r in rows.tolist()], lookup.chars[rows])
+
+
+def verify_halves(halves: Iterable[Half], threshold: float, keep: str) -> list[tuple]:
+    """Both halves of candidate pairs → sorted edges between nodes
+    ``(sort key, key, id)`` whose estimated Jaccard is >= threshold."""
+    halves = list(halves)
+    first = Half.concat([h for h in halves if h.end == 0], 0)
+    second = Half.concat([h for h in halves if h.end == 1], 1)
+    if not len(first.pairs) or not len(second.pairs):
+        return []
+    index = {row: j for j, row in enumerate(map(tuple, second.pairs.tolist()))}
+    match = np.fromiter((index.get(row, -1) for row in map(tuple, first.pairs.tolist())), dtype=np.int64, count=len(first.pairs))
+    i = np.flatnonzero(match >= 0)
+    j = match[i]
+    similar = np.count_nonzero(first.sigs[i] == second.sigs[j], axis=1) / first.sigs.shape[1] >= threshold
+    edges = []
+    for a, b in zip(i[similar].tolist(), j[similar].tolist()):
+        a_hi, a_lo, b_hi, b_lo = first.pairs[a].tolist()
+        ends = ((hex_key(a_hi, a_lo), first.ids[a], int(first.chars[a])), (hex_key(b_hi, b_lo), second.ids[b], int(second.chars[b])))
+        edges.append(tuple((node_sort_key(doc_id, chars, key, keep), key, doc_id) for key, doc_id, chars in ends))
+    return sorted(edges)
+
 
 # A node is (sort_key, key, id): sort_key orders "which document to keep".
 
 
 def node_sort_key(doc_id: str, chars: int, key: str, keep: str = "longest") -> tuple:
     return (-chars, doc_id, key) if keep == "longest" else (doc_id, key)
-
-
-def bucket_pairs(nodes: Iterable[tuple], max_bucket_size: int = 100) -> Iterator[tuple]:
-    """Candidate pairs (smaller node first) in one LSH bucket: all pairs, or a
-    star around the first node when the bucket is larger than the limit."""
-    nodes = sorted(set(nodes))
-    if len(nodes) < 2:
-        return
-    if len(nodes) <= max_bucket_size:
-        yield from combinations(nodes, 2)
-    else:
-        first = nodes[0]
-        for other in nodes[1:]:
-            yield (first, other)
 
 
 def resolve_clusters(edges: Iterable[tuple]) -> list[tuple[str, str]]:
@@ -209,18 +379,27 @@ def resolve_clusters(edges: Iterable[tuple]) -> list[tuple[str, str]]:
     return sorted(out)
 
 
+class MinHasher:
+    """A batch of keyed documents → (signatures, LSH entries, key words):
+    the per-batch work shared by the Beam DoFn and the plain loop."""
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+        self.a, self.b = minhash_params(cfg["num_perm"], cfg["seed"])
+
+    def __call__(self, batch: list) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray]:
+        sigs = minhash_signatures([doc[1] for _, doc in batch], self.cfg["ngram"], self.a, self.b)
+        words = key_words([key for key, _ in batch])
+        return sigs, lsh_entries(sigs, words, self.cfg["bands"]), words
+
+
 # --------------------------------------------------------------------------
 # Beam transforms.  PCollections carry *batches* (lists) of keyed documents
 # ``(key, (id, text, source, line))`` so that per-element runner overhead is
 # paid per batch, not per document; shuffles go to a fixed number of hash
-# partitions, each resolved in memory by one worker.  Rejects are single
-# elements ``(reason, id, source, line, snippet, kept_id)``.
+# partitions, each resolved in memory by one worker.  Rejects travel as
+# lists of ``(reason, id, source, line, snippet, kept_id)``.
 # --------------------------------------------------------------------------
-
-
-def partition_of(key: str, partitions: int) -> int:
-    """Stable partition of a hex key (the first 8 hex digits, mod n)."""
-    return int(key[:8], 16) % partitions
 
 
 def _split_by_partition(batch, partitions: int) -> Iterator[tuple[int, list]]:
@@ -235,13 +414,12 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i : i + size]
 
 
-def _exact_partition(item, snippet_chars: int, batch_size: int) -> Iterator[Any]:
-    """All documents of one key partition → kept batches + duplicate rejects.
+def keep_first(batches: Iterable[list], snippet_chars: int) -> tuple[list, list]:
+    """Keyed-doc batches → (kept (key, doc) sorted by key, duplicate rejects).
     Within a key the smallest (id, source, line) is kept."""
-    _, sub_batches = item
     best: dict[str, tuple] = {}
     dups = []
-    for batch in sub_batches:
+    for batch in batches:
         for key, doc in batch:
             kept = best.get(key)
             if kept is None:
@@ -251,11 +429,16 @@ def _exact_partition(item, snippet_chars: int, batch_size: int) -> Iterator[Any]
                 best[key] = doc
             else:
                 dups.append((key, doc))
-    for key, d in dups:
-        yield beam.pvalue.TaggedOutput(
-            "rejects", ("duplicate_exact", d[0], d[2], d[3], d[1][:snippet_chars], best[key][0])
-        )
-    yield from _chunks(sorted(best.items()), batch_size)
+    rejects = [("duplicate_exact", d[0], d[2], d[3], d[1][:snippet_chars], best[key][0]) for key, d in dups]
+    return sorted(best.items()), rejects
+
+
+def _exact_partition(item, snippet_chars: int, batch_size: int) -> Iterator[Any]:
+    _, sub_batches = item
+    kept, rejects = keep_first(sub_batches, snippet_chars)
+    if rejects:
+        yield beam.pvalue.TaggedOutput("rejects", rejects)
+    yield from _chunks(kept, batch_size)
 
 
 class ExactDedup(beam.PTransform):
@@ -278,30 +461,20 @@ class ExactDedup(beam.PTransform):
         )
 
 
-def band_hashes(sigs: np.ndarray, bands: int) -> np.ndarray:
-    """(docs, bands) uint64 LSH bucket ids: a 64-bit hash of each band's rows
-    and the band index (collisions between different bands: ~n²/2⁶⁴)."""
-    rows = sigs.shape[1] // bands
-    banded = sigs[:, : rows * bands].reshape(len(sigs), bands, rows).astype(np.uint64)
-    h = np.broadcast_to(np.arange(1, bands + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15), banded.shape[:2]).copy()
-    for k in range(rows):
-        h = h * np.uint64(0xBF58476D1CE4E5B9) + banded[:, :, k]
-    return _mix64(h)
-
-
-def _mix64(h: np.ndarray) -> np.ndarray:
-    h = h ^ (h >> np.uint64(31))
-    h = h * np.uint64(0x94D049BB133111EB)
-    return h ^ (h >> np.uint64(29))
+def _by_partition(parts: np.ndarray, partitions: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(partition, row indices) for every non-empty partition."""
+    order = np.argsort(parts, kind="stable")
+    bounds = np.searchsorted(parts[order], np.arange(partitions + 1))
+    for p in range(partitions):
+        if bounds[p] < bounds[p + 1]:
+            yield p, order[bounds[p] : bounds[p + 1]]
 
 
 class _MinHashFn(beam.DoFn):
-    """Keyed-doc batch → MinHash signatures, emitted compactly per partition:
+    """Keyed-doc batch → MinHash, emitted compactly per partition:
 
-    * ``bands``: (partition, (bucket ids as uint64 bytes, 16-byte doc keys))
-      partitioned by bucket id;
-    * ``sigs``: (partition, [(key, signature bytes, id, chars)]) partitioned
-      by document key, for verifying candidate pairs.
+    * main: (partition, (bucket ids bytes, key words bytes)), by bucket id;
+    * ``sigs``: (partition, signature table), by document key.
     """
 
     def __init__(self, cfg: dict, partitions: int):
@@ -309,74 +482,74 @@ class _MinHashFn(beam.DoFn):
         self.partitions = partitions
 
     def setup(self):
-        self.a, self.b = minhash_params(self.cfg["num_perm"], self.cfg["seed"])
+        self.minhash = MinHasher(self.cfg)
 
     def process(self, batch) -> Iterator[Any]:
-        cfg, parts = self.cfg, self.partitions
-        sigs = minhash_signatures([doc[1] for _, doc in batch], cfg["ngram"], self.a, self.b)
-        buckets = band_hashes(sigs, cfg["bands"])  # (docs, bands)
-        # 16-byte keys as (hi, lo) uint64 pairs ("S16" would drop trailing NULs)
-        keys = np.frombuffer(b"".join(bytes.fromhex(key) for key, _ in batch), dtype=">u8").reshape(-1, 2)
-        flat = buckets.ravel()
-        owner = np.repeat(np.arange(len(batch)), buckets.shape[1])
-        part = (flat % np.uint64(parts)).astype(np.int64)
-        for p in np.unique(part):
-            mask = part == p
-            yield (int(p), (flat[mask].tobytes(), keys[owner[mask]].tobytes()))
-        by_key: dict[int, list] = {}
-        for (key, doc), sig in zip(batch, sigs):
-            by_key.setdefault(partition_of(key, parts), []).append((key, sig.tobytes(), doc[0], len(doc[1])))
-        for p, entries in by_key.items():
-            yield beam.pvalue.TaggedOutput("sigs", (p, entries))
+        sigs, (ids, owners), words = self.minhash(batch)
+        parts = (ids % np.uint64(self.partitions)).astype(np.int64)
+        for p, rows in _by_partition(parts, self.partitions):
+            yield (p, (ids[rows].tobytes(), owners[rows].tobytes()))
+        for p, rows in _by_partition(word_partitions(words, self.partitions), self.partitions):
+            table = sig_table(words[rows], sigs[rows], [batch[r][1][0] for r in rows.tolist()],
+                              [len(batch[r][1][1]) for r in rows.tolist()])
+            yield beam.pvalue.TaggedOutput("sigs", (p, table))
 
 
-def _bucket_partition(item, max_bucket_size: int) -> Iterator[tuple]:
-    """One partition of LSH bucket entries → candidate key pairs: sort by
-    bucket id, and pair up the keys of every bucket holding two or more."""
+def _bucket_partition(item, max_bucket_size: int, partitions: int) -> Iterator[tuple]:
+    """One partition of LSH entries → candidate pairs, sent as signature
+    requests to the partitions of both their keys: (partition, (end, pairs))."""
     _, blobs = item
     blobs = list(blobs)
     ids = np.concatenate([np.frombuffer(b[0], dtype=np.uint64) for b in blobs])
-    keys = np.concatenate([np.frombuffer(b[1], dtype=">u8").reshape(-1, 2) for b in blobs])
-    order = np.lexsort((keys[:, 1], keys[:, 0], ids))
-    ids, keys = ids[order], keys[order]
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
-    sizes = np.diff(np.r_[starts, len(ids)])
-    for start, size in zip(starts[sizes > 1], sizes[sizes > 1]):
-        members = sorted({f"{hi:016x}{lo:016x}" for hi, lo in keys[start : start + size].tolist()})
-        yield from bucket_pairs(members, max_bucket_size)
+    words = np.concatenate([np.frombuffer(b[1], dtype=np.uint64) for b in blobs]).reshape(-1, 2)
+    pairs = candidate_pairs(ids, words, max_bucket_size)
+    for end in (0, 1):
+        for p, rows in _by_partition(word_partitions(pairs[:, 2 * end : 2 * end + 2], partitions), partitions):
+            yield (p, (end, pairs[rows].tobytes()))
 
 
-def _pair_endpoints(pair, partitions: int):
-    for key in pair:
-        yield (partition_of(key, partitions), (key, pair))
-
-
-def _attach_signatures(item) -> Iterator[tuple]:
-    """Per key partition: join candidate-pair endpoints with the signatures."""
+def _attach_partition(item, partitions: int) -> Iterator[tuple]:
+    """One key partition: signatures + requests → halves, routed by the
+    partition of the pair's first key."""
     _, grouped = item
-    wanted: dict[str, list] = {}
-    for key, pair in grouped["pair"]:
-        wanted.setdefault(key, []).append(pair)
-    if not wanted:
+    requests = list(grouped["request"])
+    if not requests:
         return
-    for entries in grouped["sig"]:
-        for key, sig, doc_id, chars in entries:
-            for pair in wanted.get(key, ()):
-                yield (pair, (key, sig, doc_id, chars))
+    lookup = SigLookup(grouped["sig"])
+    for end in (0, 1):
+        blobs = [blob for e, blob in requests if e == end]
+        if blobs:
+            half = attach_end(np.frombuffer(b"".join(blobs), dtype=np.uint64).reshape(-1, 4), end, lookup)
+            for p, rows in _by_partition(word_partitions(half.pairs[:, :2], partitions), partitions):
+                yield (p, half.pack(rows))
 
 
-def _verify(item, threshold: float, keep: str):
-    """Both signatures of a candidate pair → an edge between two nodes
-    ``(sort key, doc key, id)`` when the estimated Jaccard is high enough."""
-    _, ends = item
-    ends = sorted(ends)
-    if len(ends) == 2 and estimated_jaccard(ends[0][1], ends[1][1]) >= threshold:
-        yield tuple((node_sort_key(doc_id, chars, key, keep), key, doc_id) for key, _, doc_id, chars in ends)
+def _verify_partition(item, threshold: float, keep: str) -> Iterator[list]:
+    """One pair partition: both halves of its pairs → verified edges (one list)."""
+    _, packed = item
+    edges = verify_halves(map(Half.unpack, packed), threshold, keep)
+    if edges:
+        yield edges
+
+
+def _resolve(item) -> Iterator[dict]:
+    _, edge_lists = item
+    yield dict(resolve_clusters(e for edges in edge_lists for e in edges))
 
 
 class NearDuplicateClusters(beam.PTransform):
-    """Keyed-doc batches → PCollection of (dropped key, kept id), one per near
-    duplicate to drop.  Use it as a ``beam.pvalue.AsDict`` side input."""
+    """Keyed-doc batches → a PCollection of at most one element, the dict
+    {dropped key: kept id} of the near duplicates to drop.  Use it as a
+    ``beam.pvalue.AsSingleton(..., default_value={})`` side input (one
+    element: side inputs made of many small elements cost far more).
+
+    MinHash → GroupByKey on (partitions of) the LSH bucket ids → candidate
+    pairs, sent as requests to the partitions of both their keys →
+    CoGroupByKey with the signatures (each signature crosses once; a pair
+    found in several buckets is merged before its signatures are attached) →
+    GroupByKey of the two halves of every pair → verified edges → union-find
+    over all of them (they are few).  Elements are whole partitions' or
+    batches' arrays, as bytes: the runner's cost here is per byte moved."""
 
     def __init__(self, cfg: dict, partitions: int = 16):
         super().__init__()
@@ -384,21 +557,20 @@ class NearDuplicateClusters(beam.PTransform):
         self.partitions = partitions
 
     def expand(self, batches):
-        cfg = self.cfg
-        hashed = batches | "MinHash" >> beam.ParDo(_MinHashFn(cfg, self.partitions)).with_outputs("sigs", main="bands")
-        pairs = (
+        cfg, parts = self.cfg, self.partitions
+        hashed = batches | "MinHash" >> beam.ParDo(_MinHashFn(cfg, parts)).with_outputs("sigs", main="bands")
+        requests = (
             hashed.bands
             | "GroupBucketPartitions" >> beam.GroupByKey()
-            | "BucketPairs" >> beam.FlatMap(_bucket_partition, cfg.get("max_bucket_size", 100))
-            | "DistinctPairs" >> beam.Distinct()
+            | "CandidatePairs" >> beam.FlatMap(_bucket_partition, cfg.get("max_bucket_size", 100), parts)
         )
-        endpoints = pairs | "PairEndpoints" >> beam.FlatMap(_pair_endpoints, self.partitions)
         return (
-            {"sig": hashed.sigs, "pair": endpoints}
+            {"sig": hashed.sigs, "request": requests}
             | "JoinSignatures" >> beam.CoGroupByKey()
-            | "AttachSignatures" >> beam.FlatMap(_attach_signatures)
-            | "GroupPairSignatures" >> beam.GroupByKey()
-            | "VerifyJaccard" >> beam.FlatMap(_verify, cfg["threshold"], cfg.get("keep", "longest"))
-            | "AllEdges" >> beam.combiners.ToList()
-            | "ConnectedComponents" >> beam.FlatMap(resolve_clusters)
+            | "AttachSignatures" >> beam.FlatMap(_attach_partition, parts)
+            | "GroupPairHalves" >> beam.GroupByKey()
+            | "VerifyJaccard" >> beam.FlatMap(_verify_partition, cfg["threshold"], cfg.get("keep", "longest"))
+            | "OneKey" >> beam.Map(lambda edges: (None, edges))
+            | "AllEdges" >> beam.GroupByKey()
+            | "ConnectedComponents" >> beam.FlatMap(_resolve)
         )

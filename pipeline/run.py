@@ -106,8 +106,8 @@ RUNNER_ALIASES = {
 
 class ReadSource(beam.DoFn):
     """File path / hf: spec → batches of documents (lists of at most
-    ``batch_size`` docs or ~``batch_bytes`` of text), plus ``rejects`` and
-    ``counts`` (records read per file, for stats.json["read"])."""
+    ``batch_size`` docs or ~``batch_bytes`` of text), plus ``rejects`` (lists)
+    and ``counts`` (records read per file, for stats.json["read"])."""
 
     def __init__(self, read_cfg: dict, batch_size: int, batch_bytes: int = 8 << 20):
         self.read_cfg = read_cfg
@@ -117,6 +117,7 @@ class ReadSource(beam.DoFn):
     def process(self, path: str) -> Iterator[Any]:
         n = 0
         batch: list = []
+        rejects: list = []
         size = 0
         for kind, payload in readers.read_source(path, self.read_cfg):
             n += 1
@@ -127,15 +128,35 @@ class ReadSource(beam.DoFn):
                     yield batch
                     batch, size = [], 0
             else:
-                yield beam.pvalue.TaggedOutput("rejects", payload)
+                rejects.append(payload)
+                if len(rejects) >= self.batch_size:
+                    yield beam.pvalue.TaggedOutput("rejects", rejects)
+                    rejects = []
         if batch:
             yield batch
+        if rejects:
+            yield beam.pvalue.TaggedOutput("rejects", rejects)
         yield beam.pvalue.TaggedOutput("counts", n)
 
 
+def clean_and_filter(batch, clean, active_filters, exact: bool, snippet: int) -> tuple[list, list]:
+    """Doc batch → (batch of (text key, cleaned doc), rejects): each document
+    failing a filter is rejected, naming the first failing filter."""
+    out, rejects = [], []
+    for doc_id, raw, source, line in batch:
+        text = clean(raw)
+        reason = filters.first_failure(text, active_filters)
+        if reason is not None:
+            rejects.append((reason, doc_id, source, line, raw[:snippet], None))
+            continue
+        key = dedup.exact_key(text) if exact else dedup.exact_key(f"{text}\x00{source}:{line}:{doc_id}")
+        out.append((key, (doc_id, text, source, line)))
+    return out, rejects
+
+
 class CleanAndFilter(beam.DoFn):
-    """Doc batch → batch of (text key, cleaned doc); each document failing a
-    filter becomes a ``rejects`` record naming the first failing filter."""
+    """Doc batch → batch of (text key, cleaned doc), plus ``rejects`` (one list
+    per batch) naming each rejected document's first failing filter."""
 
     def __init__(self, cfg: dict):
         self.cfg = cfg
@@ -147,38 +168,51 @@ class CleanAndFilter(beam.DoFn):
         self.snippet = self.cfg["output"].get("reject_text_chars", 300)
 
     def process(self, batch) -> Iterator[Any]:
-        out = []
-        for doc_id, raw, source, line in batch:
-            text = self.clean(raw)
-            reason = filters.first_failure(text, self.filters)
-            if reason is not None:
-                yield beam.pvalue.TaggedOutput("rejects", (reason, doc_id, source, line, raw[: self.snippet], None))
-                continue
-            key = dedup.exact_key(text) if self.exact else dedup.exact_key(f"{text}\x00{source}:{line}:{doc_id}")
-            out.append((key, (doc_id, text, source, line)))
+        out, rejects = clean_and_filter(batch, self.clean, self.filters, self.exact, self.snippet)
+        if rejects:
+            yield beam.pvalue.TaggedOutput("rejects", rejects)
         if out:
             yield out
 
 
-class DropNearDuplicates(beam.DoFn):
-    """Keyed-doc batch → kept batch; each dropped document becomes a
-    ``duplicate_near`` reject naming the kept id."""
+def drop_and_assign(batch, dropped, plan: dict, valid_fraction: float, snippet: int) -> tuple[dict, list]:
+    """Keyed-doc batch → ({(split, shard): [(id, text, key)]}, rejects): the
+    near duplicates in ``dropped`` (key → kept id) become ``duplicate_near``
+    rejects, every other document goes to its shard."""
+    parts: dict = {}
+    rejects = []
+    for key, doc in batch:
+        kept = dropped.get(key)
+        if kept is not None:
+            rejects.append(("duplicate_near", doc[0], doc[2], doc[3], doc[1][:snippet], kept))
+        else:
+            parts.setdefault(shards.assign_split(doc[0], key, plan, valid_fraction), []).append((doc[0], doc[1], key))
+    return parts, rejects
 
-    def __init__(self, snippet_chars: int):
+
+class DropAndAssign(beam.DoFn):
+    """Keyed-doc batch → ((split, shard), [(id, text, key)]) sub-batches and
+    ``rejects`` (one list per batch).  Dropping near duplicates here, in the
+    pass that assigns shards anyway, saves a pass over the texts."""
+
+    def __init__(self, valid_fraction: float, snippet_chars: int):
+        self.valid_fraction = valid_fraction
         self.snippet = snippet_chars
 
-    def process(self, batch, dropped) -> Iterator[Any]:
-        out = []
-        for key, doc in batch:
-            kept = dropped.get(key)
-            if kept is None:
-                out.append((key, doc))
-            else:
-                yield beam.pvalue.TaggedOutput(
-                    "rejects", ("duplicate_near", doc[0], doc[2], doc[3], doc[1][: self.snippet], kept)
-                )
-        if out:
-            yield out
+    def process(self, batch, plan, dropped=None) -> Iterator[Any]:
+        parts, rejects = drop_and_assign(batch, dropped or {}, plan, self.valid_fraction, self.snippet)
+        if rejects:
+            yield beam.pvalue.TaggedOutput("rejects", rejects)
+        yield from parts.items()
+
+
+def _split_items(batch) -> list:
+    """Keyed-doc batch → [(key, id)]: what the split plan needs, without texts."""
+    return [(key, doc[0]) for key, doc in batch]
+
+
+def _survivors(items, dropped=None) -> list:
+    return [item for item in items if item[0] not in dropped] if dropped else items
 
 
 class SplitPlanFn(beam.CombineFn):
@@ -190,32 +224,14 @@ class SplitPlanFn(beam.CombineFn):
     def create_accumulator(self):
         return shards.SplitPlan.create_accumulator()
 
-    def add_input(self, acc, batch):
-        fraction = self.output_cfg["valid_fraction"]
-        for key, doc in batch:
-            acc = shards.SplitPlan.add(acc, (shards.doc_hash(doc[0], key)[0], key), fraction)
-        return acc
+    def add_input(self, acc, items):
+        return shards.SplitPlan.add_all(acc, items, self.output_cfg["valid_fraction"])
 
     def merge_accumulators(self, accs):
         return shards.SplitPlan.merge(accs)
 
     def extract_output(self, acc):
         return shards.SplitPlan.finish(acc, self.output_cfg)
-
-
-def _assign_shards(batch, plan, valid_fraction):
-    """Keyed-doc batch → ((split, shard), [(id, text, key)]) sub-batches."""
-    parts: dict = {}
-    for key, doc in batch:
-        parts.setdefault(shards.assign_split(doc[0], key, plan, valid_fraction), []).append((doc[0], doc[1], key))
-    return parts.items()
-
-
-def _all_shard_keys(_, plan):
-    """One empty placeholder per shard, so every planned shard file exists."""
-    for split in shards.SPLITS:
-        for index in range(plan["shards"][split]):
-            yield ((split, index), None)
 
 
 class WriteShard(beam.DoFn):
@@ -228,17 +244,38 @@ class WriteShard(beam.DoFn):
 
     def process(self, item, plan):
         (split, index), batches = item
-        docs = [d for batch in batches if batch is not None for d in batch]
+        docs = [d for batch in batches for d in batch]
         yield shards.write_shard(self.output, split, index, plan["shards"][split], docs, self.gzip_level, self.parquet)
 
 
+def write_empty_shards(entries: list, plan: dict, output: str, gzip_level: int, parquet: bool) -> list:
+    """Manifest entries of the planned shards that got no document, written
+    now, so that every planned shard file exists."""
+    written = {e["path"] for e in entries}
+    return [
+        shards.write_shard(output, split, index, plan["shards"][split], [], gzip_level, parquet)
+        for split in shards.SPLITS
+        for index in range(plan["shards"][split])
+        if shards.shard_path(split, index, plan["shards"][split]) not in written
+    ]
+
+
+def _by_reason(rejects: list) -> Iterator[tuple[str, list]]:
+    parts: dict = {}
+    for r in rejects:
+        parts.setdefault(r[0], []).append(r)
+    return iter(parts.items())
+
+
 def _write_rejects(item, output, gzip_level):
-    reason, rejects = item
-    return shards.write_rejects(output, reason, rejects, gzip_level)
+    reason, lists = item
+    return shards.write_rejects(output, reason, [r for rejects in lists for r in rejects], gzip_level)
 
 
-def _finalize(_, output, entries, reject_counts, read_counts, input_bytes, plan):
-    entries = sorted(entries, key=lambda e: e["path"])
+def _finalize(_, output, ocfg, entries, reject_counts, read_counts, input_bytes, plan):
+    entries = list(entries)
+    entries += write_empty_shards(entries, plan, output, ocfg["gzip_level"], ocfg["parquet"])
+    entries.sort(key=lambda e: e["path"])
     stats = shards.build_stats(sum(read_counts), dict(reject_counts), entries, input_bytes)
     stats["shards"] = plan["shards"]
     shards.write_json(output, "manifest.json", {"shards": entries})
@@ -281,7 +318,10 @@ class CleanFilter(beam.PTransform):
 
 
 class Deduplicate(beam.PTransform):
-    """Exact then near-duplicate removal; returns (docs, [reject PCollections])."""
+    """Exact then near-duplicate detection; returns (docs without exact
+    duplicates, near-duplicate map or None, [reject PCollections]).  The map
+    (dropped key → kept id) is applied where the documents are assigned to
+    shards (``DropAndAssign``), so the texts are not passed over once more."""
 
     def __init__(self, cfg: dict):
         super().__init__()
@@ -296,18 +336,14 @@ class Deduplicate(beam.PTransform):
             exact = keyed | "Exact" >> dedup.ExactDedup(snippet, partitions, batch_size)
             keyed = exact.docs
             rejects.append(exact.rejects)
-        if dcfg.get("near", True):
-            clusters = keyed | "Near" >> dedup.NearDuplicateClusters(dcfg, partitions)
-            near = keyed | "DropNear" >> beam.ParDo(
-                DropNearDuplicates(snippet), dropped=beam.pvalue.AsDict(clusters)
-            ).with_outputs("rejects", main="docs")
-            keyed = near.docs
-            rejects.append(near.rejects)
-        return keyed, rejects
+        near = keyed | "Near" >> dedup.NearDuplicateClusters(dcfg, partitions) if dcfg.get("near", True) else None
+        return keyed, near, rejects
 
 
 class WriteOutput(beam.PTransform):
-    """Kept docs + rejects + read counts → shards, rejects/, manifest, stats."""
+    """{docs, counts[, near], rejects...} → shards, rejects/, manifest,
+    stats.  Every key starting with ``rejects`` is a PCollection of reject
+    lists (flattened once, here)."""
 
     def __init__(self, output: str, cfg: dict, input_bytes: int):
         super().__init__()
@@ -316,22 +352,30 @@ class WriteOutput(beam.PTransform):
         self.input_bytes = input_bytes
 
     def expand(self, pcolls):
-        docs, rejects, counts = pcolls["docs"], pcolls["rejects"], pcolls["counts"]
+        docs, counts, near = pcolls["docs"], pcolls["counts"], pcolls.get("near")
+        rejects = [pcoll for name, pcoll in sorted(pcolls.items()) if name.startswith("rejects")]
         ocfg = self.cfg["output"]
         p = docs.pipeline
-        plan = beam.pvalue.AsSingleton(docs | "SplitPlan" >> beam.CombineGlobally(SplitPlanFn(ocfg)))
-        assigned = docs | "AssignShards" >> beam.FlatMap(_assign_shards, plan, ocfg["valid_fraction"])
-        placeholders = p | "One" >> beam.Create([None]) | "PlannedShards" >> beam.FlatMap(_all_shard_keys, plan)
+        dropped = {} if near is None else {"dropped": beam.pvalue.AsSingleton(near, default_value={})}
+        plan = beam.pvalue.AsSingleton(
+            docs
+            | "SplitItems" >> beam.Map(_split_items)
+            | "Survivors" >> beam.Map(_survivors, **dropped)
+            | "SplitPlan" >> beam.CombineGlobally(SplitPlanFn(ocfg))
+        )
+        assigned = docs | "DropAndAssign" >> beam.ParDo(
+            DropAndAssign(ocfg["valid_fraction"], ocfg["reject_text_chars"]), plan, **dropped
+        ).with_outputs("rejects", main="parts")
         entries = (
-            (assigned, placeholders)
-            | "WithPlaceholders" >> beam.Flatten()
+            assigned.parts
             | "GroupByShard" >> beam.GroupByKey()
             | "WriteShard"
             >> beam.ParDo(WriteShard(self.output, gzip_level=ocfg["gzip_level"], parquet=ocfg["parquet"]), plan)
         )
         reject_counts = (
-            rejects
-            | "ByReason" >> beam.Map(lambda r: (r[0], r))
+            [*rejects, assigned.rejects]
+            | "AllRejects" >> beam.Flatten()
+            | "ByReason" >> beam.FlatMap(_by_reason)
             | "GroupByReason" >> beam.GroupByKey()
             | "WriteRejects" >> beam.Map(_write_rejects, self.output, ocfg["gzip_level"])
         )
@@ -342,6 +386,7 @@ class WriteOutput(beam.PTransform):
             >> beam.FlatMap(
                 _finalize,
                 self.output,
+                ocfg,
                 beam.pvalue.AsList(entries),
                 beam.pvalue.AsList(reject_counts),
                 beam.pvalue.AsList(counts),
@@ -355,9 +400,12 @@ def build_pipeline(p: beam.Pipeline, paths: Sequence[str], output: str, cfg: dic
     """The whole corpus pipeline on ``p``; returns the PCollection of the stats dict."""
     read = p | "Read" >> ReadCorpus(paths, cfg)
     cleaned = read.docs | "Clean" >> CleanFilter(cfg)
-    kept, dedup_rejects = cleaned.docs | "Dedup" >> Deduplicate(cfg)
-    rejects = [read.rejects, cleaned.rejects, *dedup_rejects] | "AllRejects" >> beam.Flatten()
-    return {"docs": kept, "rejects": rejects, "counts": read.counts} | "Write" >> WriteOutput(output, cfg, input_bytes)
+    docs, near, dedup_rejects = cleaned.docs | "Dedup" >> Deduplicate(cfg)
+    pcolls = {"docs": docs, "counts": read.counts, "rejects_read": read.rejects, "rejects_clean": cleaned.rejects}
+    pcolls.update({f"rejects_dedup_{i}": r for i, r in enumerate(dedup_rejects)})
+    if near is not None:
+        pcolls["near"] = near
+    return pcolls | "Write" >> WriteOutput(output, cfg, input_bytes)
 
 
 # --------------------------------------------------------------------------

@@ -50,6 +50,13 @@ class SplitPlan:
         return (total + 1, valid + (value < valid_fraction), min(smallest, item) if smallest else item)
 
     @staticmethod
+    def add_all(acc, items, valid_fraction):
+        """Adds the documents of a batch of (key, id) items."""
+        for key, doc_id in items:
+            acc = SplitPlan.add(acc, (doc_hash(doc_id, key)[0], key), valid_fraction)
+        return acc
+
+    @staticmethod
     def merge(accs):
         total = valid = 0
         smallest = None

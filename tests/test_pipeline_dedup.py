@@ -3,6 +3,7 @@
 import json
 import os
 import random
+from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
 
@@ -76,12 +77,39 @@ def test_short_text_signature():
     assert signature("").shape == (128,)
 
 
-def test_bucket_pairs_and_clusters():
+def reference_pairs(ids, keys, max_bucket_size):
+    """Candidate pairs the slow, obvious way: per bucket, all pairs of its
+    distinct keys, or a star around the smallest when it is too large."""
+    buckets = defaultdict(set)
+    for bucket, key in zip(ids, keys):
+        buckets[bucket].add(key)
+    pairs = set()
+    for members in buckets.values():
+        members = sorted(members)
+        if len(members) <= max_bucket_size:
+            pairs.update(combinations(members, 2))
+        else:
+            pairs.update((members[0], other) for other in members[1:])
+    return sorted(a + b for a, b in pairs)
+
+
+def test_candidate_pairs_match_reference():
+    rng = np.random.default_rng(0)
+    keys = [(int(h), int(l)) for h, l in rng.integers(0, 2**63, size=(60, 2), dtype=np.uint64)]
+    ids, owners = [], []
+    for _ in range(400):  # few bucket ids: buckets of every size, repeated entries
+        ids.append(int(rng.integers(0, 40)))
+        owners.append(keys[int(rng.integers(0, len(keys)))])
+    ids += [99] * 30  # one bucket larger than the limit below
+    owners += keys[:30]
+    for limit in (100, 12):
+        got = dedup.candidate_pairs(np.array(ids, dtype=np.uint64), np.array(owners, dtype=np.uint64), limit)
+        assert [tuple(r) for r in got.tolist()] == reference_pairs(ids, owners, limit)
+    assert dedup.candidate_pairs(np.array([5], dtype=np.uint64), np.array([keys[0]], dtype=np.uint64)).shape == (0, 4)
+
+
+def test_resolve_clusters():
     nodes = [((-10, "b", "kb"), "kb", "b"), ((-12, "a", "ka"), "ka", "a"), ((-10, "c", "kc"), "kc", "c")]
-    pairs = list(dedup.bucket_pairs(nodes))
-    assert len(pairs) == 3 and all(p[0] < p[1] for p in pairs)
-    star = list(dedup.bucket_pairs(nodes, max_bucket_size=2))
-    assert len(star) == 2 and all(p[0] == min(nodes) for p in star)
     # a-b and b-c: one cluster, the longest ("a", 12 chars) is kept
     edges = [(nodes[0], nodes[2]), (nodes[1], nodes[0])]
     assert dedup.resolve_clusters(edges) == [("kb", "a"), ("kc", "a")]
@@ -129,9 +157,42 @@ def test_near_duplicate_recall_and_precision_on_real_documents():
     assert merged == 0
 
 
-def test_bucket_partition_keeps_keys_with_trailing_zero_bytes():
-    keys = ["ab" * 15 + "00", "cd" * 14 + "0000", "ef" * 16]
-    ids = np.array([7, 7, 9], dtype=np.uint64)
-    blob = b"".join(bytes.fromhex(k) for k in keys)
-    pairs = list(dedup._bucket_partition((0, [(ids.tobytes(), blob)]), 100))
-    assert pairs == [(keys[0], keys[1])]
+def test_key_words_keep_trailing_zero_bytes_and_order():
+    keys = ["ab" * 15 + "00", "cd" * 14 + "0000", "00" * 8 + "ef" * 8, "ff" * 16]
+    words = dedup.key_words(keys)
+    assert [dedup.hex_key(hi, lo) for hi, lo in words.tolist()] == keys
+    assert sorted(keys) == [keys[i] for i in np.lexsort((words[:, 1], words[:, 0]))]
+    assert dedup.word_partitions(words, 7).tolist() == [dedup.partition_of(k, 7) for k in keys]
+
+
+def _near_copies(n_docs):
+    docs = _real_documents(n_docs)
+    rng = random.Random(2)
+    batch = []
+    for i, text in enumerate(docs):
+        batch.append((dedup.exact_key(text), (f"d{i:03d}", text, "news", i)))
+        for j in range(i % 3):  # 0-2 edited copies of each article
+            copy = edit(text, rng, max(1, len(text) // 300))
+            batch.append((dedup.exact_key(copy), (f"d{i:03d}-{j}", copy, "copies", i)))
+    return sorted(dict(batch).items())
+
+
+def test_beam_near_duplicates_equal_the_functions_in_one_process():
+    """Partitioned Beam joins find exactly the clusters that the same
+    functions find on the whole set at once (as in the benchmark's plain loop)."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    cfg = {**CFG, "max_bucket_size": 100, "keep": "longest"}
+    batch = _near_copies(60)
+    sigs, (ids, owners), words = dedup.MinHasher(cfg)(batch)
+    lookup = dedup.SigLookup([dedup.sig_table(words, sigs, [d[0] for _, d in batch], [len(d[1]) for _, d in batch])])
+    pairs = dedup.candidate_pairs(ids, owners)
+    edges = dedup.verify_halves([dedup.attach_end(pairs, end, lookup) for end in (0, 1)], cfg["threshold"], cfg["keep"])
+    expected = dict(dedup.resolve_clusters(edges))
+    id_of = {key: doc[0] for key, doc in batch}
+    assert len(expected) >= 0.9 * sum(i % 3 for i in range(60))  # edited copies are found...
+    assert all(id_of[key][:4] == kept[:4] for key, kept in expected.items())  # ...and only those
+    with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(["--runner=DirectRunner"])) as p:
+        batches = p | beam.Create([batch[i : i + 25] for i in range(0, len(batch), 25)])
+        assert_that(batches | dedup.NearDuplicateClusters(cfg, partitions=4), equal_to([expected]))
