@@ -111,10 +111,20 @@ def load_weights(folder: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def checkpoint_state(ckpt_dir: Path, tag: str, zero_stage: int) -> dict[str, torch.Tensor]:
+def master_weights_in_optimizer(zero_stage: int, precision: str) -> bool:
+    """Whether the fp32 weights live only in ZeRO's optimizer partitions (read them with zero_to_fp32).
+
+    ZeRO-3 partitions the parameters themselves; under bf16/fp16, ZeRO-1/2 keep bf16 copies in
+    the model and the fp32 master weights in the optimizer state. ZeRO-0 keeps the masters
+    inside the model-states file, so there the model's half-precision weights are exported.
+    """
+    return zero_stage == 3 or (zero_stage in (1, 2) and precision != "fp32")
+
+
+def checkpoint_state(ckpt_dir: Path, tag: str, zero_stage: int, precision: str = "fp32") -> dict[str, torch.Tensor]:
     """The trained weights exactly as the trainer's export saw them (fp32)."""
-    if zero_stage == 3:
-        # Parameters are partitioned across ranks: gather the fp32 shards (DeepSpeed's zero_to_fp32).
+    if master_weights_in_optimizer(zero_stage, precision):
+        # Gather the fp32 master weights from the optimizer shards (DeepSpeed's zero_to_fp32).
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
         state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
     else:
@@ -160,7 +170,7 @@ def ensure_export(run_dir: Path, raw: dict) -> tuple[Path, dict]:
     log.info("%s: rebuilding it from checkpoint %s", why, latest[0])
     from pretrain.objectives import get_objective_class
     cfg = run_config_object(raw)
-    state = checkpoint_state(run_dir / "checkpoints", latest[0], cfg.train.zero_stage)
+    state = checkpoint_state(run_dir / "checkpoints", latest[0], cfg.train.zero_stage, cfg.train.precision)
     tmp = export.with_name("export.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     get_objective_class(cfg.model)(cfg).export(state, tmp)
@@ -465,8 +475,9 @@ def release(run_dir: str | Path, model: str | None = None, out: str | Path | Non
     export, export_info = ensure_export(run_dir, raw)
     ckpt_state = None
     if export_info["checkpoint"]:
+        train = raw.get("train", {})
         ckpt_state = checkpoint_state(run_dir / "checkpoints", export_info["checkpoint"],
-                                      int(raw.get("train", {}).get("zero_stage", 0)))
+                                      int(train.get("zero_stage", 0)), str(train.get("precision", "fp32")))
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     sources = model_folders(export)

@@ -453,9 +453,15 @@ def _check_run_identity(cfg: RunConfig, objective, run_dir: Path, rank: int) -> 
 
 
 def export(engine, objective, cfg: RunConfig, ckpt_dir: Path, step: int, rank: int) -> None:
-    """Write RUN/export as a Hugging Face folder; ZeRO-3 shards are consolidated first."""
+    """Write RUN/export as a Hugging Face folder of fp32 weights.
+
+    ZeRO-3 shards, and the fp32 master weights of bf16/fp16 runs under ZeRO-1/2, are
+    consolidated from the checkpoint first (DeepSpeed's zero_to_fp32).
+    """
+    from pretrain.release import master_weights_in_optimizer
+
     out = Path(cfg.run_dir) / "export"
-    if cfg.train.zero_stage == 3:
+    if master_weights_in_optimizer(cfg.train.zero_stage, cfg.train.precision):
         dist.barrier()
         state = None
         if rank == 0:
