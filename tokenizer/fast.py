@@ -13,8 +13,7 @@ from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from pipeline.clean import NFKC_PLACEHOLDERS
-
+from .charsmap import precompiled_charsmap
 from .normalize import SPACE_BEFORE_ALNUM, SPACE_MARK, WS_RUN
 from .vocab import BERT_SPECIALS, CLS, MASK, PAD, SENTINELS, SEP, SPECIALS, UNK
 
@@ -22,17 +21,14 @@ MODEL_MAX_LENGTH = 512
 
 
 def unicode_normalizers() -> list:
-    """pipeline.clean.normalize_unicode as ``tokenizers`` normalizers: the Chinese
-    punctuation NFKC would fold (，！？；：（）…～) goes to its placeholder, NFKC
-    runs, the placeholders come back.  Same table as the corpus pipeline."""
-    protect = [normalizers.Replace(c, p) for c, p in NFKC_PLACEHOLDERS.items()]
-    restore = [normalizers.Replace(p, c) for c, p in NFKC_PLACEHOLDERS.items()]
-    return [*protect, normalizers.NFKC(), *restore]
+    """U+2581 to space, then pipeline.clean.normalize_unicode (NFKC keeping ，！？；：（）…～),
+    as two ``tokenizers`` steps: one charsmap pass and NFC (see tokenizer.charsmap)."""
+    return [normalizers.Precompiled(precompiled_charsmap()), normalizers.NFC()]
 
 
 def pipeline_parts(tok: Tokenizer, lowercase: bool = True) -> Tokenizer:
     """Attach normalizer, pre-tokenizer, post-processor and decoder (shared by all algos)."""
-    norm = [normalizers.Replace(SPACE_MARK, " "), *unicode_normalizers()]
+    norm = unicode_normalizers()
     if lowercase:
         norm.append(normalizers.Lowercase())
     norm.append(normalizers.Replace(Regex(SPACE_BEFORE_ALNUM), SPACE_MARK))

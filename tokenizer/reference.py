@@ -106,7 +106,9 @@ class JiebaWordPieceTokenizer:
         vocab = spec["model"]["vocab"]
         normalizer = json.dumps(spec["normalizer"], ensure_ascii=False)
         lowercase = "Lowercase" in normalizer
-        keep_punct = all(p in normalizer for p in NFKC_PLACEHOLDERS.values())  # False: a folder from before
+        # False only for folders from before the normalizer kept Chinese punctuation (plain
+        # NFKC); keeping it is a charsmap now (tokenizer.charsmap), Replace pairs before that.
+        keep_punct = '"Precompiled"' in normalizer or all(p in normalizer for p in NFKC_PLACEHOLDERS.values())
         return cls([t for t, _ in vocab], [s for _, s in vocab], lowercase, user_dict, dictionary, keep_punct)
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
