@@ -95,6 +95,64 @@ def test_contrastive_loss_matches_hand_computation():
     assert acc.item() == pytest.approx(correct / 4)
 
 
+def test_contrastive_loss_hard_negatives_are_extra_candidates():
+    from pretrain.objectives.roformer_sim import contrastive_loss
+
+    # anchors: pairs (v0, v2), (v1, v3); v4 is a hard negative: a candidate for every anchor, never an anchor
+    v = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 1.0], [1.0, 0.3], [0.9, 0.1]])
+    loss, acc = contrastive_loss(v, scale=30.0, anchors=4)
+    unit = [[x / math.hypot(*row) for x in row] for row in v.tolist()]
+    total, correct = 0.0, 0
+    for i in range(4):
+        logits = {j: 30.0 * (unit[i][0] * unit[j][0] + unit[i][1] * unit[j][1]) for j in range(5) if j != i}
+        partner = (i + 2) % 4
+        total += -(logits[partner] - math.log(sum(math.exp(z) for z in logits.values())))
+        correct += max(logits, key=logits.get) == partner
+    assert loss.item() == pytest.approx(total / 4, rel=1e-5)
+    assert acc.item() == pytest.approx(correct / 4)
+    assert loss.item() > contrastive_loss(v[:4], scale=30.0)[0].item()   # v4 sits next to v0 and v3
+
+
+def test_pair_file_labels_relative_to_file_max(tmp_path):
+    from pretrain.objectives.roformer_sim import RoFormerSimConfig, load_pair_files
+
+    (tmp_path / "binary.tsv").write_text("花呗怎么还款\t花呗如何还钱\t1\n花呗怎么还款\t借呗怎么还款\t0\n"
+                                         "没有标签的一行\t也算相似\n只有一列\n", encoding="utf-8")
+    (tmp_path / "scored.tsv").write_text("一个人在弹吉他。\t一个男人在弹吉他。\t4\n一个女人在切洋葱。\t一个男人在跳舞。\t0\n"
+                                         "一只猫在睡觉。\t一只狗在睡觉。\t2\n孩子在骑马。\t一个小孩在骑马。\t5\n",
+                                         encoding="utf-8")
+    opt = RoFormerSimConfig(pair_file=f"{tmp_path / 'binary.tsv'}, {tmp_path / 'sc*.tsv'}")
+    (binary, binary_neg), (scored, scored_neg) = load_pair_files(opt)
+    assert binary == [("花呗怎么还款", "花呗如何还钱"), ("没有标签的一行", "也算相似")]
+    assert binary_neg == [("花呗怎么还款", "借呗怎么还款")]
+    assert scored == [("一个人在弹吉他。", "一个男人在弹吉他。"), ("孩子在骑马。", "一个小孩在骑马。")]  # 4/5 >= 0.8
+    assert scored_neg == [("一个女人在切洋葱。", "一个男人在跳舞。")]                                   # 2/5: neither
+    with pytest.raises(ValueError, match="matches no file"):
+        load_pair_files(RoFormerSimConfig(pair_file=str(tmp_path / "missing*.tsv")))
+
+
+def test_collate_hard_negative_rows(sim_data, tmp_path):
+    from pretrain.config import load_config
+    from pretrain.objectives.roformer_sim import RoFormerSimObjective
+
+    (tmp_path / "p.tsv").write_text("今天天气很好\t天气不错\t1\n我们去公园散步\t我们不去公园\t0\n", encoding="utf-8")
+    cfg = load_config(REPO / "configs" / "roformer-sim.yaml",
+                      [*sim_data, f"objective.pair_file={tmp_path / 'p.tsv'}", "objective.pair_file_ratio=1.0",
+                       "objective.pair_negative_ratio=1.0"])
+    objective = RoFormerSimObjective(cfg)
+    random.seed(0)
+    batch = objective.collate([{"text": "第一句话在这里。"}, {"text": "第二句话在这里。"}])
+    tok = objective.tokenizer
+    assert batch["input_ids"].shape[0] == 2 * 2 + 2                  # 2 self-pairs in both directions + 2 negatives
+    has_target = (batch["token_type_ids"] == 1).any(1)
+    assert has_target.tolist() == [True] * 4 + [False] * 2
+    assert not (batch["label_positions"][0] >= 4).any()               # negatives have no seq2seq labels
+    neg = tok.decode(batch["input_ids"][4][batch["attention_mask"][4] == 1], skip_special_tokens=True)
+    assert neg.replace(" ", "") == "我们不去公园"
+    target = tok.decode(batch["input_ids"][0][batch["token_type_ids"][0] == 1], skip_special_tokens=True)
+    assert target.replace(" ", "") == "我们去公园散步"                 # the anchor's own sentence is its positive
+
+
 def test_rope_scores_depend_only_on_relative_offset():
     from transformers.models.roformer.modeling_roformer import (RoFormerSelfAttention,
                                                                  RoFormerSinusoidalPositionalEmbedding)
@@ -121,6 +179,21 @@ def test_spearman_matches_reference_values():
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     # ties get average ranks: x ranks (1, 2.5, 2.5, 4), y ranks (1, 2, 3, 4) -> rho = 0.9486833
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486833, rel=1e-6)
+
+
+def test_paired_bootstrap_separates_a_better_model_from_itself():
+    import numpy as np
+
+    from pretrain.evaluation.sts import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400).astype(float)
+    good = labels + rng.normal(0, 0.5, 400)              # tracks the labels
+    noise = rng.normal(0, 1, 400)                         # does not
+    better = paired_bootstrap(good, noise, labels, resamples=200, seed=0)
+    assert better["delta"] > 0.3 and better["ci95"][0] > 0.2 and better["share_not_better"] == 0.0
+    same = paired_bootstrap(good, good, labels, resamples=50, seed=0)
+    assert same["delta"] == 0.0 and same["ci95"] == [0.0, 0.0] and same["share_not_better"] == 1.0
 
 
 # ---------------------------------------------------------------- model-level (tiny, random init)
@@ -269,7 +342,7 @@ def test_evaluate_sts_cli_reports_spearman_baseline_and_generations(runs, shared
     export = runs / "single" / "export"
     proc = subprocess.run([sys.executable, "-m", "pretrain.evaluate", "--task", "sts", "--model", str(export),
                            "--data", str(shared_data / "sts" / "senteval_cn"), "-o", "baseline=true",
-                           "-o", "max_examples=300", "-o", "generate=1", "-o", "num_samples=4"],
+                           "-o", "max_examples=300", "-o", "generate=1", "-o", "num_samples=4", "-o", "bootstrap=20"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
@@ -278,5 +351,9 @@ def test_evaluate_sts_cli_reports_spearman_baseline_and_generations(runs, shared
     assert set(result["baseline"]["spearman"]) == set(result["spearman"])
     assert all(-1.0 <= v <= 1.0 for v in result["spearman"].values())
     assert result["spearman"] != result["baseline"]["spearman"]
+    assert result["pooling"] == "mean"                    # the config's sentence_pooling, used for both models
+    boot = result["baseline"]["bootstrap"]["LCQMC"]
+    assert boot["resamples"] == 20 and boot["ci95"][0] <= boot["ci95"][1]
+    assert boot["delta"] == pytest.approx(result["spearman"]["LCQMC"] - result["baseline"]["spearman"]["LCQMC"], abs=2e-4)
     assert result["examples"]["ATEC"] == 300
     assert len(result["generated"]) == 1 and isinstance(result["generated"][0]["outputs"], list)

@@ -5,14 +5,18 @@
 
 Protocol of SimBERT / RoFormer-Sim / CoSENT / SimCSE on "senteval_cn": each task
 folder holds ``<TASK>.test.data`` (TSV ``sent1\\tsent2\\tlabel``); the sentence
-vector is the encoder's ``[CLS]`` hidden state of ``[CLS] sent [SEP]``; the score
-is Spearman's rho between cos(u, v) and the label over the whole test file.
-Test files are read here only: nothing is trained or tuned on them.
+vector is the encoder's output for ``[CLS] sent [SEP]``, pooled as the model was
+trained (``sentence_pooling`` in its config: mean over tokens or the ``[CLS]``
+state); the score is Spearman's rho between cos(u, v) and the label over the
+whole test file. Test files are read here only: nothing is trained or tuned on them.
 
 Options: ``baseline=true`` also scores a randomly initialized model of the same
-config (seeded), ``split=test|valid``, ``max_examples`` (first N rows per task,
-0 = all), ``generate`` (how many built-in sentences to paraphrase with the
-UniLM decoder, 0 = none), ``num_samples``, ``seed``, ``batch_size``, ``max_len``.
+config (seeded; same architecture, vocabulary and pooling), ``bootstrap=N`` (with
+the baseline: a paired bootstrap over rows, N resamples, of the Spearman difference
+pretrained - random: 95% interval and the share of resamples where it is <= 0), ``pooling=mean|cls``
+(override the config's, for both), ``split=test|valid``, ``max_examples`` (first
+N rows per task, 0 = all), ``generate`` (how many built-in sentences to paraphrase
+with the UniLM decoder, 0 = none), ``num_samples``, ``seed``, ``batch_size``, ``max_len``.
 """
 from __future__ import annotations
 
@@ -33,15 +37,14 @@ def default_data() -> Path:
 
 
 def rank(x: np.ndarray) -> np.ndarray:
-    """Ranks starting at 1, ties get their average rank (as scipy.stats.rankdata)."""
+    """Ranks starting at 1, ties get their average rank (as scipy.stats.rankdata), vectorized."""
     order = np.argsort(x, kind="mergesort")
     xs = x[order]
+    first = np.r_[True, xs[1:] != xs[:-1]]            # start of each run of equal values
+    group = np.cumsum(first) - 1                       # run index of each sorted position
+    bounds = np.r_[np.flatnonzero(first), len(x)]      # run g spans sorted positions [bounds[g], bounds[g+1])
     ranks = np.empty(len(x), dtype=np.float64)
-    start = 0
-    for end in range(1, len(x) + 1):
-        if end == len(x) or xs[end] != xs[start]:
-            ranks[order[start:end]] = (start + end + 1) / 2.0
-            start = end
+    ranks[order] = (bounds[group] + bounds[group + 1] + 1) / 2.0
     return ranks
 
 
@@ -72,24 +75,41 @@ def read_task(folder: Path, task: str, split: str, max_examples: int) -> tuple[l
     return a, b, labels
 
 
-def score(model, tokenizer, tasks: dict, batch_size: int, max_len: int) -> dict[str, float]:
+def cosines(model, tokenizer, tasks: dict, batch_size: int, max_len: int) -> dict[str, np.ndarray]:
     from pretrain.objectives.roformer_sim import encode
 
     out = {}
-    for task, (a, b, labels) in tasks.items():
+    for task, (a, b, _) in tasks.items():
         u = torch.nn.functional.normalize(encode(model, tokenizer, a, batch_size, max_len), dim=-1)
         v = torch.nn.functional.normalize(encode(model, tokenizer, b, batch_size, max_len), dim=-1)
-        out[task] = round(spearman((u * v).sum(-1).numpy(), labels), 4)
+        out[task] = (u * v).sum(-1).numpy()
     return out
+
+
+def paired_bootstrap(cos_a: np.ndarray, cos_b: np.ndarray, labels, resamples: int, seed: int) -> dict:
+    """Spearman(a) - Spearman(b) over rows resampled with replacement: 95% interval and the share <= 0.
+
+    Both models are scored on the same resampled rows, so the interval is about their
+    difference on this kind of data, not about either score alone.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    deltas = []
+    for _ in range(resamples):
+        idx = rng.integers(0, len(y), len(y))
+        deltas.append(spearman(cos_a[idx], y[idx]) - spearman(cos_b[idx], y[idx]))
+    lo, hi = np.percentile(deltas, [2.5, 97.5])
+    return {"delta": round(spearman(cos_a, y) - spearman(cos_b, y), 4), "ci95": [round(lo, 4), round(hi, 4)],
+            "share_not_better": round(float(np.mean(np.asarray(deltas) <= 0)), 4), "resamples": resamples}
 
 
 def run(model_dir: str, data: str | None = None, baseline: bool = False, split: str = "test",
         max_examples: int = 0, generate: int = 3, num_samples: int = 8, seed: int = 0,
-        batch_size: int = 128, max_len: int = 64) -> dict:
+        batch_size: int = 128, max_len: int = 64, pooling: str = "", bootstrap: int = 0) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from pretrain.objectives.roformer_sim import generate_similar
+    from pretrain.objectives.roformer_sim import POOLINGS, generate_similar
 
     folder = Path(data) if data else default_data()
     if not folder.is_dir():
@@ -102,14 +122,24 @@ def run(model_dir: str, data: str | None = None, baseline: bool = False, split: 
     hf_logging.set_verbosity_error()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    if pooling:
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got '{pooling}'")
+        model.config.sentence_pooling = pooling
     result = {"task": "sts", "model": str(model_dir), "split": split,
-              "examples": {t: len(v[2]) for t, v in tasks.items()},
-              "spearman": score(model, tokenizer, tasks, batch_size, max_len)}
+              "pooling": getattr(model.config, "sentence_pooling", "cls"),
+              "examples": {t: len(v[2]) for t, v in tasks.items()}}
+    cos = cosines(model, tokenizer, tasks, batch_size, max_len)
+    result["spearman"] = {t: round(spearman(cos[t], tasks[t][2]), 4) for t in tasks}
     if baseline:
         torch.manual_seed(seed)
         random_model = AutoModelForCausalLM.from_config(model.config).eval()
+        cos_random = cosines(random_model, tokenizer, tasks, batch_size, max_len)
         result["baseline"] = {"init": "random", "seed": seed,
-                              "spearman": score(random_model, tokenizer, tasks, batch_size, max_len)}
+                              "spearman": {t: round(spearman(cos_random[t], tasks[t][2]), 4) for t in tasks}}
+        if int(bootstrap):
+            result["baseline"]["bootstrap"] = {t: paired_bootstrap(cos[t], cos_random[t], tasks[t][2], int(bootstrap),
+                                                                   seed) for t in tasks}
     result["generated"] = [
         {"input": text, "outputs": generate_similar(model, tokenizer, text, n=int(num_samples), k=3, seed=seed)}
         for text in PROMPTS[:int(generate)]]

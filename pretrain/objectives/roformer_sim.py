@@ -8,11 +8,12 @@ bidirectionally within itself, the target segment (token type 1) causally.
 Two losses share that one forward pass:
 
 * seq2seq: cross-entropy of the target tokens (generate the similar sentence);
-* contrastive: the ``[CLS]`` vectors of the 2B sequences, scaled cosine
+* contrastive: the sentence vectors of the 2B sequences (``objective.pooling``:
+  the ``[CLS]`` state or the mean over the source tokens), scaled cosine
   similarity (scale 30, as SimBERT), each row's positive being its partner and
-  every other sentence of the batch a negative. Under the UniLM mask ``[CLS]``
-  sees only the source, so its vector is exactly what ``RoFormerModel`` gives
-  for ``[CLS] a [SEP]`` alone: the exported encoder reproduces it.
+  every other sentence of the batch a negative. Under the UniLM mask the source
+  sees only itself, so its vector is exactly what ``RoFormerModel`` gives for
+  ``[CLS] a [SEP]`` alone: the exported encoder reproduces it.
 
 BART noise: with probability ``noise_prob`` a source is corrupted by token
 deletion and ``[MASK]`` replacement; the target stays clean, so the model learns
@@ -27,11 +28,23 @@ new ones, and the trainer's checkpointed RNG makes them resumable):
   neighbours are positives);
 * otherwise the sentence with itself: a SimCSE dropout positive (two dropout /
   noise draws) whose seq2seq side is BART denoising;
-* plus labeled similar pairs from ``objective.pair_file`` (TSV ``s1\\ts2[\\tlabel]``,
-  rows with label 0 skipped), mixed in at ``pair_file_ratio``.
+* plus labeled rows from ``objective.pair_file`` (TSV ``s1\\ts2[\\tlabel]``, one or
+  more files or globs, comma-separated), mixed in at ``pair_file_ratio``. A label is
+  read relative to its file's largest label, so 0/1 files and 0-5 STS-B scores mean
+  the same: rows at or above ``pair_positive_score`` are similar pairs; rows at or
+  below ``pair_negative_score`` (drawn at ``pair_negative_ratio``) become a
+  supervised-SimCSE hard negative: ``s1`` is paired with itself (dropout positive,
+  BART denoising) and ``s2``, which looks alike but means something else, joins the
+  batch as one more contrastive candidate (a source-only row with no target).
 
-The pooled vector is the raw ``[CLS]`` hidden state (no extra pooler), so the
-exported ``RoFormerModel`` is the retrieval model with no custom code.
+Pooling has no weights (no extra pooler), so the exported ``RoFormerModel`` is the
+retrieval model with no custom code; the choice travels in its config as
+``sentence_pooling``. Why ``mean`` is the default: a freshly initialized encoder's
+``[CLS]`` states are nearly parallel (in-batch cosine about 0.9997 at tiny size,
+the constant [CLS]/type embeddings dominate), so the scaled-cosine loss starts
+flat and its first updates erase the little lexical signal there is; the mean
+over source tokens starts at cosine about 0.9 and the loss shapes it from step
+one (measured on STS valid pairs: bench/sts_bench.py).
 """
 from __future__ import annotations
 
@@ -61,8 +74,13 @@ class RoFormerSimConfig:
     neighbor_prob: float = 0.5          # unlabeled pair = neighbouring sentences (else the sentence itself)
     min_sentence_chars: int = 5
     max_sentence_chars: int = 64
-    pair_file: str = ""                 # optional TSV of similar sentences (s1 \t s2 [\t label])
+    pair_file: str = ""                 # optional TSV file(s)/glob(s), comma-separated (s1 \t s2 [\t label])
     pair_file_ratio: float = 0.5        # share of each batch drawn from pair_file when set
+    pair_positive_score: float = 0.8    # label / file's max label at or above this: a similar pair
+    pair_negative_score: float = 0.2    # ... at or below this: a hard negative row
+    pair_negative_ratio: float = 0.3    # share of pair_file draws that are hard-negative rows
+    pair_file_balanced: bool = False    # draw each file equally often (else each row equally often)
+    pooling: str = "mean"               # sentence vector: "mean" of the source tokens or the "cls" state
     teacher: str = ""                   # exported RoFormer-Sim folder for distillation ("" = none)
     distill_weight: float = 1.0
     max_position_embeddings: int = 512
@@ -85,17 +103,30 @@ def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         ~allowed, torch.finfo(dtype).min)[:, None]
 
 
-def contrastive_loss(vectors: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """In-batch InfoNCE over 2B vectors where row i's positive is row (i + B) mod 2B.
+def contrastive_loss(vectors: torch.Tensor, scale: float, anchors: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """In-batch InfoNCE: the first ``anchors`` = 2B rows are pairs, row i's positive being
+    row (i + B) mod 2B; every other row, including any rows after the 2B (hard
+    negatives), is a negative.
 
     Returns the loss and the accuracy of picking the partner (self-similarity excluded).
     """
-    n = vectors.shape[0]
+    n = vectors.shape[0] if anchors is None else anchors
     v = F.normalize(vectors.float(), dim=-1)
-    sims = scale * v @ v.T
-    sims = sims.masked_fill(torch.eye(n, dtype=torch.bool, device=v.device), float("-inf"))
+    sims = scale * v[:n] @ v.T
+    sims = sims.masked_fill(torch.eye(n, vectors.shape[0], dtype=torch.bool, device=v.device), float("-inf"))
     target = (torch.arange(n, device=v.device) + n // 2) % n
     return F.cross_entropy(sims, target), (sims.argmax(-1) == target).float().mean()
+
+
+POOLINGS = ("mean", "cls")
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Sentence vectors from (B, L, H) states: the [CLS] state, or the mean over positions where mask is 1."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    m = mask[..., None].to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
 
 
 def cosine_matrix(vectors: torch.Tensor) -> torch.Tensor:
@@ -106,8 +137,9 @@ def cosine_matrix(vectors: torch.Tensor) -> torch.Tensor:
 class SimModel(nn.Module):
     """The training module: a RoFormerForCausalLM run under the UniLM mask.
 
-    Returns the ``[CLS]`` vectors and the LM logits at the requested positions only
-    (a vocabulary-sized projection of every position would waste most of the step).
+    Returns the sentence vectors of the sources (pooled as ``config.sentence_pooling``)
+    and the LM logits at the requested positions only (a vocabulary-sized projection
+    of every position would waste most of the step).
     """
 
     def __init__(self, config: RoFormerConfig):
@@ -115,6 +147,7 @@ class SimModel(nn.Module):
         hf_logging.set_verbosity_error()   # RoFormerForCausalLM warns when is_decoder=False; we pass our own mask
         self.lm = RoFormerForCausalLM(config)
         hf_logging.set_verbosity_warning()
+        self.pooling = getattr(config, "sentence_pooling", "cls")
 
     def forward(self, input_ids, token_type_ids, attention_mask, label_positions=None):
         dtype = next(self.parameters()).dtype
@@ -124,7 +157,8 @@ class SimModel(nn.Module):
         logits = None
         if label_positions is not None:
             logits = self.lm.cls(hidden[label_positions[0], label_positions[1]])
-        return hidden[:, 0], logits
+        source = (token_type_ids == 0) & (attention_mask == 1)
+        return pool(hidden, source, self.pooling), logits
 
 
 class RoFormerSimObjective:
@@ -134,10 +168,15 @@ class RoFormerSimObjective:
     def __init__(self, cfg, tokenizer=None):
         self.cfg = cfg
         self.opt = parse_section(RoFormerSimConfig, cfg.objective, f"configs/{cfg.model}.yaml")
+        if self.opt.pooling not in POOLINGS:
+            raise ValueError(f"configs/{cfg.model}.yaml: objective.pooling must be one of {', '.join(POOLINGS)}, "
+                             f"got '{self.opt.pooling}'")
         self.tokenizer = tok = load_tokenizer(cfg, tokenizer, required=("pad", "cls", "sep", "mask"))
         self.train_dir = cfg.data.clean_dir
         self.valid_dir = cfg.data.clean_dir
-        self.pairs = load_pair_file(self.opt.pair_file) if self.opt.pair_file else []
+        self.pair_sets = load_pair_files(self.opt) if self.opt.pair_file else []
+        self.pairs = [p for ps, _ in self.pair_sets for p in ps]
+        self.negatives = [n for _, ns in self.pair_sets for n in ns]
         self._teacher = None
 
     # -- model -------------------------------------------------------------
@@ -151,7 +190,7 @@ class RoFormerSimObjective:
             max_position_embeddings=max(self.opt.max_position_embeddings, t.max_source_len + t.max_target_len + 3),
             type_vocab_size=2, pad_token_id=tok.pad_token_id, bos_token_id=tok.cls_token_id,
             eos_token_id=tok.sep_token_id, is_decoder=False, tie_word_embeddings=True,
-            architectures=["RoFormerForCausalLM"],
+            architectures=["RoFormerForCausalLM"], sentence_pooling=self.opt.pooling,
         )
 
     def build_model(self) -> SimModel:
@@ -180,25 +219,29 @@ class RoFormerSimObjective:
         kept = [t for t in ids if rng.random() >= o.delete_ratio] or ids[:1]
         return [mask_id if rng.random() < o.mask_ratio else t for t in kept]
 
-    def encode_pairs(self, pairs: list[tuple[str, str]], rng: random.Random | None = None) -> dict:
-        """2B UniLM sequences: rows [0, B) are a_i -> b_i, rows [B, 2B) are b_i -> a_i."""
+    def encode_pairs(self, pairs: list[tuple[str, str]], rng: random.Random | None = None,
+                     negatives: list[str] = ()) -> dict:
+        """2B UniLM sequences: rows [0, B) are a_i -> b_i, rows [B, 2B) are b_i -> a_i;
+        then one source-only row ``[CLS] n [SEP]`` per hard negative (no target, no noise)."""
         rng = rng or random
         t, tok = self.cfg.train, self.tokenizer
-        texts = [a for a, _ in pairs] + [b for _, b in pairs]
+        texts = [a for a, _ in pairs] + [b for _, b in pairs] + list(negatives)
         ids = tok(texts, add_special_tokens=False)["input_ids"]
         n = len(pairs)
         cls, sep, pad = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
-        rows, types, sources = [], [], []
+        rows, types = [], []
         for k in range(2 * n):
             src = self.noise(ids[k][:t.max_source_len], rng)
             tgt = ids[(k + n) % (2 * n)][:t.max_target_len]
             rows.append([cls, *src, sep, *tgt, sep])
             types.append([0] * (len(src) + 2) + [1] * (len(tgt) + 1))
-            sources.append([cls, *src, sep])
+        for neg in ids[2 * n:]:
+            rows.append([cls, *neg[:t.max_source_len], sep])
+            types.append([0] * len(rows[-1]))
         width = max(map(len, rows))
-        input_ids = torch.full((2 * n, width), pad, dtype=torch.long)
-        token_type_ids = torch.zeros((2 * n, width), dtype=torch.long)
-        attention_mask = torch.zeros((2 * n, width), dtype=torch.long)
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        token_type_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         for k, (r, ty) in enumerate(zip(rows, types)):
             input_ids[k, :len(r)] = torch.tensor(r)
             token_type_ids[k, :len(r)] = torch.tensor(ty)
@@ -213,10 +256,22 @@ class RoFormerSimObjective:
 
     def collate(self, records: list[dict]) -> dict[str, torch.Tensor]:
         rng = random  # the trainer seeds and checkpoints Python's RNG: pairs and noise resume exactly
-        pairs = [self.make_pair(r, rng) for r in records]
-        if self.pairs:
-            pairs = [rng.choice(self.pairs) if rng.random() < self.opt.pair_file_ratio else p for p in pairs]
-        return self.encode_pairs(pairs, rng)
+        pairs, negatives = [self.make_pair(r, rng) for r in records], []
+        if self.pair_sets:
+            for i in range(len(pairs)):
+                if rng.random() < self.opt.pair_file_ratio:
+                    pairs[i], neg = self.draw_labeled(rng)
+                    negatives += [neg] if neg is not None else []
+        return self.encode_pairs(pairs, rng, negatives)
+
+    def draw_labeled(self, rng: random.Random) -> tuple[tuple[str, str], str | None]:
+        """One pair_file row: ((a, b), None) for a similar pair, ((a, a), n) for a hard negative n of a."""
+        o = self.opt
+        pairs, negatives = rng.choice(self.pair_sets) if o.pair_file_balanced else (self.pairs, self.negatives)
+        if negatives and (not pairs or rng.random() < o.pair_negative_ratio):
+            a, neg = rng.choice(negatives)
+            return (a, a), neg
+        return rng.choice(pairs), None
 
     @staticmethod
     def tokens_in(batch: dict) -> int:
@@ -228,7 +283,8 @@ class RoFormerSimObjective:
         vectors, logits = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
                                 batch["label_positions"])
         seq2seq = F.cross_entropy(logits.float(), batch["labels"])
-        contrastive, acc = contrastive_loss(vectors, o.scale)
+        anchors = int((batch["token_type_ids"] == 1).any(1).sum())   # pair rows; the rest are hard negatives
+        contrastive, acc = contrastive_loss(vectors, o.scale, anchors)
         loss = o.seq2seq_weight * seq2seq + o.contrastive_weight * contrastive
         terms = {"seq2seq_loss": seq2seq.item(), "contrastive_loss": contrastive.item(), "contrastive_acc": acc.item()}
         if o.teacher:
@@ -250,12 +306,13 @@ class RoFormerSimObjective:
 
     def distill_loss(self, vectors: torch.Tensor, batch: dict) -> torch.Tensor:
         """MSE between the student's and the teacher's in-batch cosine matrices (diagonal excluded)."""
-        source = batch["token_type_ids"] == 0
+        source = (batch["token_type_ids"] == 0) & (batch["attention_mask"] == 1)
         ids = batch["input_ids"] * source
         with torch.no_grad():
             teacher = self.teacher(ids.device)
-            t_vec = teacher(input_ids=ids, attention_mask=(source & (batch["attention_mask"] == 1)).long(),
-                            token_type_ids=torch.zeros_like(ids)).last_hidden_state[:, 0]
+            hidden = teacher(input_ids=ids, attention_mask=source.long(),
+                             token_type_ids=torch.zeros_like(ids)).last_hidden_state
+            t_vec = pool(hidden, source, getattr(teacher.config, "sentence_pooling", "cls"))
         off = ~torch.eye(len(vectors), dtype=torch.bool, device=vectors.device)
         return F.mse_loss(cosine_matrix(vectors)[off], cosine_matrix(t_vec)[off])
 
@@ -279,7 +336,7 @@ class RoFormerSimObjective:
 
     # -- export ------------------------------------------------------------
     def export(self, state_dict: dict, out_dir: str | Path) -> None:
-        """Write a Hugging Face folder: AutoModel -> RoFormerModel (sentence vectors from [CLS]),
+        """Write a Hugging Face folder: AutoModel -> RoFormerModel (sentence vectors: see ``encode``),
         AutoModelForCausalLM -> RoFormerForCausalLM (generation with the UniLM mask, see generate_similar)."""
         model = RoFormerForCausalLM(self.model_config())
         state = {k[len("lm."):]: v for k, v in state_dict.items() if k.startswith("lm.")}
@@ -292,26 +349,57 @@ class RoFormerSimObjective:
         self.tokenizer.save_pretrained(out_dir)
 
 
-def load_pair_file(path: str) -> list[tuple[str, str]]:
-    """Similar-sentence pairs from a TSV ``s1\\ts2[\\tlabel]``; rows labeled 0 are dropped."""
-    pairs = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            cols = line.rstrip("\n").split("\t")
-            if len(cols) < 2 or not cols[0].strip() or not cols[1].strip():
-                continue
-            if len(cols) >= 3 and cols[2].strip() in ("0", "0.0"):
-                continue
-            pairs.append((cols[0].strip(), cols[1].strip()))
-    if not pairs:
-        raise ValueError(f"objective.pair_file {path}: no similar pairs found")
-    return pairs
+def pair_file_paths(spec: str) -> list[str]:
+    """``objective.pair_file``: comma-separated files or globs, each of which must match."""
+    import glob
+
+    paths = []
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        found = sorted(glob.glob(item))
+        if not found:
+            raise ValueError(f"objective.pair_file: {item} matches no file")
+        paths += found
+    return paths
+
+
+def load_pair_files(opt: RoFormerSimConfig) -> list[tuple[list[tuple[str, str]], list[tuple[str, str]]]]:
+    """(similar pairs, hard-negative rows) of each TSV file ``s1\\ts2[\\tlabel]``.
+
+    An unlabeled row is a similar pair. A label is divided by its file's largest
+    label (0/1 files and 0-5 STS-B scores alike): >= pair_positive_score is a pair,
+    <= pair_negative_score a hard-negative row, anything between is left out.
+    """
+    sets = []
+    for path in pair_file_paths(opt.pair_file):
+        rows, pairs, negatives = [], [], []
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                cols = [c.strip() for c in line.rstrip("\n").split("\t")]
+                if len(cols) < 2 or not cols[0] or not cols[1]:
+                    continue
+                try:
+                    label = float(cols[2]) if len(cols) >= 3 and cols[2] else None
+                except ValueError:
+                    continue   # a header line
+                rows.append((cols[0], cols[1], label))
+        top = max((r[2] for r in rows if r[2] is not None), default=None)
+        for a, b, label in rows:
+            score = 1.0 if label is None else label / top if top > 0 else 0.0
+            if score >= opt.pair_positive_score:
+                pairs.append((a, b))
+            elif score <= opt.pair_negative_score:
+                negatives.append((a, b))
+        sets.append((pairs, negatives))
+    if not any(pairs for pairs, _ in sets):
+        raise ValueError(f"objective.pair_file {opt.pair_file}: no similar pairs found")
+    return sets
 
 
 # ---------------------------------------------------------------- inference helpers
 @torch.no_grad()
 def encode(model, tokenizer, texts: list[str], batch_size: int = 64, max_len: int = 64) -> torch.Tensor:
-    """[CLS] vectors of ``[CLS] text [SEP]`` from a RoFormerModel (or a RoFormerForCausalLM's encoder)."""
+    """Sentence vectors of ``[CLS] text [SEP]`` from a RoFormerModel (or a RoFormerForCausalLM's encoder),
+    pooled as its ``config.sentence_pooling`` says ("cls" for configs that do not say)."""
     encoder = getattr(model, "roformer", model)
     device = next(encoder.parameters()).device
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -320,9 +408,10 @@ def encode(model, tokenizer, texts: list[str], batch_size: int = 64, max_len: in
         idx = order[start:start + batch_size]
         batch = tokenizer([texts[i] for i in idx], max_length=max_len + 2, truncation=True, padding=True,
                           return_tensors="pt")
-        h = encoder(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                    token_type_ids=torch.zeros_like(batch["input_ids"]).to(device)).last_hidden_state[:, 0]
-        out[idx] = h.float().cpu()
+        mask = batch["attention_mask"].to(device)
+        h = encoder(input_ids=batch["input_ids"].to(device), attention_mask=mask,
+                    token_type_ids=torch.zeros_like(batch["input_ids"]).to(device)).last_hidden_state
+        out[idx] = pool(h, mask, getattr(encoder.config, "sentence_pooling", "cls")).float().cpu()
     return out
 
 
