@@ -548,13 +548,17 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     args, beam_args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    stats = run_pipeline(
-        args.input,
-        args.output,
-        config_path=args.config,
-        runner=args.runner,
-        workers=args.workers,
-        extra_beam_args=beam_args,
-        overrides=overrides_from_args(args),
-    )
+    try:
+        stats = run_pipeline(
+            args.input,
+            args.output,
+            config_path=args.config,
+            runner=args.runner,
+            workers=args.workers,
+            extra_beam_args=beam_args,
+            overrides=overrides_from_args(args),
+        )
+    except FileNotFoundError as exc:   # no input matched: one line, not a traceback
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
     return 0 if stats.get("accounted") else 1

@@ -186,3 +186,9 @@ def test_traditional_to_simplified_and_sentence_lines(tmp_path):
     assert out["t0"][1] == "他说：「台湾的台风来了。」\n我们赶紧回家吧！\n后来雨停了，大家都松了一口气。"
     assert out["t1"][1].split("\n") == ["这本书讲述了一个关于友谊与成长的故事；",
                                       "作者的文笔非常优美，故事情节跌宕起伏，", "值得每一个人认真一读。"]  # cut at ，
+
+
+def test_input_that_matches_nothing_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["--input", str(tmp_path / "missing" / "*.jsonl"), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: no input matched {str(tmp_path / 'missing' / '*.jsonl')!r}"]
