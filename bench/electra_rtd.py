@@ -17,62 +17,25 @@ Run: .venv/bin/python bench/electra_rtd.py [--steps 3000] [--work DIR] [key=valu
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ZH_SHARED_DATA", REPO.parent / "shared" / "data"))
 RESULTS = REPO / "bench" / "results" / "electra_rtd.json"
 PY = sys.executable
-
-
-def corpus_texts(root: Path):
-    """(name, iterator of texts) for each real corpus used; the files stay where they are."""
-    c = root / "corpus"
-
-    def lines(path):
-        return open(path, encoding="utf-8")
-
-    def csv_column(path, column):
-        return (row[column] for row in csv.DictReader(lines(path)))
-
-    def shopping():
-        with zipfile.ZipFile(c / "sophonplus_reviews" / "online_shopping_10_cats.zip") as z:
-            name = next(n for n in z.namelist() if n.endswith(".csv"))
-            yield from (row["review"] for row in csv.DictReader(io.TextIOWrapper(z.open(name), encoding="utf-8")))
-
-    yield "thucnews", (l.split("\t", 1)[1] for l in lines(c / "thucnews_cnews_subset" / "cnews.val.txt") if "\t" in l)
-    yield "titles", (l.split("\t")[0] for f in ("dev", "test") for l in lines(c / "thucnews_titles" / f"{f}.txt"))
-    yield "zhwiki", (json.loads(l)["text"] for l in lines(c / "zhwiki_sample" / "wiki_00_a.jsonl"))
-    yield "c3", ("\n".join(d[0]) for f in ("c3-m-train.json", "c3-m-dev.json", "c3-d-dev.json")
-                 for d in json.load(lines(c / "c3" / f)))
-    yield "cmrc", (p["context"] for f in ("cmrc2018_dev.json", "cmrc2018_trial.json")
-                   for a in json.load(lines(c / "cmrc2018" / f))["data"] for p in a["paragraphs"])
-    yield "chid", (json.loads(l)["content"].replace("#idiom#", "") for l in lines(c / "fewclue" / "chid_unlabeled.json"))
-    yield "eprstmt", (json.loads(l)["sentence"] for l in lines(c / "fewclue" / "eprstmt_unlabeled.json"))
-    yield "iflytek", (json.loads(l)["sentence"] for l in lines(c / "fewclue" / "iflytek_test_public.json"))
-    yield "waimai", csv_column(c / "sophonplus_reviews" / "waimai_10k.csv", "review")
-    yield "hotel", csv_column(c / "sophonplus_reviews" / "ChnSentiCorp_htl_all.csv", "review")
-    yield "shopping", shopping()
+sys.path.insert(0, str(REPO / "bench"))
+from sts_bench import build_corpus  # noqa: E402
 
 
 def prepare(work: Path) -> list[str]:
     corpus = work / "corpus"
-    if not corpus.is_dir():
-        corpus.mkdir(parents=True)
-        for name, texts in corpus_texts(SHARED):
-            with open(corpus / f"{name}.jsonl", "w", encoding="utf-8") as out:
-                for i, text in enumerate(texts):
-                    if text and text.strip():
-                        out.write(json.dumps({"id": f"{name}-{i}", "text": text.strip()}, ensure_ascii=False) + "\n")
+    build_corpus(corpus)          # the same real-text mix as the STS bench
     overrides = [f"data.corpus={corpus}/*.jsonl", f"data.clean_dir={work / 'clean'}", f"tokenizer.dir={work / 'tok'}",
                  "tokenizer.vocab_size=30000"]
     subprocess.run([PY, "-m", "pretrain.launch", "--model", "electra", "--prepare-only", *overrides],
