@@ -1,13 +1,17 @@
 """Training-runtime benchmark: our DeepSpeed runtime against plain transformers + AdamW loops.
 
-Two model families, each with the same model, same initial weights (seeded) and the same
+Three model families, each with the same model, same initial weights (seeded) and the same
 documents in the same order for every runtime, measured in the same run:
 
   t5    T5 v1.1 / mT5 (MT5ForConditionalGeneration) on T5-PEGASUS pseudo-summary pairs
         plain      a bare loop: model(**batch).loss, backward, clip, torch AdamW step (fp32)
         zero0/2/3  `python -m pretrain.train` (the DeepSpeed engine), ZeRO stage 0/2/3, fp32
-        zero2-bf16 the same at ZeRO-2 with DeepSpeed bf16 (bf16 weights/activations, fp32
-                   master weights and optimizer state)
+        zero2-bf16 DeepSpeed bf16 at ZeRO-2 (bf16 weights/activations, fp32 master weights
+                   and optimizer state)
+        zero0-amp-bf16[-compile], zero2-amp-bf16-compile
+                   train.precision=amp-bf16: fp32 weights, gradients and optimizer, matmuls in
+                   bf16 under DeepSpeed's torch_autocast; -compile adds train.compile=true
+                   (torch.compile of the transformer body, dynamic shapes)
         plain-autocast-bf16  the plain loop under torch.autocast(bfloat16), for reference: what a
                    user gets from bf16 alone, without the rest of the runtime
   mlm   BERT masked LM (an encoder objective)
@@ -15,8 +19,15 @@ documents in the same order for every runtime, measured in the same run:
                    DataCollatorForLanguageModeling masks (15 %, 80/10/10),
                    BertForMaskedLM(**batch).loss (logits at every position), torch AdamW, fp32
         plain-autocast-bf16  as for t5
-        zero2 / zero2-bf16   our mlm-proposal objective with uniform BERT masking: documents
-                   packed into full rows, vocabulary logits only at the masked positions
+        zero0 / zero2 / zero2-bf16 / zero*-amp-bf16   our mlm-proposal objective with uniform
+                   BERT masking: documents packed into full rows, vocabulary logits only at the
+                   masked positions, no proposal network
+
+  electra    ELECTRA (generator 1/4 of the discriminator, 15 % masking, loss = MLM + 50 RTD)
+        plain      the Hugging Face heads as users call them: generator logits at every position
+                   (labels=), torch.multinomial sampling, ElectraForPreTraining's own loss, fp32
+        zero0 / zero2 / zero0-amp-bf16   our electra objective: generator logits at the masked
+                   positions only, inverse-CDF sampling, same masks and documents
 
 Reports text tokens/s (padding excluded), the speed-up over the plain loop, ZeRO-2/3
 overhead against ZeRO-0, and MFU against this machine's measured matmul peak for the run's
@@ -72,6 +83,9 @@ def common_overrides(args) -> list[str]:
 
 def family_overrides(family: str, args) -> list[str]:
     a = args
+    if family == "electra":     # discriminator of this size, generator 1/4 of its width (the recipe)
+        return [f"arch.d_model={a.d_model}", f"arch.d_ff={a.d_model * 4}", f"arch.num_layers={a.layers}",
+                f"arch.num_heads={a.d_model // 64}", "arch.dropout_rate=0.1", "train.max_source_len=128"]
     if family == "t5":
         return [f"arch.d_model={a.d_model}", f"arch.d_ff={a.d_model * 2}", f"arch.num_layers={a.layers}",
                 f"arch.num_decoder_layers={a.layers}", f"arch.num_heads={a.d_model // 64}", "arch.d_kv=64",
@@ -81,7 +95,7 @@ def family_overrides(family: str, args) -> list[str]:
             "objective.sampling=uniform"]
 
 
-CONFIGS = {"t5": "t5-pegasus", "mlm": "mlm-proposal"}
+CONFIGS = {"t5": "t5-pegasus", "mlm": "mlm-proposal", "electra": "electra"}
 
 
 def load_objective(family: str, overrides: list[str]):
@@ -99,6 +113,32 @@ def mlm_flops_per_token(mlm, tokens: int, masked: int) -> float:
     return 6.0 * (enc * tokens + head * masked) / max(tokens, 1)
 
 
+def electra_flops_per_token(pair, tokens: int, masked: int) -> float:
+    """6 x encoder matmul parameters (generator + discriminator) per token, + the generator's
+    vocabulary head per masked token and the discriminator head per token."""
+    enc = sum(p.numel() for n, p in pair.named_parameters() if ".encoder.layer." in n)
+    g, d = pair.generator.config, pair.discriminator.config
+    gen_head = g.hidden_size * g.embedding_size + g.embedding_size * g.vocab_size
+    disc_head = d.hidden_size * d.hidden_size + d.hidden_size
+    return 6.0 * (enc * tokens + gen_head * masked + disc_head * tokens) / max(tokens, 1)
+
+
+def plain_electra_loss(pair, batch: dict):
+    """What users write with the Hugging Face heads: generator logits at every position
+    (``labels=``), torch.multinomial sampling, the discriminator's own BCE loss."""
+    import torch
+
+    ids, am, mask = batch["input_ids"], batch["attention_mask"], batch["mlm_mask"]
+    gen = pair.generator(input_ids=batch["masked_input_ids"], attention_mask=am,
+                         labels=ids.masked_fill(~mask, -100))
+    with torch.no_grad():
+        sampled = torch.multinomial(torch.softmax(gen.logits[mask].float(), dim=-1), 1).squeeze(-1)
+    fake = ids.clone()
+    fake[mask] = sampled
+    disc = pair.discriminator(fake, attention_mask=am, labels=(fake != ids).long())
+    return gen.loss + pair.rtd_weight * disc.loss
+
+
 def plain_loop(family: str, overrides: list[str], steps: int, log_every: int, autocast: bool = False) -> dict:
     """A bare transformers + AdamW loop over the same documents (the baseline users would write).
 
@@ -111,7 +151,7 @@ def plain_loop(family: str, overrides: list[str], steps: int, log_every: int, au
 
     cfg, obj = load_objective(family, overrides)
     torch.manual_seed(cfg.train.seed)
-    model = obj.build_model() if family == "t5" else obj.build_mlm()
+    model = obj.build_mlm() if family == "mlm" else obj.build_model()
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     stream = ShardStream(list_shards(obj.train_dir, "train"), 0, 1, seed=cfg.train.seed)
@@ -125,13 +165,17 @@ def plain_loop(family: str, overrides: list[str], steps: int, log_every: int, au
             batch = obj.collate(records)
             n_tok = obj.tokens_in(batch)
             fpt.append(obj.train_flops(model, batch) / n_tok)
+        elif family == "electra":
+            batch = obj.collate(records)
+            n_tok = obj.tokens_in(batch)
+            fpt.append(electra_flops_per_token(model, n_tok, int(batch["mlm_mask"].sum())))
         else:
             enc = tok([r["text"] for r in records], truncation=True, max_length=cfg.train.max_source_len)
             batch = collator([{"input_ids": ids} for ids in enc["input_ids"]])
             n_tok = int(batch["attention_mask"].sum())
             fpt.append(mlm_flops_per_token(model, n_tok, int((batch["labels"] != -100).sum())))
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss = model(**batch).loss
+            loss = plain_electra_loss(model, batch) if family == "electra" else model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
         opt.step()
@@ -144,10 +188,11 @@ def plain_loop(family: str, overrides: list[str], steps: int, log_every: int, au
             "params": sum(p.numel() for p in model.parameters()), "flops_per_token": sum(fpt) / len(fpt)}
 
 
-def runtime(family: str, overrides: list[str], zero: int, precision: str, work: Path) -> dict:
-    run_dir = work / f"run-{family}-zero{zero}-{precision}"
+def runtime(family: str, overrides: list[str], zero: int, precision: str, compiled: bool, work: Path) -> dict:
+    run_dir = work / f"run-{family}-zero{zero}-{precision}-{int(compiled)}"
     cmd = [sys.executable, "-m", "pretrain.train", "--config", f"configs/{CONFIGS[family]}.yaml", f"run_dir={run_dir}",
-           f"train.zero_stage={zero}", f"train.precision={precision}", *overrides]
+           f"train.zero_stage={zero}", f"train.precision={precision}", f"train.compile={str(compiled).lower()}",
+           *overrides]
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
     recs = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in recs if r.get("split") != "valid"]
@@ -157,8 +202,13 @@ def runtime(family: str, overrides: list[str], zero: int, precision: str, work: 
             "data_time_frac": sum(data) / len(data)}
 
 
-RUNTIMES = {"t5": [(0, "fp32"), (2, "fp32"), (3, "fp32"), (2, "bf16")],
-            "mlm": [(2, "fp32"), (2, "bf16")]}
+# (ZeRO stage, precision, torch.compile). The first window of every run (compilation
+# included) is left out of tokens/s; compile time is reported separately.
+RUNTIMES = {"t5": [(0, "fp32", False), (2, "fp32", False), (3, "fp32", False), (2, "bf16", False),
+                   (0, "amp-bf16", False), (0, "amp-bf16", True), (2, "amp-bf16", True)],
+            "electra": [(0, "fp32", False), (2, "fp32", False), (0, "amp-bf16", False)],
+            "mlm": [(0, "fp32", False), (2, "fp32", False), (2, "bf16", False), (0, "amp-bf16", False),
+                    (2, "amp-bf16", False)]}
 
 
 def table(family: str, res: dict, peak: float, peak_bf16: float) -> list[str]:
@@ -181,7 +231,7 @@ def table(family: str, res: dict, peak: float, peak_bf16: float) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", default="t5,mlm", help="comma list of t5, mlm")
+    ap.add_argument("--family", default="t5,mlm,electra", help="comma list of t5, mlm, electra")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--d-model", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
@@ -202,11 +252,13 @@ def main() -> int:
             overrides = data + common_overrides(args) + family_overrides(family, args)
             res = {"plain": plain_loop(family, overrides, args.steps, args.log_every)}
             res["plain-autocast-bf16"] = plain_loop(family, overrides, args.steps, args.log_every, autocast=True)
-            for zero, precision in RUNTIMES[family]:
-                name = f"zero{zero}" + ("" if precision == "fp32" else f"-{precision}")
-                res[name] = runtime(family, overrides, zero, precision, work)
-            model = (f"T5 v1.1 d_model={args.d_model} layers={args.layers}+{args.layers}, source 192 / target 64"
-                     if family == "t5" else f"BERT MLM hidden={args.d_model} layers={args.layers}, sequence 128")
+            for zero, precision, compiled in RUNTIMES[family]:
+                name = f"zero{zero}" + ("" if precision == "fp32" else f"-{precision}") + ("-compile" if compiled else "")
+                res[name] = runtime(family, overrides, zero, precision, compiled, work)
+            model = {"t5": f"T5 v1.1 d_model={args.d_model} layers={args.layers}+{args.layers}, source 192 / target 64",
+                     "mlm": f"BERT MLM hidden={args.d_model} layers={args.layers}, sequence 128",
+                     "electra": f"ELECTRA discriminator hidden={args.d_model} layers={args.layers} + generator 1/4, "
+                                f"sequence 128"}[family]
             lines += ["", f"{family}: {model}, {res['plain']['params'] / 1e6:.1f}M parameters, batch {args.batch}, "
                           f"{args.steps} steps", ""] + table(family, res, peak, peak_bf16)
             out["families"][family] = {"model": model, "params": res["plain"]["params"], "results": res}

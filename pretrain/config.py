@@ -87,7 +87,7 @@ class TrainConfig:
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     grad_clip: float = 1.0
-    precision: str = "fp32"                 # fp32 | bf16 | fp16
+    precision: str = "fp32"                 # fp32 | bf16 | fp16 | amp-bf16 (fp32 weights, bf16 autocast)
     zero_stage: int = 2
     offload: bool = False                   # ZeRO CPU offload of optimizer state
     seed: int = 42
@@ -100,6 +100,7 @@ class TrainConfig:
     save_every: int = 200
     keep_last: int = 3
     max_bad_steps: int = 5                  # consecutive non-finite losses before stopping
+    compile: bool = False                   # torch.compile the model (inductor, dynamic shapes): ~1-2 min at start
     num_threads: int = 0                    # torch intra-op threads per process; 0 = cores / processes
     trace_samples: bool = False             # write the ids each rank trains on per step (RUN/trace/)
     peak_tflops: float = 0.0                # per-device peak for the MFU estimate; 0 = known GPUs only
@@ -130,7 +131,7 @@ CHOICES = {
     "tokenizer.algo": ("wordpiece", "sentencepiece"),
     "train.schedule": ("inverse_sqrt", "linear", "cosine", "constant"),
     "train.optimizer": ("adamw", "adafactor"),
-    "train.precision": ("fp32", "bf16", "fp16"),
+    "train.precision": ("fp32", "bf16", "fp16", "amp-bf16"),
     "train.zero_stage": (0, 1, 2, 3),
     "arch.feed_forward_proj": ("gated-gelu", "relu", "gelu", "gated-silu"),
 }

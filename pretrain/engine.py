@@ -7,6 +7,7 @@ so batch size, precision and clipping are stated once.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
@@ -64,6 +65,11 @@ def deepspeed_config(cfg: RunConfig) -> dict:
             ds[key] = value
     ds["bf16"]["enabled"] = t.precision == "bf16"
     ds["fp16"]["enabled"] = t.precision == "fp16"
+    if t.precision == "amp-bf16":
+        # fp32 weights, gradients and optimizer; matmuls run in bf16 under torch.autocast
+        # inside engine.forward. About as fast as DeepSpeed's bf16 mode on CPU, exports the
+        # weights as trained, and is what train.compile pairs with (bench/train_bench.py).
+        ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
     if t.offload:
         ds["zero_optimization"]["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
         # Our optimizer (torch AdamW / Adafactor) steps on the CPU copy; DeepSpeed's own
@@ -104,7 +110,29 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optim
         from transformers.optimization import Adafactor
         # T5 recipe: Adafactor with an external (inverse square root) schedule.
         return Adafactor(groups, lr=t.lr, scale_parameter=False, relative_step=False, warmup_init=False)
-    return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps)
+    # The fused kernel (CPU and CUDA) steps a 30M-parameter model ~15x faster than torch's
+    # default per-parameter loop on CPU and ~5x faster than its foreach path.
+    return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps, fused=True)
+
+
+def compile_transformers(model: torch.nn.Module) -> list[str]:
+    """torch.compile (in place) the transformer body of every Hugging Face model inside ``model``.
+
+    Objectives wrap their networks in code that samples masks or replacements (random draws,
+    data-dependent shapes), which the compiler cannot trace; the transformer bodies are where
+    the time goes. Compiling in place keeps parameter names, so checkpoints do not change.
+    The first step compiles (about 1-2 min on a small CPU), eval mode once more; batch shapes
+    vary, hence dynamic shapes. Returns the compiled modules' names.
+    """
+    from transformers import PreTrainedModel
+
+    names = []
+    for name, module in model.named_modules():
+        if isinstance(module, PreTrainedModel) and not any(name == n or name.startswith(n + ".") or n == ""
+                                                           for n in names):
+            module.base_model.compile(dynamic=True)
+            names.append(name)
+    return names
 
 
 def build_engine(cfg: RunConfig, model: torch.nn.Module):
@@ -114,4 +142,8 @@ def build_engine(cfg: RunConfig, model: torch.nn.Module):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg))
+    if cfg.train.compile:
+        names = compile_transformers(engine.module)
+        logging.getLogger("pretrain").info("torch.compile: transformer bodies of %s (compiles on the first step)",
+                                           ", ".join(n or "the model" for n in names))
     return engine, optimizer, scheduler

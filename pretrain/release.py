@@ -118,7 +118,7 @@ def master_weights_in_optimizer(zero_stage: int, precision: str) -> bool:
     the model and the fp32 master weights in the optimizer state. ZeRO-0 keeps the masters
     inside the model-states file, so there the model's half-precision weights are exported.
     """
-    return zero_stage == 3 or (zero_stage in (1, 2) and precision != "fp32")
+    return zero_stage == 3 or (zero_stage in (1, 2) and precision in ("bf16", "fp16"))
 
 
 def checkpoint_state(ckpt_dir: Path, tag: str, zero_stage: int, precision: str = "fp32") -> dict[str, torch.Tensor]:

