@@ -203,7 +203,7 @@ def runtime(family: str, overrides: list[str], zero: int, precision: str, compil
 
 
 # (ZeRO stage, precision, torch.compile). The first window of every run (compilation
-# included) is left out of tokens/s; compile time is reported separately.
+# included) is left out of tokens/s (compilation takes 1-2 min of wall time at start).
 RUNTIMES = {"t5": [(0, "fp32", False), (2, "fp32", False), (3, "fp32", False), (2, "bf16", False),
                    (0, "amp-bf16", False), (0, "amp-bf16", True), (2, "amp-bf16", True)],
             "electra": [(0, "fp32", False), (2, "fp32", False), (0, "amp-bf16", False)],
