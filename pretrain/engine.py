@@ -128,8 +128,7 @@ def compile_transformers(model: torch.nn.Module) -> list[str]:
 
     names = []
     for name, module in model.named_modules():
-        if isinstance(module, PreTrainedModel) and not any(name == n or name.startswith(n + ".") or n == ""
-                                                           for n in names):
+        if isinstance(module, PreTrainedModel) and not any(n == "" or name.startswith(n + ".") for n in names):
             module.base_model.compile(dynamic=True)
             names.append(name)
     return names

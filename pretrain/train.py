@@ -357,15 +357,15 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
             engine.backward(loss)
             if cfg.train.zero_stage == 0 and engine.is_gradient_accumulation_boundary():
                 pre_step_norm = zero0_grad_norm(engine, world)
-            if cfg.train.zero_stage == 0 and not math.isfinite(pre_step_norm):
-                # Neutralize the update: zero gradients and a zero learning rate for this step
-                # (the scheduler sets the next step's rate again inside engine.step()).
-                for p in engine.module.parameters():
-                    if p.grad is not None:
-                        p.grad.zero_()
-                for group in engine.optimizer.param_groups:
-                    group["lr"] = 0.0
-                grad_overflow = True
+                if not math.isfinite(pre_step_norm):
+                    # Neutralize the update: zero gradients and a zero learning rate for this step
+                    # (the scheduler sets the next step's rate again inside engine.step()).
+                    for p in engine.module.parameters():
+                        if p.grad is not None:
+                            p.grad.zero_()
+                    for group in engine.optimizer.param_groups:
+                        group["lr"] = 0.0
+                    grad_overflow = True
             skipped_before = engine.skipped_steps
             engine.step()
             grad_overflow = grad_overflow or engine.skipped_steps > skipped_before   # ZeRO>=1 skips by itself
@@ -437,7 +437,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
 
 def _grad_norm(engine, pre_step_norm: float) -> float:
     """The step's gradient norm: DeepSpeed's (ZeRO-1/2/3, bf16/fp16 optimizers), else ours (ZeRO-0)."""
-    norm = engine.get_global_grad_norm() if hasattr(engine, "get_global_grad_norm") else None
+    norm = engine.get_global_grad_norm()
     return float(pre_step_norm if norm is None else norm)
 
 
