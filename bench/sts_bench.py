@@ -8,13 +8,16 @@
    label 0 / STS-B 0-1 = hard negative); rows i % 5 == 0 are held out as a dev set
    (the only thing the recipe was tuned on). The *test* files are never trained or tuned on.
 3. Training through `python -m pretrain.launch` (what `make pretrain MODEL=roformer-sim`
-   runs) at tiny size: UniLM seq2seq + in-batch contrastive with hard negatives + BART noise.
+   runs) at tiny size: UniLM seq2seq + in-batch contrastive with hard negatives (the files'
+   label-0 rows and PAWS-style word swaps of the anchors) + BART noise + CoSENT on the
+   labeled rows (one file per batch). Every row of a batch is a labeled pair
+   (pair_file_ratio 1.0): the corpus builds the vocabulary. amp-bf16, ZeRO-0, one process.
 4. `python -m pretrain.evaluate --task sts -o baseline=true` on the held-out dev rows and
    on the test files: Spearman per set for the trained export and for a random init of
    the same config (seed 0), same pooling.
 
 Writes bench/results/sts.json and prints a markdown table.
-Run: .venv/bin/python bench/sts_bench.py [--steps 600] [--max-examples 0] [--work runs/bench-sts]
+Run: .venv/bin/python bench/sts_bench.py [--steps 1500] [--max-examples 0] [--work runs/bench-sts]
 """
 from __future__ import annotations
 
@@ -42,9 +45,11 @@ RESULTS = REPO / "bench" / "results" / "sts.json"
 PY = sys.executable
 # The training recipe on top of configs/roformer-sim.yaml (tiny preset); see the module docstring.
 RECIPE = ["train.micro_batch_size=32", "train.max_source_len=32", "train.max_target_len=32", "train.lr=1e-3",
-          "train.log_every=20", "train.eval_batches=1", "objective.max_sentence_chars=40",
+          "train.log_every=20", "train.eval_batches=1", "train.precision=amp-bf16", "train.zero_stage=0",
+          "objective.max_sentence_chars=40",
           "objective.pair_file_ratio=1.0", "objective.pair_negative_ratio=0.3", "objective.pair_file_balanced=true",
-          "objective.pooling=mean",
+          "objective.pooling=first-last-avg", "objective.cosent_weight=1.0", "objective.cosent_rows=32",
+          "objective.cosent_one_file=true", "objective.swap_negative_prob=0.5",
           "tokenizer.vocab_size=30000", "data.valid_fraction=0.02"]
 
 
@@ -142,7 +147,7 @@ def evaluate(export: Path, data: Path, split: str, max_examples: int, out: Path,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=str(REPO / "runs" / "bench-sts"))
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--max-examples", type=int, default=0, help="first N test rows per set (0 = whole files)")
     parser.add_argument("--no-test", action="store_true", help="dev (held-out valid rows) only")
     args = parser.parse_args()

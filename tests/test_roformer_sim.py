@@ -13,6 +13,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import REPO
 
@@ -122,11 +123,13 @@ def test_pair_file_labels_relative_to_file_max(tmp_path):
                                          "一只猫在睡觉。\t一只狗在睡觉。\t2\n孩子在骑马。\t一个小孩在骑马。\t5\n",
                                          encoding="utf-8")
     opt = RoFormerSimConfig(pair_file=f"{tmp_path / 'binary.tsv'}, {tmp_path / 'sc*.tsv'}")
-    (binary, binary_neg), (scored, scored_neg) = load_pair_files(opt)
+    (binary, binary_neg, binary_rows), (scored, scored_neg, scored_rows) = load_pair_files(opt)
     assert binary == [("花呗怎么还款", "花呗如何还钱"), ("没有标签的一行", "也算相似")]
     assert binary_neg == [("花呗怎么还款", "借呗怎么还款")]
     assert scored == [("一个人在弹吉他。", "一个男人在弹吉他。"), ("孩子在骑马。", "一个小孩在骑马。")]  # 4/5 >= 0.8
     assert scored_neg == [("一个女人在切洋葱。", "一个男人在跳舞。")]                                   # 2/5: neither
+    assert [r[2] for r in binary_rows] == [1.0, 0.0, 1.0]                 # every row keeps its score for CoSENT
+    assert [r[2] for r in scored_rows] == [0.8, 0.0, 0.4, 1.0]
     with pytest.raises(ValueError, match="matches no file"):
         load_pair_files(RoFormerSimConfig(pair_file=str(tmp_path / "missing*.tsv")))
 
@@ -151,6 +154,64 @@ def test_collate_hard_negative_rows(sim_data, tmp_path):
     assert neg.replace(" ", "") == "我们不去公园"
     target = tok.decode(batch["input_ids"][0][batch["token_type_ids"][0] == 1], skip_special_tokens=True)
     assert target.replace(" ", "") == "我们去公园散步"                 # the anchor's own sentence is its positive
+
+
+def test_cosent_loss_matches_hand_computation():
+    from pretrain.objectives.roformer_sim import cosent_loss
+
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 8), torch.randn(5, 8)
+    scores = torch.tensor([1.0, 0.0, 0.6, 0.2, 1.0])
+    groups = torch.tensor([0, 0, 1, 1, 1])
+    cos = [F.cosine_similarity(a[i], b[i], dim=0).item() for i in range(5)]
+    terms = [math.exp(20 * (cos[j] - cos[i])) for i in range(5) for j in range(5)
+             if scores[i] > scores[j] and groups[i] == groups[j]]
+    assert len(terms) == 1 + 3                       # rows of different files are never compared
+    assert cosent_loss(a, b, scores, groups, 20.0).item() == pytest.approx(math.log(1 + sum(terms)), rel=1e-5)
+    assert cosent_loss(a, b, torch.ones(5), groups, 20.0).item() == 0.0   # nothing to rank
+
+
+def test_collate_cosent_rows(sim_data, tmp_path):
+    from pretrain.config import load_config
+    from pretrain.objectives.roformer_sim import RoFormerSimObjective
+
+    (tmp_path / "p.tsv").write_text("今天天气很好\t天气不错\t5\n我们去公园散步\t我们不去公园\t1\n", encoding="utf-8")
+    (tmp_path / "same.tsv").write_text("没有标签\t也相似\n", encoding="utf-8")   # nothing to rank: never drawn
+    cfg = load_config(REPO / "configs" / "roformer-sim.yaml",
+                      [*sim_data, f"objective.pair_file={tmp_path / 'p.tsv'},{tmp_path / 'same.tsv'}",
+                       "objective.pair_file_ratio=0.0", "objective.cosent_weight=1.0", "objective.cosent_rows=3"])
+    objective = RoFormerSimObjective(cfg)
+    random.seed(0)
+    batch = objective.collate([{"text": "第一句话在这里。"}, {"text": "第二句话在这里。"}])
+    assert batch["input_ids"].shape[0] == 2 * 2 + 2 * 3               # 2 pairs both ways + 3 a's + 3 b's
+    assert not (batch["token_type_ids"][4:] == 1).any()               # CoSENT rows are source-only
+    assert {round(x, 4) for x in batch["cosent_scores"].tolist()} <= {1.0, 0.2}
+    assert batch["cosent_groups"].tolist() == [0, 0, 0]
+    tok = objective.tokenizer
+    text = [tok.decode(r[m == 1], skip_special_tokens=True).replace(" ", "")
+            for r, m in zip(batch["input_ids"], batch["attention_mask"])]
+    for k, score in enumerate(batch["cosent_scores"].tolist()):
+        assert (text[4 + k], text[7 + k]) == (("今天天气很好", "天气不错") if score == 1.0 else ("我们去公园散步", "我们不去公园"))
+    loss, terms = objective.loss(objective.build_model(), batch)
+    assert "cosent_loss" in terms and terms["contrastive_acc"] >= 0   # contrastive sees only the 4 pair rows
+
+
+def test_swap_words_makes_paws_style_negatives(sim_data, tmp_path):
+    from pretrain.config import load_config
+    from pretrain.objectives.roformer_sim import RoFormerSimObjective, swap_words
+
+    rng = random.Random(0)
+    for text in ("库克池位于劳雷尔湖东南面和汤顿河西面。", "我的借呗额度为什么降了", "花呗怎么还款"):
+        swapped = swap_words(text, rng)
+        assert swapped != text and sorted(swapped) == sorted(text)          # same characters, other order
+    assert swap_words("好", rng) is None and swap_words("我 我", rng) is None   # nothing different to swap
+    cfg = load_config(REPO / "configs" / "roformer-sim.yaml",
+                      [*sim_data, "objective.swap_negative_prob=1.0", "objective.neighbor_prob=0.0"])
+    objective = RoFormerSimObjective(cfg)
+    random.seed(0)
+    batch = objective.collate([{"text": "我们明天去公园散步。"}, {"text": "今天天气很好。"}])
+    assert batch["input_ids"].shape[0] == 2 * 2 + 2                   # one swapped negative per anchor
+    assert not (batch["token_type_ids"][4:] == 1).any()
 
 
 def test_rope_scores_depend_only_on_relative_offset():

@@ -6,14 +6,14 @@
 Protocol of SimBERT / RoFormer-Sim / CoSENT / SimCSE on "senteval_cn": each task
 folder holds ``<TASK>.test.data`` (TSV ``sent1\\tsent2\\tlabel``); the sentence
 vector is the encoder's output for ``[CLS] sent [SEP]``, pooled as the model was
-trained (``sentence_pooling`` in its config: mean over tokens or the ``[CLS]``
-state); the score is Spearman's rho between cos(u, v) and the label over the
+trained (``sentence_pooling`` in its config: mean over tokens, the ``[CLS]``
+state, or first-last-avg); the score is Spearman's rho between cos(u, v) and the label over the
 whole test file. Test files are read here only: nothing is trained or tuned on them.
 
 Options: ``baseline=true`` also scores a randomly initialized model of the same
 config (seeded; same architecture, vocabulary and pooling), ``bootstrap=N`` (with
 the baseline: a paired bootstrap over rows, N resamples, of the Spearman difference
-pretrained - random: 95% interval and the share of resamples where it is <= 0), ``pooling=mean|cls``
+pretrained - random: 95% interval and the share of resamples where it is <= 0), ``pooling=mean|cls|first-last-avg``
 (override the config's, for both), ``split=test|valid``, ``max_examples`` (first
 N rows per task, 0 = all), ``generate`` (how many built-in sentences to paraphrase
 with the UniLM decoder, 0 = none), ``num_samples``, ``seed``, ``batch_size``, ``max_len``.

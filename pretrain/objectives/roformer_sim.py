@@ -80,7 +80,12 @@ class RoFormerSimConfig:
     pair_negative_score: float = 0.2    # ... at or below this: a hard negative row
     pair_negative_ratio: float = 0.3    # share of pair_file draws that are hard-negative rows
     pair_file_balanced: bool = False    # draw each file equally often (else each row equally often)
-    pooling: str = "mean"               # sentence vector: "mean" of the source tokens or the "cls" state
+    pooling: str = "mean"               # sentence vector: "mean" of the source tokens, "cls", or "first-last-avg"
+    swap_negative_prob: float = 0.0     # per anchor: its jieba words with two swapped joins as a hard negative
+    cosent_weight: float = 0.0          # CoSENT ranking loss on labeled pair_file rows (0 = off)
+    cosent_rows: int = 16               # labeled rows per batch for it (both sentences encoded alone)
+    cosent_scale: float = 20.0          # CoSENT's cosine scale (lambda)
+    cosent_one_file: bool = False       # all of a batch's CoSENT rows from one file (more comparable pairs)
     teacher: str = ""                   # exported RoFormer-Sim folder for distillation ("" = none)
     distill_weight: float = 1.0
     max_position_embeddings: int = 512
@@ -118,15 +123,44 @@ def contrastive_loss(vectors: torch.Tensor, scale: float, anchors: int | None = 
     return F.cross_entropy(sims, target), (sims.argmax(-1) == target).float().mean()
 
 
-POOLINGS = ("mean", "cls")
+POOLINGS = ("mean", "cls", "first-last-avg")
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Sentence vectors from (B, L, H) states: the [CLS] state, or the mean over positions where mask is 1."""
+def cosent_loss(a: torch.Tensor, b: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
+                scale: float) -> torch.Tensor:
+    """CoSENT: log(1 + sum over row pairs (i, j) of one group with score_i > score_j of
+    exp(scale * (cos_j - cos_i))). It ranks the pairs' cosines by their labels, which is what
+    Spearman measures, and only compares rows of the same file (labels of different files
+    are not on one scale). Zero-loss (log 1) when no such (i, j) exists.
+    """
+    cos = F.cosine_similarity(a.float(), b.float(), dim=-1) * scale
+    diff = cos[None, :] - cos[:, None]                       # [i, j] = cos_j - cos_i
+    valid = (scores[:, None] > scores[None, :]) & (groups[:, None] == groups[None, :])
+    diff = diff.masked_fill(~valid, float("-inf"))
+    return torch.logsumexp(torch.cat([diff.new_zeros(1), diff.flatten()]), 0)
+
+
+def pool(hidden: torch.Tensor | tuple, mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Sentence vectors: the [CLS] state, the mean of the last states over positions where mask is 1,
+    or ``first-last-avg`` (BERT-whitening / SimCSE's pooling): that mean taken over the average of the
+    embedding output and the last layer, which keeps each token's own identity next to its context.
+
+    ``hidden`` is the last (B, L, H) states, or all hidden states (embeddings first) for first-last-avg.
+    """
+    if pooling == "first-last-avg":
+        hidden = (hidden[0] + hidden[-1]) / 2
+    elif isinstance(hidden, (tuple, list)):
+        hidden = hidden[-1]
     if pooling == "cls":
         return hidden[:, 0]
     m = mask[..., None].to(hidden.dtype)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def run_encoder(encoder, pooling: str, **inputs):
+    """(states for ``pool``, last hidden state) of a RoFormerModel call; all layers only when pooling needs them."""
+    out = encoder(**inputs, output_hidden_states=pooling == "first-last-avg")
+    return (out.hidden_states if pooling == "first-last-avg" else out.last_hidden_state), out.last_hidden_state
 
 
 def cosine_matrix(vectors: torch.Tensor) -> torch.Tensor:
@@ -152,13 +186,13 @@ class SimModel(nn.Module):
     def forward(self, input_ids, token_type_ids, attention_mask, label_positions=None):
         dtype = next(self.parameters()).dtype
         mask = additive_mask(unilm_mask(token_type_ids, attention_mask), dtype)
-        hidden = self.lm.roformer(input_ids=input_ids, token_type_ids=token_type_ids,
-                                  attention_mask=mask).last_hidden_state
+        states, hidden = run_encoder(self.lm.roformer, self.pooling, input_ids=input_ids,
+                                     token_type_ids=token_type_ids, attention_mask=mask)
         logits = None
         if label_positions is not None:
             logits = self.lm.cls(hidden[label_positions[0], label_positions[1]])
         source = (token_type_ids == 0) & (attention_mask == 1)
-        return pool(hidden, source, self.pooling), logits
+        return pool(states, source, self.pooling), logits
 
 
 class RoFormerSimObjective:
@@ -175,8 +209,10 @@ class RoFormerSimObjective:
         self.train_dir = cfg.data.clean_dir
         self.valid_dir = cfg.data.clean_dir
         self.pair_sets = load_pair_files(self.opt) if self.opt.pair_file else []
-        self.pairs = [p for ps, _ in self.pair_sets for p in ps]
-        self.negatives = [n for _, ns in self.pair_sets for n in ns]
+        self.pairs = [p for ps, _, _ in self.pair_sets for p in ps]
+        self.negatives = [n for _, ns, _ in self.pair_sets for n in ns]
+        # CoSENT draws from files whose labels differ (a file of unlabeled pairs cannot rank).
+        self.scored = [(g, rows) for g, (_, _, rows) in enumerate(self.pair_sets) if len({r[2] for r in rows}) > 1]
         self._teacher = None
 
     # -- model -------------------------------------------------------------
@@ -220,12 +256,14 @@ class RoFormerSimObjective:
         return [mask_id if rng.random() < o.mask_ratio else t for t in kept]
 
     def encode_pairs(self, pairs: list[tuple[str, str]], rng: random.Random | None = None,
-                     negatives: list[str] = ()) -> dict:
+                     negatives: list[str] = (), scored: list[tuple[str, str, float, int]] = ()) -> dict:
         """2B UniLM sequences: rows [0, B) are a_i -> b_i, rows [B, 2B) are b_i -> a_i;
-        then one source-only row ``[CLS] n [SEP]`` per hard negative (no target, no noise)."""
+        then one source-only row ``[CLS] n [SEP]`` per hard negative (no target, no noise);
+        then, for K labeled (a, b, score, file) rows for CoSENT, K source-only rows of the a's and K of the b's."""
         rng = rng or random
         t, tok = self.cfg.train, self.tokenizer
         texts = [a for a, _ in pairs] + [b for _, b in pairs] + list(negatives)
+        texts += [r[0] for r in scored] + [r[1] for r in scored]
         ids = tok(texts, add_special_tokens=False)["input_ids"]
         n = len(pairs)
         cls, sep, pad = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
@@ -252,7 +290,9 @@ class RoFormerSimObjective:
         rows_idx, cols_idx = is_label.nonzero(as_tuple=True)
         return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
                 "label_positions": torch.stack([rows_idx, cols_idx]),
-                "labels": input_ids[rows_idx, cols_idx + 1]}
+                "labels": input_ids[rows_idx, cols_idx + 1],
+                "cosent_scores": torch.tensor([float(r[2]) for r in scored]),
+                "cosent_groups": torch.tensor([int(r[3]) for r in scored], dtype=torch.long)}
 
     def collate(self, records: list[dict]) -> dict[str, torch.Tensor]:
         rng = random  # the trainer seeds and checkpoints Python's RNG: pairs and noise resume exactly
@@ -262,12 +302,26 @@ class RoFormerSimObjective:
                 if rng.random() < self.opt.pair_file_ratio:
                     pairs[i], neg = self.draw_labeled(rng)
                     negatives += [neg] if neg is not None else []
-        return self.encode_pairs(pairs, rng, negatives)
+        if self.opt.swap_negative_prob > 0:
+            for a, _ in list(pairs):
+                if rng.random() < self.opt.swap_negative_prob:
+                    swapped = swap_words(a, rng)
+                    negatives += [swapped] if swapped is not None else []
+        scored = []
+        if self.opt.cosent_weight > 0 and self.scored:
+            if self.opt.cosent_one_file:
+                g, rows = rng.choice(self.scored)
+                scored = [(*rng.choice(rows), g) for _ in range(self.opt.cosent_rows)]
+            else:
+                for _ in range(self.opt.cosent_rows):
+                    g, rows = rng.choice(self.scored)
+                    scored.append((*rng.choice(rows), g))
+        return self.encode_pairs(pairs, rng, negatives, scored)
 
     def draw_labeled(self, rng: random.Random) -> tuple[tuple[str, str], str | None]:
         """One pair_file row: ((a, b), None) for a similar pair, ((a, a), n) for a hard negative n of a."""
         o = self.opt
-        pairs, negatives = rng.choice(self.pair_sets) if o.pair_file_balanced else (self.pairs, self.negatives)
+        pairs, negatives = rng.choice(self.pair_sets)[:2] if o.pair_file_balanced else (self.pairs, self.negatives)
         if negatives and (not pairs or rng.random() < o.pair_negative_ratio):
             a, neg = rng.choice(negatives)
             return (a, a), neg
@@ -283,10 +337,16 @@ class RoFormerSimObjective:
         vectors, logits = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
                                 batch["label_positions"])
         seq2seq = F.cross_entropy(logits.float(), batch["labels"])
-        anchors = int((batch["token_type_ids"] == 1).any(1).sum())   # pair rows; the rest are hard negatives
-        contrastive, acc = contrastive_loss(vectors, o.scale, anchors)
+        anchors = int((batch["token_type_ids"] == 1).any(1).sum())   # pair rows; then hard negatives, CoSENT rows
+        k = len(batch.get("cosent_scores", ()))
+        contrastive, acc = contrastive_loss(vectors[:len(vectors) - 2 * k], o.scale, anchors)
         loss = o.seq2seq_weight * seq2seq + o.contrastive_weight * contrastive
         terms = {"seq2seq_loss": seq2seq.item(), "contrastive_loss": contrastive.item(), "contrastive_acc": acc.item()}
+        if k:
+            cosent = cosent_loss(vectors[-2 * k:-k], vectors[-k:], batch["cosent_scores"], batch["cosent_groups"],
+                                 o.cosent_scale)
+            loss = loss + o.cosent_weight * cosent
+            terms["cosent_loss"] = cosent.item()
         if o.teacher:
             distill = self.distill_loss(vectors, batch)
             loss = loss + o.distill_weight * distill
@@ -310,9 +370,10 @@ class RoFormerSimObjective:
         ids = batch["input_ids"] * source
         with torch.no_grad():
             teacher = self.teacher(ids.device)
-            hidden = teacher(input_ids=ids, attention_mask=source.long(),
-                             token_type_ids=torch.zeros_like(ids)).last_hidden_state
-            t_vec = pool(hidden, source, getattr(teacher.config, "sentence_pooling", "cls"))
+            t_pooling = getattr(teacher.config, "sentence_pooling", "cls")
+            states, _ = run_encoder(teacher, t_pooling, input_ids=ids, attention_mask=source.long(),
+                                    token_type_ids=torch.zeros_like(ids))
+            t_vec = pool(states, source, t_pooling)
         off = ~torch.eye(len(vectors), dtype=torch.bool, device=vectors.device)
         return F.mse_loss(cosine_matrix(vectors)[off], cosine_matrix(t_vec)[off])
 
@@ -349,6 +410,29 @@ class RoFormerSimObjective:
         self.tokenizer.save_pretrained(out_dir)
 
 
+def swap_words(text: str, rng: random.Random) -> str | None:
+    """``text`` with two different jieba words (not punctuation; multi-character ones when there are
+    two) swapped, or None if it has fewer than two.
+
+    PAWS builds its hard negatives this way: the same words in another order usually
+    mean something else, and a bag-of-words encoder cannot tell them apart.
+    """
+    from tokenizer.jieba_util import cut
+
+    words = cut(text)
+    slots = [i for i, w in enumerate(words) if any(ch.isalnum() for ch in w)]
+    longer = [i for i in slots if len(words[i]) > 1]   # swap whole words/names first, as PAWS does
+    slots = longer if len(longer) >= 2 else slots
+    for _ in range(8):
+        if len(slots) < 2:
+            return None
+        i, j = rng.sample(slots, 2)
+        if words[i] != words[j]:
+            words[i], words[j] = words[j], words[i]
+            return "".join(words)
+    return None
+
+
 def pair_file_paths(spec: str) -> list[str]:
     """``objective.pair_file``: comma-separated files or globs, each of which must match."""
     import glob
@@ -362,8 +446,8 @@ def pair_file_paths(spec: str) -> list[str]:
     return paths
 
 
-def load_pair_files(opt: RoFormerSimConfig) -> list[tuple[list[tuple[str, str]], list[tuple[str, str]]]]:
-    """(similar pairs, hard-negative rows) of each TSV file ``s1\\ts2[\\tlabel]``.
+def load_pair_files(opt: RoFormerSimConfig) -> list[tuple[list, list, list]]:
+    """(similar pairs, hard-negative rows, all rows as (s1, s2, score)) of each TSV file ``s1\\ts2[\\tlabel]``.
 
     An unlabeled row is a similar pair. A label is divided by its file's largest
     label (0/1 files and 0-5 STS-B scores alike): >= pair_positive_score is a pair,
@@ -371,7 +455,7 @@ def load_pair_files(opt: RoFormerSimConfig) -> list[tuple[list[tuple[str, str]],
     """
     sets = []
     for path in pair_file_paths(opt.pair_file):
-        rows, pairs, negatives = [], [], []
+        rows, pairs, negatives, scored = [], [], [], []
         with open(path, encoding="utf-8") as fh:
             for line in fh:
                 cols = [c.strip() for c in line.rstrip("\n").split("\t")]
@@ -385,12 +469,13 @@ def load_pair_files(opt: RoFormerSimConfig) -> list[tuple[list[tuple[str, str]],
         top = max((r[2] for r in rows if r[2] is not None), default=None)
         for a, b, label in rows:
             score = 1.0 if label is None else label / top if top > 0 else 0.0
+            scored.append((a, b, score))
             if score >= opt.pair_positive_score:
                 pairs.append((a, b))
             elif score <= opt.pair_negative_score:
                 negatives.append((a, b))
-        sets.append((pairs, negatives))
-    if not any(pairs for pairs, _ in sets):
+        sets.append((pairs, negatives, scored))
+    if not any(pairs for pairs, _, _ in sets):
         raise ValueError(f"objective.pair_file {opt.pair_file}: no similar pairs found")
     return sets
 
@@ -409,9 +494,10 @@ def encode(model, tokenizer, texts: list[str], batch_size: int = 64, max_len: in
         batch = tokenizer([texts[i] for i in idx], max_length=max_len + 2, truncation=True, padding=True,
                           return_tensors="pt")
         mask = batch["attention_mask"].to(device)
-        h = encoder(input_ids=batch["input_ids"].to(device), attention_mask=mask,
-                    token_type_ids=torch.zeros_like(batch["input_ids"]).to(device)).last_hidden_state
-        out[idx] = pool(h, mask, getattr(encoder.config, "sentence_pooling", "cls")).float().cpu()
+        pooling = getattr(encoder.config, "sentence_pooling", "cls")
+        states, _ = run_encoder(encoder, pooling, input_ids=batch["input_ids"].to(device), attention_mask=mask,
+                                token_type_ids=torch.zeros_like(batch["input_ids"]).to(device))
+        out[idx] = pool(states, mask, pooling).float().cpu()
     return out
 
 
