@@ -54,8 +54,9 @@ INTENDED_USE = {
                "released for completeness and continued pretraining.",
     "mlm-proposal": "Chinese understanding: fine-tune for classification, matching or sequence labelling, "
                     "or use as a fill-mask model.",
-    "roformer-sim": "Chinese sentence similarity and retrieval ([CLS] sentence vectors compared by cosine) "
-                    "and paraphrase generation.",
+    "roformer-sim": "Chinese sentence similarity and retrieval (sentence vectors compared by cosine, pooled as "
+                    "`sentence_pooling` in config.json says: mean over tokens, [CLS], or first-last-avg; "
+                    "`pretrain.objectives.roformer_sim.encode` does it) and paraphrase generation.",
 }
 COPY_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".py")
 SKIP_FILES = {"training_step.json"}

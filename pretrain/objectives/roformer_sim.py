@@ -36,10 +36,15 @@ new ones, and the trainer's checkpointed RNG makes them resumable):
   supervised-SimCSE hard negative: ``s1`` is paired with itself (dropout positive,
   BART denoising) and ``s2``, which looks alike but means something else, joins the
   batch as one more contrastive candidate (a source-only row with no target).
+* ``swap_negative_prob``: an anchor's jieba words with two of them swapped join the batch
+  as a hard negative (how PAWS builds its adversarial pairs), so word order matters.
+* ``cosent_weight``: CoSENT (Su 2022) on ``cosent_rows`` labeled rows per batch, encoded
+  alone: each file's pair cosines are ranked by their labels, the quantity Spearman scores.
 
 Pooling has no weights (no extra pooler), so the exported ``RoFormerModel`` is the
 retrieval model with no custom code; the choice travels in its config as
-``sentence_pooling``. Why ``mean`` is the default: a freshly initialized encoder's
+``sentence_pooling`` (``first-last-avg`` pools the average of the embedding output and
+the last layer). Why ``mean`` is the default: a freshly initialized encoder's
 ``[CLS]`` states are nearly parallel (in-batch cosine about 0.9997 at tiny size,
 the constant [CLS]/type embeddings dominate), so the scaled-cosine loss starts
 flat and its first updates erase the little lexical signal there is; the mean
