@@ -17,7 +17,7 @@
    the same config (seed 0), same pooling.
 
 Writes bench/results/sts.json and prints a markdown table.
-Run: .venv/bin/python bench/sts_bench.py [--steps 1500] [--max-examples 0] [--work runs/bench-sts]
+Run: .venv/bin/python bench/sts_bench.py [--steps 1500] [--seed 42] [--max-examples 0] [--work runs/bench-sts]
 """
 from __future__ import annotations
 
@@ -148,6 +148,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default=str(REPO / "runs" / "bench-sts"))
     parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--seed", type=int, default=42, help="train.seed (initialization, data order, noise)")
+    parser.add_argument("--results", default=str(RESULTS), help="where the JSON summary goes")
     parser.add_argument("--max-examples", type=int, default=0, help="first N test rows per set (0 = whole files)")
     parser.add_argument("--no-test", action="store_true", help="dev (held-out valid rows) only")
     args = parser.parse_args()
@@ -167,7 +169,7 @@ def main() -> int:
     launch = [PY, "-m", "pretrain.launch", "--model", "roformer-sim", "--size", "tiny", "--workers", "2"]
     timings["prepare_s"] = round(run([*launch, "--prepare-only", *overrides], work / "prepare.log"), 1)
     timings["train_s"] = round(run([*launch, "--run", str(run_dir), "--steps", str(args.steps), *overrides,
-                                    f"train.warmup_steps={max(1, args.steps // 10)}",
+                                    f"train.warmup_steps={max(1, args.steps // 10)}", f"train.seed={args.seed}",
                                     f"train.eval_every={args.steps}", f"train.save_every={args.steps}"],
                                    work / "train.log"), 1)
     export = run_dir / "export"
@@ -177,7 +179,7 @@ def main() -> int:
     train_log = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     last = [r for r in train_log if r.get("split") != "valid"][-1]
     summary = {
-        "steps": args.steps, "recipe": RECIPE, "corpus_documents": corpus, "pair_rows": pairs,
+        "steps": args.steps, "seed": args.seed, "recipe": RECIPE, "corpus_documents": corpus, "pair_rows": pairs,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores (shared)",
         "loadavg": open("/proc/loadavg").read().split()[:3] if os.path.exists("/proc/loadavg") else None,
         "timings": {**timings, **{f"eval_{k}_s": v["seconds"] for k, v in results.items()}},
@@ -187,8 +189,9 @@ def main() -> int:
                          "bootstrap": v["baseline"]["bootstrap"], "examples": v["examples"]} for k, v in results.items()},
         "generated": results.get("test", {}).get("generated", []),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=1, ensure_ascii=False))
+    results_path = Path(args.results)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(summary, indent=1, ensure_ascii=False))
 
     names = {"dev": "held-out STS valid rows (1 in 5; the tuning set)", "test": "STS test files"}
     for split, sp in summary["spearman"].items():
