@@ -194,6 +194,10 @@ def test_collate_cosent_rows(sim_data, tmp_path):
         assert (text[4 + k], text[7 + k]) == (("今天天气很好", "天气不错") if score == 1.0 else ("我们去公园散步", "我们不去公园"))
     loss, terms = objective.loss(objective.build_model(), batch)
     assert "cosent_loss" in terms and terms["contrastive_acc"] >= 0   # contrastive sees only the 4 pair rows
+    unranked = load_config(REPO / "configs" / "roformer-sim.yaml",
+                           [*sim_data, f"objective.pair_file={tmp_path / 'same.tsv'}", "objective.cosent_weight=1.0"])
+    with pytest.raises(ValueError, match="cosent_weight"):
+        RoFormerSimObjective(unranked)
 
 
 def test_swap_words_makes_paws_style_negatives(sim_data, tmp_path):

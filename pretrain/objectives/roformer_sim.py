@@ -218,6 +218,10 @@ class RoFormerSimObjective:
         self.negatives = [n for _, ns, _ in self.pair_sets for n in ns]
         # CoSENT draws from files whose labels differ (a file of unlabeled pairs cannot rank).
         self.scored = [(g, rows) for g, (_, _, rows) in enumerate(self.pair_sets) if len({r[2] for r in rows}) > 1]
+        if self.opt.cosent_weight > 0 and not self.scored:
+            raise ValueError(f"configs/{cfg.model}.yaml: objective.cosent_weight={self.opt.cosent_weight} needs an "
+                             f"objective.pair_file with labels that differ within a file (got "
+                             f"'{self.opt.pair_file}')")
         self._teacher = None
 
     # -- model -------------------------------------------------------------
