@@ -173,7 +173,7 @@ def test_cosent_loss_matches_hand_computation():
 
 def test_collate_cosent_rows(sim_data, tmp_path):
     from pretrain.config import load_config
-    from pretrain.objectives.roformer_sim import RoFormerSimObjective
+    from pretrain.objectives.roformer_sim import RoFormerSimObjective, contrastive_loss, cosent_loss
 
     (tmp_path / "p.tsv").write_text("今天天气很好\t天气不错\t5\n我们去公园散步\t我们不去公园\t1\n", encoding="utf-8")
     (tmp_path / "same.tsv").write_text("没有标签\t也相似\n", encoding="utf-8")   # nothing to rank: never drawn
@@ -192,8 +192,12 @@ def test_collate_cosent_rows(sim_data, tmp_path):
             for r, m in zip(batch["input_ids"], batch["attention_mask"])]
     for k, score in enumerate(batch["cosent_scores"].tolist()):
         assert (text[4 + k], text[7 + k]) == (("今天天气很好", "天气不错") if score == 1.0 else ("我们去公园散步", "我们不去公园"))
-    loss, terms = objective.loss(objective.build_model(), batch)
-    assert "cosent_loss" in terms and terms["contrastive_acc"] >= 0   # contrastive sees only the 4 pair rows
+    model = objective.build_model().eval()                             # no dropout: vectors are reproducible
+    loss, terms = objective.loss(model, batch)
+    vectors, _ = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"])
+    assert terms["contrastive_loss"] == pytest.approx(contrastive_loss(vectors[:4], 30.0, 4)[0].item(), rel=1e-5)
+    assert terms["cosent_loss"] == pytest.approx(cosent_loss(vectors[4:7], vectors[7:], batch["cosent_scores"],
+                                                             batch["cosent_groups"], 20.0).item(), rel=1e-5)
     unranked = load_config(REPO / "configs" / "roformer-sim.yaml",
                            [*sim_data, f"objective.pair_file={tmp_path / 'same.tsv'}", "objective.cosent_weight=1.0"])
     with pytest.raises(ValueError, match="cosent_weight"):
@@ -216,6 +220,11 @@ def test_swap_words_makes_paws_style_negatives(sim_data, tmp_path):
     batch = objective.collate([{"text": "我们明天去公园散步。"}, {"text": "今天天气很好。"}])
     assert batch["input_ids"].shape[0] == 2 * 2 + 2                   # one swapped negative per anchor
     assert not (batch["token_type_ids"][4:] == 1).any()
+    tok = objective.tokenizer
+    negatives = [tok.decode(r[m == 1], skip_special_tokens=True).replace(" ", "")
+                 for r, m in zip(batch["input_ids"][4:], batch["attention_mask"][4:])]
+    for negative, anchor in zip(negatives, ("我们明天去公园散步。", "今天天气很好。")):
+        assert negative != anchor and sorted(negative) == sorted(anchor)   # the anchor's words, reordered
 
 
 def test_rope_scores_depend_only_on_relative_offset():

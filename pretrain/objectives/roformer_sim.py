@@ -154,8 +154,6 @@ def pool(hidden: torch.Tensor | tuple, mask: torch.Tensor, pooling: str) -> torc
     """
     if pooling == "first-last-avg":
         hidden = (hidden[0] + hidden[-1]) / 2
-    elif isinstance(hidden, (tuple, list)):
-        hidden = hidden[-1]
     if pooling == "cls":
         return hidden[:, 0]
     m = mask[..., None].to(hidden.dtype)
@@ -312,19 +310,16 @@ class RoFormerSimObjective:
                     pairs[i], neg = self.draw_labeled(rng)
                     negatives += [neg] if neg is not None else []
         if self.opt.swap_negative_prob > 0:
-            for a, _ in list(pairs):
+            for a, _ in pairs:
                 if rng.random() < self.opt.swap_negative_prob:
                     swapped = swap_words(a, rng)
                     negatives += [swapped] if swapped is not None else []
         scored = []
         if self.opt.cosent_weight > 0 and self.scored:
-            if self.opt.cosent_one_file:
-                g, rows = rng.choice(self.scored)
-                scored = [(*rng.choice(rows), g) for _ in range(self.opt.cosent_rows)]
-            else:
-                for _ in range(self.opt.cosent_rows):
-                    g, rows = rng.choice(self.scored)
-                    scored.append((*rng.choice(rows), g))
+            one_file = rng.choice(self.scored) if self.opt.cosent_one_file else None
+            for _ in range(self.opt.cosent_rows):
+                g, rows = one_file or rng.choice(self.scored)
+                scored.append((*rng.choice(rows), g))
         return self.encode_pairs(pairs, rng, negatives, scored)
 
     def draw_labeled(self, rng: random.Random) -> tuple[tuple[str, str], str | None]:
