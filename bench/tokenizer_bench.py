@@ -1,7 +1,8 @@
 """Tokenizer benchmark on >= 20 MB of real Chinese text from the shared corpora.
 
-Same run, same text: our fast path (tokenizers, single and batched, and via
-AutoTokenizer), the Python jieba reference (T5 PEGASUS recipe), and
+Same run, same text: our bulk encoder (tokenizer.bulk: the same vocabulary and
+scores in SentencePiece's C++ Viterbi), our tokenizer.json (tokenizers, single and
+batched, and via AutoTokenizer), the Python jieba reference (T5 PEGASUS recipe), and
 BertTokenizerFast with the BERT-Chinese character vocabulary.  Also chars per
 token on held-out news and fast-vs-reference agreement.  Writes
 bench/results/tokenizer.json.
@@ -150,6 +151,14 @@ def main() -> int:
             break
 
     speed = {}
+    from tokenizer.bulk import BulkEncoder
+
+    bulk = BulkEncoder(folder)  # build_tokenizer wrote jieba_unigram.model; an older --tokenizer folder gets one now
+    bulk_one = BulkEncoder(folder, num_threads=1)
+    speed["ours_bulk_sentencepiece_batched"] = timed(
+        lambda xs: sum(len(ids) for i in range(0, len(xs), 1024) for ids in bulk.encode_batch(xs[i : i + 1024])), docs)
+    speed["ours_bulk_sentencepiece_one_thread"] = timed(
+        lambda xs: sum(len(ids) for i in range(0, len(xs), 1024) for ids in bulk_one.encode_batch(xs[i : i + 1024])), docs)
     speed["ours_fast_single"] = timed(lambda xs: sum(len(fast.encode(x, add_special_tokens=False).ids) for x in xs), docs)
     speed["ours_fast_batched_no_offsets"] = timed(
         lambda xs: sum(len(e.ids) for i in range(0, len(xs), 1024) for e in fast.encode_batch_fast(xs[i : i + 1024], add_special_tokens=False)), docs)
@@ -197,6 +206,21 @@ def main() -> int:
     result["chars_per_token_news_held_out"] = cpt_news
     result["agreement_news_held_out"] = {
         d: {k: v for k, v in agreement(folder, held, dictionary=d).items() if k != "examples"} for d in ("vocab", "jieba")
+    }
+    result["agreement_news_held_out"]["vocab_bulk_engine"] = {
+        k: v for k, v in agreement(folder, held, engine="bulk").items() if k != "examples"}
+    # The bulk (SentencePiece, float32) ids against tokenizer.json's (float64) on every bench document.
+    scores = [sc for _, sc in json.loads(fast.to_str())["model"]["vocab"]]
+    got = bulk.encode_batch(docs)
+    want = [e.ids for e in fast.encode_batch_fast(docs, add_special_tokens=False)]
+    differ = [i for i in range(len(docs)) if got[i] != want[i]]
+    gaps = sorted(abs(sum(scores[t] for t in got[i]) - sum(scores[t] for t in want[i])) for i in differ)
+    result["bulk_vs_tokenizer_json"] = {
+        "documents": len(docs), "identical_documents": len(docs) - len(differ),
+        "same_text_when_different": all(fast.decode(got[i]) == fast.decode(want[i]) for i in differ),
+        "exact_ties": sum(g == 0 for g in gaps), "largest_score_gap": gaps[-1] if gaps else 0.0,
+        "examples": [{"bulk": [fast.id_to_token(t) for t in got[i]][k - 2 : k + 3], "tokenizer_json": [fast.id_to_token(t) for t in want[i]][k - 2 : k + 3]}
+                     for i in differ[:5] for k in [max(2, next(j for j, (a, b) in enumerate(zip(got[i] + [-1], want[i] + [-2])) if a != b))]],
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

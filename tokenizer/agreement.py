@@ -23,11 +23,22 @@ def _spans(tokens: list[str]) -> set[tuple[int, int]]:
     return spans
 
 
-def agreement(folder: str | Path, texts: list[str], examples: int = 5, dictionary: str = "vocab") -> dict:
-    """Share of documents where both paths give identical ids, token-span agreement, a few diffs."""
+def agreement(folder: str | Path, texts: list[str], examples: int = 5, dictionary: str = "vocab", engine: str = "tokenizers") -> dict:
+    """Share of documents where both paths give identical ids, token-span agreement, a few diffs.
+
+    ``engine``: the fast path measured, tokenizer.json (``"tokenizers"``) or the
+    SentencePiece bulk encoder (``"bulk"``, tokenizer.bulk).
+    """
     fast = load(folder)
     ref = JiebaWordPieceTokenizer.from_pretrained(folder, dictionary=dictionary)
-    fast_ids = [e.ids for e in fast.encode_batch(texts, add_special_tokens=False)]
+    if engine == "bulk":
+        from .bulk import BulkEncoder
+
+        fast_ids = BulkEncoder(folder).encode_batch(texts)
+    elif engine == "tokenizers":
+        fast_ids = [e.ids for e in fast.encode_batch(texts, add_special_tokens=False)]
+    else:
+        raise ValueError(f"engine must be 'tokenizers' or 'bulk', not {engine!r}")
     same_docs, ref_tokens, matched, diffs = 0, 0, 0, []
     for text, f in zip(texts, fast_ids):
         r = ref.encode(text)

@@ -73,6 +73,10 @@ def build_tokenizer(data_dir: str, out_dir: str, vocab_size: int = 50000, algo: 
     else:
         raise ValueError(f"algo must be 'wordpiece' or 'sentencepiece', not {algo!r}")
     save_folder(tok, out, opt["model_max_length"])
+    if algo == "wordpiece":
+        from .bulk import write_model
+
+        write_model(out)  # jieba_unigram.model: the same ids through SentencePiece (tokenizer.bulk)
     if algo == "wordpiece" and opt["user_dict"]:
         from .jieba_util import USER_DICT_FILE
 

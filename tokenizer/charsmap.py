@@ -85,17 +85,23 @@ def _proto_field(buf: bytes, field: int) -> bytes:
     raise KeyError(field)
 
 
-@functools.lru_cache(maxsize=1)
-def precompiled_charsmap() -> bytes:
-    """The rules compiled by SentencePiece (NormalizerSpec.precompiled_charsmap, field 2)."""
+def compile_rules(rules: dict[str, str]) -> bytes:
+    """{source: replacement} compiled by SentencePiece's builder (NormalizerSpec.precompiled_charsmap, field 2)."""
     import sentencepiece as spm
 
+    spm.set_min_log_level(1)  # the builder's per-call INFO lines are noise in build logs
     fd, path = tempfile.mkstemp(suffix=".tsv")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for src, dst in sorted(charsmap_rules().items()):
+            for src, dst in sorted(rules.items()):
                 f.write(" ".join(f"{ord(ch):X}" for ch in src) + "\t" + " ".join(f"{ord(ch):X}" for ch in dst) + "\n")
         spec = spm.SentencePieceNormalizer(rule_tsv=path).serialized_normalizer_spec()
     finally:
         os.unlink(path)
     return _proto_field(spec, 2)
+
+
+@functools.lru_cache(maxsize=1)
+def precompiled_charsmap() -> bytes:
+    """charsmap_rules() compiled: the first step of tokenizer.json's normalizer."""
+    return compile_rules(charsmap_rules())
