@@ -93,16 +93,30 @@ def test_whitespace_before_ascii_pairs(bulk):
 
 
 def test_stale_model_is_refused(built, tmp_path):  # noqa: F811
+    """A jieba_unigram.model whose pieces are not tokenizer.json's (another build) is an error."""
     import shutil
 
     other = tmp_path / "other"
     shutil.copytree(built[0] / "out", other)
-    spec = (other / "tokenizer.json").read_text(encoding="utf-8")
-    # a tokenizer.json with one more added token no longer lines up with the model's ids
-    from tokenizers import AddedToken, Tokenizer
-
-    tok = Tokenizer.from_str(spec)
-    tok.add_special_tokens([AddedToken("[NEW]", special=True)])
-    tok.save(str(other / "tokenizer.json"))
+    spec = json.loads((other / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = spec["model"]["vocab"]
+    vocab[200], vocab[201] = vocab[201], vocab[200]  # same size, two ids swapped
+    (other / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
     with pytest.raises(ValueError, match="does not match tokenizer.json"):
         BulkEncoder(other)
+
+
+def test_added_special_token_goes_through_tokenizer_json(built, tmp_path, fast):  # noqa: F811
+    """A special added after the build has an id beyond the model's pieces; a text that
+    contains it is encoded by tokenizer.json, and the boundary id never leaks."""
+    import shutil
+
+    from tokenizers import AddedToken, Tokenizer
+
+    other = tmp_path / "added"
+    shutil.copytree(built[0] / "out", other)
+    tok = Tokenizer.from_file(str(built[0] / "out" / "tokenizer.json"))
+    tok.add_special_tokens([AddedToken("[NEW]", special=True)])
+    tok.save(str(other / "tokenizer.json"))
+    texts = ["北京[NEW]上海 hello", "北京 上海 hello"]
+    assert BulkEncoder(other).encode_batch(texts) == [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]

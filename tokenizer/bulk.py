@@ -211,11 +211,11 @@ class BulkEncoder:
             write_model(folder)
         self.fast = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.sp = spm.SentencePieceProcessor(model_file=str(folder / MODEL_FILE))
-        self.boundary = self.sp.piece_to_id(BOUNDARY)
-        self.poison = self.sp.piece_to_id(POISON)
-        if (self.boundary, self.poison) != (len(self.fast.get_vocab()), len(self.fast.get_vocab()) + 1):
-            raise ValueError(f"{folder}/{MODEL_FILE} does not match tokenizer.json: delete it to rebuild")
         spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+        tokens = [t for t, _ in spec["model"]["vocab"]] + [BOUNDARY, POISON]
+        if self.sp.get_piece_size() != len(tokens) or any(self.sp.id_to_piece(i) != t for i, t in enumerate(tokens)):
+            raise ValueError(f"{folder}/{MODEL_FILE} does not match tokenizer.json: delete it to rebuild")
+        self.boundary, self.poison = len(tokens) - 2, len(tokens) - 1
         specials = [a["content"] for a in spec["added_tokens"]]
         self.specials = specials_pattern(specials)
         self.special_starts = sorted({s[0] for s in specials})
