@@ -120,3 +120,32 @@ def test_added_special_token_goes_through_tokenizer_json(built, tmp_path, fast):
     tok.save(str(other / "tokenizer.json"))
     texts = ["北京[NEW]上海 hello", "北京 上海 hello"]
     assert BulkEncoder(other).encode_batch(texts) == [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+
+def test_other_recipes_are_refused(built, tmp_path):  # noqa: F811
+    """Only the jieba word + character folder is replicated: a SentencePiece-algo or
+    hand-edited normalizer is a clear error, not silently different ids."""
+    import shutil
+
+    other = tmp_path / "edited"
+    shutil.copytree(built[0] / "out", other)
+    (other / MODEL_FILE).unlink()
+    spec = json.loads((other / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["normalizer"]["normalizers"] = spec["normalizer"]["normalizers"][:-1]  # no space marking
+    (other / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(ValueError, match="ALGO=wordpiece"):
+        BulkEncoder(other)
+
+
+def test_no_lowercase_build(tmp_path):
+    """--no-lowercase: the rules keep case, and ids still equal tokenizer.json's."""
+    from test_tokenizer_build import write_corpus
+
+    from tokenizer.build import build_tokenizer
+    from tokenizer.fast import load
+
+    data = write_corpus(tmp_path / "data", n_docs=40)
+    build_tokenizer(str(data), str(tmp_path / "out"), vocab_size=3000, lowercase=False, stats=False)
+    tok = load(tmp_path / "out")
+    texts = CHECK + EDGE + ["Hello World ÀÉ ＡＢＣ iPhone 6S"]
+    assert BulkEncoder(tmp_path / "out").encode_batch(texts) == [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]

@@ -179,18 +179,29 @@ def model_proto(tokens: list[str], scores: list[float], specials: list[str], cha
     return bytes(out + _field(2, trainer) + _field(3, normalizer))
 
 
+def _same_recipe(spec: dict, lowercase: bool) -> bool:
+    """tokenizer.json has the model type, normalizer and pre-tokenizer that the charsmap rules replicate."""
+    from .fast import build_unigram
+    from .vocab import SPECIALS
+
+    probe = json.loads(build_unigram(SPECIALS, [0.0] * len(SPECIALS), lowercase).to_str())
+    return spec["model"]["type"] == "Unigram" and all(spec[k] == probe[k] for k in ("normalizer", "pre_tokenizer"))
+
+
 def write_model(folder: str | Path) -> Path:
     """Write ``jieba_unigram.model`` next to tokenizer.json (what build_tokenizer calls)."""
     from .charsmap import compile_rules
 
     folder = Path(folder)
     spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    if spec["model"]["type"] != "Unigram":
-        raise ValueError(f"{folder}/tokenizer.json: the bulk encoder needs the Unigram model, not {spec['model']['type']}")
+    lowercase = "Lowercase" in json.dumps(spec["normalizer"])
+    if not _same_recipe(spec, lowercase):
+        raise ValueError(
+            f"{folder}/tokenizer.json is not a jieba word + character Unigram with this version's normalizer "
+            "(ALGO=sentencepiece, or an older build): the bulk encoder only reproduces `make tokenizer ALGO=wordpiece` folders")
     tokens = [t for t, _ in spec["model"]["vocab"]]
     scores = [s for _, s in spec["model"]["vocab"]]
     specials = [a["content"] for a in spec["added_tokens"]]
-    lowercase = "Lowercase" in json.dumps(spec["normalizer"])
     proto = model_proto(tokens, scores, specials, compile_rules(charsmap_rules(lowercase)))
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
