@@ -115,7 +115,7 @@ def main() -> int:
     from tokenizers import Regex, Tokenizer, normalizers
     from transformers import AutoTokenizer, BertTokenizerFast
 
-    from tokenizer.agreement import agreement
+    from tokenizer.agreement import agreement, bulk_vs_tokenizer_json
     from tokenizer.normalize import SPACE_BEFORE_ALNUM, SPACE_MARK
     from tokenizer.reference import JiebaWordPieceTokenizer
     from tokenizer.stats import t5_pegasus_tokenize
@@ -210,18 +210,7 @@ def main() -> int:
     result["agreement_news_held_out"]["vocab_bulk_engine"] = {
         k: v for k, v in agreement(folder, held, engine="bulk").items() if k != "examples"}
     # The bulk (SentencePiece, float32) ids against tokenizer.json's (float64) on every bench document.
-    scores = [sc for _, sc in json.loads(fast.to_str())["model"]["vocab"]]
-    got = bulk.encode_batch(docs)
-    want = [e.ids for e in fast.encode_batch_fast(docs, add_special_tokens=False)]
-    differ = [i for i in range(len(docs)) if got[i] != want[i]]
-    gaps = sorted(abs(sum(scores[t] for t in got[i]) - sum(scores[t] for t in want[i])) for i in differ)
-    result["bulk_vs_tokenizer_json"] = {
-        "documents": len(docs), "identical_documents": len(docs) - len(differ),
-        "same_text_when_different": all(fast.decode(got[i]) == fast.decode(want[i]) for i in differ),
-        "exact_ties": sum(g == 0 for g in gaps), "largest_score_gap": gaps[-1] if gaps else 0.0,
-        "examples": [{"bulk": [fast.id_to_token(t) for t in got[i]][k - 2 : k + 3], "tokenizer_json": [fast.id_to_token(t) for t in want[i]][k - 2 : k + 3]}
-                     for i in differ[:5] for k in [max(2, next(j for j, (a, b) in enumerate(zip(got[i] + [-1], want[i] + [-2])) if a != b))]],
-    }
+    result["bulk_vs_tokenizer_json"] = bulk_vs_tokenizer_json(folder, docs)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

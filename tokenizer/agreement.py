@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .fast import load
@@ -62,5 +63,32 @@ def agreement(folder: str | Path, texts: list[str], examples: int = 5, dictionar
         "document_agreement": same_docs / max(len(texts), 1),
         "reference_tokens": ref_tokens,
         "token_agreement": matched / max(ref_tokens, 1),  # reference tokens whose span the fast path also has
+        "examples": diffs,
+    }
+
+
+def bulk_vs_tokenizer_json(folder: str | Path, texts: list[str], examples: int = 5) -> dict:
+    """The bulk encoder's ids (SentencePiece, float32 sums) against tokenizer.json's (float64):
+    identical documents, and for the others whether they are ties (same text, score gap)."""
+    from .bulk import BulkEncoder
+
+    fast = load(folder)
+    scores = [s for _, s in json.loads(fast.to_str())["model"]["vocab"]]
+    got = BulkEncoder(folder).encode_batch(texts)
+    want = [e.ids for e in fast.encode_batch_fast(texts, add_special_tokens=False)]
+    differ = [i for i in range(len(texts)) if got[i] != want[i]]
+    gaps = [abs(sum(scores[t] for t in got[i]) - sum(scores[t] for t in want[i])) for i in differ]
+    diffs = []
+    for i in differ[:examples]:
+        k = first_difference(got[i], want[i])
+        diffs.append({"bulk": [fast.id_to_token(t) for t in got[i][max(0, k - 2) : k + 3]],
+                      "tokenizer_json": [fast.id_to_token(t) for t in want[i][max(0, k - 2) : k + 3]]})
+    return {
+        "documents": len(texts),
+        "identical_documents": len(texts) - len(differ),
+        "same_text_when_different": all(fast.decode(got[i]) == fast.decode(want[i]) for i in differ),
+        "same_length_when_different": all(len(got[i]) == len(want[i]) for i in differ),
+        "exact_ties": sum(g == 0 for g in gaps),
+        "largest_score_gap": max(gaps, default=0.0),
         "examples": diffs,
     }

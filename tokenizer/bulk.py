@@ -45,13 +45,13 @@ import tempfile
 import unicodedata
 from pathlib import Path
 
+from .charsmap import _SURROGATES, compile_rules
 from .normalize import SPACE_MARK, WS_CLASS, normalize
 from .vocab import UNK
 
 MODEL_FILE = "jieba_unigram.model"
 BOUNDARY = " "  # the piece that stands for whitespace between pre-tokens
 POISON = "\U0010ffff"  # what a context-dependent character becomes: the text goes to tokenizer.json
-_SURROGATES = range(0xD800, 0xE000)
 _WS = re.compile(WS_CLASS)
 _ALNUM_START = re.compile("[A-Za-z0-9]")
 _MARKS = {"Mn", "Mc", "Me"}  # any mark, combining class 0 included (enclosing keycap, variation selectors)
@@ -190,8 +190,6 @@ def _same_recipe(spec: dict, lowercase: bool) -> bool:
 
 def write_model(folder: str | Path) -> Path:
     """Write ``jieba_unigram.model`` next to tokenizer.json (what build_tokenizer calls)."""
-    from .charsmap import compile_rules
-
     folder = Path(folder)
     spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
     lowercase = "Lowercase" in json.dumps(spec["normalizer"])
@@ -220,9 +218,10 @@ class BulkEncoder:
         folder = Path(folder)
         if not (folder / MODEL_FILE).exists():
             write_model(folder)
-        self.fast = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        text = (folder / "tokenizer.json").read_text(encoding="utf-8")
+        self.fast = Tokenizer.from_str(text)
         self.sp = spm.SentencePieceProcessor(model_file=str(folder / MODEL_FILE))
-        spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+        spec = json.loads(text)
         tokens = [t for t, _ in spec["model"]["vocab"]] + [BOUNDARY, POISON]
         if self.sp.get_piece_size() != len(tokens) or any(self.sp.id_to_piece(i) != t for i, t in enumerate(tokens)):
             raise ValueError(f"{folder}/{MODEL_FILE} does not match tokenizer.json: delete it to rebuild")
