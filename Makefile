@@ -1,4 +1,8 @@
 # zh-pretrain: every target depends on `setup`, which builds .venv once.
+#
+# User values (MODEL, RUN, CORPUS, ARGS, ...) reach the commands only through the environment
+# ("$$VAR" in the recipes, never pasted into a shell line), so no value can inject a command;
+# ARGS-like lists are word-split with globbing off (set -f).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,17 +12,17 @@ export TORCH_EXTENSIONS_DIR := $(abspath $(VENV))/torch_extensions
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-# make pretrain
+# make pretrain (empty = the launcher's defaults: SIZE=tiny, NPROC=1, RUN=runs/MODEL, the YAML's corpus)
 MODEL ?=
-SIZE ?= tiny
+SIZE ?=
 STEPS ?=
 ZERO ?=
-NPROC ?= 1
+NPROC ?=
 RUN ?=
 CORPUS ?=
 SAVE_EVERY ?=
 LOG_EVERY ?=
-# extra key=value config overrides, e.g. ARGS='train.lr=5e-4 data.clean_dir=/tmp/clean'
+# extra key=value config overrides, e.g. ARGS='train.lr=5e-4 data.valid_fraction=0.05'
 ARGS ?=
 # make slurm (empty = the defaults of python -m pretrain.slurm: 1 node, CPU profile)
 NODES ?=
@@ -26,19 +30,21 @@ GPUS_PER_NODE ?=
 PARTITION ?=
 TIME ?=
 DRY_RUN ?=
-export NODES GPUS_PER_NODE PARTITION TIME DRY_RUN
 # make data / make tokenizer
 OUT ?=
 RUNNER ?= direct
 WORKERS ?= 1
 RUNNER_ARGS ?=
+TEXT_FIELD ?=
+FORMAT ?=
+ENCODING ?=
 DATA ?= data/clean
 VOCAB_SIZE ?= 50000
 ALGO ?= wordpiece
+export MODEL SIZE STEPS ZERO NPROC RUN CORPUS SAVE_EVERY LOG_EVERY ARGS NODES GPUS_PER_NODE PARTITION TIME DRY_RUN \
+       OUT RUNNER WORKERS RUNNER_ARGS TEXT_FIELD FORMAT ENCODING DATA VOCAB_SIZE ALGO
 
-RUNNER_CLASS = $(if $(filter direct,$(RUNNER)),DirectRunner,$(if $(filter flink,$(RUNNER)),FlinkRunner,$(if $(filter spark,$(RUNNER)),SparkRunner,$(if $(filter dataflow,$(RUNNER)),DataflowRunner,$(RUNNER)))))
-
-.PHONY: setup test data tokenizer pretrain release slurm bench clean
+.PHONY: setup test test-fast data tokenizer pretrain release slurm bench clean
 
 setup: $(STAMP)
 
@@ -55,22 +61,24 @@ $(STAMP): pyproject.toml
 test: setup
 	$(PY) -m pytest -q tests
 
+# The unit tier: no pipeline, trainer or cluster runs (under a minute on 2 cores).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
 data: setup
-	@test -n "$(CORPUS)" || { echo "error: CORPUS is required, e.g. make data CORPUS='data/sample/*.jsonl' OUT=data/clean" >&2; exit 2; }
-	$(PY) -m pipeline --input '$(CORPUS)' --output $(or $(OUT),data/clean) --runner $(RUNNER_CLASS) --workers $(WORKERS) $(RUNNER_ARGS)
+	@test -n "$$CORPUS" || { echo "error: CORPUS is required, e.g. make data CORPUS='data/sample/*.jsonl' OUT=data/clean" >&2; exit 2; }
+	@set -f; $(PY) -m pipeline --input "$$CORPUS" --output "$${OUT:-data/clean}" --runner "$$RUNNER" --workers "$$WORKERS" \
+		$${TEXT_FIELD:+--text-field "$$TEXT_FIELD"} $${FORMAT:+--format "$$FORMAT"} $${ENCODING:+--encoding "$$ENCODING"} \
+		$$RUNNER_ARGS
 
 tokenizer: setup
-	$(PY) -m tokenizer --data $(DATA) --out $(or $(OUT),artifacts/tokenizer) --vocab-size $(VOCAB_SIZE) --algo $(ALGO)
+	@$(PY) -m tokenizer --data "$$DATA" --out "$${OUT:-artifacts/tokenizer}" --vocab-size "$$VOCAB_SIZE" --algo "$$ALGO"
 
 pretrain: setup
-	@test -n "$(MODEL)" || { echo "error: MODEL is required (valid: t5-pegasus|electra|mlm-proposal|roformer-sim)" >&2; exit 2; }
-	@$(PY) -m pretrain.launch --model '$(MODEL)' --size '$(SIZE)' --nproc $(NPROC) --workers $(WORKERS) \
-		$(if $(STEPS),--steps $(STEPS)) $(if $(ZERO),--zero $(ZERO)) $(if $(RUN),--run '$(RUN)') \
-		$(if $(CORPUS),--corpus '$(CORPUS)') $(if $(SAVE_EVERY),--save-every $(SAVE_EVERY)) \
-		$(if $(LOG_EVERY),--log-every $(LOG_EVERY)) $(ARGS)
+	@set -f; $(PY) -m pretrain.launch --model "$$MODEL" --size "$$SIZE" --nproc "$${NPROC:-1}" --workers "$$WORKERS" \
+		--steps "$$STEPS" --zero "$$ZERO" --run "$$RUN" --corpus "$$CORPUS" --save-every "$$SAVE_EVERY" \
+		--log-every "$$LOG_EVERY" --text-field "$$TEXT_FIELD" --format "$$FORMAT" --encoding "$$ENCODING" $$ARGS
 
-# make release / make slurm read user values from the environment ("$$VAR"), never pasted
-# into the recipe, so a value cannot inject shell; ARGS is only word-split (no globbing).
 release: setup
 	@set -f; $(PY) -m pretrain.release --model "$$MODEL" --run "$$RUN" $$ARGS
 
@@ -84,5 +92,6 @@ bench: setup
 		echo "== $$b"; $(PY) $$b | tee bench/results/$$(basename $$b .py).out || exit 1; done
 	$(PY) bench/report.py
 
+# Only what the project itself generates (stage folders, tokenizers, runs); never user folders.
 clean:
-	rm -rf runs artifacts data/clean data/pairs
+	rm -rf runs artifacts data/stages data/clean data/pairs

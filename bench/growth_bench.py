@@ -30,7 +30,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from pretrain.growth import GrowthStep, grow  # noqa: E402
+from pretrain.surgery import GrowthStep, grow  # noqa: E402
 
 DATA = Path(os.environ.get("ZH_SHARED_DATA", REPO.parent / "shared" / "data"))
 

@@ -100,10 +100,10 @@ CONFIGS = {"t5": "t5-pegasus", "mlm": "mlm-proposal", "electra": "electra"}
 
 def load_objective(family: str, overrides: list[str]):
     from pretrain.config import config_path, load_config
-    from pretrain.objectives import get_objective_class
+
 
     cfg = load_config(config_path(CONFIGS[family]), overrides)
-    return cfg, get_objective_class(cfg.model)(cfg)
+    return cfg, cfg.objective_class(cfg)
 
 
 def mlm_flops_per_token(mlm, tokens: int, masked: int) -> float:

@@ -21,6 +21,17 @@ class ConfigError(ValueError):
     """A configuration problem; its message is one line naming file and key."""
 
 
+class InvalidValue(ValueError):
+    """Raised by a section's ``__post_init__``: ``key`` (relative to the section) and what is wrong.
+
+    ``build`` turns it into a ConfigError naming the file and the full dotted key.
+    """
+
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"key '{key}' {problem}")
+        self.key, self.problem = key, problem
+
+
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
@@ -100,10 +111,30 @@ def build(cls, raw: dict | None, where: str = "config", prefix: str = ""):
         kwargs[key] = check_value(value, hints[key], where, full)
     try:
         return cls(**kwargs)
-    except (ValueError, TypeError) as exc:   # __post_init__ checks of the section
+    except InvalidValue as exc:             # __post_init__ checks of the section
+        raise ConfigError(f"{where}: key '{prefix}{exc.key}' {exc.problem}") from None
+    except ValueError as exc:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'}: {exc}") from None
+
+
+def check_types(cls, raw: dict | None, where: str = "config", prefix: str = "") -> None:
+    """Keys and types of a partial section (e.g. the shared part of a file whose presets
+    override some keys), without the section's value checks."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: key '{prefix.rstrip('.') or '<root>'}' must be a mapping, "
+                          f"got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    for key, value in raw.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key '{prefix}{key}' (valid: {', '.join(sorted(names))})")
+        if dataclasses.is_dataclass(hints[key]):
+            check_types(hints[key], value, where, f"{prefix}{key}.")
+        else:
+            check_value(value, hints[key], where, f"{prefix}{key}")
 
 
 def to_dict(obj) -> dict:

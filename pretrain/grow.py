@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 
-from pretrain.growth import GrowthError, GrowthStep, generator_step, grow, max_difference
+from pretrain.surgery import GrowthError, GrowthStep, generator_step, grow, max_difference
 
 CHECK_TEXT = ["今天上午，市图书馆举办了一场传统手工艺讲座，吸引了不少市民参加。",
               "这家酒店的服务态度很好，房间干净，早餐种类也比较丰富。",

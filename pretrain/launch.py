@@ -5,23 +5,26 @@
                             [--log-every N] [key=value ...]
 
 Stages (each reused when its inputs did not change, see ``pretrain.stages``):
-  1. clean    the Beam pipeline over the corpus          -> data.clean_dir
-  2. vocab    the word+character vocabulary and tokenizer -> tokenizer.dir
-  3. pairs    (T5-PEGASUS) pseudo-summary pairs, on Beam   -> data.pairs_dir
+  1. clean    the Beam pipeline over the corpus          -> data/stages/clean-<fingerprint>
+  2. vocab    the word+character vocabulary and tokenizer -> artifacts/tokenizer-<fingerprint>
+  3. pairs    (objectives whose spec.data is "pairs") pseudo-summary pairs -> data/stages/pairs-<fingerprint>
   4. train    ``pretrain.train`` in 1 process, or NPROC under torchrun
+
+An existing RUN is checked first: a different corpus, size, vocabulary or model, or a
+RUN another training holds, stops with one line before any work.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from pretrain.config import MODELS, ConfigError, RunConfig, config_path, load_config, preset_names
+from pretrain.config import ConfigError, RunConfig, config_path, load_config, models, preset_names
 
 log = logging.getLogger("pretrain")
 
@@ -37,52 +40,47 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def prepare_data(cfg: RunConfig, workers: int) -> None:
-    """Run the clean / vocab / pairs stages that are stale."""
-    from pretrain.stages import code_signature, corpus_files, file_sha, files_signature, run_stage
+def _top_rejects(stats: dict, n: int = 3) -> str:
+    rejected = sorted((stats.get("rejected") or {}).items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{k} {v:,}" for k, v in rejected) or "no rejects"
 
-    d, tk = cfg.data, cfg.tokenizer
-    files = corpus_files(d.corpus)
-    if not d.corpus.startswith("hf:") and not files:
+
+def prepare_data(cfg: RunConfig, workers: int) -> None:
+    """Run the clean / vocab / objective-data stages that are stale (cfg's folders are resolved)."""
+    from pretrain.stages import plan, run_stage
+
+    d, tk, p = cfg.data, cfg.tokenizer, cfg.pairs
+    stages = plan(cfg).stages
+    if not d.corpus.startswith("hf:") and not stages["clean"][1]["files"]:
         raise ConfigError(f"CORPUS '{d.corpus}' matches no file")
 
     def clean():
         from pipeline.run import run_pipeline
+        from pretrain.stages import read_overrides
         output = {"valid_fraction": d.valid_fraction, **({"num_shards": d.num_shards} if d.num_shards else {})}
-        run_pipeline(d.corpus, d.clean_dir, config_path=d.pipeline_config, runner="DirectRunner",
-                     workers=workers, overrides={"output": output})
+        stats = run_pipeline(d.corpus, d.clean_dir, config_path=d.pipeline_config, runner="DirectRunner",
+                             workers=workers, overrides={"output": output, "read": read_overrides(d)})
+        if not stats.get("written"):
+            raise ConfigError(f"CORPUS '{d.corpus}': the cleaning stage wrote 0 documents of {stats.get('read', 0):,} "
+                              f"read ({_top_rejects(stats)}); see {d.clean_dir}/rejects/")
 
-    run_stage("clean", d.clean_dir, {
-        "corpus": d.corpus, "files": files_signature(files), "valid_fraction": d.valid_fraction,
-        "num_shards": d.num_shards, "pipeline_config": file_sha(d.pipeline_config),
-        "code": code_signature("pipeline/*.py"),
-    }, clean)
-    manifest = file_sha(os.path.join(d.clean_dir, "manifest.json"))
+    run_stage("clean", d.clean_dir, stages["clean"][1], clean)
 
     def vocab():
         from tokenizer.build import build_tokenizer
         build_tokenizer(d.clean_dir, tk.dir, vocab_size=tk.vocab_size, algo=tk.algo,
                         min_char_freq=tk.min_char_freq, min_word_freq=tk.min_word_freq)
 
-    run_stage("vocab", tk.dir, {
-        "data": manifest, "vocab_size": tk.vocab_size, "algo": tk.algo, "min_char_freq": tk.min_char_freq,
-        "min_word_freq": tk.min_word_freq, "code": code_signature("tokenizer/*.py"),
-    }, vocab)
+    run_stage("vocab", tk.dir, stages["vocab"][1], vocab)
 
-    if cfg.model == "t5-pegasus":
-        p = cfg.pairs
-
+    if "pairs" in stages:
         def pairs():
-            from pipeline.pairs import build_pairs
-            build_pairs(d.clean_dir, d.pairs_dir, runner="DirectRunner", workers=workers, ratio=p.ratio,
-                        max_source_chars=p.max_source_chars, max_target_chars=p.max_target_chars,
-                        min_sentences=p.min_sentences)
+            from dataclasses import asdict
 
-        run_stage("pairs", d.pairs_dir, {
-            "data": manifest, "ratio": p.ratio, "max_source_chars": p.max_source_chars,
-            "max_target_chars": p.max_target_chars, "min_sentences": p.min_sentences,
-            "code": code_signature("pipeline/pairs.py", "pipeline/sentences.py", "pipeline/lcs.py"),
-        }, pairs)
+            from pipeline.pairs import build_pairs
+            build_pairs(d.clean_dir, d.pairs_dir, runner="DirectRunner", workers=workers, **asdict(p))
+
+        run_stage("pairs", d.pairs_dir, stages["pairs"][1], pairs)
 
 
 def train_command(cfg_file: str, size: str, overrides: list[str], nproc: int) -> list[str]:
@@ -93,57 +91,92 @@ def train_command(cfg_file: str, size: str, overrides: list[str], nproc: int) ->
             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *args]
 
 
+def check_existing_run(cfg: RunConfig, nproc: int) -> None:
+    """Refuse, before any work, a RUN trained with other inputs, held by a live training, or saved by
+    another number of processes."""
+    from pretrain import checkpoint as ckpt
+    from pretrain.runinfo import check_identity, identity, run_in_use
+
+    run_dir = Path(cfg.run_dir)
+    check_identity(run_dir, identity(cfg))
+    holder = run_in_use(run_dir)
+    if holder:
+        raise ConfigError(f"{run_dir} is in use by a running training ({holder}); wait for it, stop it, "
+                          f"or use another RUN")
+    tags = ckpt.valid_tags(run_dir / "checkpoints")
+    saved = ckpt.saved_world_size(run_dir / "checkpoints" / tags[-1]) if tags else None
+    if saved and saved != nproc:
+        raise ConfigError(f"{run_dir} was checkpointed with NPROC={saved}; resuming needs the same number of "
+                          f"processes (NPROC={saved}), or start a new RUN")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pretrain.launch", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", default="")
     parser.add_argument("--size", default="")
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--zero", type=int, default=None)
-    parser.add_argument("--nproc", type=int, default=1)
+    parser.add_argument("--steps", default="")
+    parser.add_argument("--zero", default="")
+    parser.add_argument("--nproc", default="1")
     parser.add_argument("--run", default="")
     parser.add_argument("--corpus", default="")
-    parser.add_argument("--save-every", type=int, default=None)
-    parser.add_argument("--log-every", type=int, default=None)
-    parser.add_argument("--workers", type=int, default=1, help="Beam DirectRunner worker processes")
+    parser.add_argument("--save-every", default="")
+    parser.add_argument("--log-every", default="")
+    parser.add_argument("--workers", default="1", help="Beam DirectRunner worker processes")
+    parser.add_argument("--text-field", default="", help="corpus text field/column (TEXT_FIELD=)")
+    parser.add_argument("--format", default="", help="corpus format (FORMAT=)")
+    parser.add_argument("--encoding", default="", help="corpus encoding (ENCODING=)")
     parser.add_argument("--prepare-only", action="store_true", help="run the data stages, not training")
     parser.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    logging.basicConfig(level=logging.INFO, force=True, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("apache_beam").setLevel(logging.WARNING)
 
-    if args.model not in MODELS:
-        return fail(f"unknown MODEL '{args.model}' (valid: {'|'.join(MODELS)})")
-    from pretrain.objectives import NotYetAvailable, get_objective_class
-    try:
-        get_objective_class(args.model)
-    except NotYetAvailable as exc:
-        return fail(str(exc))
+    valid = models()
+    if not args.model:
+        return fail(f"MODEL is required (valid: {'|'.join(valid)})")
+    if args.model not in valid:
+        return fail(f"unknown MODEL '{args.model}' (valid: {'|'.join(valid)})")
     cfg_file = str(config_path(args.model))
     size = args.size or "tiny"
     if size not in preset_names(cfg_file):
         return fail(f"unknown SIZE '{size}' for MODEL={args.model} (valid: {'|'.join(preset_names(cfg_file))})")
-
+    ints = {}
+    for name in ("steps", "zero", "nproc", "save_every", "log_every", "workers"):
+        value = getattr(args, name)
+        if value in ("", None):
+            continue
+        try:
+            ints[name] = int(value)
+        except ValueError:
+            return fail(f"{name.upper().replace('_', '')} must be an integer, got {value!r}")
+    nproc = ints.get("nproc", 1)
+    if nproc < 1:
+        return fail(f"NPROC must be >= 1, got {nproc}")
     overrides = list(args.overrides)
-    for flag, key in ((args.steps, "train.steps"), (args.zero, "train.zero_stage"), (args.run, "run_dir"),
-                      (args.corpus, "data.corpus"), (args.save_every, "train.save_every"),
-                      (args.log_every, "train.log_every")):
-        if flag not in (None, ""):
-            overrides.append(f"{key}={flag}")
-    if args.nproc < 1:
-        return fail(f"NPROC must be >= 1, got {args.nproc}")
+    for value, key in ((ints.get("steps"), "train.steps"), (ints.get("zero"), "train.zero_stage"),
+                       (args.run, "run_dir"), (args.corpus, "data.corpus"), (ints.get("save_every"), "train.save_every"),
+                       (ints.get("log_every"), "train.log_every"), (args.text_field, "data.text_field"),
+                       (args.format, "data.format"), (args.encoding, "data.encoding")):
+        if value not in (None, ""):
+            overrides.append(f"{key}={value}")
     try:
-        cfg = load_config(cfg_file, overrides, size=size)
-        overrides.append(f"run_dir={cfg.run_dir}")
+        from pretrain.stages import resolve
+        cfg = resolve(load_config(cfg_file, overrides, size=size))
+        check_existing_run(cfg, nproc)
         t0 = time.perf_counter()
-        prepare_data(cfg, args.workers)
+        prepare_data(cfg, ints.get("workers", 1))
         log.info("data stages ready in %.1f s", time.perf_counter() - t0)
     except ConfigError as exc:
         return fail(str(exc))
     if args.prepare_only:
         return 0
-    cmd = train_command(cfg_file, size, overrides, args.nproc)
+    resolved = [f"run_dir={cfg.run_dir}", f"data.clean_dir={cfg.data.clean_dir}", f"tokenizer.dir={cfg.tokenizer.dir}"]
+    if cfg.data.pairs_dir:
+        resolved.append(f"data.pairs_dir={cfg.data.pairs_dir}")
+    keys = {r.partition("=")[0] for r in resolved}
+    cmd = train_command(cfg_file, size, [o for o in overrides if o.partition("=")[0] not in keys] + resolved, nproc)
     log.info("launching: %s", " ".join(cmd))
     return run_forwarding_signals(cmd)
 

@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pretrain.config import MODELS, REPO_ROOT, ConfigError, config_path, load_config
+from pretrain.config import REPO_ROOT, ConfigError, config_path, load_config, models
 
 SLURM_DIR = REPO_ROOT / "slurm"
 TEMPLATE = SLURM_DIR / "pretrain.sbatch"
@@ -71,13 +71,9 @@ class JobSpec:
 def validate(spec: JobSpec) -> JobSpec:
     """Check every field and fill defaults; raise SlurmError naming the bad value."""
     if not spec.model:
-        raise SlurmError(f"MODEL is required (valid: {'|'.join(MODELS)})")
-    if spec.model not in MODELS:
-        raise SlurmError(f"unknown MODEL '{spec.model}' (valid: {'|'.join(MODELS)})")
-    from pretrain.objectives import REGISTRY
-    if REGISTRY.get(spec.model) is None:
-        raise SlurmError(f"MODEL={spec.model} is accepted but not implemented yet; "
-                         f"available now: {'|'.join(k for k, v in REGISTRY.items() if v)}")
+        raise SlurmError(f"MODEL is required (valid: {'|'.join(models())})")
+    if spec.model not in models():
+        raise SlurmError(f"unknown MODEL '{spec.model}' (valid: {'|'.join(models())})")
     for name in ("nodes", "gpus_per_node", "cpus_per_task", "tasks_per_node", "warn_seconds"):
         value = getattr(spec, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:

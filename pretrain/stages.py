@@ -1,18 +1,27 @@
-"""Stage reuse: a stage's output folder records a fingerprint of everything it was built from.
+"""Data stages keyed by their inputs: clean corpus, vocabulary, objective data (pairs).
 
-A stage is rebuilt only when its inputs (corpus files, upstream manifest),
-its parameters or its own code changed; otherwise ``make pretrain`` reuses it.
-Corpus files are fingerprinted by path, size and modification time so that a
-terabyte corpus is not re-hashed on every launch.
+Each stage's folder is named by a fingerprint of everything it is built from (corpus
+files by path/size/mtime, upstream stage, parameters, the stage's own code), e.g.
+``data/stages/clean-3f2a…``, ``artifacts/tokenizer-9b1c…``. Two models, corpora or
+sizes therefore never overwrite each other's artifacts, and a run records which ones it
+used (RUN/run.json). A folder named explicitly in the config (``data.clean_dir``,
+``tokenizer.dir``, ``data.pairs_dir``) is used as it is, with the same fingerprint check.
+
+A stage folder is valid only when its ``.stage.json`` carries the current fingerprint
+and the checksum of the stage's main output (manifest.json / tokenizer.json), written
+last and atomically; a rebuild removes the stamp first. So an interrupted build, or a
+``make data`` run into the same folder, is never mistaken for an up-to-date stage.
+Concurrent launchers that need the same stage wait for one another (a file lock).
 """
 from __future__ import annotations
 
-import glob
+import copy
+import dataclasses
 import hashlib
 import json
 import logging
 import os
-import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,18 +29,28 @@ from pretrain.config import REPO_ROOT
 
 log = logging.getLogger("pretrain")
 STAMP = ".stage.json"
+STAGE_ROOT = Path("data/stages")
+TOKENIZER_ROOT = Path("artifacts")
+# The files whose checksum proves a stage folder holds what its stamp says.
+OUTPUT_OF = {"clean": "manifest.json", "pairs": "manifest.json", "vocab": "tokenizer.json"}
+# The code each stage runs (a change rebuilds it).
+CODE_OF = {"clean": ("pipeline/*.py",),
+           "vocab": ("tokenizer/*.py", "pipeline/clean.py"),
+           "pairs": ("pipeline/pairs.py", "pipeline/sentences.py", "pipeline/lcs.py", "pipeline/corpus.py")}
 
 
 def corpus_files(corpus: str) -> list[str]:
+    """The files a CORPUS spec names (comma-separated globs, files or folders); none for hf: specs."""
+    from pipeline.readers import expand_input
+
     if corpus.startswith("hf:"):
         return []
     paths = []
-    for pattern in corpus.split(","):
-        pattern = pattern.strip()
-        if os.path.isdir(pattern):
-            paths += [str(p) for p in Path(pattern).rglob("*") if p.is_file()]
-        else:
-            paths += glob.glob(pattern, recursive=True)
+    for pattern in filter(None, (p.strip() for p in corpus.split(","))):
+        try:
+            paths += [p for p in expand_input(pattern) if not p.startswith("hf:")]
+        except (OSError, ValueError):
+            continue
     return sorted(set(paths))
 
 
@@ -58,23 +77,82 @@ def fingerprint(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def read_overrides(d) -> dict:
+    """The pipeline's ``read:`` settings a run's data section sets (TEXT_FIELD=, FORMAT=, ENCODING=)."""
+    return {k: v for k, v in (("text_field", d.text_field), ("format", d.format), ("encoding", d.encoding)) if v}
+
+
+@dataclass
+class Plan:
+    """The stages a run needs: name -> (folder, fingerprint spec)."""
+    stages: dict[str, tuple[Path, dict]]
+
+    def fingerprint(self, name: str) -> str | None:
+        return fingerprint(self.stages[name][1]) if name in self.stages else None
+
+
+def plan(cfg) -> Plan:
+    """Fingerprint specs and folders of the clean, vocab and (objective data) stages of a run."""
+    d, tk, p = cfg.data, cfg.tokenizer, cfg.pairs
+    clean = {"corpus": d.corpus, "files": files_signature(corpus_files(d.corpus)), "valid_fraction": d.valid_fraction,
+             "num_shards": d.num_shards, "pipeline_config": file_sha(d.pipeline_config), "read": read_overrides(d),
+             "code": code_signature(*CODE_OF["clean"])}
+    fp_clean = fingerprint(clean)
+    vocab = {"clean": fp_clean, "vocab_size": tk.vocab_size, "algo": tk.algo, "min_char_freq": tk.min_char_freq,
+             "min_word_freq": tk.min_word_freq, "code": code_signature(*CODE_OF["vocab"])}
+    stages = {"clean": (Path(d.clean_dir) if d.clean_dir else STAGE_ROOT / f"clean-{fp_clean[:16]}", clean),
+              "vocab": (Path(tk.dir) if tk.dir else TOKENIZER_ROOT / f"tokenizer-{fingerprint(vocab)[:16]}", vocab)}
+    if cfg.objective_class.spec.data == "pairs":
+        pairs = {"clean": fp_clean, "pairs": dataclasses.asdict(p), "code": code_signature(*CODE_OF["pairs"])}
+        stages["pairs"] = (Path(d.pairs_dir) if d.pairs_dir else STAGE_ROOT / f"pairs-{fingerprint(pairs)[:16]}", pairs)
+    return Plan(stages)
+
+
+def resolve(cfg):
+    """A copy of cfg whose stage folders are filled in (the content-addressed default where empty)."""
+    cfg = copy.deepcopy(cfg)
+    stages = plan(cfg).stages
+    cfg.data.clean_dir = str(stages["clean"][0])
+    cfg.tokenizer.dir = str(stages["vocab"][0])
+    if "pairs" in stages:
+        cfg.data.pairs_dir = str(stages["pairs"][0])
+    return cfg
+
+
+def is_current(name: str, out_dir: Path, fp: str) -> bool:
+    """The folder holds this fingerprint's output (stamp and output checksum agree)."""
+    try:
+        stamp = json.loads((out_dir / STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return stamp.get("fingerprint") == fp and stamp.get("output_sha256") == file_sha(out_dir / OUTPUT_OF[name])
+
+
 def run_stage(name: str, out_dir: str | Path, spec: dict, build: Callable[[], object]) -> bool:
-    """Build out_dir unless its recorded fingerprint equals spec's; return True if it was built."""
+    """Build out_dir unless it is current for spec; return True if it was built."""
+    import fcntl
+
     out_dir = Path(out_dir)
     fp = fingerprint(spec)
-    stamp = out_dir / STAMP
-    if stamp.is_file():
+    if is_current(name, out_dir, fp):
+        log.info("%s: up to date, reusing %s", name, out_dir)
+        return False
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.with_name(out_dir.name + ".lock"), "a") as lock:
         try:
-            if json.loads(stamp.read_text(encoding="utf-8")).get("fingerprint") == fp:
-                log.info("%s: up to date, reusing %s", name, out_dir)
-                return False
-        except json.JSONDecodeError:
-            pass
-    log.info("%s: building %s", name, out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    build()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"fingerprint": fp, "spec": spec}, indent=1, ensure_ascii=False, default=str),
-                     encoding="utf-8")
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("%s: another process is building %s; waiting for it", name, out_dir)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_current(name, out_dir, fp):
+            log.info("%s: up to date, reusing %s", name, out_dir)
+            return False
+        log.info("%s: building %s", name, out_dir)
+        (out_dir / STAMP).unlink(missing_ok=True)
+        build()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = out_dir / (STAMP + ".tmp")
+        tmp.write_text(json.dumps({"fingerprint": fp, "output_sha256": file_sha(out_dir / OUTPUT_OF[name]),
+                                   "spec": spec}, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
+        os.replace(tmp, out_dir / STAMP)
     return True

@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import signal
 import sys
 import time
@@ -27,7 +26,7 @@ import torch.distributed as dist
 
 from pretrain import checkpoint as ckpt
 from pretrain import growth
-from pretrain.config import ConfigError, RunConfig, load_config, save_config
+from pretrain.config import ConfigError, RunConfig, load_config, load_run_config, save_config
 from pretrain.data import DataError, ShardStream, batches, list_shards
 
 log = logging.getLogger("pretrain")
@@ -39,30 +38,6 @@ class TrainingError(RuntimeError):
 
 
 # ---------------------------------------------------------------- utilities
-class _InfGrad(torch.autograd.Function):
-    """Identity forward, infinite gradient backward (fault injection for tests)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * float("inf")
-
-
-def injected_faults() -> dict[int, str]:
-    """ZH_PRETRAIN_INJECT='loss@3,grad@6': corrupt the 3rd micro-batch's loss, the 6th's gradient.
-
-    A test hook: robustness paths (skip, count, stop) are exercised through the real engine.
-    """
-    faults = {}
-    for item in filter(None, os.environ.get("ZH_PRETRAIN_INJECT", "").split(",")):
-        kind, _, n = item.partition("@")
-        faults[int(n)] = kind
-    return faults
-
-
 def zero0_grad_norm(engine, world: int) -> float:
     """Global gradient norm before a ZeRO-0 step (inf if any gradient is inf/NaN).
 
@@ -183,13 +158,6 @@ def peak_device_flops(cfg: RunConfig) -> float:
     return 0.0
 
 
-def train_flops(objective, model, batch: dict, n_params: int) -> float:
-    """Training FLOPs of one micro-batch: the objective's own count, else 6 x parameters x tokens."""
-    if hasattr(objective, "train_flops"):
-        return float(objective.train_flops(model, batch))
-    return 6.0 * n_params * objective.tokens_in(batch)
-
-
 def count_params(model) -> int:
     seen, total = set(), 0
     for p in model.parameters():
@@ -219,7 +187,7 @@ def validate(engine, objective, cfg: RunConfig, rank: int, world: int, device) -
     if world > 1:
         dist.all_reduce(total)
     out = {"loss": total[0].item() / max(total[1].item(), 1.0)} if total[1] > 0 else {}
-    if cfg.train.eval_generate > 0 and hasattr(objective, "evaluate"):
+    if cfg.train.eval_generate > 0:
         head = ShardStream(shards, 0, 1, seed=0, shuffle=False, loop=False)
         records = [r for _, r in zip(range(cfg.train.eval_generate), head)]
         out.update(objective.evaluate(engine.module, records))
@@ -232,7 +200,6 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
     from tqdm import tqdm
 
     from pretrain.engine import build_engine, init_distributed
-    from pretrain.objectives import get_objective_class
 
     rank, world, local = init_distributed()
     threads = cfg.train.num_threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world)))
@@ -243,19 +210,29 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
     device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"
+    lock = hold_run_lock(run_dir, rank, world)     # before anything in RUN is touched
     if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.clean_partials(ckpt_dir)
     dist.barrier()
 
     seed_everything(cfg.train.seed + rank)
-    objective = get_objective_class(cfg.model)(cfg)
+    objective = cfg.objective_class(cfg)
     _check_run_identity(cfg, objective, run_dir, rank)
-    model = objective.build_model()
-    latest = ckpt.find_latest(ckpt_dir)
-    # Growth schedule (pretrain.growth): a run resumed after a growth step rebuilds the grown model.
-    model = growth.resume_architecture(cfg, objective, model, latest[1] if latest else 0)
+    steps_before = _saved_steps(run_dir)
+    latest = ckpt.find_latest(ckpt_dir, local)
+    schedule = growth.schedule(cfg)
+    # A run resumed after a growth step starts from the grown architecture.
+    model = growth.architecture_at(cfg, objective, latest[1] if latest else 0, schedule)
     n_params = count_params(model)
+    total = cfg.train.steps
+    if latest and latest[1] >= total:
+        if rank == 0:
+            log.info("%s is already at step %d >= train.steps=%d: nothing to train (raise STEPS to continue)",
+                     run_dir, latest[1], total)
+        if _export_step(run_dir) != latest[1]:
+            export_checkpoint(objective, cfg, ckpt_dir, latest[0], latest[1], rank, schedule)
+        lock and lock.close()
+        return 0
     engine, optimizer, scheduler = build_engine(cfg, model)
 
     stream = ShardStream(list_shards(objective.train_dir, "train"), rank, world, seed=cfg.train.seed)
@@ -272,11 +249,16 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                                 f"resuming with {world}; exact resume needs the same world size")
         stream.load_state_dict(mine["stream"])
         set_rng_state(mine["rng"])
-        truncate_jsonl(run_dir / "trace" / f"rank-{rank}.jsonl", step)
         if rank == 0:
-            truncate_jsonl(run_dir / "metrics.jsonl", step)
             log.info("resumed from %s (step %d)", ckpt_dir / tag, step)
-    elif rank == 0:
+            if steps_before is not None and steps_before != total:
+                log.info("train.steps changed from %d to %d: the %s learning-rate schedule now ends at step %d; "
+                         "from step %d on, lr = %.3g (was %.3g)", steps_before, total, cfg.train.schedule, total,
+                         step, scheduler.get_last_lr()[0], _lr_at(cfg, steps_before, step))
+    # Records logged after the checkpoint we start from (a killed run, or a run that never saved).
+    truncate_jsonl(run_dir / "trace" / f"rank-{rank}.jsonl", step)
+    if rank == 0:
+        truncate_jsonl(run_dir / "metrics.jsonl", step)
         save_config(cfg, run_dir / "config.yaml")
 
     metrics = MetricsLog(run_dir, rank)
@@ -286,7 +268,6 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
         (run_dir / "trace").mkdir(parents=True, exist_ok=True)
         trace = open(run_dir / "trace" / f"rank-{rank}.jsonl", "a", encoding="utf-8")
     preempt = Preemption()
-    total = cfg.train.steps
     bar = tqdm(total=total, initial=step, desc=f"{cfg.model} [{cfg.size}]", unit="step",
                disable=rank != 0, dynamic_ncols=True, file=sys.stderr)
     if rank == 0:
@@ -307,131 +288,130 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                                 f"lower train.lr or check the data")
         return in_a_row, total_bad
 
-    it = batches(stream, cfg.train.micro_batch_size)
-    faults, attempt = injected_faults(), 0
-    bad_in_a_row, bad_total = 0, 0
-    window_tokens, window_samples, window_start = 0, 0, time.perf_counter()
-    window_data_s, window_flops = 0.0, 0.0
-    window_terms: dict[str, float] = {}
-    window_losses: list[float] = []
-    last_saved = step
-    engine.train()
-    while step < total:
-        if preempt.requested(world):
-            if rank == 0:
-                log.warning("signal %s received: saving checkpoint at step %d and exiting", preempt.signal, step)
-            save_now()
-            bar.close()
-            metrics.close()
-            return EXIT_PREEMPTED
-        if growth.due(cfg, step):   # pretrain.growth: checkpoint, enlarge, rebuild engine + optimizer
-            if last_saved != step:
+    try:
+        it = batches(stream, cfg.train.micro_batch_size)
+        bad_in_a_row, bad_total = 0, 0
+        window_tokens, window_samples, window_start = 0, 0, time.perf_counter()
+        window_data_s, window_flops = 0.0, 0.0
+        window_terms: dict[str, float] = {}
+        window_losses: list[float] = []
+        last_saved = step
+        engine.train()
+        while step < total:
+            if preempt.requested(world):
+                if rank == 0:
+                    log.warning("signal %s received: saving checkpoint at step %d and exiting", preempt.signal, step)
+                save_now()
+                bar.close()
+                metrics.close()
+                return EXIT_PREEMPTED
+            grow_now = next((s for s in schedule if s.at_step == step), None)
+            if grow_now:   # pretrain.growth: checkpoint, enlarge, rebuild engine + optimizer
+                if last_saved != step:
+                    save_now()
+                    last_saved = step
+                engine, optimizer, scheduler = growth.apply(cfg, objective, engine, scheduler, step, ckpt_dir, rank,
+                                                            grow_now)
+                n_params = count_params(engine.module)
+                engine.train()
+            # One optimizer step = grad_accum micro-batches; DeepSpeed wants step() after each
+            # backward and applies the update at the accumulation boundary.
+            step_loss, step_terms, micro, step_ids = 0.0, {}, 0, []
+            pre_step_norm = 0.0
+            grad_overflow = False
+            while micro < cfg.train.grad_accum:
+                t_data = time.perf_counter()
+                records = next(it)
+                batch = to_device(objective.collate(records), device)
+                window_data_s += time.perf_counter() - t_data   # reading + on-the-fly tokenization
+                loss, terms = objective.loss(engine, batch)
+                finite = torch.tensor([1.0 if torch.isfinite(loss).item() else 0.0])
+                if world > 1:
+                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+                if finite.item() < 1:
+                    # Every rank drops this micro-batch (no backward, no step) and counts it.
+                    bad_in_a_row, bad_total = count_bad("loss", "micro-batch skipped", step, bad_in_a_row, bad_total)
+                    continue
+                engine.backward(loss)
+                if cfg.train.zero_stage == 0 and engine.is_gradient_accumulation_boundary():
+                    pre_step_norm = zero0_grad_norm(engine, world)
+                    if not math.isfinite(pre_step_norm):
+                        # Neutralize the update: zero gradients and a zero learning rate for this step
+                        # (the scheduler sets the next step's rate again inside engine.step()).
+                        for p in engine.module.parameters():
+                            if p.grad is not None:
+                                p.grad.zero_()
+                        for group in engine.optimizer.param_groups:
+                            group["lr"] = 0.0
+                        grad_overflow = True
+                skipped_before = engine.skipped_steps
+                engine.step()
+                grad_overflow = grad_overflow or engine.skipped_steps > skipped_before   # ZeRO>=1 skips by itself
+                micro += 1
+                step_loss += loss.item() / cfg.train.grad_accum
+                for k, v in terms.items():
+                    step_terms[k] = step_terms.get(k, 0.0) + v / cfg.train.grad_accum
+                window_tokens += objective.tokens_in(batch)
+                window_flops += objective.train_flops(engine.module, batch)
+                window_samples += len(records)
+                step_ids += [r.get("id") for r in records]
+            if grad_overflow:
+                # The update was not applied: count it, do not advance the step.
+                bad_in_a_row, bad_total = count_bad("gradient", "update skipped", step, bad_in_a_row, bad_total)
+                continue
+            grad_norm = _grad_norm(engine, pre_step_norm)
+            bad_in_a_row = 0
+            step += 1
+            if trace is not None:
+                trace.write(json.dumps({"step": step, "loss": step_loss, "ids": step_ids}, ensure_ascii=False) + "\n")
+                trace.flush()
+            bar.update(1)
+            window_losses.append(step_loss)
+            for k, v in step_terms.items():
+                window_terms[k] = window_terms.get(k, 0.0) + v
+
+            if step % cfg.train.log_every == 0 or step == total:
+                elapsed = max(time.perf_counter() - window_start, 1e-9)
+                n = len(window_losses)
+                names = sorted(window_terms)
+                # Loss and terms are averaged over ranks; tokens and samples are summed.
+                sums = torch.tensor([float(window_tokens), float(window_samples), sum(window_losses) / n, window_flops]
+                                    + [window_terms[k] / n for k in names], dtype=torch.float64)
+                if world > 1:
+                    dist.all_reduce(sums)
+                tokens_per_s = sums[0].item() / elapsed
+                rec = {"step": step, "loss": sums[2].item() / world, "lr": scheduler.get_last_lr()[0],
+                       "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
+                       "samples_per_s": sums[1].item() / elapsed,
+                       "flops_per_s": sums[3].item() / elapsed, "skipped_steps": bad_total,
+                       "data_time_frac": window_data_s / elapsed}
+                if peak_flops:
+                    rec["mfu"] = rec["flops_per_s"] / (peak_flops * world)
+                rec.update({k: sums[4 + i].item() / world for i, k in enumerate(names)})
+                metrics.write(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
+                window_tokens, window_samples, window_start = 0, 0, time.perf_counter()
+                window_terms, window_losses, window_data_s, window_flops = {}, [], 0.0, 0.0
+
+            if step % cfg.train.eval_every == 0 or step == total:
+                vals = validate(engine, objective, cfg, rank, world, device)
+                if vals:
+                    metrics.write({"step": step, "split": "valid", **vals})
+                    if rank == 0:
+                        bar.write(f"step {step} valid " + " ".join(f"{k}={v:.4f}" for k, v in vals.items()))
+                window_start = time.perf_counter()
+
+            if step % cfg.train.save_every == 0 or step == total:
                 save_now()
                 last_saved = step
-            engine, optimizer, scheduler = growth.apply(cfg, objective, engine, scheduler, step, ckpt_dir, rank)
-            n_params = count_params(engine.module)
-            engine.train()
-        # One optimizer step = grad_accum micro-batches; DeepSpeed wants step() after each
-        # backward and applies the update at the accumulation boundary.
-        step_loss, step_terms, micro, step_ids = 0.0, {}, 0, []
-        pre_step_norm = 0.0
-        grad_overflow = False
-        while micro < cfg.train.grad_accum:
-            t_data = time.perf_counter()
-            records = next(it)
-            batch = to_device(objective.collate(records), device)
-            window_data_s += time.perf_counter() - t_data   # reading + on-the-fly tokenization
-            loss, terms = objective.loss(engine, batch)
-            attempt += 1
-            if faults.get(attempt) == "loss":
-                loss = loss * float("nan")
-            elif faults.get(attempt) == "grad":
-                loss = _InfGrad.apply(loss)
-            finite = torch.tensor([1.0 if torch.isfinite(loss).item() else 0.0])
-            if world > 1:
-                dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-            if finite.item() < 1:
-                # Every rank drops this micro-batch (no backward, no step) and counts it.
-                bad_in_a_row, bad_total = count_bad("loss", "micro-batch skipped", step, bad_in_a_row, bad_total)
-                continue
-            engine.backward(loss)
-            if cfg.train.zero_stage == 0 and engine.is_gradient_accumulation_boundary():
-                pre_step_norm = zero0_grad_norm(engine, world)
-                if not math.isfinite(pre_step_norm):
-                    # Neutralize the update: zero gradients and a zero learning rate for this step
-                    # (the scheduler sets the next step's rate again inside engine.step()).
-                    for p in engine.module.parameters():
-                        if p.grad is not None:
-                            p.grad.zero_()
-                    for group in engine.optimizer.param_groups:
-                        group["lr"] = 0.0
-                    grad_overflow = True
-            skipped_before = engine.skipped_steps
-            engine.step()
-            grad_overflow = grad_overflow or engine.skipped_steps > skipped_before   # ZeRO>=1 skips by itself
-            micro += 1
-            step_loss += loss.item() / cfg.train.grad_accum
-            for k, v in terms.items():
-                step_terms[k] = step_terms.get(k, 0.0) + v / cfg.train.grad_accum
-            window_tokens += objective.tokens_in(batch)
-            window_flops += train_flops(objective, engine.module, batch, n_params)
-            window_samples += len(records)
-            step_ids += [r.get("id") for r in records]
-        if grad_overflow:
-            # The update was not applied: count it, do not advance the step.
-            bad_in_a_row, bad_total = count_bad("gradient", "update skipped", step, bad_in_a_row, bad_total)
-            continue
-        grad_norm = _grad_norm(engine, pre_step_norm)
-        bad_in_a_row = 0
-        step += 1
-        if trace is not None:
-            trace.write(json.dumps({"step": step, "loss": step_loss, "ids": step_ids}, ensure_ascii=False) + "\n")
-            trace.flush()
-        bar.update(1)
-        window_losses.append(step_loss)
-        for k, v in step_terms.items():
-            window_terms[k] = window_terms.get(k, 0.0) + v
-
-        if step % cfg.train.log_every == 0 or step == total:
-            elapsed = max(time.perf_counter() - window_start, 1e-9)
-            n = len(window_losses)
-            names = sorted(window_terms)
-            # Loss and terms are averaged over ranks; tokens and samples are summed.
-            sums = torch.tensor([float(window_tokens), float(window_samples), sum(window_losses) / n, window_flops]
-                                + [window_terms[k] / n for k in names], dtype=torch.float64)
-            if world > 1:
-                dist.all_reduce(sums)
-            tokens_per_s = sums[0].item() / elapsed
-            rec = {"step": step, "loss": sums[2].item() / world, "lr": scheduler.get_last_lr()[0],
-                   "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
-                   "samples_per_s": sums[1].item() / elapsed,
-                   "flops_per_s": sums[3].item() / elapsed, "skipped_steps": bad_total,
-                   "data_time_frac": window_data_s / elapsed}
-            if peak_flops:
-                rec["mfu"] = rec["flops_per_s"] / (peak_flops * world)
-            rec.update({k: sums[4 + i].item() / world for i, k in enumerate(names)})
-            metrics.write(rec)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
-            window_tokens, window_samples, window_start = 0, 0, time.perf_counter()
-            window_terms, window_losses, window_data_s, window_flops = {}, [], 0.0, 0.0
-
-        if step % cfg.train.eval_every == 0 or step == total:
-            vals = validate(engine, objective, cfg, rank, world, device)
-            if vals:
-                metrics.write({"step": step, "split": "valid", **vals})
-                if rank == 0:
-                    bar.write(f"step {step} valid " + " ".join(f"{k}={v:.4f}" for k, v in vals.items()))
-            window_start = time.perf_counter()
-
-        if step % cfg.train.save_every == 0 or step == total:
-            save_now()
-            last_saved = step
-            window_start = time.perf_counter()
-    bar.close()
+                window_start = time.perf_counter()
+    finally:
+        bar.close()       # the bar ends its line before any error message
     if last_saved != step:
         save_now()
-    export(engine, objective, cfg, ckpt_dir, step, rank)
+    export(engine, objective, cfg, ckpt_dir, step, rank, schedule)
     metrics.close()
+    lock and lock.close()
     return 0
 
 
@@ -442,49 +422,115 @@ def _grad_norm(engine, pre_step_norm: float) -> float:
 
 
 def _check_run_identity(cfg: RunConfig, objective, run_dir: Path, rank: int) -> None:
-    """Stop with one line if an existing run was trained with a different vocabulary or model."""
-    ident = {"model": cfg.model, "vocab_size": len(objective.tokenizer)}
-    path = run_dir / "run.json"
-    existed = path.is_file()
-    if existed:
-        old = json.loads(path.read_text(encoding="utf-8"))
-        for key, value in ident.items():
-            if old.get(key) != value:
-                raise TrainingError(f"{path}: existing run has {key}={old.get(key)!r} but this run has "
-                                    f"{value!r} (tokenizer/model mismatch); use a new RUN directory")
+    """Stop with one line if an existing run was trained with other data, vocabulary, size or model."""
+    from pretrain.runinfo import check_identity, identity, write_identity
+
+    ident = {**identity(cfg), "vocab_size": len(objective.tokenizer)}
+    try:
+        check_identity(run_dir, ident)
+    except ConfigError as exc:
+        raise TrainingError(str(exc)) from None
     dist.barrier()                        # every rank has checked before rank 0 writes
-    if not existed and rank == 0:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(ident, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+    if rank == 0:
+        write_identity(run_dir, ident)
 
 
-def export(engine, objective, cfg: RunConfig, ckpt_dir: Path, step: int, rank: int) -> None:
+def export(engine, objective, cfg: RunConfig, ckpt_dir: Path, step: int, rank: int, schedule=None) -> None:
     """Write RUN/export as a Hugging Face folder of fp32 weights.
 
     ZeRO-3 shards, and the fp32 master weights of bf16/fp16 runs under ZeRO-1/2, are
     consolidated from the checkpoint first (DeepSpeed's zero_to_fp32).
     """
-    from pretrain.release import master_weights_in_optimizer
+    from pretrain.export import master_weights_in_optimizer, write_export
 
-    out = Path(cfg.run_dir) / "export"
     if master_weights_in_optimizer(cfg.train.zero_stage, cfg.train.precision):
-        dist.barrier()
-        state = None
-        if rank == 0:
-            from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-            state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=ckpt.tag_for(step))
-    else:
-        state = {k: v.detach().float().cpu() for k, v in engine.module.state_dict().items()} if rank == 0 else None
+        export_checkpoint(objective, cfg, ckpt_dir, ckpt.tag_for(step), step, rank, schedule)
+        return
     if rank == 0:
-        tmp = out.with_name("export.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        objective.export(state, tmp)
-        (tmp / "training_step.json").write_text(json.dumps({"step": step}), encoding="utf-8")
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-        log.info("exported Hugging Face model to %s", out)
+        state = {k: v.detach().float().cpu() for k, v in engine.module.state_dict().items()}
+        write_export(objective, cfg, state, step, Path(cfg.run_dir) / "export", schedule)
     dist.barrier()
+
+
+def export_checkpoint(objective, cfg: RunConfig, ckpt_dir: Path, tag: str, step: int, rank: int, schedule=None) -> None:
+    """RUN/export from a saved checkpoint (rank 0 writes; every rank waits)."""
+    from pretrain.export import checkpoint_state, write_export
+
+    dist.barrier()
+    if rank == 0:
+        state = checkpoint_state(ckpt_dir, tag, cfg.train.zero_stage, cfg.train.precision)
+        write_export(objective, cfg, state, step, Path(cfg.run_dir) / "export", schedule)
+    dist.barrier()
+
+
+def _export_step(run_dir: Path) -> int | None:
+    from pretrain.export import export_step
+    return export_step(run_dir / "export")
+
+
+def _saved_steps(run_dir: Path) -> int | None:
+    """train.steps of the run's previous launch (RUN/config.yaml), if any."""
+    try:
+        return load_run_config(run_dir).train.steps
+    except (ConfigError, OSError):
+        return None
+
+
+def _lr_at(cfg: RunConfig, steps: int, step: int) -> float:
+    """The learning rate the schedule would give at ``step`` if train.steps were ``steps``."""
+    import dataclasses
+
+    from pretrain.engine import lr_lambda
+    old = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=steps))
+    return cfg.train.lr * lr_lambda(old)(step - 1)
+
+
+class RunLock:
+    """An exclusive ``flock`` on RUN/.lock, held by rank 0 for the life of the run.
+
+    The kernel drops it when the process dies (kill -9, node failure, SLURM requeue), so a
+    crashed run never blocks the next one; a second live run on the same RUN is refused.
+    """
+
+    def __init__(self, run_dir: Path):
+        import fcntl
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / ".lock"
+        self.fh = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip() or "another process"
+            self.fh.close()
+            raise TrainingError(f"{run_dir} is in use by a running training ({holder}); wait for it to finish, "
+                                f"stop it, or use another RUN") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+        self.fh.flush()
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def hold_run_lock(run_dir: Path, rank: int, world: int) -> RunLock | None:
+    """Rank 0 takes the RUN lock; every rank stops with the same one-line error if it is held."""
+    lock, error = None, None
+    if rank == 0:
+        try:
+            lock = RunLock(run_dir)
+        except TrainingError as exc:
+            error = exc
+    flag = torch.tensor([0 if error else 1])
+    if world > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    if error is not None:
+        raise error
+    if flag.item() == 0:
+        raise TrainingError(f"{run_dir} is in use by another training")
+    return lock
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -495,15 +541,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.steps=50")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    logging.basicConfig(level=logging.INFO, force=True, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     for noisy in ("DeepSpeed", "deepspeed", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        cfg = load_config(args.config, args.overrides, size=args.size)
+        from pretrain.stages import resolve
+        cfg = resolve(load_config(args.config, args.overrides, size=args.size))
         return train(cfg, args.config)
-    except (ConfigError, DataError, TrainingError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, DataError, TrainingError, ckpt.CheckpointError) as exc:
+        if int(os.environ.get("RANK", "0")) == 0:    # one line, from one process
+            print(f"error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -10,12 +10,74 @@ SHARED_DATA = Path(os.environ.get("ZH_SHARED_DATA", REPO.parent / "shared" / "da
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Fixtures that run the real pipeline, trainer or a cluster: a test using one is in the slow tier
+# (`make test` runs everything; `make test-fast` / `pytest -m "not slow"` skips these).
+SLOW_FIXTURES = {"t5_data", "t5_run", "real_run", "sim_data", "runs", "first_run", "built", "news"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} is absent (set ZH_SHARED_DATA)")
     return SHARED_DATA
+
+
+def sample_records() -> list[dict]:
+    """The embedded sample corpus as raw records ({"id", "text"}), read without the pipeline."""
+    import json
+
+    out = []
+    for path in sorted((REPO / "data" / "sample").glob("*.jsonl")):
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                rec = json.loads(line)
+                out.append({"id": str(rec.get("id", f"{path.name}:{i}")), "text": rec["text"]})
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> list[str]:
+    """A tokenizer and a one-shard "cleaned" corpus built in-process from the sample corpus (no Beam,
+    no subprocess, ~2 s): config overrides for unit tests of objectives, collators and losses."""
+    import gzip
+    import json
+    from collections import Counter
+
+    from tokenizer.counting import count_document
+    from tokenizer.fast import build_unigram, save_folder
+    from tokenizer.jieba_util import jieba_instance
+    from tokenizer.vocab import Counts, jieba_scorer, select_vocab
+
+    root = tmp_path_factory.mktemp("tiny")
+    records = sample_records()
+    dt = jieba_instance()
+    total = Counter()
+    for r in records:
+        total.update(count_document(r["text"], lambda s: dt.cut(s, HMM=False)))
+    counts = Counts()
+    table = {"w": counts.words, "a": counts.ascii, "c": counts.chars}
+    for (kind, token), c in total.items():
+        if kind == "n":
+            setattr(counts, token, c)
+        else:
+            table[kind][token] = c
+    vocab = select_vocab(counts, vocab_size=4000, min_word_freq=2, cjk_score=jieba_scorer(dt.FREQ, dt.total))
+    save_folder(build_unigram(vocab.tokens, vocab.scores), root / "tok")
+    shards = []
+    for split, part in (("train", records[:-20]), ("valid", records[-20:])):
+        (root / "clean" / split).mkdir(parents=True)
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part).encode()
+        (root / "clean" / split / "shard-00000-of-00001.jsonl.gz").write_bytes(gzip.compress(data, mtime=0))
+        shards.append({"path": f"{split}/shard-00000-of-00001.jsonl.gz", "split": split, "documents": len(part),
+                       "characters": sum(len(r["text"]) for r in part)})
+    (root / "clean" / "manifest.json").write_text(json.dumps({"shards": shards}), encoding="utf-8")
+    return [f"tokenizer.dir={root / 'tok'}", f"data.clean_dir={root / 'clean'}", f"data.pairs_dir={root / 'pairs'}"]
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """Config loading: presets, overrides and one-line errors naming file and key."""
 import pytest
 
-from pretrain.config import ConfigError, config_path, load_config, parse_overrides, preset_names
+from pretrain.config import ConfigError, config_path, load_config, models, parse_overrides, preset_names
 
 T5 = config_path("t5-pegasus")
 
@@ -59,7 +59,7 @@ def test_unknown_size_lists_presets():
         load_config(T5, size="huge")
 
 
-@pytest.mark.parametrize("model", ["t5-pegasus", "electra", "mlm-proposal", "roformer-sim"])
+@pytest.mark.parametrize("model", models())
 def test_every_model_file_and_preset_validates(model):
     path = config_path(model)
     for size in preset_names(path):
@@ -78,3 +78,50 @@ def test_deepspeed_config_fills_auto_values():
     cfg = load_config(T5, ["train.schedule=inverse_sqrt", "train.warmup_steps=10"])
     f = lr_lambda(cfg)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0) and f(39) == pytest.approx(0.5)
+
+
+def test_models_and_objectives_come_from_the_registry():
+    from pretrain.objectives import registry
+
+    assert {"t5-pegasus", "t5-span", "electra", "mlm-proposal", "roformer-sim"} <= set(registry())
+    assert {"t5-pegasus", "t5-span", "electra", "mlm-proposal", "roformer-sim", "bert-wwm"} <= set(models())
+    for model in models():
+        cfg = load_config(config_path(model))
+        assert cfg.objective.name in registry() and isinstance(cfg.arch, cfg.objective_class.spec.arch)
+
+
+def test_a_recipe_is_a_yaml_naming_its_objective():
+    """BERT whole-word masking is mlm-proposal with uniform sampling over jieba words, as its own MODEL."""
+    cfg = load_config(config_path("bert-wwm"))
+    assert cfg.model == "bert-wwm" and cfg.objective.name == "mlm-proposal"
+    assert cfg.objective.sampling == "uniform" and cfg.objective.whole_word is True
+    assert cfg.run_dir == "runs/bert-wwm"
+
+
+@pytest.mark.parametrize("override, key", [
+    (["objective.mask_prop=0.2"], "objective.mask_prop"),           # misspelled key inside the objective section
+    (["objective.mask_prob=1.5"], "objective.mask_prob"),           # out of range (options __post_init__)
+    (["objective.sampling=greedy"], "objective.sampling"),          # not one of the Literal values
+    (["arch.d_kv=32"], "arch.d_kv"),                                 # a T5 field in an encoder family
+    (["arch.num_heads=3"], "arch.num_heads"),                        # must divide d_model
+    (["objective.name=nope"], "objective.name"),                    # unknown objective
+    (["growth=[{at_step: 0, layers: 4}]"], "growth[0].at_step"),
+])
+def test_objective_and_arch_sections_are_validated_at_load(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(config_path("mlm-proposal"), override)
+    assert key in str(err.value) and "\n" not in str(err.value)
+
+
+def test_objective_from_outside_the_package():
+    cfg = load_config(T5, ["objective.name=tests.faults:FaultyT5", "objective.faults=loss@2"])
+    assert cfg.objective_class.__name__ == "FaultyT5" and cfg.objective.faults == "loss@2"
+    with pytest.raises(ConfigError, match="cannot be imported"):
+        load_config(T5, ["objective.name=tests.nowhere:X"])
+
+
+def test_t5_arch_keeps_its_own_fields():
+    cfg = load_config(config_path("t5-span"), ["arch.d_kv=16", "objective.noise_density=0.3"])
+    assert cfg.arch.d_kv == 16 and cfg.objective.noise_density == 0.3
+    with pytest.raises(ConfigError, match="objective.noise_density"):
+        load_config(config_path("t5-span"), ["objective.noise_density=1.0"])

@@ -15,9 +15,9 @@ CLS, SEP, PAD, MASK = 2, 3, 0, 4
 
 
 @pytest.fixture(scope="module")
-def objective(t5_data):
-    """ELECTRA on the session's cleaned sample corpus and tokenizer (shared with the T5 tests)."""
-    return ElectraObjective(load_config(config_path("electra"), t5_data))
+def objective(tiny_data):
+    """ELECTRA on the in-process sample corpus and tokenizer (unit tier)."""
+    return ElectraObjective(load_config(config_path("electra"), tiny_data))
 
 
 @pytest.fixture(scope="module")
@@ -219,8 +219,8 @@ def test_exports_load_and_share_embeddings_after_round_trip(real_run):
 
     # The DeepSpeed checkpoint loads back into one model whose two halves still hold the same module.
     saved = json.loads((real_run / "run" / "export" / "training_step.json").read_text())["step"]
-    state = torch.load(next((real_run / "run" / "checkpoints" / f"step-{saved:08d}").glob("*model_states.pt")),
-                       map_location="cpu", weights_only=False)["module"]
+    from pretrain.export import _module_weights
+    state = _module_weights(next((real_run / "run" / "checkpoints" / f"step-{saved:08d}").glob("*model_states.pt")))
     objective = ElectraObjective(load_config(config_path("electra"), [f"tokenizer.dir={export}"]))
     model = objective.build_model()
     model.load_state_dict(state)

@@ -16,8 +16,8 @@ from transformers import (BertConfig, BertForMaskedLM, BertTokenizerFast, Electr
                           RoFormerForMaskedLM)
 
 from conftest import REPO, SHARED_DATA
-from pretrain.growth import GrowthError, GrowthStep, grow, grow_module, max_difference
-from pretrain.objectives.t5_pegasus import untie_lm_head
+from pretrain.surgery import GrowthError, GrowthStep, grow, grow_module, max_difference
+from pretrain.models import untie_lm_head
 
 TOL = 1e-4
 FALLBACK_TEXT = ["今天上午，市图书馆举办了一场传统手工艺讲座。", "这家酒店的服务很好，房间也很干净。",
@@ -25,20 +25,19 @@ FALLBACK_TEXT = ["今天上午，市图书馆举办了一场传统手工艺讲�
 
 
 @pytest.fixture(scope="module")
-def batch():
-    vocab = SHARED_DATA / "vocab" / "bert_chinese_vocab.txt"
+def batch(tmp_path_factory):
+    """Real news text when the shared data is there (else our own sentences), with a character vocabulary
+    of those texts: growth is about the layers, and a small vocabulary keeps these unit tests fast."""
     news = SHARED_DATA / "corpus" / "thucnews_cnews_subset" / "cnews.val.txt"
-    if vocab.is_file() and news.is_file():
+    if news.is_file():
         lines = news.read_text(encoding="utf-8").splitlines()[:200:50]
         texts = [line.split("\t", 1)[1][:120] for line in lines]
-        tok = BertTokenizerFast(vocab_file=str(vocab))
-    else:   # no shared data: our own sentences and a character vocabulary
+    else:
         texts = FALLBACK_TEXT
-        chars = sorted({c for t in texts for c in t})
-        path = REPO / "build" / "growth_vocab.txt"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars), encoding="utf-8")
-        tok = BertTokenizerFast(vocab_file=str(path))
+    chars = sorted({c for t in texts for c in t})
+    path = tmp_path_factory.mktemp("growth") / "vocab.txt"
+    path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars), encoding="utf-8")
+    tok = BertTokenizerFast(vocab_file=str(path))
     enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=64)
     return len(tok), enc["input_ids"], enc["attention_mask"]
 
@@ -140,6 +139,7 @@ def test_electra_halves_grow_together_and_keep_sharing(batch):
         assert max(max_difference(small, big, ids, mask).values()) <= TOL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["roformer", "mt5"])
 def test_grow_cli_on_exported_folder(family, batch, tmp_path):
     from pretrain import grow as cli
@@ -200,3 +200,17 @@ def test_growth_schedule_in_deepspeed_run_survives_kill_and_resume(tmp_path, t5_
             assert (p - new_block[name]).abs().max() > 1e-4, (stack, name)   # moved from its start
         o = getattr(final, stack).block[1].layer[0].SelfAttention.o.weight
         assert o.abs().max() > 1e-3                                          # started at zero
+
+    # make release after growth: the export is rebuilt from the (grown) checkpoint and verified.
+    import shutil
+    shutil.rmtree(run_dir / "export")
+    rel = subprocess.run([sys.executable, "-m", "pretrain.release", "--run", str(run_dir), "--skip-eval"], cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert rel.returncode == 0, rel.stderr[-3000:]
+    assert "rebuilding it from checkpoint step-00000016" in rel.stderr
+    released = MT5ForConditionalGeneration.from_pretrained(run_dir / "release")
+    assert released.config.num_layers == 2
+    for name, p in final.state_dict().items():
+        assert torch.equal(p, released.state_dict()[name]), name
+    assert subprocess.run([sys.executable, "-m", "pretrain.release", "--verify", str(run_dir / "release")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120).returncode == 0

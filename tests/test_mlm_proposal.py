@@ -18,8 +18,13 @@ from transformers import BertConfig, BertForMaskedLM
 
 from conftest import REPO
 from pretrain.config import ConfigError
+from pipeline.typed_config import build
 from pretrain.objectives.mlm_proposal import (MaskedLMWithProposal, MaskProposalNet, MLMProposalConfig,
-                                              estimate_mlm_loss, pack_rows, parse_objective)
+                                              estimate_mlm_loss, pack_rows)
+
+
+def parse_objective(raw, where="config"):
+    return build(MLMProposalConfig, raw, where, "objective.")
 
 V, MASK, LOW = 40, 4, 5          # vocab size, [MASK] id, first id random replacement may use
 EASY = torch.arange(LOW, 20)     # tokens the fixed model predicts well (low loss)

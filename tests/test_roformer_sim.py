@@ -40,11 +40,11 @@ def sim_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def objective(sim_data):
+def objective(tiny_data):
     from pretrain.config import load_config
     from pretrain.objectives.roformer_sim import RoFormerSimObjective
 
-    cfg = load_config(REPO / "configs" / "roformer-sim.yaml", [*sim_data, "arch.dropout_rate=0.0"])
+    cfg = load_config(REPO / "configs" / "roformer-sim.yaml", [*tiny_data, "arch.dropout_rate=0.0"])
     return RoFormerSimObjective(cfg)
 
 
@@ -134,13 +134,13 @@ def test_pair_file_labels_relative_to_file_max(tmp_path):
         load_pair_files(RoFormerSimConfig(pair_file=str(tmp_path / "missing*.tsv")))
 
 
-def test_collate_hard_negative_rows(sim_data, tmp_path):
+def test_collate_hard_negative_rows(tiny_data, tmp_path):
     from pretrain.config import load_config
     from pretrain.objectives.roformer_sim import RoFormerSimObjective
 
     (tmp_path / "p.tsv").write_text("今天天气很好\t天气不错\t1\n我们去公园散步\t我们不去公园\t0\n", encoding="utf-8")
     cfg = load_config(REPO / "configs" / "roformer-sim.yaml",
-                      [*sim_data, f"objective.pair_file={tmp_path / 'p.tsv'}", "objective.pair_file_ratio=1.0",
+                      [*tiny_data, f"objective.pair_file={tmp_path / 'p.tsv'}", "objective.pair_file_ratio=1.0",
                        "objective.pair_negative_ratio=1.0"])
     objective = RoFormerSimObjective(cfg)
     random.seed(0)
@@ -171,14 +171,14 @@ def test_cosent_loss_matches_hand_computation():
     assert cosent_loss(a, b, torch.ones(5), groups, 20.0).item() == 0.0   # nothing to rank
 
 
-def test_collate_cosent_rows(sim_data, tmp_path):
+def test_collate_cosent_rows(tiny_data, tmp_path):
     from pretrain.config import load_config
     from pretrain.objectives.roformer_sim import RoFormerSimObjective, contrastive_loss, cosent_loss
 
     (tmp_path / "p.tsv").write_text("今天天气很好\t天气不错\t5\n我们去公园散步\t我们不去公园\t1\n", encoding="utf-8")
     (tmp_path / "same.tsv").write_text("没有标签\t也相似\n", encoding="utf-8")   # nothing to rank: never drawn
     cfg = load_config(REPO / "configs" / "roformer-sim.yaml",
-                      [*sim_data, f"objective.pair_file={tmp_path / 'p.tsv'},{tmp_path / 'same.tsv'}",
+                      [*tiny_data, f"objective.pair_file={tmp_path / 'p.tsv'},{tmp_path / 'same.tsv'}",
                        "objective.pair_file_ratio=0.0", "objective.cosent_weight=1.0", "objective.cosent_rows=3"])
     objective = RoFormerSimObjective(cfg)
     random.seed(0)
@@ -199,12 +199,12 @@ def test_collate_cosent_rows(sim_data, tmp_path):
     assert terms["cosent_loss"] == pytest.approx(cosent_loss(vectors[4:7], vectors[7:], batch["cosent_scores"],
                                                              batch["cosent_groups"], 20.0).item(), rel=1e-5)
     unranked = load_config(REPO / "configs" / "roformer-sim.yaml",
-                           [*sim_data, f"objective.pair_file={tmp_path / 'same.tsv'}", "objective.cosent_weight=1.0"])
+                           [*tiny_data, f"objective.pair_file={tmp_path / 'same.tsv'}", "objective.cosent_weight=1.0"])
     with pytest.raises(ValueError, match="cosent_weight"):
         RoFormerSimObjective(unranked)
 
 
-def test_swap_words_makes_paws_style_negatives(sim_data, tmp_path):
+def test_swap_words_makes_paws_style_negatives(tiny_data, tmp_path):
     from pretrain.config import load_config
     from pretrain.objectives.roformer_sim import RoFormerSimObjective, swap_words
 
@@ -214,7 +214,7 @@ def test_swap_words_makes_paws_style_negatives(sim_data, tmp_path):
         assert swapped != text and sorted(swapped) == sorted(text)          # same characters, other order
     assert swap_words("好", rng) is None and swap_words("我 我", rng) is None   # nothing different to swap
     cfg = load_config(REPO / "configs" / "roformer-sim.yaml",
-                      [*sim_data, "objective.swap_negative_prob=1.0", "objective.neighbor_prob=0.0"])
+                      [*tiny_data, "objective.swap_negative_prob=1.0", "objective.neighbor_prob=0.0"])
     objective = RoFormerSimObjective(cfg)
     random.seed(0)
     batch = objective.collate([{"text": "我们明天去公园散步。"}, {"text": "今天天气很好。"}])

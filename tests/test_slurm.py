@@ -31,6 +31,7 @@ def render(*args, env=None):
 
 
 # ---- rendering (no cluster needed) -------------------------------------------------------
+@pytest.mark.slow
 def test_render_quotes_every_value_and_rejects_injection(tmp_path):
     evil = f"data.corpus=a b;$(touch {tmp_path}/pwned)'\"`id`"
     proc = render("--model", "t5-pegasus", "--nodes", "2", "--gpus-per-node", "4", "--partition", "gpu",
@@ -58,6 +59,7 @@ def test_render_quotes_every_value_and_rejects_injection(tmp_path):
         assert proc.returncode == 2 and word in proc.stderr and proc.stderr.count("\n") == 1, (args, proc.stderr)
 
 
+@pytest.mark.slow
 def test_make_slurm_dry_run_reads_values_without_shell(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS")}
     proc = subprocess.run(["make", "-s", "slurm", "MODEL=t5-pegasus", "NODES=3", "GPUS_PER_NODE=0", "TIME=30",

@@ -78,7 +78,7 @@ class Encoder:
 
 def scratch_copy(pretrained):
     """The same architecture, randomly initialized (with an untied LM head if the pretrained one is untied)."""
-    from pretrain.objectives.t5_pegasus import untie_lm_head
+    from pretrain.models import untie_lm_head
 
     model = AutoModelForSeq2SeqLM.from_config(pretrained.config)
     head, emb = pretrained.get_output_embeddings(), pretrained.get_input_embeddings()

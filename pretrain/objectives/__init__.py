@@ -1,47 +1,48 @@
-"""Objectives: each is a data collator + model + loss that plugs into the one trainer.
+"""The objective registry: every module of this package that defines an ``Objective`` with a ``spec``.
 
-An objective class provides:
-  ``train_dir`` / ``valid_dir``   where its training records live (a pipeline output folder)
-  ``build_model()``               a fresh ``transformers`` model for the configured size
-  ``collate(records)``            a batch of tensors from a list of JSON records
-  ``loss(model, batch)``          (loss tensor, {term: float}, tokens in batch)
-  ``evaluate(model, records)``    extra validation metrics (e.g. ROUGE of generations)
-  ``export(state_dict, out_dir)`` a Hugging Face folder that loads with Auto classes
+Adding an objective is one module here plus one YAML in ``configs/``; nothing else lists
+objectives. A YAML may also name an objective outside this package as ``module:Class``
+(a team's own objective, or a test's fault-injecting wrapper). ``MODEL=`` names are the
+YAML files of ``configs/`` (see ``pretrain.config.models``), so a recipe such as BERT
+whole-word MLM is its own model without code.
 """
 from __future__ import annotations
 
 import importlib
+import pkgutil
+from functools import lru_cache
 
-# Registered objectives; an entry of None is an accepted name whose issue has not landed.
-REGISTRY = {
-    "t5-pegasus": "pretrain.objectives.t5_pegasus:T5PegasusObjective",
-    "electra": "pretrain.objectives.electra:ElectraObjective",
-    "mlm-proposal": "pretrain.objectives.mlm_proposal:MLMProposalObjective",
-    "roformer-sim": "pretrain.objectives.roformer_sim:RoFormerSimObjective",
-}
+from pipeline.typed_config import ConfigError
+from pretrain.objectives.base import Objective, ObjectiveSpec, Options, load_tokenizer  # noqa: F401
 
 
-def load_tokenizer(cfg, tokenizer=None, required=("pad", "cls", "sep", "mask")):
-    """The run's tokenizer (AutoTokenizer on cfg.tokenizer.dir), checked for the special tokens an objective needs."""
-    if tokenizer is None:
-        from transformers import AutoTokenizer
-        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer.dir)
-    for name in required:
-        if getattr(tokenizer, f"{name}_token_id") is None:
-            raise ValueError(f"{cfg.tokenizer.dir}: tokenizer has no {name} token")
-    return tokenizer
+@lru_cache(maxsize=None)
+def registry() -> dict[str, type]:
+    """{spec.name: Objective subclass} of the modules in this package."""
+    found = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_") or info.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for value in vars(module).values():
+            if (isinstance(value, type) and issubclass(value, Objective) and "spec" in vars(value)
+                    and value.__module__ == module.__name__):
+                found[value.spec.name] = value
+    return dict(sorted(found.items()))
 
 
-class NotYetAvailable(RuntimeError):
-    """An accepted model name whose objective is not implemented yet."""
-
-
-def get_objective_class(model: str):
-    if model not in REGISTRY:
-        raise KeyError(f"unknown MODEL '{model}' (valid: {'|'.join(REGISTRY)})")
-    target = REGISTRY[model]
-    if target is None:
-        raise NotYetAvailable(f"MODEL={model} is accepted but not implemented yet; "
-                              f"available now: {'|'.join(k for k, v in REGISTRY.items() if v)}")
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+def objective_class(name: str) -> type:
+    """The Objective subclass for a registered name or a ``module:Class`` path."""
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"objective '{name}' cannot be imported ({exc})") from None
+        if not (isinstance(cls, type) and issubclass(cls, Objective) and hasattr(cls, "spec")):
+            raise ConfigError(f"objective '{name}' is not an Objective subclass with a spec")
+        return cls
+    objectives = registry()
+    if name not in objectives:
+        raise ConfigError(f"unknown objective '{name}' (valid: {'|'.join(objectives)})")
+    return objectives[name]

@@ -1,6 +1,6 @@
 """ELECTRA: a small masked-LM generator feeds a discriminator that spots replaced tokens.
 
-Recipe (Clark et al. 2020; seeds 003/004):
+Recipe (Clark et al. 2020):
   1. mask 15% of the non-special tokens with [MASK];
   2. the generator (a BERT-style masked LM about 1/4 the discriminator's width:
      hidden size, attention heads and FFN all scaled, same depth) predicts them;
@@ -22,20 +22,18 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
-from pretrain.objectives import load_tokenizer
 
-from pretrain.config import ConfigError, parse_section
-
-ACTIVATIONS = {"gelu": "gelu", "relu": "relu"}
+from pipeline.typed_config import ConfigError, InvalidValue
+from pretrain.models import EncoderArch, encoder_config_kwargs
+from pretrain.objectives.base import Objective, ObjectiveSpec, Options, mask_budget, pad_batch, uniform_order
 
 
 @dataclass
-class ElectraObjectiveConfig:
+class ElectraOptions(Options):
     """The ``objective:`` section of configs/electra.yaml."""
     generator_size: float = 0.25        # generator hidden size, heads and FFN as a fraction of the discriminator's
     mask_prob: float = 0.15             # share of non-special tokens masked per sequence
@@ -43,6 +41,16 @@ class ElectraObjectiveConfig:
     embedding_size: int = 0             # shared embedding width; 0 = discriminator hidden size (ELECTRA-small: 128)
     max_position_embeddings: int = 512
     temperature: float = 1.0            # generator softmax temperature for sampling replacements
+
+    def __post_init__(self):
+        if not 0 < self.mask_prob < 1:
+            raise InvalidValue("mask_prob", f"must be in (0, 1), got {self.mask_prob}")
+        if not 0 < self.generator_size <= 1:
+            raise InvalidValue("generator_size", f"must be in (0, 1], got {self.generator_size}")
+        if self.rtd_weight < 0:
+            raise InvalidValue("rtd_weight", f"must be >= 0, got {self.rtd_weight}")
+        if self.temperature <= 0:
+            raise InvalidValue("temperature", f"must be > 0, got {self.temperature}")
 
 
 # ---------------------------------------------------------------- masking and labels
@@ -52,11 +60,8 @@ def mask_tokens(input_ids: torch.Tensor, maskable: torch.Tensor, mask_prob: floa
 
     Returns (generator input with [MASK] at the chosen positions, boolean mask of them).
     """
-    scores = torch.rand(input_ids.shape, generator=generator)
-    scores[~maskable] = 2.0                                     # never chosen before a maskable token
-    rank = scores.argsort(dim=1).argsort(dim=1)                 # position's rank in a random order
-    n = maskable.sum(dim=1)
-    k = torch.where(n > 0, (n.float() * mask_prob).round().long().clamp(min=1), torch.zeros_like(n))
+    rank = uniform_order(maskable, generator).argsort(dim=1)   # position's rank in a random order
+    k = mask_budget(maskable.sum(dim=1), mask_prob)
     chosen = (rank < k[:, None]) & maskable
     masked = input_ids.masked_fill(chosen, mask_id)
     return masked, chosen
@@ -166,43 +171,34 @@ class ElectraPair(torch.nn.Module):
 
 
 # ---------------------------------------------------------------- the objective
-class ElectraObjective:
-    name = "electra"
-    hf_auto_class = "AutoModelForPreTraining"
+class ElectraObjective(Objective):
+    spec = ObjectiveSpec(
+        name="electra", arch=EncoderArch, options=ElectraOptions, data="clean", eval_tasks=("sts",),
+        intended_use="Chinese understanding: fine-tune the discriminator for classification, matching, "
+                     "sequence labelling or reading comprehension; the generator is a small masked LM "
+                     "released for completeness and continued pretraining.")
+
+    @classmethod
+    def check(cls, cfg, where: str) -> None:
+        if cfg.train.max_source_len > cfg.objective.max_position_embeddings:
+            raise ConfigError(f"{where}: key 'train.max_source_len' ({cfg.train.max_source_len}) exceeds "
+                              f"objective.max_position_embeddings ({cfg.objective.max_position_embeddings})")
+        a = cfg.arch
+        try:
+            scaled_generator_config(ElectraConfig(hidden_size=a.d_model, num_attention_heads=a.num_heads,
+                                                  intermediate_size=a.d_ff), cfg.objective.generator_size)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
 
     def __init__(self, cfg, tokenizer=None):
-        self.cfg = cfg
-        where = f"configs/{cfg.model}.yaml"
-        self.opts = parse_section(ElectraObjectiveConfig, cfg.objective, where)
-        o = self.opts
-        if not 0 < o.mask_prob < 1:
-            raise ConfigError(f"{where}: key 'objective.mask_prob' must be in (0, 1), got {o.mask_prob}")
-        if not 0 < o.generator_size <= 1:
-            raise ConfigError(f"{where}: key 'objective.generator_size' must be in (0, 1], got {o.generator_size}")
-        if o.rtd_weight < 0 or o.temperature <= 0:
-            raise ConfigError(f"{where}: keys 'objective.rtd_weight' must be >= 0 and 'objective.temperature' > 0")
-        if cfg.arch.feed_forward_proj not in ACTIVATIONS:
-            raise ConfigError(f"{where}: key 'arch.feed_forward_proj' is {cfg.arch.feed_forward_proj!r}; "
-                              f"ELECTRA supports {', '.join(ACTIVATIONS)}")
-        if cfg.train.max_source_len > o.max_position_embeddings:
-            raise ConfigError(f"{where}: key 'train.max_source_len' ({cfg.train.max_source_len}) exceeds "
-                              f"objective.max_position_embeddings ({o.max_position_embeddings})")
-        self.tokenizer = tok = load_tokenizer(cfg, tokenizer, required=("pad", "cls", "sep", "mask"))
-        self.special_ids = torch.tensor(sorted(set(tok.all_special_ids)))
-        # Plain cleaned documents: no objective-specific data stage.
-        self.train_dir = cfg.data.clean_dir
-        self.valid_dir = cfg.data.clean_dir
+        super().__init__(cfg, tokenizer)
+        self.special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)))
 
     # -- model -------------------------------------------------------------
     def discriminator_config(self) -> ElectraConfig:
         a, o, tok = self.cfg.arch, self.opts, self.tokenizer
-        return ElectraConfig(
-            vocab_size=len(tok), embedding_size=o.embedding_size or a.d_model, hidden_size=a.d_model,
-            num_hidden_layers=a.num_layers, num_attention_heads=a.num_heads, intermediate_size=a.d_ff,
-            hidden_act=ACTIVATIONS[a.feed_forward_proj], hidden_dropout_prob=a.dropout_rate,
-            attention_probs_dropout_prob=a.dropout_rate, max_position_embeddings=o.max_position_embeddings,
-            pad_token_id=tok.pad_token_id,
-        )
+        return ElectraConfig(embedding_size=o.embedding_size or a.d_model,
+                             **encoder_config_kwargs(a, len(tok), tok.pad_token_id, o.max_position_embeddings))
 
     def generator_config(self) -> ElectraConfig:
         return scaled_generator_config(self.discriminator_config(), self.opts.generator_size)
@@ -221,20 +217,12 @@ class ElectraObjective:
                 start = int(torch.randint(0, len(ids) - room + 1, ()).item())
                 ids = ids[start:start + room]
             rows.append([tok.cls_token_id, *ids, tok.sep_token_id])
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            input_ids[i, :len(r)] = torch.tensor(r)
-            attention_mask[i, :len(r)] = 1
+        batch = pad_batch(rows, tok.pad_token_id)
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         maskable = attention_mask.bool() & ~torch.isin(input_ids, self.special_ids)
         masked, mlm_mask = mask_tokens(input_ids, maskable, self.opts.mask_prob, tok.mask_token_id)
         return {"input_ids": input_ids, "attention_mask": attention_mask,
                 "masked_input_ids": masked, "mlm_mask": mlm_mask}
-
-    @staticmethod
-    def tokens_in(batch: dict) -> int:
-        return int(batch["attention_mask"].sum())
 
     def loss(self, model, batch: dict):
         out = model(**batch)
@@ -263,21 +251,6 @@ class ElectraObjective:
         return {**rtd_metrics(total), "mlm_acc": _ratio(total["mlm_correct"], total["mlm_total"])}
 
     # -- export ------------------------------------------------------------
-    def export(self, state_dict: dict, out_dir: str | Path) -> None:
-        """Discriminator to out_dir (ElectraForPreTraining), generator to out_dir/generator (ElectraForMaskedLM)."""
-        out_dir = Path(out_dir)
-        disc = {k[len("discriminator."):]: v for k, v in state_dict.items() if k.startswith("discriminator.")}
-        gen = {k[len("generator."):]: v for k, v in state_dict.items() if k.startswith("generator.")}
-        # The shared embedding may be stored under one prefix only (e.g. ZeRO-3 consolidation).
-        for k, v in disc.items():
-            if k.startswith("electra.embeddings."):
-                gen.setdefault(k, v)
-        gen.setdefault("generator_lm_head.weight", disc["electra.embeddings.word_embeddings.weight"])
-        for model, weights, folder in ((ElectraForPreTraining(self.discriminator_config()), disc, out_dir),
-                                       (ElectraForMaskedLM(self.generator_config()), gen, out_dir / "generator")):
-            missing, unexpected = model.load_state_dict(weights, strict=False)
-            if missing or unexpected:
-                raise RuntimeError(f"export: state dict mismatch for {folder} "
-                                   f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
-            model.save_pretrained(folder, safe_serialization=True)
-            self.tokenizer.save_pretrained(folder)
+    def hf_parts(self, model: ElectraPair) -> dict:
+        """The discriminator (ElectraForPreTraining) and, in ``generator/``, the generator (ElectraForMaskedLM)."""
+        return {"": model.discriminator, "generator": model.generator}

@@ -1,4 +1,4 @@
-"""Masked language modeling with mask-proposal sampling (MAP-Net, seed 003).
+"""Masked language modeling with mask-proposal sampling (MAP-Net).
 
 BERT pretraining masks positions uniformly at random; the loss is an estimate
 whose variance comes partly from the data and partly from *which* positions
@@ -50,27 +50,29 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import BertConfig, BertForMaskedLM, RoFormerConfig, RoFormerForMaskedLM
-from pretrain.objectives import load_tokenizer
 
-from pretrain.config import ConfigError, parse_section
+from pipeline.typed_config import InvalidValue, build
+from pretrain.models import EncoderArch, encoder_config_kwargs
+from pretrain.objectives.base import Objective, ObjectiveSpec, Options, mask_budget, uniform_order
 
 
 @dataclass
-class MLMProposalConfig:
+class MLMProposalConfig(Options):
     """The ``objective:`` section of configs/mlm-proposal.yaml."""
-    encoder: str = "bert"               # bert | roformer
+    encoder: Literal["bert", "roformer"] = "bert"
     mask_prob: float = 0.15             # budget: k = round(mask_prob * maskable units) per row
     replace_mask: float = 0.8           # of the selected tokens: [MASK] ...
     replace_random: float = 0.1         # ... a random token; the rest stay unchanged
     whole_word: bool = False            # units are jieba words instead of tokens
-    sampling: str = "proposal"          # uniform (plain BERT masking, proposal net not run) | proposal
+    sampling: Literal["uniform", "proposal"] = "proposal"   # uniform: plain BERT masking, proposal net not run
     uniform_mix: float = 0.5            # q_mix = (1 - w) q + w uniform; bounds weights by 1 / w
-    proposal_target: str = "grad_norm"  # grad_norm | loss: what the proposal net predicts
+    proposal_target: Literal["grad_norm", "loss"] = "grad_norm"  # what the proposal net predicts
     proposal_dim: int = 64
     proposal_layers: int = 1
     proposal_heads: int = 2
@@ -78,23 +80,13 @@ class MLMProposalConfig:
     max_rows: int = 0                   # packed rows per micro-batch (0 = train.micro_batch_size)
     eval_seed: int = 1234               # fixed masks for validation
 
-
-CHOICES = {"encoder": ("bert", "roformer"), "sampling": ("uniform", "proposal"),
-           "proposal_target": ("grad_norm", "loss")}
-
-
-def parse_objective(raw: dict, where: str = "config") -> MLMProposalConfig:
-    oc = parse_section(MLMProposalConfig, raw, where)
-    for key, allowed in CHOICES.items():
-        if getattr(oc, key) not in allowed:
-            raise ConfigError(f"{where}: key 'objective.{key}' is {getattr(oc, key)!r}; valid: {', '.join(allowed)}")
-    if not 0 < oc.mask_prob < 1:
-        raise ConfigError(f"{where}: key 'objective.mask_prob' must be in (0, 1), got {oc.mask_prob}")
-    if not 0 < oc.uniform_mix <= 1:
-        raise ConfigError(f"{where}: key 'objective.uniform_mix' must be in (0, 1], got {oc.uniform_mix}")
-    if oc.replace_mask < 0 or oc.replace_random < 0 or oc.replace_mask + oc.replace_random > 1:
-        raise ConfigError(f"{where}: keys 'objective.replace_mask' + 'objective.replace_random' must be in [0, 1]")
-    return oc
+    def __post_init__(self):
+        if not 0 < self.mask_prob < 1:
+            raise InvalidValue("mask_prob", f"must be in (0, 1), got {self.mask_prob}")
+        if not 0 < self.uniform_mix <= 1:
+            raise InvalidValue("uniform_mix", f"must be in (0, 1], got {self.uniform_mix}")
+        if self.replace_mask < 0 or self.replace_random < 0 or self.replace_mask + self.replace_random > 1:
+            raise InvalidValue("replace_random", "plus objective.replace_mask must be in [0, 1]")
 
 
 # ---------------------------------------------------------------- packing
@@ -183,9 +175,8 @@ def draw_units(q_mix: torch.Tensor | None, n_units: torch.Tensor, budget: torch.
     kmax = int(budget.max().item()) if B else 0
     valid = torch.arange(kmax, device=device)[None, :] < budget[:, None]
     if q_mix is None:
-        keys = torch.rand(B, n_max, generator=generator).to(device)
-        keys = keys.masked_fill(torch.arange(n_max, device=device)[None, :] >= n_units[:, None], 2.0)
-        draws = keys.argsort(dim=1)[:, :kmax]
+        present = torch.arange(n_max, device=device)[None, :] < n_units[:, None]
+        draws = uniform_order(present, generator)[:, :kmax]
         return draws, valid, torch.ones(B, kmax, device=device)
     u = torch.rand(B, kmax, generator=generator, dtype=torch.float64).to(device)
     cdf = q_mix.double().cumsum(dim=1)
@@ -236,8 +227,7 @@ def estimate_mlm_loss(mlm, input_ids, attention_mask, unit_ids, token_scores, oc
     sampling = sampling or oc.sampling
     n_units = (unit_ids.amax(dim=1) + 1).clamp_min(0)
     n_max = max(int(n_units.max().item()), 1)
-    budget = torch.where(n_units > 0, torch.clamp((oc.mask_prob * n_units.double()).round().long(), min=1),
-                         torch.zeros_like(n_units))
+    budget = mask_budget(n_units, oc.mask_prob)
     q_mix = None
     if token_scores is not None:
         q_mix = proposal_distribution(unit_log_scores(token_scores.float(), unit_ids, n_max), n_units,
@@ -335,28 +325,21 @@ def q_stats(out: dict) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------- the objective
-class MLMProposalObjective:
-    name = "mlm-proposal"
-    hf_auto_class = "AutoModelForMaskedLM"
+class MLMProposalObjective(Objective):
+    spec = ObjectiveSpec(
+        name="mlm-proposal", arch=EncoderArch, options=MLMProposalConfig, data="clean", eval_tasks=("mlm", "sts"),
+        intended_use="Chinese understanding: fine-tune for classification, matching or sequence labelling, "
+                     "or use as a fill-mask model.")
 
     def __init__(self, cfg, tokenizer=None):
-        self.cfg = cfg
-        self.oc = parse_objective(cfg.objective, f"configs/{cfg.model}.yaml")
-        if cfg.arch.feed_forward_proj.startswith("gated"):
-            raise ConfigError(f"configs/{cfg.model}.yaml: key 'arch.feed_forward_proj' must be gelu or relu "
-                              f"for a BERT/RoFormer encoder, got {cfg.arch.feed_forward_proj!r}")
-        self.tokenizer = tok = load_tokenizer(cfg, tokenizer, required=("pad", "cls", "sep", "mask"))
-        self.random_low = max(tok.all_special_ids) + 1     # random replacements skip specials/sentinels
-        self.train_dir = cfg.data.clean_dir
-        self.valid_dir = cfg.data.clean_dir
+        super().__init__(cfg, tokenizer)
+        self.oc = self.opts
+        self.random_low = max(self.tokenizer.all_special_ids) + 1     # random replacements skip specials/sentinels
 
     # -- model -------------------------------------------------------------
     def model_config(self):
         a, t, tok = self.cfg.arch, self.cfg.train, self.tokenizer
-        common = dict(vocab_size=len(tok), hidden_size=a.d_model, num_hidden_layers=a.num_layers,
-                      num_attention_heads=a.num_heads, intermediate_size=a.d_ff, hidden_act=a.feed_forward_proj,
-                      hidden_dropout_prob=a.dropout_rate, attention_probs_dropout_prob=a.dropout_rate,
-                      max_position_embeddings=max(512, t.max_source_len), pad_token_id=tok.pad_token_id)
+        common = encoder_config_kwargs(a, len(tok), tok.pad_token_id, max(512, t.max_source_len))
         if self.oc.encoder == "roformer":
             return RoFormerConfig(embedding_size=a.d_model, **common)
         return BertConfig(**common)
@@ -382,10 +365,6 @@ class MLMProposalObjective:
         ids, mask, unit_ids = pack_rows(enc["input_ids"], t.max_source_len, tok.cls_token_id, tok.sep_token_id,
                                         tok.pad_token_id, self.oc.max_rows or t.micro_batch_size, units)
         return {"input_ids": ids, "attention_mask": mask, "unit_ids": unit_ids}
-
-    @staticmethod
-    def tokens_in(batch: dict) -> int:
-        return int(batch["attention_mask"].sum())
 
     def loss(self, model, batch: dict):
         """Training: the sampled, reweighted MLM estimate + proposal regression. Eval: uniform masks, fixed seed."""
@@ -420,20 +399,16 @@ class MLMProposalObjective:
         return {"mlm_accuracy": out["accuracy"].item()}
 
     # -- export ------------------------------------------------------------
-    def export(self, state_dict: dict, out_dir: str | Path) -> None:
+    def hf_parts(self, model: MaskedLMWithProposal) -> dict:
+        return {"": model.mlm}
+
+    def export(self, model: MaskedLMWithProposal, out_dir: str | Path) -> None:
         """A Hugging Face folder AutoModelForMaskedLM loads; the proposal net goes to mask_proposal/."""
-        mlm = self.build_mlm()
-        mine = {k[len("mlm."):]: v for k, v in state_dict.items() if k.startswith("mlm.")}
-        missing, unexpected = mlm.load_state_dict(mine, strict=False)
-        missing = [k for k in missing if k not in getattr(mlm, "all_tied_weights_keys", {})]
-        if missing or unexpected:
-            raise RuntimeError(f"export: state dict mismatch (missing {missing[:5]}, unexpected {unexpected[:5]})")
-        mlm.save_pretrained(out_dir, safe_serialization=True)
-        self.tokenizer.save_pretrained(out_dir)
+        super().export(model, out_dir)
         from safetensors.torch import save_file
         sub = Path(out_dir) / "mask_proposal"
         sub.mkdir(parents=True, exist_ok=True)
-        save_file({k[len("proposal."):]: v.contiguous() for k, v in state_dict.items() if k.startswith("proposal.")},
+        save_file({k: v.detach().contiguous() for k, v in model.proposal.state_dict().items()},
                   str(sub / "model.safetensors"))
         (sub / "config.json").write_text(json.dumps({"d_in": self.cfg.arch.d_model, **asdict(self.oc),
                                                      "max_len": max(512, self.cfg.train.max_source_len)}, indent=1))
@@ -444,7 +419,8 @@ def load_proposal(export_dir: str | Path) -> tuple[MaskProposalNet, MLMProposalC
     from safetensors.torch import load_file
     sub = Path(export_dir) / "mask_proposal"
     meta = json.loads((sub / "config.json").read_text())
-    oc = parse_objective({k: v for k, v in meta.items() if k in MLMProposalConfig.__dataclass_fields__})
+    oc = build(MLMProposalConfig, {k: v for k, v in meta.items() if k in MLMProposalConfig.__dataclass_fields__},
+               str(sub / "config.json"), "objective.")
     net = MaskProposalNet(meta["d_in"], oc.proposal_dim, oc.proposal_layers, oc.proposal_heads, meta["max_len"])
     net.load_state_dict(load_file(str(sub / "model.safetensors")))
     return net, oc

@@ -1,0 +1,88 @@
+"""RUN/export: the Hugging Face folder(s) of a run's weights at a step, from memory or from a checkpoint.
+
+Used by the trainer at the end of a run and by ``make release`` (which rebuilds a missing
+or stale export from the latest checkpoint). The model is always built with the
+architecture of that step (``growth.architecture_at``), so grown runs export too.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from pretrain import checkpoint as ckpt
+from pretrain import growth
+from pretrain.objectives.base import load_trained_state
+
+log = logging.getLogger("pretrain")
+STEP_FILE = "training_step.json"
+
+
+def master_weights_in_optimizer(zero_stage: int, precision: str) -> bool:
+    """Whether the fp32 weights live only in ZeRO's optimizer partitions (read them with zero_to_fp32).
+
+    ZeRO-3 partitions the parameters themselves; under bf16/fp16, ZeRO-1/2 keep bf16 copies in
+    the model and the fp32 master weights in the optimizer state. ZeRO-0 keeps the masters
+    inside the model-states file, so there the model's half-precision weights are exported.
+    """
+    return zero_stage == 3 or (zero_stage in (1, 2) and precision in ("bf16", "fp16"))
+
+
+def checkpoint_state(ckpt_dir: Path, tag: str, zero_stage: int, precision: str = "fp32") -> dict[str, torch.Tensor]:
+    """The trained weights of a checkpoint, fp32, as the trainer's export saw them.
+
+    DeepSpeed's checkpoint files are pickles (optimizer and client state); the model
+    weights are read with ``weights_only=True``. Checkpoints are trusted input
+    (README, "Security"): they are only ever read from the RUN the user names.
+    """
+    if master_weights_in_optimizer(zero_stage, precision):
+        # Gather the fp32 master weights from the optimizer shards (DeepSpeed's zero_to_fp32).
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+        state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
+    else:
+        files = sorted((ckpt_dir / tag).glob("mp_rank_*_model_states.pt"))
+        if not files:
+            raise ckpt.CheckpointError(f"{ckpt_dir / tag}: no mp_rank_*_model_states.pt")
+        state = _module_weights(files[0])
+    return {k: v.detach().float().cpu() for k, v in state.items() if torch.is_tensor(v)}
+
+
+def _module_weights(path: Path) -> dict:
+    """The ``module`` state dict of a DeepSpeed model-states file, without unpickling code objects."""
+    import numpy as np
+
+    safe = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype("uint32")),
+            type(np.dtype("float64")), type(np.dtype("int64"))]
+    with torch.serialization.safe_globals(safe):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)["module"]
+        except Exception as exc:   # an unexpected pickled type: name it instead of executing it
+            raise ckpt.CheckpointError(f"{path}: cannot be read with weights_only=True ({exc})") from None
+
+
+def write_export(objective, cfg, state: dict, step: int, out: Path, schedule=None) -> Path:
+    """Build the model of ``step``'s architecture, load ``state``, write the export atomically."""
+    model = load_trained_state(growth.architecture_at(cfg, objective, step, schedule), state)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    objective.export(model.float().eval(), tmp)
+    (tmp / STEP_FILE).write_text(json.dumps({"step": step}), encoding="utf-8")
+    old = out.with_name(out.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+    log.info("exported Hugging Face model to %s (step %d)", out, step)
+    return out
+
+
+def export_step(export: Path) -> int | None:
+    try:
+        return json.loads((export / STEP_FILE).read_text(encoding="utf-8"))["step"]
+    except (OSError, ValueError, KeyError):
+        return None

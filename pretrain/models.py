@@ -1,0 +1,126 @@
+"""Architecture families: each is an ``arch:`` config section plus the ``transformers`` config it makes.
+
+An objective names its family (``ObjectiveSpec.arch``); the family owns the dimensions and
+their checks, so an encoder config has no T5 fields and a T5 config no BERT ones. Models
+always come from ``transformers``: a run's export loads with its Auto classes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from pipeline.typed_config import InvalidValue
+
+
+@dataclass
+class EncoderArch:
+    """BERT / RoFormer / ELECTRA-style post-norm encoders."""
+    d_model: int = 256                      # hidden size
+    d_ff: int = 1024                        # feed-forward size
+    num_layers: int = 4
+    num_heads: int = 4                      # head size = d_model / num_heads
+    dropout_rate: float = 0.1
+    feed_forward_proj: Literal["gelu", "relu"] = "gelu"
+
+    def __post_init__(self):
+        for key in ("d_model", "d_ff", "num_layers", "num_heads"):
+            if getattr(self, key) <= 0:
+                raise InvalidValue(key, f"must be > 0, got {getattr(self, key)}")
+        if self.d_model % self.num_heads:
+            raise InvalidValue("num_heads", f"must divide d_model ({self.d_model}), got {self.num_heads}")
+
+
+@dataclass
+class T5Arch:
+    """mT5 / T5 v1.1: gated-GELU, RMSNorm, relative position buckets, untied LM head."""
+    d_model: int = 512
+    d_ff: int = 1024
+    num_layers: int = 8
+    num_decoder_layers: int = 8
+    num_heads: int = 6
+    d_kv: int = 64                          # T5 heads have their own size (d_model != heads * d_kv is fine)
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    dropout_rate: float = 0.0               # T5 v1.1 / mT5: no dropout in pretraining
+    feed_forward_proj: Literal["gated-gelu", "relu", "gelu", "gated-silu"] = "gated-gelu"
+    initializer_factor: float = 1.0
+
+    def __post_init__(self):
+        for key in ("d_model", "d_ff", "num_layers", "num_decoder_layers", "num_heads", "d_kv"):
+            if getattr(self, key) <= 0:
+                raise InvalidValue(key, f"must be > 0, got {getattr(self, key)}")
+
+
+def encoder_config_kwargs(arch: EncoderArch, vocab_size: int, pad_id: int, max_positions: int) -> dict:
+    """The keyword arguments BERT, RoFormer and ELECTRA configs share."""
+    return dict(vocab_size=vocab_size, hidden_size=arch.d_model, num_hidden_layers=arch.num_layers,
+                num_attention_heads=arch.num_heads, intermediate_size=arch.d_ff, hidden_act=arch.feed_forward_proj,
+                hidden_dropout_prob=arch.dropout_rate, attention_probs_dropout_prob=arch.dropout_rate,
+                max_position_embeddings=max_positions, pad_token_id=pad_id)
+
+
+def t5_config(arch: T5Arch, tokenizer):
+    """An MT5Config with the T5 PEGASUS token conventions: [CLS] starts the decoder, [SEP] ends, [PAD] pads."""
+    from transformers import MT5Config
+
+    return MT5Config(
+        vocab_size=len(tokenizer), d_model=arch.d_model, d_kv=arch.d_kv, d_ff=arch.d_ff,
+        num_layers=arch.num_layers, num_decoder_layers=arch.num_decoder_layers, num_heads=arch.num_heads,
+        relative_attention_num_buckets=arch.relative_attention_num_buckets,
+        relative_attention_max_distance=arch.relative_attention_max_distance,
+        dropout_rate=arch.dropout_rate, feed_forward_proj=arch.feed_forward_proj,
+        initializer_factor=arch.initializer_factor, tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id,
+        decoder_start_token_id=tokenizer.cls_token_id,
+    )
+
+
+def untie_lm_head(model, factor: float = 1.0) -> None:
+    """Give an (M)T5 model its own LM head, as mT5 / T5 v1.1 have.
+
+    Some transformers versions tie ``lm_head`` to the input embedding whatever the config
+    says; a checkpoint holding a different ``lm_head`` then loads untied. The head is
+    initialized like Mesh TensorFlow's untied logits layer, N(0, factor / sqrt(d_model)),
+    so the first loss is about ln(vocab size).
+    """
+    weight = torch.empty_like(model.shared.weight).normal_(0.0, factor * model.config.d_model ** -0.5)
+    model.lm_head.weight = torch.nn.Parameter(weight)
+    tied = getattr(model, "all_tied_weights_keys", None)
+    if isinstance(tied, dict):
+        tied.pop("lm_head.weight", None)
+
+
+def build_t5(arch: T5Arch, tokenizer):
+    """A fresh MT5ForConditionalGeneration with an untied LM head."""
+    from transformers import MT5ForConditionalGeneration
+
+    model = MT5ForConditionalGeneration(t5_config(arch, tokenizer))
+    untie_lm_head(model, arch.initializer_factor)
+    return model
+
+
+def t5_generation_config(tokenizer, max_new_tokens: int):
+    from transformers import GenerationConfig
+
+    return GenerationConfig(decoder_start_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+                            pad_token_id=tokenizer.pad_token_id, max_new_tokens=max_new_tokens)
+
+
+def t5_train_flops(model, batch: dict, cache: dict) -> float:
+    """6 x (encoder matmul parameters x source tokens + decoder and LM-head parameters x target tokens).
+
+    Embedding lookups are not matmuls; the encoder never sees target tokens nor the decoder
+    source tokens, so 6 x all parameters x all tokens would double count. ``cache`` keeps
+    the parameter split per model object (it changes after growth).
+    """
+    if cache.get("model") is not model:
+        size = lambda p: getattr(p, "ds_numel", p.numel())          # ZeRO-3 partitions parameters
+        cache["model"] = model
+        cache["enc"] = sum(size(p) for n, p in model.named_parameters() if n.startswith("encoder.block"))
+        cache["dec"] = sum(size(p) for n, p in model.named_parameters()
+                           if n.startswith("decoder.block") or n.startswith("lm_head"))
+    src = int(batch["attention_mask"].sum())
+    tgt = int((batch["labels"] != -100).sum())
+    return 6.0 * (cache["enc"] * src + cache["dec"] * tgt)

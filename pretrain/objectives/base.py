@@ -1,0 +1,172 @@
+"""What an objective is: a declared spec plus the methods the one trainer calls.
+
+An objective module defines one ``Objective`` subclass with a ``spec``; that module (and
+its YAML) is the only place that knows about the objective. The trainer, launcher,
+release, SLURM submission and evaluation read everything they need from the spec, like
+torchtitan's ``TrainSpec``:
+
+========================  ==============================================================
+``spec.name``             what a YAML's ``objective.name`` says (default: its ``model``)
+``spec.options``          dataclass of the ``objective:`` section (validated at load)
+``spec.arch``             architecture family: dataclass of the ``arch:`` section
+``spec.data``             records it trains on: ``clean`` (cleaned documents) or
+                          ``pairs`` (pseudo-summary pairs, ``pipeline.pairs``)
+``spec.eval_tasks``       ``pretrain.evaluate`` tasks for ``make release``'s model card
+``spec.intended_use``     the model card's intended-use paragraph
+``spec.required_tokens``  special tokens the tokenizer must have
+========================  ==============================================================
+
+Methods (``self.cfg`` is the run's RunConfig, ``self.opts`` its typed ``objective:`` section):
+
+``build_model()``              a fresh module (``transformers`` models inside)
+``collate(records)``           a batch of tensors from a list of JSON records
+``loss(model, batch)``         ``(loss tensor, {term: float})``
+``tokens_in(batch)``           text tokens in the batch (padding excluded), for tokens/s
+``train_flops(model, batch)``  training FLOPs of the batch (default 6 x parameters x tokens)
+``evaluate(model, records)``   extra validation metrics (e.g. ROUGE of generations)
+``hf_parts(model)``            ``{subfolder: PreTrainedModel}`` that ``export`` writes
+``export(model, out_dir)``     the Hugging Face folder(s) of a trained module
+``check(cfg, where)``          cross-section checks at config load (classmethod)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import torch
+
+from pipeline.typed_config import ConfigError
+
+
+@dataclass
+class Options:
+    """Base of every ``objective:`` section: ``name`` picks the objective (default: the YAML's model)."""
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    name: str
+    arch: type
+    options: type = Options
+    data: Literal["clean", "pairs"] = "clean"
+    eval_tasks: tuple = ()
+    intended_use: str = "Chinese language modelling research."
+    required_tokens: tuple = ("pad", "cls", "sep", "mask")
+
+
+class Objective:
+    spec: ClassVar[ObjectiveSpec]
+
+    def __init__(self, cfg, tokenizer=None):
+        self.cfg = cfg
+        self.opts = cfg.objective
+        self.tokenizer = load_tokenizer(cfg, tokenizer, self.spec.required_tokens)
+        data = cfg.data.pairs_dir if self.spec.data == "pairs" else cfg.data.clean_dir
+        self.train_dir = self.valid_dir = data
+
+    @classmethod
+    def check(cls, cfg, where: str) -> None:
+        """Cross-section checks (e.g. sequence length vs position embeddings); raise ConfigError."""
+
+    # -- the trainer's interface ---------------------------------------------
+    def build_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def collate(self, records: list[dict]) -> dict:
+        raise NotImplementedError
+
+    def loss(self, model, batch: dict):
+        raise NotImplementedError
+
+    @staticmethod
+    def tokens_in(batch: dict) -> int:
+        return int(batch["attention_mask"].sum())
+
+    def train_flops(self, model, batch: dict) -> float:
+        n = sum(getattr(p, "ds_numel", p.numel()) for p in {id(p): p for p in model.parameters()}.values())
+        return 6.0 * n * self.tokens_in(batch)
+
+    def evaluate(self, model, records: list[dict]) -> dict:
+        return {}
+
+    # -- export ----------------------------------------------------------------
+    def hf_parts(self, model) -> dict:
+        """{subfolder ('' = the export folder itself): transformers model} of a trained module."""
+        raise NotImplementedError
+
+    def export(self, model, out_dir: str | Path) -> None:
+        """Write every ``hf_parts`` model as a Hugging Face folder (safetensors) with the tokenizer."""
+        for sub, part in self.hf_parts(model).items():
+            save_hf(part, self.tokenizer, Path(out_dir) / sub)
+
+
+# ---------------------------------------------------------------- shared helpers
+def load_tokenizer(cfg, tokenizer=None, required=("pad", "cls", "sep", "mask")):
+    """The run's tokenizer (AutoTokenizer on cfg.tokenizer.dir), checked for the special tokens an objective needs."""
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer.dir)
+    for name in required:
+        if getattr(tokenizer, f"{name}_token_id") is None:
+            raise ConfigError(f"{cfg.tokenizer.dir}: tokenizer has no {name} token")
+    return tokenizer
+
+
+def pad_batch(rows: list[list[int]], pad_id: int, types: list[list[int]] | None = None) -> dict:
+    """Right-padded ``input_ids`` and ``attention_mask`` (and ``token_type_ids`` when types are given)."""
+    width = max(map(len, rows)) if rows else 0
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    token_type_ids = torch.zeros((len(rows), width), dtype=torch.long) if types is not None else None
+    for i, r in enumerate(rows):
+        input_ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        attention_mask[i, :len(r)] = 1
+        if token_type_ids is not None:
+            token_type_ids[i, :len(r)] = torch.tensor(types[i], dtype=torch.long)
+    out = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if token_type_ids is not None:
+        out["token_type_ids"] = token_type_ids
+    return out
+
+
+def uniform_order(valid: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per row, the positions in a uniformly random order, valid ones first.
+
+    ``order[:, :k]`` is a uniform k-subset of a row's valid positions (k <= its count):
+    BERT's masking (of tokens or of whole-word units) and ELECTRA's both draw this way.
+    Random numbers are drawn on the CPU so a checkpointed CPU RNG resumes them exactly.
+    """
+    keys = torch.rand(valid.shape, generator=generator).to(valid.device)
+    return keys.masked_fill(~valid, 2.0).argsort(dim=1)
+
+
+def mask_budget(n: torch.Tensor, prob: float) -> torch.Tensor:
+    """round(prob * n) per row, at least 1 where n > 0 (BERT's masking budget)."""
+    return torch.where(n > 0, (n.double() * prob).round().long().clamp(min=1), torch.zeros_like(n))
+
+
+def load_trained_state(model: torch.nn.Module, state: dict) -> torch.nn.Module:
+    """Load a trained state dict; a key may be missing only when it is a tied alias of a loaded one.
+
+    Consolidated (ZeRO-3) and deduplicated state dicts hold each shared tensor once, under
+    one of its names (T5's encoder/decoder embeddings, ELECTRA's shared embeddings, tied LM heads).
+    """
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    groups: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(p), []).append(name)
+    loaded = set(state)
+    alias_ok = {n for names in groups.values() if loaded.intersection(names) for n in names}
+    missing = [k for k in missing if k not in alias_ok]
+    if missing or unexpected:
+        raise RuntimeError(f"state dict does not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+    return model
+
+
+def save_hf(model, tokenizer, out_dir: str | Path) -> None:
+    """One Hugging Face folder: safetensors weights, config (and generation config), tokenizer."""
+    out_dir = Path(out_dir)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
