@@ -125,11 +125,16 @@ def detect_encoding(head: bytes) -> tuple[str, str]:
     for bom, codec in _BOMS:
         if head.startswith(bom):
             return codec, "BOM"
-    data = whole_lines(head)
-    if not data or _mostly_utf8(data):
-        return "utf-8", "valid UTF-8"
     from charset_normalizer import from_bytes
 
+    sample = head[:65536]
+    even, odd = sample[0::2].count(0), sample[1::2].count(0)
+    if max(even, odd) >= 2 * min(even, odd) + 2:   # UTF-16 without a BOM: NULs on one side
+        data = head[: len(head) // 2 * 2]           # (a newline is 2 bytes: no cut at lines)
+    else:
+        data = whole_lines(head)
+        if not data or _mostly_utf8(data):
+            return "utf-8", "valid UTF-8"
     best = from_bytes(data).best()
     if best is None:
         return "utf-8", "no encoding fits; read as UTF-8"

@@ -54,7 +54,7 @@ def reject_hint(reason: str, layouts: Sequence, extra_fields: Iterable[str] = ()
             fields.append(name)
     found = f"fields found: {', '.join(fields[:12])}" if fields else "no fields found"
     if reason in FIELD_REASONS:
-        text = _differs(layouts, "text") or next((lt.suggested_text for lt in layouts if lt.suggested_text), None)
+        text = _differs(layouts, "text")
         return f"{found}; " + (try_setting("text", text) if text else "set TEXT_FIELD (--text-field) to the field with the text")
     if reason in ENCODING_REASONS:
         used = ", ".join(sorted({lt.encoding for lt in layouts})) or "utf-8"
