@@ -245,6 +245,8 @@ def choose_text_field(records: list, id_field: Optional[str] = "id") -> tuple[Op
         and sum(is_number(v) for v in values) * 2 < len(values)
     }
     lower = {path.lower(): path for path in cands}
+    if not cands:   # only keys whose values the sniffed head cut off (or nulls)
+        lower = {k.lower(): k for r in records if isinstance(r, dict) for k, v in r.items() if v is None}
     for name in TEXT_NAMES:
         if name in lower:
             return lower[name], "by name", None
@@ -275,8 +277,9 @@ def choose_json_records(root: Optional[str], samples: dict[str, list], id_field:
             chars = sum(map(len, values))
             if chars > best[0] and path != id_field:
                 best = (chars, prefix, path)
-    if best[2] is None:
-        return "", None, "", "no field holds text"
+    if best[2] is None:   # e.g. JSON lines whose first record is longer than the head
+        field, how, problem = choose_text_field(samples.get("", []), id_field)
+        return "", field, how, problem
     return best[1], best[2], "the field with the most text", None
 
 
@@ -325,15 +328,20 @@ def _complete_lines(text: str, limit: int = SAMPLE_RECORDS) -> list[str]:
     return [ln.rstrip("\r") for ln in lines if ln.strip()][:limit]
 
 
-def _tab_table(lines: list[str]) -> bool:
-    """Lines that all carry the same number (>= 1) of tabs form a TSV."""
-    counts = {ln.count("\t") for ln in lines}
+def _delimited(lines: list[str], delimiter: str) -> bool:
+    """Lines that all carry the same number (>= 1) of ``delimiter`` form a table."""
+    counts = {ln.count(delimiter) for ln in lines}
     return len(lines) >= 2 and len(counts) == 1 and counts.pop() >= 1
 
 
 def sniff_format(text: str, name: str, ext_format: str) -> tuple[str, str]:
     """(format, how) from the decoded head for ``.json``/``.txt``/unknown
     extensions; other extensions keep their format."""
+    if ext_format in ("csv", "tsv"):
+        lines = _complete_lines(text)
+        other = "tsv" if ext_format == "csv" else "csv"
+        if _delimited(lines, "\t" if other == "tsv" else ",") and not _delimited(lines, "," if other == "tsv" else "\t"):
+            return other, f"{'tabs' if other == 'tsv' else 'commas'} on every line"
     if ext_format not in ("json", "text", "auto", "unknown"):
         return ext_format, "by extension"
     body = text.lstrip("\ufeff \t\r\n")
@@ -351,7 +359,7 @@ def sniff_format(text: str, name: str, ext_format: str) -> tuple[str, str]:
         return "jsonl", "by extension"
     if body[:1] == "<" and re.search(r"<doc[\s>]", body[:4096]):
         return "xml", "<doc> records"
-    if _tab_table(_complete_lines(text)):
+    if _delimited(_complete_lines(text), "\t"):
         return "tsv", "same number of tabs on every line"
     return "text", "by extension" if ext_format == "text" else "plain text"
 

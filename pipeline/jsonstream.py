@@ -77,6 +77,8 @@ class RecordBuilder:
         if event == "map_key":
             self._piece(json.dumps(value, ensure_ascii=False) + ": ", element=True)
             self._keys[-1] = value
+            if not self.too_large and isinstance(self._stack[-1], dict):
+                self._stack[-1][value] = None   # the key shows even if the head cuts its value
             self._after_key = True
             self._id_next = self.depth == 1 and value == self.id_field
             self.size += len(value.encode("utf-8")) + 4
@@ -111,9 +113,11 @@ class RecordBuilder:
 
 def iter_records(stream, prefix: str, max_bytes: int, id_field: Optional[str]) -> Iterator[RecordBuilder]:
     """A finished :class:`RecordBuilder` per value found at ``prefix`` of the
-    JSON document in ``stream`` (UTF-8 bytes), in document order."""
+    JSON document in ``stream`` (UTF-8 bytes), in document order.  Several
+    top-level values (JSON lines whose first line is too long to sniff) are
+    read one after the other."""
     builder = None
-    for path, event, value in ijson.parse(stream, use_float=True):
+    for path, event, value in ijson.parse(stream, use_float=True, multiple_values=True):
         if builder is None:
             if path != prefix or event in ("map_key", "end_map", "end_array"):
                 continue
@@ -132,7 +136,7 @@ def sample(head: bytes, per_prefix: int = 50) -> tuple[Optional[str], dict[str, 
     active: dict[str, RecordBuilder] = {}
     root = None
     try:
-        for path, event, value in ijson.parse(io.BytesIO(head), use_float=True):
+        for path, event, value in ijson.parse(io.BytesIO(head), use_float=True, multiple_values=True):
             if root is None:
                 root = {"start_map": "map", "start_array": "array"}.get(event, "scalar")
             if (

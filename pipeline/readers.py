@@ -30,6 +30,7 @@ Parquet it is the record's ordinal number.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -44,6 +45,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline import csvrows, detect, hints, jsonstream, streams
 from pipeline.detect import Layout
 from pipeline.streams import Oversize, TruncatedInput, iter_lines, strip_compression  # noqa: F401  (re-exported)
+from pipeline.typed_config import ConfigError
 
 log = logging.getLogger("pipeline.read")
 
@@ -53,9 +55,9 @@ PLAN_MAX_SOURCES = 1000    # files/members the driver sniffs before the run
 PLAN_MAX_MEMBERS = 50      # members per archive the driver sniffs
 
 
-class InputError(ValueError):
+class InputError(ConfigError):
     """The input cannot be read as given; the message is one line naming the
-    file and the setting to change."""
+    file and the setting to change (a ConfigError: the fix is a setting)."""
 
 
 class Origin(NamedTuple):
@@ -142,23 +144,31 @@ def _scalar_id(value: Any) -> Optional[str]:
     return str(value)
 
 
-def record_event(rec: Any, origin: Origin, line: int, text_field: Optional[str], id_field: Optional[str],
+def text_paths(text_field: Optional[str]) -> tuple:
+    """``"a, b.c"`` -> ``("a", "b.c")``: the paths tried in order."""
+    return tuple(p.strip() for p in (text_field or "").split(",") if p.strip())
+
+
+def record_event(rec: Any, origin: Origin, line: int, paths: tuple, id_field: Optional[str],
                  raw: Any = "", seen_fields: Optional[dict] = None) -> tuple:
     """One ``doc`` or ``reject`` event for a parsed record (JSON object or
-    list, CSV row as a dict, XML fields).  ``text_field`` is a dotted path,
-    ``a,b`` = the first that holds text; a list of strings is joined by
-    newlines.  ``seen_fields`` collects the field names of records without
-    text, for the hint."""
-    if isinstance(rec, str) and text_field is None:   # an array of strings
+    list, CSV row as a dict, XML fields).  ``paths`` (see :func:`text_paths`)
+    are dotted paths to the text, the first that holds text wins; a list of
+    strings is joined by newlines.  ``seen_fields`` collects the field names
+    of records without text, for the hint."""
+    if isinstance(rec, dict):
+        rid = rec.get(id_field) if id_field in rec else detect.resolve(rec, id_field) if id_field else None
+        rid = _scalar_id(rid)
+    elif isinstance(rec, list) and paths and paths[0].split(".")[0].isdigit():
+        rid = None
+    elif isinstance(rec, str) and not paths:   # an array of strings
         return ("doc", (origin.id(line), rec, origin.source, line))
-    paths = [p.strip() for p in (text_field or "").split(",") if p.strip()]
-    list_ok = isinstance(rec, list) and paths and paths[0].split(".")[0].isdigit()
-    if not isinstance(rec, dict) and not list_ok:
+    else:
         return reject("not_an_object", origin, line, raw)
-    rid = _scalar_id(detect.resolve(rec, id_field)) if id_field and isinstance(rec, dict) else None
     rid = rid if rid is not None else origin.id(line)
     for path in paths:
-        text = detect.text_of(detect.resolve(rec, path))
+        value = rec.get(path) if isinstance(rec, dict) and path in rec else detect.resolve(rec, path)
+        text = value if isinstance(value, str) else detect.text_of(value)
         if text is not None:
             return ("doc", (rid, text, origin.source, line))
     if seen_fields is not None and len(seen_fields) < 30:
@@ -192,6 +202,7 @@ class _Ctx(NamedTuple):
     id_field: Optional[str]
     cfg: dict
     seen_fields: dict
+    paths: tuple           # text_paths(layout.text)
 
 
 def json_id(text: str, id_field: Optional[str]) -> Optional[str]:
@@ -247,7 +258,7 @@ def _read_jsonl(f, ctx: _Ctx) -> Iterator[tuple]:
         except ValueError:
             yield reject("broken_json", ctx.origin, lineno, line)
             continue
-        yield record_event(obj, ctx.origin, lineno, ctx.layout.text, ctx.id_field, line, ctx.seen_fields)
+        yield record_event(obj, ctx.origin, lineno, ctx.paths, ctx.id_field, line, ctx.seen_fields)
 
 
 def _read_text(f, ctx: _Ctx) -> Iterator[tuple]:
@@ -284,7 +295,7 @@ def _read_json_value(f, ctx: _Ctx) -> Iterator[tuple]:
             if rec.too_large:
                 yield too_large(ctx.origin, n, rec.snippet(), _scalar_id(rec.found_id))
             else:
-                yield record_event(rec.value, ctx.origin, n, ctx.layout.text, ctx.id_field, rec.snippet(),
+                yield record_event(rec.value, ctx.origin, n, ctx.paths, ctx.id_field, rec.snippet(),
                                    ctx.seen_fields)
     except jsonstream.JSONError as exc:
         yield reject("broken_json", ctx.origin, n + 1, f"after record {n}: {exc}".replace("\n", " "))
@@ -316,7 +327,7 @@ def _read_delimited(f, ctx: _Ctx) -> Iterator[tuple]:
             columns = [c.strip() for c in cells]
             rows.ncols = len(columns)
             continue
-        yield record_event(dict(zip(columns, cells)), ctx.origin, line, layout.text, ctx.id_field,
+        yield record_event(dict(zip(columns, cells)), ctx.origin, line, ctx.paths, ctx.id_field,
                            ("," if layout.format == "csv" else "\t").join(cells), ctx.seen_fields)
 
 
@@ -352,7 +363,7 @@ def _read_xml(f, ctx: _Ctx) -> Iterator[tuple]:
             doc, skipping = None, not detect.XML_DOC_END.search(line)
         elif detect.XML_DOC_END.search(line):
             text = "\n".join(doc)
-            yield record_event(detect.xml_fields(text), origin, start, ctx.layout.text, ctx.id_field, text,
+            yield record_event(detect.xml_fields(text), origin, start, ctx.paths, ctx.id_field, text,
                                ctx.seen_fields)
             doc = None
     if doc is not None:
@@ -382,13 +393,14 @@ def _read_parquet(path: str, origin: Origin, cfg: dict, state: dict) -> Iterator
             yield reject("undecided_layout", origin, 0, layout.problem)
             return
         id_field = cfg.get("id_field") or None
-        wanted = {p.strip().split(".")[0] for p in (layout.text or "").split(",")} | {id_field or ""}
+        paths = text_paths(layout.text)
+        wanted = {p.split(".")[0] for p in paths} | {id_field or ""}
         columns = [c for c in pf.schema_arrow.names if c in wanted]
         line = 0
         for batch in pf.iter_batches(batch_size=4096, columns=columns or None):
             for row in batch.to_pylist():
                 line += 1
-                yield record_event(row, origin, line, layout.text, id_field, json.dumps(row, ensure_ascii=False, default=str),
+                yield record_event(row, origin, line, paths, id_field, json.dumps(row, ensure_ascii=False, default=str),
                                    state["seen_fields"])
 
 
@@ -424,9 +436,9 @@ def _read_hf(spec: str, cfg: dict, state: dict) -> Iterator[tuple]:
     if layout.problem:
         yield reject("undecided_layout", origin, 0, layout.problem)
         return
-    id_field = cfg.get("id_field") or None
+    id_field, paths = cfg.get("id_field") or None, text_paths(layout.text)
     for i, row in enumerate(ds, start=1):
-        yield record_event(row, origin, i, layout.text, id_field, seen_fields=state["seen_fields"])
+        yield record_event(row, origin, i, paths, id_field, seen_fields=state["seen_fields"])
 
 
 # --------------------------------------------------------------------------
@@ -458,7 +470,7 @@ def _read_stream(stream, name: str, origin: Origin, cfg: dict, state: dict) -> I
         yield reject("undecided_layout", origin, 0, layout.problem)
         return
     ctx = _Ctx(origin, layout, encoding, int(cfg.get("max_record_bytes", 10_000_000)),
-               cfg.get("id_field") or None, cfg, state["seen_fields"])
+               cfg.get("id_field") or None, cfg, state["seen_fields"], text_paths(layout.text))
     yield from _FORMAT_READERS[layout.format](body, ctx)
 
 
@@ -502,17 +514,20 @@ def _guarded(origin: Origin, read: Callable[[dict], Iterator[tuple]], cfg: dict,
         log.warning("%s", warning)
 
 
+def _read_member(open_member: Callable, name: str, origin: Origin, cfg: dict, state: dict) -> Iterator[tuple]:
+    nested = streams.archive_kind(name)
+    if nested:
+        yield from _read_archive(open_member(), nested, origin, cfg)
+    else:
+        yield from _read_stream(open_member(), name, origin, cfg, state)
+
+
 def _read_archive(stream, kind: str, origin: Origin, cfg: dict) -> Iterator[tuple]:
     """Each member read like a file of its own (a tar stream cannot go on
     past a member that was cut short; a zip can)."""
     for name, open_member in streams.members(stream, kind):
         sub = origin.member(name)
-        nested = streams.archive_kind(name)
-        if nested:
-            read = lambda state, o=open_member, k=nested, s=sub: _read_archive(o(), k, s, cfg)  # noqa: E731
-        else:
-            read = lambda state, o=open_member, n=name, s=sub: _read_stream(o(), n, s, cfg, state)  # noqa: E731
-        yield from _guarded(sub, read, cfg, member=kind == "tar")
+        yield from _guarded(sub, functools.partial(_read_member, open_member, name, sub, cfg), cfg, member=kind == "tar")
 
 
 def _read_file(path: str, origin: Origin, cfg: dict, state: dict) -> Iterator[tuple]:
@@ -533,13 +548,11 @@ def _is_parquet(path: str, cfg: dict) -> bool:
 def read_source(path: str, cfg: dict) -> Iterator[tuple]:
     """All ``doc``/``reject`` events of one file, archive or ``hf:`` spec."""
     if is_hf_spec(path):
-        yield from _guarded(Origin(path, path), lambda state: _read_hf(path, cfg, state), cfg)
+        yield from _guarded(Origin(path, path), functools.partial(_read_hf, path, cfg), cfg)
         return
     origin = Origin.of(path)
-    if _is_parquet(path, cfg):
-        yield from _guarded(origin, lambda state: _read_parquet(path, origin, cfg, state), cfg)
-    else:
-        yield from _guarded(origin, lambda state: _read_file(path, origin, cfg, state), cfg)
+    read = _read_parquet if _is_parquet(path, cfg) else _read_file
+    yield from _guarded(origin, functools.partial(read, path, origin, cfg), cfg)
 
 
 # --------------------------------------------------------------------------

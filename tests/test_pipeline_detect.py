@@ -281,3 +281,13 @@ def test_every_shared_corpus_folder_reads_without_flags(shared_data):
         readers.plan_inputs(paths, READ)   # decidable: no InputError
         kinds = [k for path in paths for k, _ in readers.read_source(path, READ)]
         assert (len(kinds), kinds.count("doc")) == (expected, expected), folder
+
+
+def test_delimiter_and_jsonl_with_a_huge_first_line(tmp_path):
+    tabs = tmp_path / "tabs.csv"
+    tabs.write_text("label\treview\n1\t很好看\n0\t不新鲜\n", encoding="utf-8")
+    assert (layout(tabs).format, [d[1] for d in docs(tabs)]) == ("tsv", ["很好看", "不新鲜"])
+    big = tmp_path / "big.json"   # JSON lines whose first record is longer than the sniffed head
+    lines = [{"id": "a", "text": "长" * 600_000}, {"id": "b", "text": SIMP[0]}, {"id": "c", "text": SIMP[1]}]
+    big.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines), encoding="utf-8")
+    assert [(d[0], len(d[1])) for d in docs(big, max_record_bytes=10_000_000)] == [("a", 600_000), ("b", len(SIMP[0])), ("c", len(SIMP[1]))]
