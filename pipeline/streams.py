@@ -67,17 +67,11 @@ def archive_kind(name: str) -> Optional[str]:
     return ARCHIVES.get(posixpath.splitext(strip_compression(name).lower())[1])
 
 
-class Decompressed(io.RawIOBase):
-    """Decompressed bytes of ``raw``; concatenated members (multi-member
-    gzip, multi-stream bz2/xz/zstd) are read one after the other, NUL padding
-    between them is skipped, and an input that ends inside a member raises
-    :class:`TruncatedInput` once the bytes before the cut have been read."""
+class _Refilled(io.RawIOBase):
+    """A read-only stream over bytes produced piecewise by ``_refill()``
+    (which returns False at the end)."""
 
-    def __init__(self, raw, factory: Callable):
-        self._raw, self._factory = raw, factory
-        self._d = factory()
-        self._fed = False  # bytes of the current member seen
-        self._pending = b""
+    _pending = b""
 
     def readable(self) -> bool:
         return True
@@ -89,31 +83,48 @@ class Decompressed(io.RawIOBase):
 
     def read(self, n: int = -1) -> bytes:
         while not self._pending:
-            if self._d.eof:
-                rest = self._d.unused_data.lstrip(b"\x00")
-                self._d, self._fed = self._factory(), False
-                if rest:
-                    self._feed(rest)
-                    continue
-            chunk = self._raw.read(_CHUNK)
-            if not chunk:
-                if self._fed and not self._d.eof:
-                    raise TruncatedInput("compressed input ends inside a member")
+            if not self._refill():
                 return b""
-            if not self._fed:
-                chunk = chunk.lstrip(b"\x00")
-                if not chunk:
-                    continue
-            self._feed(chunk)
         if n is None or n < 0 or n >= len(self._pending):
             out, self._pending = self._pending, b""
         else:
             out, self._pending = self._pending[:n], self._pending[n:]
         return out
 
+    def _refill(self) -> bool:
+        raise NotImplementedError
+
+
+class Decompressed(_Refilled):
+    """Decompressed bytes of ``raw``; concatenated members (multi-member
+    gzip, multi-stream bz2/xz/zstd) are read one after the other, NUL padding
+    between them is skipped, and an input that ends inside a member raises
+    :class:`TruncatedInput` once the bytes before the cut have been read."""
+
+    def __init__(self, raw, factory: Callable):
+        self._raw, self._factory = raw, factory
+        self._d = factory()
+        self._fed = False  # bytes of the current member seen
+
+    def _refill(self) -> bool:
+        if self._d.eof:
+            rest = self._d.unused_data.lstrip(b"\x00")
+            self._d, self._fed = self._factory(), False
+            if rest:
+                self._feed(rest)
+                return True
+        chunk = self._raw.read(_CHUNK)
+        if not chunk:
+            if self._fed and not self._d.eof:
+                raise TruncatedInput("compressed input ends inside a member")
+            return False
+        self._feed(chunk if self._fed else chunk.lstrip(b"\x00"))
+        return True
+
     def _feed(self, data: bytes) -> None:
-        self._fed = True
-        self._pending += self._d.decompress(data)
+        if data:
+            self._fed = True
+            self._pending += self._d.decompress(data)
 
 
 def decompress(raw, name: str):
@@ -139,31 +150,18 @@ def read_head(stream, n: int) -> bytes:
     return b"".join(parts)
 
 
-class Prepend(io.RawIOBase):
+class Prepend(_Refilled):
     """A binary stream that replays ``head`` before the rest of ``f``."""
 
     def __init__(self, head: bytes, f):
-        self._head, self._f = head, f
+        self._pending, self._f = head, f
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def read(self, n: int = -1) -> bytes:
-        if self._head:
-            if n is None or n < 0 or n >= len(self._head):
-                out, self._head = self._head, b""
-            else:
-                out, self._head = self._head[:n], self._head[n:]
-            return out
-        return self._f.read(n) if n is not None else self._f.read()
+    def _refill(self) -> bool:
+        self._pending = self._f.read(_CHUNK)
+        return bool(self._pending)
 
 
-class Transcoded(io.RawIOBase):
+class Transcoded(_Refilled):
     """``f`` (in ``encoding``) re-encoded as UTF-8, for encodings whose
     newline is not the byte 0x0A (UTF-16/32).  Undecodable bytes become lone
     surrogates, which strict UTF-8 decoding rejects later line by line."""
@@ -171,27 +169,15 @@ class Transcoded(io.RawIOBase):
     def __init__(self, f, encoding: str):
         self._f = f
         self._dec = codecs.getincrementaldecoder(encoding)(errors="surrogateescape")
-        self._pending = b""
         self._done = False
 
-    def readable(self) -> bool:
+    def _refill(self) -> bool:
+        if self._done:
+            return False
+        chunk = self._f.read(_CHUNK)
+        self._done = not chunk
+        self._pending = self._dec.decode(chunk, final=self._done).encode("utf-8", "surrogatepass")
         return True
-
-    def readinto(self, buf) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def read(self, n: int = -1) -> bytes:
-        while not self._pending and not self._done:
-            chunk = self._f.read(_CHUNK)
-            self._done = not chunk
-            self._pending = self._dec.decode(chunk, final=self._done).encode("utf-8", "surrogatepass")
-        if n is None or n < 0 or n >= len(self._pending):
-            out, self._pending = self._pending, b""
-        else:
-            out, self._pending = self._pending[:n], self._pending[n:]
-        return out
 
 
 class Oversize(bytes):
