@@ -192,3 +192,25 @@ def test_jsonl_record_too_large_keeps_id_and_first_chars(tmp_path):
     rej = rejects_of(events(path, max_record_bytes=1000))
     assert [(r[0], r[1], r[3]) for r in rej] == [("record_too_large", "huge-2", 2)]
     assert rej[0][4].startswith('{"id": "huge-2"') and len(rej[0][4]) == 200
+
+
+def test_truncated_tar_gz_keeps_the_members_before_the_cut(tmp_path):
+    import io
+    import tarfile
+
+    rng = random.Random(5)
+    path = tmp_path / "corpus.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        for k in range(3):
+            data = "".join(json.dumps({"id": f"t{k * 10 + i}", "text": review(rng, i) * 40}, ensure_ascii=False) + "\n"
+                           for i in range(10)).encode()
+            info = tarfile.TarInfo(f"part{k}.jsonl")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) * 9 // 10])          # the cut falls inside part2
+    evts = events(path)
+    ids = [p[0] for k, p in evts if k == "doc"]
+    assert ids[:20] == [f"t{i}" for i in range(20)] and len(ids) < 30
+    rejects = rejects_of(evts)
+    assert [r[0] for r in rejects] == ["truncated_file"] and rejects[0][2] == f"{path}/part2.jsonl"
