@@ -9,12 +9,14 @@ import yaml
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "read": {
-        "text_field": "text",
+        "text_field": "auto",
         "id_field": "id",
         "format": "auto",
         "text_unit": "line",
         "max_record_bytes": 10_000_000,
-        "encoding": "utf-8",
+        "max_record_lines": 1000,
+        "encoding": "auto",
+        "warn_reject_share": 0.2,
     },
     "clean": {
         "strip_html": True,

@@ -85,7 +85,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import clean as clean_mod
-from pipeline import dedup, filters, readers, shards
+from pipeline import dedup, filters, hints, readers, shards
 from pipeline.config import load_config
 
 log = logging.getLogger("pipeline")
@@ -468,6 +468,7 @@ def run_pipeline(
         inputs = [inputs]
     cfg = load_config(config_path, overrides)
     paths = expand_inputs(inputs)
+    layouts = [layout for _, layout in readers.plan_inputs(paths, cfg["read"])]
     input_bytes = _input_size(paths)
     output = output.rstrip("/") or output
     if not FileSystems.exists(output):
@@ -482,6 +483,9 @@ def run_pipeline(
     stats["docs_per_s"] = round(stats.get("read", 0) / elapsed, 1) if elapsed else 0.0
     stats["mb_per_s"] = round(input_bytes / 1e6 / elapsed, 3) if elapsed else 0.0
     log_report(stats, output)
+    empty = hints.zero_output_message(stats, layouts)
+    if empty:
+        raise readers.InputError(empty)
     return stats
 
 
@@ -517,9 +521,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     parser.add_argument("--workers", type=int, default=1, help="DirectRunner processes (>1: multi_processing)")
     parser.add_argument("--num-shards", type=int, default=None, help="train shards (default: <=100k docs per shard)")
     parser.add_argument("--valid-fraction", type=float, default=None, help="validation fraction (default 0.02)")
-    parser.add_argument("--text-field", default=None, help="text field/column; 'a,b' = first present")
+    parser.add_argument("--text-field", default=None,
+                        help="text field/column or a path into nested records (data.paragraphs.context, "
+                             "0 = first column); 'a,b' = first present (default: detected per file)")
     parser.add_argument("--id-field", default=None, help="id field/column")
-    parser.add_argument("--format", default=None, help="auto|jsonl|json|text|csv|tsv|parquet")
+    parser.add_argument("--format", default=None, help="auto|jsonl|json|text|csv|tsv|xml|parquet (default: detected per file)")
+    parser.add_argument("--encoding", default=None, help="input encoding, e.g. gb18030, big5, utf-16 (default: detected per file)")
     parser.add_argument("--text-unit", default=None, choices=["line", "block"], help="plain text: document per line or per blank-line block")
     parser.add_argument("--parquet", action="store_true", help="also write Parquet shards")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -534,6 +541,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         over["read"]["id_field"] = args.id_field
     if args.format is not None:
         over["read"]["format"] = args.format
+    if args.encoding is not None:
+        over["read"]["encoding"] = args.encoding
     if args.text_unit is not None:
         over["read"]["text_unit"] = args.text_unit
     if args.num_shards is not None:
@@ -548,6 +557,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     args, beam_args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger(readers.log.name).setLevel(logging.INFO)  # how each file is read
     try:
         stats = run_pipeline(
             args.input,
@@ -561,4 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:   # no input matched: one line, not a traceback
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
+    except readers.InputError as exc:  # undecidable layout, or nothing written: one line with a hint
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0 if stats.get("accounted") else 1
