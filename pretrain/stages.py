@@ -7,7 +7,6 @@ terabyte corpus is not re-hashed on every launch.
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import logging
@@ -23,15 +22,17 @@ STAMP = ".stage.json"
 
 
 def corpus_files(corpus: str) -> list[str]:
+    """The files a CORPUS spec names (comma-separated globs, files or folders); none for hf: specs."""
+    from pipeline.readers import expand_input
+
     if corpus.startswith("hf:"):
         return []
     paths = []
-    for pattern in corpus.split(","):
-        pattern = pattern.strip()
-        if os.path.isdir(pattern):
-            paths += [str(p) for p in Path(pattern).rglob("*") if p.is_file()]
-        else:
-            paths += glob.glob(pattern, recursive=True)
+    for pattern in filter(None, (p.strip() for p in corpus.split(","))):
+        try:
+            paths += [p for p in expand_input(pattern) if not p.startswith("hf:")]
+        except (OSError, ValueError):
+            continue
     return sorted(set(paths))
 
 
