@@ -71,6 +71,14 @@ def _is_remote(path: str) -> bool:
     return "://" in path
 
 
+def absolute(path: str) -> str:
+    """A local path made absolute (workers of other runners do not share our
+    working directory); URLs and ``hf:`` specs unchanged."""
+    if _is_remote(path) or path.startswith("hf:"):
+        return path
+    return os.path.abspath(path)
+
+
 def _real(path: str) -> str:
     if _is_remote(path):
         return path.rstrip("/")
@@ -303,9 +311,10 @@ def _input_root(spec: str) -> Optional[str]:
 
 
 def expand_inputs(specs: Iterable[str]) -> list[str]:
-    """Sorted distinct files of globs, files, directories (recursive, links to
-    folders are listed but never followed, so a link loop cannot hang) and
-    ``hf:`` specs; a spec matching nothing is a FileNotFoundError."""
+    """Sorted distinct files (absolute paths or URLs) of globs, files,
+    directories (recursive, links to folders are listed but never followed,
+    so a link loop cannot hang) and ``hf:`` specs; a spec matching nothing is
+    a FileNotFoundError."""
     from pipeline import readers
 
     paths: set[str] = set()
@@ -313,7 +322,7 @@ def expand_inputs(specs: Iterable[str]) -> list[str]:
         matched = readers.expand_input(spec)
         if not matched:
             raise FileNotFoundError(f"no input matched {spec!r}")
-        paths.update(matched)
+        paths.update(absolute(p) for p in matched)
     return sorted(paths)
 
 

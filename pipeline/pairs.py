@@ -375,6 +375,7 @@ def build_pairs(
     from pipeline.run import pipeline_options
 
     config = PairConfig(**cfg)
+    data_dir, out_dir = corpus.absolute(data_dir), corpus.absolute(out_dir)
     shards = _input_shards(data_dir)
     corpus.check_output_apart(out_dir, [data_dir], [data_dir])
     corpus.clear_outputs(out_dir)

@@ -29,10 +29,18 @@ inside an input folder, is refused before anything is deleted.
 
 Everything from reading to writing the shards, rejects, manifest and stats
 runs as Beam transforms; files are read and written through Beam's
-FileSystems; DoFns are pickle-safe and keep no process-global state; the
-global decisions (exact-duplicate groups, LSH buckets, clusters, split plan)
-are GroupByKey / CoGroupByKey / CombineGlobally + side inputs.  So the same
-pipeline runs on every runner:
+FileSystems (``pipeline.corpus``); DoFns are pickle-safe and keep no
+process-global state; every step emits ONE PCollection of tagged events
+(no multi-output ParDo) and every branch ends in the one sink, Finalize
+(tests/test_pipeline_graph.py checks both); the global decisions
+(exact-duplicate groups, LSH buckets, near-duplicate drops, id collisions,
+split plan) are GroupByKey / CoGroupByKey by hash partition, and the split
+plan (one small dict) is the only side input.  So the same pipeline runs on
+every runner.  Local paths are made absolute (workers of other runners do
+not share the working directory).
+
+Runners tested here (tests/test_pipeline_runners.py, same bytes as the
+DirectRunner for both pipelines: manifest sha256 values, stats.json, rejects/):
 
 DirectRunner, in memory (default; also ``make data``)::
 
@@ -43,44 +51,69 @@ DirectRunner, N processes (``make data WORKERS=N``; identical output)::
     python -m pipeline --input ... --output OUT --workers N
     # = --direct_running_mode=multi_processing --direct_num_workers=N
 
-Each worker process costs a fixed 1-2 s that does not shrink with the corpus
-(it imports Beam and the pipeline; Beam shuts the workers down one after the
-other), and the runner process itself needs CPU to move data between stages,
-so on 2 cores the speed-up of 2 workers grows with the corpus size
-(bench/pipeline_bench.py reports it with and without the fixed cost).
+PortableRunner against Beam's local job service with an external SDK worker
+pool: the cross-process path (job API, artifact staging, Fn API data and
+state planes) that Flink, Spark and Dataflow use too::
 
-Workers outside this machine need the ``pipeline`` package: build a wheel
-once, ``pip wheel --no-deps . -w dist``, and ship it with
-``--extra_package dist/zh_pretrain-0.1.0-py3-none-any.whl``.
+    python -m apache_beam.runners.portability.local_job_service_main --port 8099 &
+    PATH=.venv/bin:$PATH python -m apache_beam.runners.worker.worker_pool_main --service_port 50000 &
+    python -m pipeline --input ... --output OUT --runner portable \
+        --job_endpoint=127.0.0.1:8099 --environment_type=EXTERNAL --environment_config=127.0.0.1:50000
+
+(the worker pool starts SDK workers as ``python``: that must be an
+interpreter with this project installed, hence the PATH).
+
+DaskRunner on a dask scheduler with worker processes (``pip install -e '.[dask]'``)::
+
+    dask scheduler --host 127.0.0.1 --port 8786 &
+    dask worker tcp://127.0.0.1:8786 --nthreads 1 &      # as many as wanted
+    python -m pipeline --input ... --output OUT --runner dask \
+        --dask_client_address=tcp://127.0.0.1:8786 --dask_npartitions=2
+
+The scheduler and the workers must import this project (install it, or
+PYTHONPATH=checkout).  Without ``--dask_client_address`` Beam starts a local
+dask cluster.  The DaskRunner is a correctness check of multi-process
+execution here, not the production engine: it computes only what feeds the
+last transform and recomputes a side input for every partition that reads
+it, so it is several times slower than the DirectRunner
+(bench/runners_bench.py measures all of these on one input).
+
+Not runnable offline, hence not tested here (they download a job-server jar,
+or Prism its binary, when they start).  Workers outside this machine need the
+package: ``pip wheel --no-deps . -w dist`` once, then
+``--extra_package dist/zh_pretrain-0.1.0-py3-none-any.whl``; inputs and output
+must be on storage every worker reaches (gs://, s3:// with
+``apache-beam[aws]``, hdfs:// with ``--hdfs_host`` ...).
 
 Flink (``make data RUNNER=flink RUNNER_ARGS='...'``)::
 
-    python -m pipeline --input gs://bucket/raw/*.jsonl.gz --output gs://bucket/clean \\
-        --runner FlinkRunner --flink_master=HOST:8081 --parallelism=16 \\
-        --environment_type=DOCKER --sdk_container_image=apache/beam_python3.11_sdk:2.77.0 \\
+    python -m pipeline --input gs://bucket/raw/*.jsonl.gz --output gs://bucket/clean \
+        --runner FlinkRunner --flink_master=HOST:8081 --flink_version=1.19 --parallelism=16 \
+        --environment_type=DOCKER --sdk_container_image=apache/beam_python3.11_sdk:2.77.0 \
         --extra_package dist/zh_pretrain-0.1.0-py3-none-any.whl
+    # a site that stages the job server itself: --flink_job_server_jar=/opt/beam/beam-runners-flink-1.19-job-server-2.77.0.jar
     # local smoke test of the Flink path: --flink_master=[local] --environment_type=LOOPBACK
 
 Spark (``make data RUNNER=spark``)::
 
-    python -m pipeline --input ... --output ... --runner SparkRunner \\
-        --spark_master_url=spark://HOST:7077 --environment_type=DOCKER \\
-        --sdk_container_image=apache/beam_python3.11_sdk:2.77.0 \\
+    python -m pipeline --input ... --output ... --runner SparkRunner \
+        --spark_master_url=spark://HOST:7077 --spark_version=3 --environment_type=DOCKER \
+        --sdk_container_image=apache/beam_python3.11_sdk:2.77.0 \
         --extra_package dist/zh_pretrain-0.1.0-py3-none-any.whl
+    # a site that stages the job server itself: --spark_job_server_jar=/opt/beam/beam-runners-spark-3-job-server-2.77.0.jar
     # or --spark_submit_uber_jar --spark_rest_url=http://HOST:6066 for a cluster REST endpoint
 
 Dataflow (``make data RUNNER=dataflow``)::
 
-    python -m pipeline --input gs://bucket/raw/*.jsonl.gz --output gs://bucket/clean \\
-        --runner DataflowRunner --project=PROJECT --region=REGION \\
-        --temp_location=gs://bucket/tmp --staging_location=gs://bucket/staging \\
-        --extra_package dist/zh_pretrain-0.1.0-py3-none-any.whl \\
+    python -m pipeline --input gs://bucket/raw/*.jsonl.gz --output gs://bucket/clean \
+        --runner DataflowRunner --project=PROJECT --region=REGION \
+        --temp_location=gs://bucket/tmp --staging_location=gs://bucket/staging \
+        --extra_package dist/zh_pretrain-0.1.0-py3-none-any.whl \
         --max_num_workers=32 --experiments=use_runner_v2
 
-Inputs and output must then be on a filesystem every worker can reach
-(gs://, s3:// with ``apache-beam[aws]``, hdfs:// with ``--hdfs_host`` ...).
 The runner is always named explicitly (DirectRunner by default): Beam 2.77
-otherwise picks the Prism runner, which it downloads first.
+otherwise picks the Prism runner, which it downloads first.  Aliases:
+direct, portable, dask, flink, spark, dataflow, prism.
 """
 
 from __future__ import annotations
@@ -103,8 +136,12 @@ from pipeline.events import DOCS, REJECTS, Keep, ReadEach, Select, Tag, events, 
 
 log = logging.getLogger("pipeline")
 
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 RUNNER_ALIASES = {
     "direct": "DirectRunner",
+    "portable": "PortableRunner",
+    "dask": DASK_RUNNER,
+    "daskrunner": DASK_RUNNER,
     "flink": "FlinkRunner",
     "spark": "SparkRunner",
     "dataflow": "DataflowRunner",
@@ -496,7 +533,7 @@ def run_pipeline(
     paths = expand_inputs(inputs)
     input_bytes = corpus.input_bytes(paths)
     cfg["beam"]["partitions"] = dedup_partitions(cfg, input_bytes)
-    output = output.rstrip("/") or output
+    output = corpus.absolute(output.rstrip("/") or output)
     corpus.check_output_apart(output, inputs, paths)
     if not FileSystems.exists(output):
         FileSystems.mkdirs(output)
@@ -542,7 +579,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
                         help="glob, file, directory or hf:NAME[:CONFIG][:SPLIT]; may repeat")
     parser.add_argument("--output", required=True, help="output folder (any Beam filesystem)")
     parser.add_argument("--config", default=None, help="YAML config (default: built-in defaults = configs/pipeline.yaml)")
-    parser.add_argument("--runner", default="DirectRunner", help="DirectRunner|FlinkRunner|SparkRunner|DataflowRunner (or direct|flink|spark|dataflow)")
+    parser.add_argument("--runner", default="DirectRunner",
+                        help="direct|portable|dask|flink|spark|dataflow (or a Beam runner class name)")
     parser.add_argument("--workers", type=int, default=1, help="DirectRunner processes (>1: multi_processing)")
     parser.add_argument("--num-shards", type=int, default=None, help="train shards (default: <=100k docs per shard)")
     parser.add_argument("--valid-fraction", type=float, default=None, help="validation fraction (default 0.02)")
