@@ -22,6 +22,9 @@ RUN ?=
 CORPUS ?=
 SAVE_EVERY ?=
 LOG_EVERY ?=
+# start from an existing Hugging Face folder; VOCAB=keep keeps its tokenizer (default: project vocabulary)
+INIT ?=
+VOCAB ?=
 # extra key=value config overrides, e.g. ARGS='train.lr=5e-4 data.valid_fraction=0.05'
 ARGS ?=
 # make slurm (empty = the defaults of python -m pretrain.slurm: 1 node, CPU profile)
@@ -41,7 +44,7 @@ ENCODING ?=
 DATA ?= data/clean
 VOCAB_SIZE ?= 50000
 ALGO ?= wordpiece
-export MODEL SIZE STEPS ZERO NPROC RUN CORPUS SAVE_EVERY LOG_EVERY ARGS NODES GPUS_PER_NODE PARTITION TIME DRY_RUN \
+export MODEL SIZE STEPS ZERO NPROC RUN CORPUS SAVE_EVERY LOG_EVERY ARGS INIT VOCAB NODES GPUS_PER_NODE PARTITION TIME DRY_RUN \
        OUT RUNNER WORKERS RUNNER_ARGS TEXT_FIELD FORMAT ENCODING DATA VOCAB_SIZE ALGO
 
 .PHONY: setup test test-fast data tokenizer pretrain release slurm bench clean
@@ -77,7 +80,8 @@ tokenizer: setup
 pretrain: setup
 	@set -f; $(PY) -m pretrain.launch --model "$$MODEL" --size "$$SIZE" --nproc "$${NPROC:-1}" --workers "$$WORKERS" \
 		--steps "$$STEPS" --zero "$$ZERO" --run "$$RUN" --corpus "$$CORPUS" --save-every "$$SAVE_EVERY" \
-		--log-every "$$LOG_EVERY" --text-field "$$TEXT_FIELD" --format "$$FORMAT" --encoding "$$ENCODING" $$ARGS
+		--log-every "$$LOG_EVERY" --text-field "$$TEXT_FIELD" --format "$$FORMAT" --encoding "$$ENCODING" \
+		--init "$$INIT" --vocab "$$VOCAB" $$ARGS
 
 release: setup
 	@set -f; $(PY) -m pretrain.release --model "$$MODEL" --run "$$RUN" $$ARGS

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from pipeline.pair_config import PairConfig
+from pretrain.init import InitConfig, apply_to_config
 from pipeline.typed_config import (ConfigError, InvalidValue, build, check_types, deep_merge,  # noqa: F401
                                    get_dotted, load_yaml, parse_overrides)
 
@@ -120,6 +121,7 @@ class RunConfig:
     arch: Any = None                        # the objective's architecture family (pretrain.models)
     train: TrainConfig = field(default_factory=TrainConfig)
     objective: Any = None                   # the objective's options (its spec.options dataclass)
+    init: InitConfig = field(default_factory=InitConfig)   # start from an existing checkpoint (INIT=)
     # Progressive growth schedule, e.g. [{at_step: 2000, layers: 12}]; validated by pretrain.growth.
     growth: list = field(default_factory=list)
 
@@ -145,21 +147,24 @@ def config_path(model: str) -> Path:
     return CONFIG_DIR / f"{model}.yaml"
 
 
-def config_from_dict(raw: dict, where: str) -> RunConfig:
+def config_from_dict(raw: dict, where: str, explicit_size: bool = True, apply_init: bool = True) -> RunConfig:
     """A RunConfig from a complete (preset-merged) mapping: shared sections, the objective's
     ``arch`` family and options, then the objective's cross-section checks."""
     from pretrain.objectives import objective_class
 
     raw = copy.deepcopy(raw)
-    arch, opts = raw.pop("arch", {}) or {}, raw.pop("objective", {}) or {}
+    opts = raw.get("objective", {}) or {}
     if not isinstance(opts, dict):
         raise ConfigError(f"{where}: key 'objective' must be a mapping")
-    cfg = build(RunConfig, raw, where)
-    opts.setdefault("name", cfg.model)
     try:
-        cls = objective_class(opts["name"])
+        cls = objective_class(opts.get("name") or raw.get("model", ""))
     except ConfigError as exc:
         raise ConfigError(f"{where}: key 'objective.name': {exc}") from None
+    if apply_init:
+        raw = apply_to_config(raw, cls, explicit_size, where)     # INIT=: the checkpoint's dimensions
+    arch, opts = raw.pop("arch", {}) or {}, raw.pop("objective", {}) or {}
+    cfg = build(RunConfig, raw, where)
+    opts.setdefault("name", cfg.model)
     cfg.arch = build(cls.spec.arch, arch, where, "arch.")
     cfg.objective = build(cls.spec.options, opts, where, "objective.")
     cls.check(cfg, where)
@@ -180,6 +185,7 @@ def load_config(path: str | Path, overrides: list[str] | dict | None = None, siz
     if not isinstance(sizes, dict) or not sizes:
         raise ConfigError(f"{where}: key 'sizes' must be a non-empty mapping of presets")
     over = copy.deepcopy(overrides) if isinstance(overrides, dict) else parse_overrides(list(overrides or []))
+    explicit = bool(size or over.get("size"))
     chosen = size or over.pop("size", None) or raw.get("size", "tiny")
     over.pop("size", None)
     if chosen not in sizes:
@@ -193,9 +199,9 @@ def load_config(path: str | Path, overrides: list[str] | dict | None = None, siz
         if name != chosen:
             config_from_dict({**deep_merge(raw, preset), "size": name}, f"{where} (sizes.{name})")
     merged = {**deep_merge(raw, sizes[chosen]), "size": chosen}
-    cfg = config_from_dict(merged, where)
+    cfg = config_from_dict(merged, where, explicit)
     if over:
-        cfg = config_from_dict(deep_merge(merged, over), "command line")
+        cfg = config_from_dict(deep_merge(merged, over), "command line", explicit)
     if not cfg.run_dir:
         cfg.run_dir = f"runs/{cfg.model}"
     return cfg
@@ -218,7 +224,7 @@ def _check_shared(raw: dict, where: str) -> None:
 def load_run_config(run_dir: str | Path) -> RunConfig:
     """The RunConfig a run was trained with (RUN/config.yaml, written by the trainer)."""
     path = Path(run_dir) / "config.yaml"
-    return config_from_dict(load_yaml(path), str(path))
+    return config_from_dict(load_yaml(path), str(path), apply_init=False)   # saved: dimensions already applied
 
 
 def preset_names(path: str | Path) -> list[str]:

@@ -71,7 +71,8 @@ def prepare_data(cfg: RunConfig, workers: int) -> None:
         build_tokenizer(d.clean_dir, tk.dir, vocab_size=tk.vocab_size, algo=tk.algo,
                         min_char_freq=tk.min_char_freq, min_word_freq=tk.min_word_freq)
 
-    run_stage("vocab", tk.dir, stages["vocab"][1], vocab)
+    if not (cfg.init.path and cfg.init.vocab == "keep"):
+        run_stage("vocab", tk.dir, stages["vocab"][1], vocab)
 
     if "pairs" in stages:
         def pairs():
@@ -84,7 +85,7 @@ def prepare_data(cfg: RunConfig, workers: int) -> None:
 
 
 def train_command(cfg_file: str, size: str, overrides: list[str], nproc: int) -> list[str]:
-    args = ["-m", "pretrain.train", "--config", cfg_file, "--size", size, *overrides]
+    args = ["-m", "pretrain.train", "--config", cfg_file, *(["--size", size] if size else []), *overrides]
     if nproc <= 1:
         return [sys.executable, *args]
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
@@ -126,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--text-field", default="", help="corpus text field/column (TEXT_FIELD=)")
     parser.add_argument("--format", default="", help="corpus format (FORMAT=)")
     parser.add_argument("--encoding", default="", help="corpus encoding (ENCODING=)")
+    parser.add_argument("--init", default="", help="start from this Hugging Face folder (INIT=)")
+    parser.add_argument("--vocab", default="", help="project (default) | keep: the INIT folder's tokenizer (VOCAB=)")
     parser.add_argument("--prepare-only", action="store_true", help="run the data stages, not training")
     parser.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
     args = parser.parse_args(argv)
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model not in valid:
         return fail(f"unknown MODEL '{args.model}' (valid: {'|'.join(valid)})")
     cfg_file = str(config_path(args.model))
-    size = args.size or "tiny"
+    size = args.size or "tiny"          # with INIT=, an unset SIZE means the checkpoint's dimensions
     if size not in preset_names(cfg_file):
         return fail(f"unknown SIZE '{size}' for MODEL={args.model} (valid: {'|'.join(preset_names(cfg_file))})")
     ints = {}
@@ -158,12 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     for value, key in ((ints.get("steps"), "train.steps"), (ints.get("zero"), "train.zero_stage"),
                        (args.run, "run_dir"), (args.corpus, "data.corpus"), (ints.get("save_every"), "train.save_every"),
                        (ints.get("log_every"), "train.log_every"), (args.text_field, "data.text_field"),
-                       (args.format, "data.format"), (args.encoding, "data.encoding")):
+                       (args.format, "data.format"), (args.encoding, "data.encoding"), (args.init, "init.path"),
+                       (args.vocab, "init.vocab")):
         if value not in (None, ""):
             overrides.append(f"{key}={value}")
     try:
         from pretrain.stages import resolve
-        cfg = resolve(load_config(cfg_file, overrides, size=size))
+        cfg = resolve(load_config(cfg_file, overrides, size=args.size or None))
         check_existing_run(cfg, nproc)
         t0 = time.perf_counter()
         prepare_data(cfg, ints.get("workers", 1))
@@ -176,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.data.pairs_dir:
         resolved.append(f"data.pairs_dir={cfg.data.pairs_dir}")
     keys = {r.partition("=")[0] for r in resolved}
-    cmd = train_command(cfg_file, size, [o for o in overrides if o.partition("=")[0] not in keys] + resolved, nproc)
+    cmd = train_command(cfg_file, args.size, [o for o in overrides if o.partition("=")[0] not in keys] + resolved, nproc)
     log.info("launching: %s", " ".join(cmd))
     return run_forwarding_signals(cmd)
 

@@ -61,10 +61,19 @@ def encoder_config_kwargs(arch: EncoderArch, vocab_size: int, pad_id: int, max_p
                 max_position_embeddings=max_positions, pad_token_id=pad_id)
 
 
+def t5_special_ids(tokenizer) -> dict[str, int]:
+    """T5 PEGASUS conventions ([CLS] starts the decoder, [SEP] ends) with T5's own as the fallback
+    (a kept mT5 tokenizer: the decoder starts with <pad>, sequences end with </s>)."""
+    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.pad_token_id
+    eos = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    return {"start": start, "eos": eos, "pad": tokenizer.pad_token_id}
+
+
 def t5_config(arch: T5Arch, tokenizer):
-    """An MT5Config with the T5 PEGASUS token conventions: [CLS] starts the decoder, [SEP] ends, [PAD] pads."""
+    """An MT5Config with the T5 PEGASUS token conventions (``t5_special_ids``)."""
     from transformers import MT5Config
 
+    ids = t5_special_ids(tokenizer)
     return MT5Config(
         vocab_size=len(tokenizer), d_model=arch.d_model, d_kv=arch.d_kv, d_ff=arch.d_ff,
         num_layers=arch.num_layers, num_decoder_layers=arch.num_decoder_layers, num_heads=arch.num_heads,
@@ -72,8 +81,7 @@ def t5_config(arch: T5Arch, tokenizer):
         relative_attention_max_distance=arch.relative_attention_max_distance,
         dropout_rate=arch.dropout_rate, feed_forward_proj=arch.feed_forward_proj,
         initializer_factor=arch.initializer_factor, tie_word_embeddings=False,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id,
-        decoder_start_token_id=tokenizer.cls_token_id,
+        pad_token_id=ids["pad"], eos_token_id=ids["eos"], decoder_start_token_id=ids["start"],
     )
 
 
@@ -104,8 +112,9 @@ def build_t5(arch: T5Arch, tokenizer):
 def t5_generation_config(tokenizer, max_new_tokens: int):
     from transformers import GenerationConfig
 
-    return GenerationConfig(decoder_start_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-                            pad_token_id=tokenizer.pad_token_id, max_new_tokens=max_new_tokens)
+    ids = t5_special_ids(tokenizer)
+    return GenerationConfig(decoder_start_token_id=ids["start"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
+                            max_new_tokens=max_new_tokens)
 
 
 def t5_train_flops(model, batch: dict, cache: dict) -> float:

@@ -102,10 +102,20 @@ def plan(cfg) -> Plan:
              "min_word_freq": tk.min_word_freq, "code": code_signature(*CODE_OF["vocab"])}
     stages = {"clean": (Path(d.clean_dir) if d.clean_dir else STAGE_ROOT / f"clean-{fp_clean[:16]}", clean),
               "vocab": (Path(tk.dir) if tk.dir else TOKENIZER_ROOT / f"tokenizer-{fingerprint(vocab)[:16]}", vocab)}
+    if cfg.init.path and cfg.init.vocab == "keep":
+        # VOCAB=keep: the checkpoint's own tokenizer; there is no vocabulary to build (and the user's
+        # folder is never written into).
+        stages["vocab"] = (Path(cfg.init.path), {"kept": str(Path(cfg.init.path).resolve()),
+                                                 "tokenizer": _tokenizer_signature(cfg.init.path)})
     if cfg.objective_class.spec.data == "pairs":
         pairs = {"clean": fp_clean, "pairs": dataclasses.asdict(p), "code": code_signature(*CODE_OF["pairs"])}
         stages["pairs"] = (Path(d.pairs_dir) if d.pairs_dir else STAGE_ROOT / f"pairs-{fingerprint(pairs)[:16]}", pairs)
     return Plan(stages)
+
+
+def _tokenizer_signature(folder: str) -> list:
+    names = ("tokenizer.json", "vocab.txt", "spiece.model", "tokenizer_config.json", "special_tokens_map.json")
+    return files_signature([str(p) for p in sorted(Path(folder).glob("*")) if p.name in names])
 
 
 def resolve(cfg):

@@ -224,8 +224,9 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
     steps_before = _saved_steps(run_dir)
     latest = ckpt.find_latest(ckpt_dir, local)
     schedule = growth.schedule(cfg)
-    # A run resumed after a growth step starts from the grown architecture.
-    model = growth.architecture_at(cfg, objective, latest[1] if latest else 0, schedule)
+    # A fresh run starts from the objective's initial model (random, or INIT= weights); a resumed one
+    # from the architecture of its checkpoint's step (grown, if a growth step came before it).
+    model = growth.architecture_at(cfg, objective, latest[1], schedule) if latest else objective.initial_model()
     n_params = count_params(model)
     total = cfg.train.steps
     if latest and latest[1] >= total:

@@ -37,7 +37,7 @@ def batch(tmp_path_factory):
     chars = sorted({c for t in texts for c in t})
     path = tmp_path_factory.mktemp("growth") / "vocab.txt"
     path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars), encoding="utf-8")
-    tok = BertTokenizerFast(vocab_file=str(path))
+    tok = BertTokenizerFast(vocab=str(path))
     enc = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=64)
     return len(tok), enc["input_ids"], enc["attention_mask"]
 
@@ -146,7 +146,7 @@ def test_grow_cli_on_exported_folder(family, batch, tmp_path):
     vocab = SHARED_DATA / "vocab" / "bert_chinese_vocab.txt"
     if not vocab.is_file():
         pytest.skip("needs the shared vocabulary for a tokenizer")
-    tok = BertTokenizerFast(vocab_file=str(vocab))
+    tok = BertTokenizerFast(vocab=str(vocab))
     src, dst = tmp_path / "src", tmp_path / "dst"
     small = perturbed(build(family, len(tok)))
     small.save_pretrained(src)

@@ -7,23 +7,31 @@ from __future__ import annotations
 import torch
 
 from pretrain.metrics import corpus_rouge
-from pretrain.models import build_t5, t5_generation_config, t5_train_flops
-from pretrain.objectives.base import Objective
+from pretrain.models import build_t5, t5_generation_config, t5_special_ids, t5_train_flops
+from pretrain.objectives.base import Objective, pad_batch
 
 
 def seq2seq_batch(tokenizer, sources: list[str], targets: list[str], max_source_len: int,
                   max_target_len: int) -> dict[str, torch.Tensor]:
-    """Encoder inputs and decoder labels. Targets are encoded as [CLS] y [SEP]; the labels drop
-    [CLS], which the model re-inserts as the decoder start token when it shifts labels right."""
+    """Encoder inputs (the tokenizer's own template) and decoder labels ``y[:max_target_len - 1] eos``;
+    the model inserts the decoder start token ([CLS], or T5's pad) when it shifts labels right."""
     src = tokenizer(sources, max_length=max_source_len, truncation=True, padding=True, return_tensors="pt")
-    tgt = tokenizer(targets, max_length=max_target_len + 1, truncation=True, padding=True, return_tensors="pt")
-    labels = tgt["input_ids"][:, 1:].clone()
-    labels[tgt["attention_mask"][:, 1:] == 0] = -100
-    return {"input_ids": src["input_ids"], "attention_mask": src["attention_mask"], "labels": labels}
+    eos = t5_special_ids(tokenizer)["eos"]
+    rows = [ids[:max_target_len - 1] + [eos] for ids in tokenizer(targets, add_special_tokens=False)["input_ids"]]
+    labels = pad_batch(rows, tokenizer.pad_token_id)
+    return {"input_ids": src["input_ids"], "attention_mask": src["attention_mask"],
+            "labels": labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100)}
 
 
 class T5Objective(Objective):
     """What every T5 objective shares: the mT5 model, FLOPs, generation ROUGE and the export."""
+
+    def init_state(self, state: dict, config) -> dict:
+        """T5 / mT5 checkpoints have this module's parameter names; a tied (T5 v1.0) head becomes
+        the untied one it computes: lm_head = shared * d_model**-0.5."""
+        if "lm_head.weight" not in state and "shared.weight" in state:
+            state = {**state, "lm_head.weight": state["shared.weight"] * config.d_model ** -0.5}
+        return state
 
     def build_model(self):
         return build_t5(self.cfg.arch, self.tokenizer)

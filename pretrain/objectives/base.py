@@ -27,6 +27,9 @@ Methods (``self.cfg`` is the run's RunConfig, ``self.opts`` its typed ``objectiv
 ``hf_parts(model)``            ``{subfolder: PreTrainedModel}`` that ``export`` writes
 ``export(model, out_dir)``     the Hugging Face folder(s) of a trained module
 ``check(cfg, where)``          cross-section checks at config load (classmethod)
+``init_state(state, config)``  a base checkpoint's tensors under this module's parameter names
+``initial_model()``            the model a fresh run starts from: ``build_model()``, loaded from
+                               ``init.path`` when the run starts from a checkpoint (``pretrain.init``)
 """
 from __future__ import annotations
 
@@ -91,6 +94,25 @@ class Objective:
     def evaluate(self, model, records: list[dict]) -> dict:
         return {}
 
+    # -- starting from an existing checkpoint (pretrain.init) ------------------
+    @classmethod
+    def options_from_hf(cls, config) -> dict:
+        """``objective:`` options a base checkpoint fixes (dimensions that live there, not in arch)."""
+        return {}
+
+    def init_state(self, state: dict, config) -> dict:
+        """The base checkpoint's tensors renamed to this objective's module (default: unchanged)."""
+        return state
+
+    def initial_model(self) -> torch.nn.Module:
+        """``build_model()``; with ``init.path``, loaded from that checkpoint (vocabulary transplanted
+        unless ``init.vocab=keep``), and the report written to RUN/init_report.json."""
+        model = self.build_model()
+        if getattr(self.cfg, "init", None) is None or not self.cfg.init.path:
+            return model
+        from pretrain.init import load_into
+        return load_into(self, model)
+
     # -- export ----------------------------------------------------------------
     def hf_parts(self, model) -> dict:
         """{subfolder ('' = the export folder itself): transformers model} of a trained module."""
@@ -106,8 +128,15 @@ class Objective:
 def load_tokenizer(cfg, tokenizer=None, required=("pad", "cls", "sep", "mask")):
     """The run's tokenizer (AutoTokenizer on cfg.tokenizer.dir), checked for the special tokens an objective needs."""
     if tokenizer is None:
-        from transformers import AutoTokenizer
-        tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer.dir)
+        try:
+            from tokenizer.loading import load_any_tokenizer    # also SentencePiece-only folders (mT5)
+        except ImportError:
+            from transformers import AutoTokenizer
+            load_any_tokenizer = AutoTokenizer.from_pretrained
+        try:
+            tokenizer = load_any_tokenizer(cfg.tokenizer.dir)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{cfg.tokenizer.dir}: cannot load the tokenizer ({str(exc)[:160]})") from None
     for name in required:
         if getattr(tokenizer, f"{name}_token_id") is None:
             raise ConfigError(f"{cfg.tokenizer.dir}: tokenizer has no {name} token")

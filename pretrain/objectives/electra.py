@@ -190,6 +190,45 @@ class ElectraObjective(Objective):
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
 
+    @classmethod
+    def options_from_hf(cls, config) -> dict:
+        if config.model_type not in ("electra", "bert", "roformer"):
+            from pretrain.init import InitError
+            raise InitError(f"electra starts from an ELECTRA discriminator or a BERT-style encoder, "
+                            f"not model_type '{config.model_type}'")
+        emb = getattr(config, "embedding_size", config.hidden_size)
+        return {"embedding_size": 0 if emb == config.hidden_size else emb,
+                "max_position_embeddings": config.max_position_embeddings}
+
+    def init_state(self, state: dict, config) -> dict:
+        """The discriminator from an ELECTRA discriminator (its head too) or a BERT-style encoder (fresh
+        head); the generator from ``init.generator`` when given, else fresh. The generator's own
+        embeddings are not loaded: ELECTRA shares the discriminator's."""
+        from pretrain.init import map_prefixes, read_hf_config, read_weights, transplant_state, read_tokenizer
+        body = config.model_type
+        out = map_prefixes(state, [("electra.", "discriminator.electra."),
+                                   ("discriminator_predictions.", "discriminator.discriminator_predictions."),
+                                   (f"{body}.embeddings.", "discriminator.electra.embeddings."),
+                                   (f"{body}.encoder.", "discriminator.electra.encoder."),
+                                   ("embeddings.", "discriminator.electra.embeddings."),
+                                   ("encoder.", "discriminator.electra.encoder.")])
+        gen_dir = self.cfg.init.generator
+        if gen_dir:
+            gen_config = read_hf_config(gen_dir)
+            want = self.generator_config()
+            if (gen_config.hidden_size, gen_config.num_hidden_layers) != (want.hidden_size, want.num_hidden_layers):
+                from pretrain.init import InitError
+                raise InitError(f"init.generator {gen_dir}: hidden {gen_config.hidden_size} x {gen_config.num_hidden_layers} "
+                                f"layers, but objective.generator_size={self.opts.generator_size} gives "
+                                f"{want.hidden_size} x {want.num_hidden_layers}")
+            gen = read_weights(gen_dir)
+            if self.cfg.init.vocab == "project":
+                gen, _ = transplant_state(gen, read_tokenizer(str(gen_dir)), self.tokenizer, self.cfg.init.new_rows,
+                                          self.cfg.train.seed, gen_config.vocab_size)
+            out.update(map_prefixes(gen, [("electra.", "generator.electra."), ("generator_", "generator.generator_")],
+                                    drop=("electra.embeddings.",)))
+        return out
+
     def __init__(self, cfg, tokenizer=None):
         super().__init__(cfg, tokenizer)
         self.special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)))

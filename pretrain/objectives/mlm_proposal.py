@@ -331,6 +331,21 @@ class MLMProposalObjective(Objective):
         intended_use="Chinese understanding: fine-tune for classification, matching or sequence labelling, "
                      "or use as a fill-mask model.")
 
+    @classmethod
+    def options_from_hf(cls, config) -> dict:
+        if config.model_type not in ("bert", "roformer"):
+            from pretrain.init import InitError
+            raise InitError(f"mlm-proposal starts from a BERT or RoFormer masked LM, not model_type '{config.model_type}'")
+        return {"encoder": config.model_type}
+
+    def init_state(self, state: dict, config) -> dict:
+        """A BERT/RoFormer masked LM (or bare encoder) under ``mlm.``; the proposal net starts fresh."""
+        from pretrain.init import map_prefixes
+        body = config.model_type
+        return map_prefixes(state, [(f"{body}.", f"mlm.{body}."), ("cls.predictions.", "mlm.cls.predictions."),
+                                    ("embeddings.", f"mlm.{body}.embeddings."), ("encoder.", f"mlm.{body}.encoder.")],
+                            drop=(f"{body}.pooler.", "pooler.", "cls.seq_relationship."))
+
     def __init__(self, cfg, tokenizer=None):
         super().__init__(cfg, tokenizer)
         self.oc = self.opts

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.typed_config import InvalidValue
-from pretrain.models import T5Arch
+from pretrain.models import T5Arch, t5_special_ids
 from pretrain.objectives._t5 import T5Objective
 from pretrain.objectives.base import ObjectiveSpec, Options, pad_batch
 
@@ -69,7 +69,7 @@ def corrupt(ids: list[int], mask: list[bool], sentinels: list[int]) -> tuple[lis
 class T5SpanObjective(T5Objective):
     spec = ObjectiveSpec(
         name="t5-span", arch=T5Arch, options=SpanOptions, data="clean", eval_tasks=(),
-        required_tokens=("pad", "cls", "sep"),
+        required_tokens=("pad",),
         intended_use="Chinese text generation: fine-tune for sequence-to-sequence tasks (plain T5 span "
                      "corruption pretraining, the baseline T5 PEGASUS improves on).")
 
@@ -83,7 +83,7 @@ class T5SpanObjective(T5Objective):
 
     def collate(self, records: list[dict]) -> dict[str, torch.Tensor]:
         t, o, tok = self.cfg.train, self.opts, self.tokenizer
-        room = t.max_source_len - 1
+        room, eos = t.max_source_len - 1, t5_special_ids(tok)["eos"]
         sources, targets = [], []
         for ids in tok([r["text"] for r in records], add_special_tokens=False, verbose=False)["input_ids"]:
             if len(ids) > room:
@@ -95,8 +95,8 @@ class T5SpanObjective(T5Objective):
             if spans > len(self.sentinels):
                 mask = noise_mask(len(ids), o.noise_density, len(ids) / len(self.sentinels), random)
             src, tgt = corrupt(ids, mask, self.sentinels)
-            sources.append([*src, tok.sep_token_id])
-            targets.append([*tgt[:t.max_target_len], tok.sep_token_id])
+            sources.append([*src, eos])
+            targets.append([*tgt[:t.max_target_len], eos])
         enc = pad_batch(sources, tok.pad_token_id)
         labels = pad_batch(targets, tok.pad_token_id)
         enc["labels"] = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100)

@@ -96,8 +96,10 @@ def release(run_dir: str | Path, model: str | None = None, out: str | Path | Non
     defaults = {"mlm": str(Path(data["clean_dir"]) / "valid")} if (Path(data["clean_dir"]) / "valid").is_dir() else {}
     evals = run_evaluations(tmp, spec.eval_tasks, skip_eval, eval_data, list(eval_options), eval_timeout,
                             defaults=defaults)
+    init_path = run_dir / "init_report.json"
+    init = json.loads(init_path.read_text(encoding="utf-8")) if init_path.is_file() else None
     card = model_card(cfg.model, spec.intended_use, raw, folders, curve, data, tok_stats, evals, export_info, metrics,
-                      file_checksums(tmp))
+                      file_checksums(tmp), init)
     (tmp / "README.md").write_text(card, encoding="utf-8")
     (tmp / MANIFEST).write_text(json.dumps({"zh_pretrain_release": True, "model": cfg.model, "export": export_info,
                                             "folders": folders, "evaluation": evals, "files": file_checksums(tmp)},

@@ -58,9 +58,32 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def init_section(init: dict | None) -> list[str]:
+    """Where the run started: the base checkpoint and the vocabulary transplant (RUN/init_report.json)."""
+    if not init:
+        return ["Trained from random initialization.", ""]
+    lines = [f"Continued from `{init['base']}` ({init.get('model_type')}, "
+             f"{', '.join(init.get('architectures') or [])}): {init.get('loaded_tensors', '?')} tensors loaded, "
+             f"{len(init.get('fresh_tensors', []))} started fresh.", ""]
+    t = init.get("transplant")
+    if isinstance(t, dict) and "rows" in t:
+        rows = t["rows"]
+        lines += [f"Vocabulary transplanted from {t['old_vocab_size']:,} to {t['new_vocab_size']:,} rows "
+                  f"(in {', '.join(f'`{n}`' for n in t['tensors'])}): " +
+                  ", ".join(f"{rows.get(k, 0):,} {k}" for k in ("kept", "special", "composed", "fresh")) +
+                  " (composed = mean of the old tokenizer's pieces)."]
+    elif init.get("vocab") == "keep":
+        lines.append("The checkpoint's own tokenizer was kept (`VOCAB=keep`).")
+    tpc = init.get("tokens_per_char")
+    if tpc:
+        lines.append(f"Tokens per character on {tpc['texts']} held-out texts: {tpc['before']} with the base "
+                     f"tokenizer, {tpc['after']} with this one.")
+    return lines + [""]
+
+
 def model_card(model: str, intended_use: str, raw: dict, folders: dict[str, dict], curve: dict, data: dict,
                tok_stats: dict | None, evals: dict, export_info: dict, metrics: list[dict],
-               checksums: dict[str, dict]) -> str:
+               checksums: dict[str, dict], init: dict | None = None) -> str:
     main = folders[""]
     t = raw.get("train", {})
     valid = [r for r in metrics if r.get("split") == "valid"]
@@ -119,7 +142,8 @@ def model_card(model: str, intended_use: str, raw: dict, folders: dict[str, dict
                 lines.append(f"- **{task}**: {result}")
     else:
         lines.append("- no downstream task is defined for this model")
-    lines += ["", "## Training data", ""]
+    lines += ["", "## Starting point", ""] + init_section(init)
+    lines += ["## Training data", ""]
     if "splits" in data:
         lines += [_table([(s, v["shards"], f"{v['documents']:,}", f"{v['characters']:,}")
                           for s, v in sorted(data["splits"].items())], ("split", "shards", "documents", "characters")), ""]

@@ -106,6 +106,21 @@ class RoFormerSimObjective(Objective):
                      "`sentence_pooling` in config.json says: mean over tokens, [CLS], or first-last-avg; "
                      "`pretrain.objectives.roformer_sim.encode` does it) and paraphrase generation.")
 
+    @classmethod
+    def options_from_hf(cls, config) -> dict:
+        if config.model_type != "roformer":
+            from pretrain.init import InitError
+            raise InitError(f"roformer-sim starts from a RoFormer checkpoint, not model_type '{config.model_type}'")
+        return {"max_position_embeddings": config.max_position_embeddings}
+
+    def init_state(self, state: dict, config) -> dict:
+        """A RoFormer masked LM / causal LM / bare encoder (e.g. this project's mlm-proposal export with
+        objective.encoder=roformer: the SimBERTv2 chain) under ``lm.``."""
+        from pretrain.init import map_prefixes
+        return map_prefixes(state, [("roformer.", "lm.roformer."), ("cls.predictions.", "lm.cls.predictions."),
+                                    ("embeddings.", "lm.roformer.embeddings."), ("encoder.", "lm.roformer.encoder.")],
+                            drop=("pooler.", "roformer.pooler."))
+
     def __init__(self, cfg, tokenizer=None):
         super().__init__(cfg, tokenizer)
         self.opt = self.opts
