@@ -13,7 +13,7 @@ import functools
 import re
 import sys
 import unicodedata
-from typing import Callable, Iterable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -172,70 +172,25 @@ def digit_filter(text: str, max_ratio: float = 0.3) -> Optional[str]:
     return "too_many_digits" if digit_ratio(text) > max_ratio else None
 
 
-def load_blocklist(path: str) -> tuple[str, ...]:
-    """Blocklist file: one term per line, ``#`` comments; read via Beam's
-    FileSystems so it may live on GCS/HDFS/S3."""
-    from apache_beam.io.filesystems import FileSystems
+def build_filters(cfg: "FilterConfig | dict | None" = None) -> list[tuple[str, Filter]]:
+    """Enabled filters of a ``filters:`` section (defaults: ``pipeline.config.FilterConfig``),
+    cheapest first.  A threshold set to ``null`` switches its filter off."""
+    from pipeline.config import FilterConfig, section
 
-    with FileSystems.open(path) as f:
-        data = f.read().decode("utf-8")
-    terms = []
-    for line in data.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            terms.append(line)
-    return tuple(sorted(set(terms)))
-
-
-def blocklist_filter(text: str, pattern: "re.Pattern[str]", max_hits: int = 0) -> Optional[str]:
-    """``blocklist``: more than ``max_hits`` occurrences of blocklisted terms."""
-    hits = 0
-    for _ in pattern.finditer(text):
-        hits += 1
-        if hits > max_hits:
-            return "blocklist"
-    return None
-
-
-def blocklist_pattern(terms: Iterable[str]) -> "re.Pattern[str]":
-    # Longest first so overlapping terms match greedily.
-    return re.compile("|".join(re.escape(t) for t in sorted(terms, key=lambda t: (-len(t), t))))
-
-
-def build_filters(cfg: dict | None = None) -> list[tuple[str, Filter]]:
-    """Enabled filters from a ``filters:`` config section, cheapest first.
-    A threshold set to ``null`` switches its filter off."""
-    cfg = cfg or {}
-    out: list[tuple[str, Filter]] = []
-    out.append(
-        (
-            "length",
-            functools.partial(length_filter, min_chars=cfg.get("min_chars", 10) or 0,
-                              max_chars=cfg.get("max_chars", 100_000) or float("inf")),
-        )
-    )
-    if cfg.get("min_chinese_ratio", 0.3) is not None:
-        out.append(("chinese_ratio", functools.partial(chinese_ratio_filter, min_ratio=cfg.get("min_chinese_ratio", 0.3))))
-    if cfg.get("max_punctuation_ratio", 0.3) is not None:
-        out.append(("punctuation", functools.partial(punctuation_filter, max_ratio=cfg.get("max_punctuation_ratio", 0.3))))
-    if cfg.get("max_digit_ratio", 0.3) is not None:
-        out.append(("digits", functools.partial(digit_filter, max_ratio=cfg.get("max_digit_ratio", 0.3))))
-    if cfg.get("max_repeated_line_ratio", 0.3) is not None:
-        out.append(
-            ("repeated_lines", functools.partial(repeated_lines_filter, max_ratio=cfg.get("max_repeated_line_ratio", 0.3)))
-        )
-    if cfg.get("max_repeated_ngram_ratio", 0.5) is not None:
-        out.append(
-            (
-                "repeated_ngrams",
-                functools.partial(
-                    repeated_ngrams_filter, n=cfg.get("repeated_ngram_n", 10), max_ratio=cfg.get("max_repeated_ngram_ratio", 0.5)
-                ),
-            )
-        )
-    if cfg.get("blocklist"):
-        pattern = blocklist_pattern(load_blocklist(cfg["blocklist"]))
-        out.append(("blocklist", functools.partial(blocklist_filter, pattern=pattern, max_hits=cfg.get("blocklist_max_hits", 0))))
+    c = section(FilterConfig, cfg)
+    out: list[tuple[str, Filter]] = [
+        ("length", functools.partial(length_filter, min_chars=c.min_chars or 0, max_chars=c.max_chars or float("inf")))]
+    if c.min_chinese_ratio is not None:
+        out.append(("chinese_ratio", functools.partial(chinese_ratio_filter, min_ratio=c.min_chinese_ratio)))
+    if c.max_punctuation_ratio is not None:
+        out.append(("punctuation", functools.partial(punctuation_filter, max_ratio=c.max_punctuation_ratio)))
+    if c.max_digit_ratio is not None:
+        out.append(("digits", functools.partial(digit_filter, max_ratio=c.max_digit_ratio)))
+    if c.max_repeated_line_ratio is not None:
+        out.append(("repeated_lines", functools.partial(repeated_lines_filter, max_ratio=c.max_repeated_line_ratio)))
+    if c.max_repeated_ngram_ratio is not None:
+        out.append(("repeated_ngrams", functools.partial(repeated_ngrams_filter, n=c.repeated_ngram_n,
+                                                         max_ratio=c.max_repeated_ngram_ratio)))
     return out
 
 
