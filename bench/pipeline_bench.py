@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import clean, dedup, filters, readers, shards  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
+from pipeline.config import as_dict, load_config  # noqa: E402
 from pipeline.run import clean_and_filter, drop_and_assign, run_pipeline  # noqa: E402
 
 SHARED = Path(os.environ.get("ZH_SHARED_DATA", "/work/shared/data"))
@@ -165,6 +165,7 @@ def plain_loop(paths: list[str], output: str, cfg: dict) -> dict:
     """The pipeline's own per-batch functions, called in order in one process,
     with whole-corpus dicts and arrays where Beam shuffles; writes the same
     shards, rejects/, manifest.json and stats.json."""
+    cfg = as_dict(cfg)
     cleaner = clean.build_cleaner(cfg["clean"])
     fs = filters.build_filters(cfg["filters"])
     dcfg, ocfg = cfg["dedup"], cfg["output"]

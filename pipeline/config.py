@@ -9,10 +9,14 @@ steps take these sections, never loose dicts with their own fallbacks). Loading 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Optional
 
 from pipeline.typed_config import ConfigError, build, deep_merge, parse_yaml, to_dict
+
+REPO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "pipeline.yaml"
 
 Policy = Literal["keep", "remove", "replace"]
 PiiAction = Literal["mask", "reject", "keep"]
@@ -200,7 +204,10 @@ class PipelineConfig:
 def section(cls, cfg):
     """``cfg`` as the dataclass ``cls``: an instance passes through, a mapping (or None) is
     built strictly, so ``build_cleaner({})`` and ``build_cleaner(CleanConfig())`` agree."""
-    return cfg if isinstance(cfg, cls) else build(cls, cfg, "config", f"{cls.__name__}.")
+    if isinstance(cfg, cls):
+        return cfg
+    name = next((n for n, tp in typing.get_type_hints(PipelineConfig).items() if tp is cls), cls.__name__)
+    return build(cls, cfg, "config", f"{name}.")
 
 
 def load_config(path: str | None = None, overrides: dict | None = None) -> PipelineConfig:

@@ -86,7 +86,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import clean as clean_mod
 from pipeline import dedup, filters, readers, shards
-from pipeline.config import load_config
+from pipeline.config import ConfigError, as_dict, load_config
 
 log = logging.getLogger("pipeline")
 
@@ -162,10 +162,10 @@ class CleanAndFilter(beam.DoFn):
         self.cfg = cfg
 
     def setup(self):
-        self.clean = clean_mod.build_cleaner(self.cfg["clean"])
-        self.filters = filters.build_filters(self.cfg["filters"])
-        self.exact = self.cfg["dedup"].get("exact", True)
-        self.snippet = self.cfg["output"].get("reject_text_chars", 300)
+        self.clean = clean_mod.build_cleaner(self.cfg.clean)
+        self.filters = filters.build_filters(self.cfg.filters)
+        self.exact = self.cfg.dedup.exact
+        self.snippet = self.cfg.output.reject_text_chars
 
     def process(self, batch) -> Iterator[Any]:
         out, rejects = clean_and_filter(batch, self.clean, self.filters, self.exact, self.snippet)
@@ -302,7 +302,7 @@ class ReadCorpus(beam.PTransform):
             | "Paths" >> beam.Create(self.paths)
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadSource"
-            >> beam.ParDo(ReadSource(self.cfg["read"], self.cfg["beam"]["batch_size"])).with_outputs(
+            >> beam.ParDo(ReadSource(as_dict(self.cfg.read), self.cfg.beam.batch_size)).with_outputs(
                 "rejects", "counts", main="docs"
             )
         )
@@ -328,15 +328,15 @@ class Deduplicate(beam.PTransform):
         self.cfg = cfg
 
     def expand(self, keyed):
-        dcfg = self.cfg["dedup"]
-        snippet = self.cfg["output"]["reject_text_chars"]
-        partitions, batch_size = self.cfg["beam"]["partitions"], self.cfg["beam"]["batch_size"]
+        dcfg = self.cfg.dedup
+        snippet = self.cfg.output.reject_text_chars
+        partitions, batch_size = self.cfg.beam.partitions, self.cfg.beam.batch_size
         rejects = []
-        if dcfg.get("exact", True):
+        if dcfg.exact:
             exact = keyed | "Exact" >> dedup.ExactDedup(snippet, partitions, batch_size)
             keyed = exact.docs
             rejects.append(exact.rejects)
-        near = keyed | "Near" >> dedup.NearDuplicateClusters(dcfg, partitions) if dcfg.get("near", True) else None
+        near = keyed | "Near" >> dedup.NearDuplicateClusters(as_dict(dcfg), partitions) if dcfg.near else None
         return keyed, near, rejects
 
 
@@ -354,7 +354,7 @@ class WriteOutput(beam.PTransform):
     def expand(self, pcolls):
         docs, counts, near = pcolls["docs"], pcolls["counts"], pcolls.get("near")
         rejects = [pcoll for name, pcoll in sorted(pcolls.items()) if name.startswith("rejects")]
-        ocfg = self.cfg["output"]
+        ocfg = as_dict(self.cfg.output)
         p = docs.pipeline
         dropped = {} if near is None else {"dropped": beam.pvalue.AsSingleton(near, default_value={})}
         plan = beam.pvalue.AsSingleton(
@@ -558,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra_beam_args=beam_args,
             overrides=overrides_from_args(args),
         )
-    except FileNotFoundError as exc:   # no input matched: one line, not a traceback
+    except (FileNotFoundError, ConfigError) as exc:   # no input matched, bad config: one line, not a traceback
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     return 0 if stats.get("accounted") else 1

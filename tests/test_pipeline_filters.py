@@ -46,14 +46,6 @@ def test_repeated_ngrams_short_and_long_paths():
     assert abs(short - filters.repeated_ngram_ratio(mixed * 1)) < 1e-9
 
 
-def test_blocklist(tmp_path):
-    path = tmp_path / "block.txt"
-    path.write_text("# comment\n赌博\n代开发票\n", encoding="utf-8")
-    fs = filters.build_filters({"blocklist": str(path)})
-    assert filters.first_failure("专业代开发票，联系我们，价格优惠，欢迎咨询客服", fs) == "blocklist"
-    assert filters.first_failure(GOOD, fs) is None
-
-
 def test_build_filters_and_switch_off():
     fs = filters.build_filters({})
     assert filters.first_failure("好", fs) == "too_short"
