@@ -27,12 +27,12 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from pipeline.charhash import HashTable, concat_windows, codepoints as _codepoints, window_hashes
 from pipeline.clean import to_simplified
 from pipeline.config import DecontamConfig, EvalSet, _project_eval_sets, section
 from pipeline.typed_config import ConfigError
 
 MIN_ITEM_CHARS = 8
-FILTER_BITS = 25            # 32 MB membership prefilter per worker: few binary searches left
 _STRIP = re.compile(r"[\W_]+")
 _WORD = re.compile(r"[a-z0-9]+")
 _RUN = re.compile(r"(.)\1{2,}")
@@ -50,42 +50,6 @@ def normalize(text: str) -> str:
     characters or words ("international" alone, or "1111111", is not a 13-gram)."""
     text = _STRIP.sub("", unicodedata.normalize("NFKC", text).lower())
     return _RUN.sub(r"\1", _WORD.sub(_word_char, text))
-
-
-def _codepoints(text: str) -> np.ndarray:
-    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-
-
-_BASE = 0x9E3779B97F4A7C15
-_POW: list[np.ndarray] = [np.ones(1, np.uint64), np.ones(1, np.uint64)]   # B^k, B^-k (mod 2^64)
-
-
-def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    if _POW[0].size < n:
-        k = np.arange(max(n, 2 * _POW[0].size), dtype=object)
-        inv = pow(_BASE, -1, 1 << 64)
-        _POW[0] = np.array([pow(_BASE, int(i), 1 << 64) for i in k], dtype=np.uint64)
-        _POW[1] = np.array([pow(inv, int(i), 1 << 64) for i in k], dtype=np.uint64)
-    return _POW[0], _POW[1]
-
-
-def window_hashes(cp: np.ndarray, n: int, prefix: Optional[np.ndarray] = None) -> np.ndarray:
-    """Polynomial hashes of every n-character window in O(1) numpy operations (rolling hash
-    from one prefix sum, shared by all window lengths); uint64 arithmetic wraps."""
-    m = len(cp) - n + 1
-    if m <= 0:
-        return np.zeros(0, np.uint64)
-    if prefix is None:
-        prefix = _prefix(cp)
-    fwd, _ = _powers(len(cp) + 1)
-    return (prefix[n:] - prefix[:m]) * fwd[n - 1:n - 1 + m]
-
-
-def _prefix(cp: np.ndarray) -> np.ndarray:
-    _, inv = _powers(len(cp) + 1)
-    out = np.zeros(len(cp) + 1, np.uint64)
-    np.cumsum((cp.astype(np.uint64) + np.uint64(1)) * inv[:len(cp)], out=out[1:])
-    return out
 
 
 def expand_path(path: str) -> str:
@@ -113,31 +77,19 @@ def read_eval_items(spec: EvalSet) -> Iterator[str]:
 
 
 class _HashSet:
-    """Sorted uint64 hashes with a payload each, and a bitmap prefilter for fast misses."""
+    """uint64 hashes (duplicates merged, payloads OR-ed) in a HashTable."""
 
     def __init__(self, hashes: np.ndarray, payload: np.ndarray):
-        order = np.argsort(hashes, kind="stable")
-        hashes, payload = hashes[order], payload[order]
-        self.hashes, start = np.unique(hashes, return_index=True)
-        self.payload = np.bitwise_or.reduceat(payload, start) if hashes.size else payload
-        self.bitmap = np.zeros(1 << FILTER_BITS, dtype=bool)
-        self.bitmap[self._slot(self.hashes)] = True
-
-    @staticmethod
-    def _slot(h: np.ndarray) -> np.ndarray:
-        return (h >> np.uint64(64 - FILTER_BITS)).astype(np.int64)   # high bits: the best mixed
+        uniq, inv = np.unique(hashes, return_inverse=True)
+        merged = np.zeros(uniq.size, np.uint64)
+        np.bitwise_or.at(merged, inv, payload)
+        self.table = HashTable(uniq, merged)
 
     def lookup(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(positions in ``h`` that are members, their payloads)."""
-        if not self.hashes.size:
-            return np.zeros(0, np.int64), self.payload[:0]
-        maybe = np.flatnonzero(self.bitmap[self._slot(h)])
-        if maybe.size == 0:
-            return maybe, self.payload[:0]
-        pos = np.searchsorted(self.hashes, h[maybe])
-        pos[pos == self.hashes.size] = 0
-        hit = self.hashes[pos] == h[maybe]
-        return maybe[hit], self.payload[pos[hit]]
+        found, vals = self.table.lookup(h)
+        at = np.flatnonzero(found)
+        return at, vals[at]
 
 
 @dataclass
@@ -151,23 +103,28 @@ class EvalIndex:
     items: dict                 # set name -> number of items indexed
     missing: list               # project sets whose files are absent
 
-    def sets_in(self, text: str, n: int) -> list[str]:
-        """Names of the eval sets sharing an n-gram (or a whole short item) with ``text``."""
-        cp = _codepoints(normalize(to_simplified(text)))
-        if len(cp) < MIN_ITEM_CHARS:
-            return []
-        prefix = _prefix(cp)
-        found = 0
-        if len(cp) >= n:
-            _, masks = self.ngrams.lookup(window_hashes(cp, n, prefix))
-            if masks.size:
-                found |= int(np.bitwise_or.reduce(masks))
+    def masks(self, texts: list[str], n: int) -> list[int]:
+        """Per text, the bitmask of the eval sets sharing an n-gram (or a whole short item) with
+        it; texts must be simplified already. One table lookup per batch."""
+        cps = [_codepoints(normalize(t)) for t in texts]
+        out = np.zeros(len(texts), np.uint64)
+        h, owners = concat_windows(cps, n)
+        at, vals = self.ngrams.lookup(h)
+        np.bitwise_or.at(out, owners[at], vals)
+        result = [int(m) for m in out]
         if self.short:
-            for at, group in zip(*self.prefixes.lookup(window_hashes(cp, MIN_ITEM_CHARS, prefix))):
+            h, owners = concat_windows(cps, MIN_ITEM_CHARS)
+            starts = np.concatenate([[0], np.cumsum([max(0, len(cp) - MIN_ITEM_CHARS + 1) for cp in cps])])
+            for i, group in zip(*self.prefixes.lookup(h)):
+                doc = int(owners[i])
+                cp, pos = cps[doc], int(i - starts[doc])
                 for length, full, mask in self.short[int(group)]:
-                    if at + length <= len(cp) and window_hashes(cp[at:at + length], length)[0] == full:
-                        found |= mask
-        return [name for i, name in enumerate(self.names) if found >> i & 1]
+                    if pos + length <= len(cp) and window_hashes(cp[pos:pos + length], length)[0] == full:
+                        result[doc] |= mask
+        return result
+
+    def set_names(self, mask: int) -> list[str]:
+        return [name for i, name in enumerate(self.names) if mask >> i & 1]
 
 
 def build_index(cfg: "DecontamConfig | dict | None" = None) -> Optional[EvalIndex]:
@@ -213,16 +170,25 @@ def build_index(cfg: "DecontamConfig | dict | None" = None) -> Optional[EvalInde
 class Decontaminator:
     """``decontam:`` applied to one text: (reject reason or None, contaminating set names)."""
 
-    def __init__(self, cfg: "DecontamConfig | dict | None" = None):
+    def __init__(self, cfg: "DecontamConfig | dict | None" = None, simplify: bool = True):
+        """``simplify=False`` when the texts are simplified already (clean.traditional_to_simplified)."""
         c = section(DecontamConfig, cfg)
+        self.simplify = simplify
         self.n = c.ngram
         self.action = c.action
         self.index = build_index(c)
 
-    def __call__(self, text: str) -> tuple[Optional[str], list[str]]:
+    def batch(self, texts: list[str]) -> list[tuple[Optional[str], list[str]]]:
+        """Per text: (reject reason or None, names of the eval sets it shares text with)."""
         if self.index is None:
-            return None, []
-        sets = self.index.sets_in(text, self.n)
-        if sets and self.action == "reject":
-            return f"decontam_{sets[0]}", sets
-        return None, sets
+            return [(None, [])] * len(texts)
+        if self.simplify:
+            texts = [to_simplified(t) for t in texts]
+        out = []
+        for mask in self.index.masks(texts, self.n):
+            sets = self.index.set_names(mask)
+            out.append((f"decontam_{sets[0]}" if sets and self.action == "reject" else None, sets))
+        return out
+
+    def __call__(self, text: str) -> tuple[Optional[str], list[str]]:
+        return self.batch([text])[0]
