@@ -70,8 +70,9 @@ class FilterConfig:
     min_chars: Optional[int] = 10
     max_chars: Optional[int] = 100_000
     min_chinese_ratio: Optional[float] = 0.3
-    max_punctuation_ratio: Optional[float] = 0.3
-    max_digit_ratio: Optional[float] = 0.3
+    max_punctuation_ratio: Optional[float] = 0.5     # punctuation runs per unit (！！！！ is one run)
+    max_digit_ratio: Optional[float] = 0.4           # numbers per word unit (a number is one unit)
+    max_mojibake_ratio: Optional[float] = 0.1        # "?"/U+FFFD inside Chinese text
     max_repeated_line_ratio: Optional[float] = 0.3
     repeated_ngram_n: int = 10
     max_repeated_ngram_ratio: Optional[float] = 0.5

@@ -152,24 +152,67 @@ def repeated_ngrams_filter(text: str, n: int = 10, max_ratio: float = 0.5) -> Op
     return "repeated_ngrams" if repeated_ngram_ratio(text, n) > max_ratio else None
 
 
+# A number ("19500", "3-4", "0.93", "2011:05") is one unit, like a word: a headline with a price
+# and a date is still mostly words. A run of punctuation ("！！！！", "”“") is one unit too: an
+# emphatic review is not a punctuation table.
+_NUMBER_RE = re.compile(r"\d+(?:[.,:/\-]\d+)*")
+_LATIN_RE = re.compile(r"[A-Za-z]+")
+# U+FFFD anywhere; "?" only as 1-3 lost characters inside a Chinese phrase (每次失眠都?想起?去的得?失,
+# 北京??州): a question mark ends a clause and emphatic "？？？" runs are longer or trail off.
+_MOJIBAKE_RE = re.compile(r"\ufffd|(?<=[\u3400-\u9fff])\?{1,3}(?=[\u3400-\u9fff])")
+
+
+@functools.lru_cache(maxsize=8)
+def unit_counts(text: str) -> tuple[int, int, int]:
+    """(word units, numbers, punctuation runs): a Han character, a Latin word and a number are
+    one unit each, punctuation and symbols are counted as runs, not characters."""
+    n, _, punct, digit = char_class_counts(text)
+    if not n:
+        return (0, 0, 0)
+    numbers = len(_NUMBER_RE.findall(text)) if digit else 0
+    latin = _LATIN_RE.findall(text)
+    letters = sum(map(len, latin))
+    runs = 0
+    if punct:
+        cls = _CLASS[np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)] == PUNCT
+        runs = int(cls[0]) + int(np.count_nonzero(cls[1:] & ~cls[:-1]))
+    words = n - punct - digit - letters + numbers + len(latin)
+    return (words, numbers, runs)
+
+
 def punctuation_ratio(text: str) -> float:
-    n, _, punct, _ = char_class_counts(text)
-    return punct / n if n else 0.0
+    """Punctuation runs per unit (runs + word units)."""
+    words, _, runs = unit_counts(text)
+    return runs / (words + runs) if words + runs else 0.0
 
 
 def digit_ratio(text: str) -> float:
-    n, _, _, digit = char_class_counts(text)
-    return digit / n if n else 0.0
+    """Numbers per word unit."""
+    words, numbers, _ = unit_counts(text)
+    return numbers / words if words else 0.0
 
 
-def punctuation_filter(text: str, max_ratio: float = 0.3) -> Optional[str]:
-    """``too_much_punctuation``: emoticon strings, tables, ！！！！！ spam."""
+def mojibake_ratio(text: str) -> float:
+    """Share of characters that are a "?" or U+FFFD next to non-ASCII text: GBK/UTF-8 mix-ups."""
+    n = char_class_counts(text)[0]
+    if not n or ("?" not in text and "\ufffd" not in text):
+        return 0.0
+    return sum(map(len, _MOJIBAKE_RE.findall(text))) / n
+
+
+def punctuation_filter(text: str, max_ratio: float = 0.5) -> Optional[str]:
+    """``too_much_punctuation``: emoticon strings, tables of symbols."""
     return "too_much_punctuation" if punctuation_ratio(text) > max_ratio else None
 
 
-def digit_filter(text: str, max_ratio: float = 0.3) -> Optional[str]:
+def digit_filter(text: str, max_ratio: float = 0.4) -> Optional[str]:
     """``too_many_digits``: price lists, phone lists, tables of numbers."""
     return "too_many_digits" if digit_ratio(text) > max_ratio else None
+
+
+def mojibake_filter(text: str, max_ratio: float = 0.1) -> Optional[str]:
+    """``mojibake``: text whose characters were lost to "?" in a bad encoding conversion."""
+    return "mojibake" if mojibake_ratio(text) > max_ratio else None
 
 
 def build_filters(cfg: "FilterConfig | dict | None" = None) -> list[tuple[str, Filter]]:
@@ -186,6 +229,8 @@ def build_filters(cfg: "FilterConfig | dict | None" = None) -> list[tuple[str, F
         out.append(("punctuation", functools.partial(punctuation_filter, max_ratio=c.max_punctuation_ratio)))
     if c.max_digit_ratio is not None:
         out.append(("digits", functools.partial(digit_filter, max_ratio=c.max_digit_ratio)))
+    if c.max_mojibake_ratio is not None:
+        out.append(("mojibake", functools.partial(mojibake_filter, max_ratio=c.max_mojibake_ratio)))
     if c.max_repeated_line_ratio is not None:
         out.append(("repeated_lines", functools.partial(repeated_lines_filter, max_ratio=c.max_repeated_line_ratio)))
     if c.max_repeated_ngram_ratio is not None:
