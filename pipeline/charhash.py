@@ -105,3 +105,11 @@ def concat_windows(arrays: list, n: int) -> tuple[np.ndarray, np.ndarray]:
     parts = [window_hashes(cp, n) for cp in arrays]
     owners = np.repeat(np.arange(len(parts)), [p.size for p in parts])
     return (np.concatenate(parts) if parts else np.zeros(0, np.uint64)), owners
+
+
+def span_hashes(prefix: np.ndarray, starts: np.ndarray, lengths) -> np.ndarray:
+    """Hashes of the spans [start, start + length) of a text given its ``prefix_sums``: the
+    same values ``window_hashes`` gives, for many texts concatenated into one array."""
+    ends = starts + lengths
+    fwd, _ = _powers(len(prefix))
+    return (prefix[ends] - prefix[starts]) * fwd[ends - 1]

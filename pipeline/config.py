@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
-from pipeline.typed_config import ConfigError, build, deep_merge, parse_yaml, to_dict
+from pipeline.typed_config import ConfigError, InvalidValue, build, deep_merge, parse_yaml, to_dict
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "pipeline.yaml"
 
@@ -167,7 +167,7 @@ class DedupConfig:
 
     def __post_init__(self):
         if self.num_perm % self.bands:
-            raise ValueError(f"num_perm ({self.num_perm}) must be a multiple of bands ({self.bands})")
+            raise InvalidValue("num_perm", f"({self.num_perm}) must be a multiple of bands ({self.bands})")
 
 
 @dataclass

@@ -27,13 +27,14 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from pipeline.charhash import HashTable, concat_windows, codepoints as _codepoints, window_hashes
+from pipeline.charhash import HashTable, concat_windows, codepoints as _codepoints, prefix_sums, span_hashes, window_hashes
 from pipeline.clean import to_simplified
 from pipeline.config import DecontamConfig, EvalSet, _project_eval_sets, section
 from pipeline.typed_config import ConfigError
 
 MIN_ITEM_CHARS = 8
 _STRIP = re.compile(r"[\W_]+")
+_STRIP_KEEP_LINES = re.compile(r"[^\w\n]+|_+")
 _WORD = re.compile(r"[a-z0-9]+")
 _RUN = re.compile(r"(.)\1{2,}")
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -44,11 +45,12 @@ def _word_char(m: "re.Match[str]") -> str:
     return chr(0xF0000 + zlib.crc32(m.group().encode()) % 0xFFFE)
 
 
-def normalize(text: str) -> str:
+def normalize(text: str, keep_lines: bool = False) -> str:
     """NFKC, lowercase, no spaces or punctuation; each Latin word or number becomes one
     character and runs of one character collapse, so that 13 "characters" are 13 Chinese
-    characters or words ("international" alone, or "1111111", is not a 13-gram)."""
-    text = _STRIP.sub("", unicodedata.normalize("NFKC", text).lower())
+    characters or words ("international" alone, or "1111111", is not a 13-gram).
+    ``keep_lines``: line breaks survive, to normalize many items joined in one call."""
+    text = (_STRIP_KEEP_LINES if keep_lines else _STRIP).sub("", unicodedata.normalize("NFKC", text).lower())
     return _RUN.sub(r"\1", _WORD.sub(_word_char, text))
 
 
@@ -136,35 +138,43 @@ def build_index(cfg: "DecontamConfig | dict | None" = None) -> Optional[EvalInde
     if len(sets) > 63:
         raise ConfigError(f"decontam: at most 63 eval sets, got {len(sets)}")
     user = {s.name for s in c.eval_sets}
-    chunks, masks, short, items, missing = [], [], {}, {}, []
+    texts, owner, items, missing = [], [], {}, []
     for i, spec in enumerate(sets):
         if not glob.glob(expand_path(spec.path)):
             if spec.name in user:
                 raise ConfigError(f"decontam.eval_sets: '{spec.name}': no file matches {spec.path}")
             missing.append(spec.name)
             continue
-        count = 0
-        for text in read_eval_items(spec):
-            cp = _codepoints(normalize(to_simplified(text)))
-            if len(cp) >= c.ngram:
-                h = window_hashes(cp, c.ngram)
-                chunks.append(h)
-                masks.append(np.full(h.size, 1 << i, dtype=np.uint64))
-            elif len(cp) >= MIN_ITEM_CHARS:
-                key = (len(cp), int(window_hashes(cp, len(cp))[0]), int(window_hashes(cp, MIN_ITEM_CHARS)[0]))
-                short[key] = short.get(key, 0) | 1 << i
-            else:
-                continue
-            count += 1
-        items[spec.name] = count
-    groups: dict[int, list] = {}
-    for (length, full, prefix), mask in short.items():
-        groups.setdefault(prefix, []).append((length, np.uint64(full), mask))
-    h = np.concatenate(chunks) if chunks else np.zeros(0, np.uint64)
-    m = np.concatenate(masks) if masks else np.zeros(0, np.uint64)
+        before = len(texts)
+        texts.extend(t.replace("\n", " ") for t in read_eval_items(spec))
+        owner.extend([i] * (len(texts) - before))
+    # one OpenCC call and one prefix sum for all items; then every window inside an item
+    norm = normalize(to_simplified("\n".join(texts)), keep_lines=True).split("\n") if texts else []
+    lengths = np.array([len(t) for t in norm], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if norm else lengths
+    prefix = prefix_sums(_codepoints("".join(norm)))
+    bits = np.left_shift(np.uint64(1), np.array(owner, dtype=np.uint64))
+    long_ = lengths >= c.ngram
+    per = lengths[long_] - c.ngram + 1
+    offsets = np.arange(per.sum()) - np.repeat(np.cumsum(per) - per, per)
+    window_starts = np.repeat(starts[long_], per) + offsets
+    ngrams = _HashSet(span_hashes(prefix, window_starts, c.ngram), np.repeat(bits[long_], per))
+    short = (lengths >= MIN_ITEM_CHARS) & ~long_
+    full = span_hashes(prefix, starts[short], lengths[short])
+    first = span_hashes(prefix, starts[short], MIN_ITEM_CHARS)
+    groups: dict[int, dict] = {}
+    for length, f, p, mask in zip(lengths[short].tolist(), full.tolist(), first.tolist(), bits[short].tolist()):
+        rows = groups.setdefault(p, {})
+        rows[(length, f)] = rows.get((length, f), 0) | mask
     prefixes = _HashSet(np.array(list(groups), dtype=np.uint64), np.arange(len(groups), dtype=np.uint64))
-    return EvalIndex([s.name for s in sets], _HashSet(h, m), prefixes,
-                     list(groups.values()), items, missing)
+    counted = np.bincount(np.array(owner, dtype=np.int64)[lengths >= MIN_ITEM_CHARS], minlength=len(sets)) \
+        if norm else np.zeros(len(sets), np.int64)
+    for i, spec in enumerate(sets):
+        if spec.name not in missing:
+            items[spec.name] = int(counted[i])
+    return EvalIndex([s.name for s in sets], ngrams, prefixes,
+                     [[(length, np.uint64(f), mask) for (length, f), mask in rows.items()] for rows in groups.values()],
+                     items, missing)
 
 
 class Decontaminator:

@@ -1,4 +1,5 @@
-"""The corpus pipeline: read → clean → filter → dedup → split → shard.
+"""The corpus pipeline: read → clean → filter → checks (language, word lists, PII,
+decontamination, quality score) → dedup → split → shard.
 
     python -m pipeline --input 'data/sample/*.jsonl' --output data/clean \\
         [--config configs/pipeline.yaml] [--runner DirectRunner] [--workers N] \\
@@ -84,6 +85,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline import checks as checks_mod
 from pipeline import clean as clean_mod
 from pipeline import dedup, filters, readers, shards
 from pipeline.config import ConfigError, as_dict, load_config
@@ -173,6 +175,45 @@ class CleanAndFilter(beam.DoFn):
             yield beam.pvalue.TaggedOutput("rejects", rejects)
         if out:
             yield out
+
+
+class RunChecks(beam.DoFn):
+    """Keyed-doc batch → kept batch (PII masked, record fields attached), plus ``rejects``
+    and ``checks`` (counts per decision): ``pipeline.checks``."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def setup(self):
+        self.checks = checks_mod.Checks(self.cfg)
+
+    def process(self, batch) -> Iterator[Any]:
+        kept, rejects, counts = checks_mod.run_checks(batch, self.checks)
+        if rejects:
+            yield beam.pvalue.TaggedOutput("rejects", rejects)
+        if counts:
+            yield beam.pvalue.TaggedOutput("checks", counts)
+        if kept:
+            yield kept
+
+
+class MergeCounts(beam.CombineFn):
+    """Per-batch check counts → one nested dict (``checks.merge_counts``)."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, counts):
+        return checks_mod.merge_counts(acc, counts)
+
+    def merge_accumulators(self, accs):
+        out: dict = {}
+        for acc in accs:
+            out = checks_mod.merge_counts(out, acc)
+        return out
+
+    def extract_output(self, acc):
+        return acc
 
 
 def drop_and_assign(batch, dropped, plan: dict, valid_fraction: float, snippet: int) -> tuple[dict, list]:
@@ -272,12 +313,14 @@ def _write_rejects(item, output, gzip_level):
     return shards.write_rejects(output, reason, [r for rejects in lists for r in rejects], gzip_level)
 
 
-def _finalize(_, output, ocfg, entries, reject_counts, read_counts, input_bytes, plan):
+def _finalize(_, output, ocfg, entries, reject_counts, read_counts, input_bytes, plan, check_counts=None):
     entries = list(entries)
     entries += write_empty_shards(entries, plan, output, ocfg["gzip_level"], ocfg["parquet"])
     entries.sort(key=lambda e: e["path"])
     stats = shards.build_stats(sum(read_counts), dict(reject_counts), entries, input_bytes)
     stats["shards"] = plan["shards"]
+    if check_counts:
+        stats.update(checks_mod.stats_section(check_counts))
     shards.write_json(output, "manifest.json", {"shards": entries})
     shards.write_json(output, "stats.json", stats)
     yield stats
@@ -353,6 +396,7 @@ class WriteOutput(beam.PTransform):
 
     def expand(self, pcolls):
         docs, counts, near = pcolls["docs"], pcolls["counts"], pcolls.get("near")
+        check_counts = pcolls.get("checks")
         rejects = [pcoll for name, pcoll in sorted(pcolls.items()) if name.startswith("rejects")]
         ocfg = as_dict(self.cfg.output)
         p = docs.pipeline
@@ -392,6 +436,8 @@ class WriteOutput(beam.PTransform):
                 beam.pvalue.AsList(counts),
                 self.input_bytes,
                 plan,
+                *([] if check_counts is None else
+                  [beam.pvalue.AsSingleton(check_counts | "MergeCheckCounts" >> beam.CombineGlobally(MergeCounts()))]),
             )
         )
 
@@ -400,8 +446,10 @@ def build_pipeline(p: beam.Pipeline, paths: Sequence[str], output: str, cfg: dic
     """The whole corpus pipeline on ``p``; returns the PCollection of the stats dict."""
     read = p | "Read" >> ReadCorpus(paths, cfg)
     cleaned = read.docs | "Clean" >> CleanFilter(cfg)
-    docs, near, dedup_rejects = cleaned.docs | "Dedup" >> Deduplicate(cfg)
-    pcolls = {"docs": docs, "counts": read.counts, "rejects_read": read.rejects, "rejects_clean": cleaned.rejects}
+    checked = cleaned.docs | "Checks" >> beam.ParDo(RunChecks(cfg)).with_outputs("rejects", "checks", main="docs")
+    docs, near, dedup_rejects = checked.docs | "Dedup" >> Deduplicate(cfg)
+    pcolls = {"docs": docs, "counts": read.counts, "rejects_read": read.rejects, "rejects_clean": cleaned.rejects,
+              "rejects_checks": checked.rejects, "checks": checked.checks}
     pcolls.update({f"rejects_dedup_{i}": r for i, r in enumerate(dedup_rejects)})
     if near is not None:
         pcolls["near"] = near
