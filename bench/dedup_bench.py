@@ -26,7 +26,6 @@ dropped document as correct when it has a gold duplicate that was written.
 from __future__ import annotations
 
 import argparse
-import csv
 import gzip
 import itertools
 import json

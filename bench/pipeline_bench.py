@@ -53,7 +53,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import clean, dedup, filters, readers, shards  # noqa: E402
+from pipeline import checks, clean, dedup, filters, readers, shards  # noqa: E402
 from pipeline.config import as_dict, load_config  # noqa: E402
 from pipeline.run import clean_and_filter, drop_and_assign, run_pipeline  # noqa: E402
 
@@ -165,7 +165,9 @@ def plain_loop(paths: list[str], output: str, cfg: dict) -> dict:
     """The pipeline's own per-batch functions, called in order in one process,
     with whole-corpus dicts and arrays where Beam shuffles; writes the same
     shards, rejects/, manifest.json and stats.json."""
+    checker = checks.Checks(cfg)
     cfg = as_dict(cfg)
+    check_counts: dict = {}
     cleaner = clean.build_cleaner(cfg["clean"])
     fs = filters.build_filters(cfg["filters"])
     dcfg, ocfg = cfg["dedup"], cfg["output"]
@@ -180,6 +182,9 @@ def plain_loop(paths: list[str], output: str, cfg: dict) -> dict:
             (docs if kind == "doc" else rejects).append(payload)
         for batch in _batches(docs, size):
             out, bad = clean_and_filter(batch, cleaner, fs, True, snippet)
+            rejects.extend(bad)
+            out, bad, counts = checks.run_checks(out, checker)
+            check_counts = checks.merge_counts(check_counts, counts)
             keyed.extend(out)
             rejects.extend(bad)
     kept, dups = dedup.keep_first([keyed], snippet)
@@ -211,6 +216,8 @@ def plain_loop(paths: list[str], output: str, cfg: dict) -> dict:
     counts = dict(shards.write_rejects(output, reason, rs, ocfg["gzip_level"]) for reason, rs in sorted(by_reason.items()))
     stats = shards.build_stats(read, counts, entries, sum(os.path.getsize(p) for p in paths))
     stats["shards"] = plan["shards"]
+    if check_counts:
+        stats.update(checks.stats_section(check_counts))
     shards.write_json(output, "manifest.json", {"shards": sorted(entries, key=lambda e: e["path"])})
     shards.write_json(output, "stats.json", stats)
     return stats

@@ -1,12 +1,12 @@
-"""Rolling hashes of character windows: every n-gram of a text in O(1) numpy operations.
+"""Rolling hashes of character spans, and a vectorized hash table to look them up.
 
-One prefix sum per text serves every window length, so the decontamination index (13-grams and
-short-item prefixes) and the quality model (1- to N-grams) hash a document once.
+One prefix sum over a whole batch of texts serves every span length, so the decontamination
+index (13-grams, short-item prefixes) and the quality model (1- to N-grams) hash a batch in a
+few numpy operations.
 """
 
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 
@@ -31,18 +31,6 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
             arr[1:] = base
             _POW[i] = np.cumprod(arr, dtype=np.uint64)     # wraps mod 2^64
     return _POW[0], _POW[1]
-
-
-def window_hashes(cp: np.ndarray, n: int, prefix: Optional[np.ndarray] = None) -> np.ndarray:
-    """Polynomial hashes of every n-character window in O(1) numpy operations (rolling hash
-    from one prefix sum, shared by all window lengths); uint64 arithmetic wraps."""
-    m = len(cp) - n + 1
-    if m <= 0:
-        return np.zeros(0, np.uint64)
-    if prefix is None:
-        prefix = prefix_sums(cp)
-    fwd, _ = _powers(len(cp) + 1)
-    return (prefix[n:] - prefix[:m]) * fwd[n - 1:n - 1 + m]
 
 
 def prefix_sums(cp: np.ndarray) -> np.ndarray:
@@ -99,17 +87,10 @@ class HashTable:
         return found, self.vals[slot]
 
 
-def concat_windows(arrays: list, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(all n-gram hashes of several code-point arrays, the owner index of each) - so that a
-    batch of documents needs one table lookup."""
-    parts = [window_hashes(cp, n) for cp in arrays]
-    owners = np.repeat(np.arange(len(parts)), [p.size for p in parts])
-    return (np.concatenate(parts) if parts else np.zeros(0, np.uint64)), owners
-
-
 def span_hashes(prefix: np.ndarray, starts: np.ndarray, lengths) -> np.ndarray:
-    """Hashes of the spans [start, start + length) of a text given its ``prefix_sums``: the
-    same values ``window_hashes`` gives, for many texts concatenated into one array."""
+    """Polynomial hashes of the spans [start, start + length) of a text given its
+    ``prefix_sums``: the same value for the same characters at any position, so many texts
+    laid end to end are hashed with one prefix sum (uint64 arithmetic wraps)."""
     ends = starts + lengths
     fwd, _ = _powers(len(prefix))
     return (prefix[ends] - prefix[starts]) * fwd[ends - 1]

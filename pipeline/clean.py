@@ -14,7 +14,10 @@ import functools
 import html
 import re
 import unicodedata
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from pipeline.config import CleanConfig
 
 from pipeline.sentences import split_sentences
 

@@ -27,7 +27,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from pipeline.charhash import HashTable, concat_windows, codepoints as _codepoints, prefix_sums, span_hashes, window_hashes
+from pipeline.charhash import HashTable, codepoints as _codepoints, prefix_sums, span_hashes
 from pipeline.clean import to_simplified
 from pipeline.config import DecontamConfig, EvalSet, _project_eval_sets, section
 from pipeline.typed_config import ConfigError
@@ -78,6 +78,13 @@ def read_eval_items(spec: EvalSet) -> Iterator[str]:
                 yield from (line.rstrip("\n") for line in f)
 
 
+def _windows(starts: np.ndarray, lengths: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(owner, start) of every n-character window inside one of the texts laid end to end."""
+    per = np.maximum(lengths - n + 1, 0)
+    owners = np.repeat(np.arange(len(lengths)), per)
+    return owners, np.repeat(starts, per) + np.arange(per.sum()) - np.repeat(np.cumsum(per) - per, per)
+
+
 class _HashSet:
     """uint64 hashes (duplicates merged, payloads OR-ed) in a HashTable."""
 
@@ -107,21 +114,26 @@ class EvalIndex:
 
     def masks(self, texts: list[str], n: int) -> list[int]:
         """Per text, the bitmask of the eval sets sharing an n-gram (or a whole short item) with
-        it; texts must be simplified already. One table lookup per batch."""
-        cps = [_codepoints(normalize(t)) for t in texts]
+        it; texts must be simplified already. One normalization, one prefix sum and one table
+        lookup per batch."""
+        norm = normalize("\n".join(t.replace("\n", " ") for t in texts), keep_lines=True).split("\n")
+        if len(norm) != len(texts):        # a text normalized into a line break: one by one
+            norm = [normalize(t) for t in texts]
+        lengths = np.array([len(t) for t in norm], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(texts) else lengths
+        prefix = prefix_sums(_codepoints("".join(norm)))
         out = np.zeros(len(texts), np.uint64)
-        h, owners = concat_windows(cps, n)
-        at, vals = self.ngrams.lookup(h)
+        owners, window_starts = _windows(starts, lengths, n)
+        at, vals = self.ngrams.lookup(span_hashes(prefix, window_starts, n))
         np.bitwise_or.at(out, owners[at], vals)
         result = [int(m) for m in out]
         if self.short:
-            h, owners = concat_windows(cps, MIN_ITEM_CHARS)
-            starts = np.concatenate([[0], np.cumsum([max(0, len(cp) - MIN_ITEM_CHARS + 1) for cp in cps])])
-            for i, group in zip(*self.prefixes.lookup(h)):
-                doc = int(owners[i])
-                cp, pos = cps[doc], int(i - starts[doc])
-                for length, full, mask in self.short[int(group)]:
-                    if pos + length <= len(cp) and window_hashes(cp[pos:pos + length], length)[0] == full:
+            owners, window_starts = _windows(starts, lengths, MIN_ITEM_CHARS)
+            at, groups = self.prefixes.lookup(span_hashes(prefix, window_starts, MIN_ITEM_CHARS))
+            ends = starts + lengths
+            for doc, pos, group in zip(owners[at].tolist(), window_starts[at].tolist(), groups.tolist()):
+                for length, full, mask in self.short[group]:
+                    if pos + length <= ends[doc] and span_hashes(prefix, np.array([pos]), length)[0] == full:
                         result[doc] |= mask
         return result
 
@@ -155,10 +167,8 @@ def build_index(cfg: "DecontamConfig | dict | None" = None) -> Optional[EvalInde
     prefix = prefix_sums(_codepoints("".join(norm)))
     bits = np.left_shift(np.uint64(1), np.array(owner, dtype=np.uint64))
     long_ = lengths >= c.ngram
-    per = lengths[long_] - c.ngram + 1
-    offsets = np.arange(per.sum()) - np.repeat(np.cumsum(per) - per, per)
-    window_starts = np.repeat(starts[long_], per) + offsets
-    ngrams = _HashSet(span_hashes(prefix, window_starts, c.ngram), np.repeat(bits[long_], per))
+    owners, window_starts = _windows(starts, lengths, c.ngram)
+    ngrams = _HashSet(span_hashes(prefix, window_starts, c.ngram), bits[owners])
     short = (lengths >= MIN_ITEM_CHARS) & ~long_
     full = span_hashes(prefix, starts[short], lengths[short])
     first = span_hashes(prefix, starts[short], MIN_ITEM_CHARS)

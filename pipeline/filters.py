@@ -13,7 +13,10 @@ import functools
 import re
 import sys
 import unicodedata
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
+
+if TYPE_CHECKING:
+    from pipeline.config import FilterConfig
 
 import numpy as np
 
@@ -24,7 +27,7 @@ _WS_RE = re.compile(r"\s+")
 
 # Character classes for the ratio filters, as one lookup table over all code
 # points: counting with numpy is ~20x faster than a \p{P}-style regex class.
-WS, CJK, PUNCT, DIGIT = 1, 2, 3, 4
+WS, CJK, PUNCT, DIGIT, LATIN = 1, 2, 3, 4, 5
 
 
 def _class_table() -> np.ndarray:
@@ -41,6 +44,8 @@ def _class_table() -> np.ndarray:
         table[a : b + 1] = CJK
     for c in " \t\n\r\x0b\x0c\u3000\u00a0":
         table[ord(c)] = WS
+    table[ord("A"):ord("Z") + 1] = LATIN
+    table[ord("a"):ord("z") + 1] = LATIN
     return table
 
 
@@ -48,14 +53,24 @@ _CLASS = _class_table()
 
 
 @functools.lru_cache(maxsize=8)
-def char_class_counts(text: str) -> tuple[int, int, int, int]:
-    """(visible, cjk, punctuation, digit) character counts; cached because
-    the ratio filters run one after another on the same string."""
+def _class_stats(text: str) -> tuple[int, int, int, int, int, int]:
+    """(visible, cjk, punctuation, digit, ASCII letter, punctuation run) counts in one pass;
+    cached because the ratio filters run one after another on the same string."""
     if not text:
-        return (0, 0, 0, 0)
-    cp = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    counts = np.bincount(_CLASS[cp], minlength=5)
-    return (len(text) - int(counts[WS]), int(counts[CJK]), int(counts[PUNCT]), int(counts[DIGIT]))
+        return (0, 0, 0, 0, 0, 0)
+    cls = _CLASS[np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)]
+    counts = np.bincount(cls, minlength=6)
+    runs = 0
+    if counts[PUNCT]:
+        p = cls == PUNCT
+        runs = int(p[0]) + int(np.count_nonzero(p[1:] & ~p[:-1]))
+    return (len(text) - int(counts[WS]), int(counts[CJK]), int(counts[PUNCT]), int(counts[DIGIT]),
+            int(counts[LATIN]), runs)
+
+
+def char_class_counts(text: str) -> tuple[int, int, int, int]:
+    """(visible, cjk, punctuation, digit) character counts."""
+    return _class_stats(text)[:4]
 
 
 def _visible_length(text: str) -> int:
@@ -162,22 +177,15 @@ _LATIN_RE = re.compile(r"[A-Za-z]+")
 _MOJIBAKE_RE = re.compile(r"\ufffd|(?<=[\u3400-\u9fff])\?{1,3}(?=[\u3400-\u9fff])")
 
 
-@functools.lru_cache(maxsize=8)
 def unit_counts(text: str) -> tuple[int, int, int]:
     """(word units, numbers, punctuation runs): a Han character, a Latin word and a number are
     one unit each, punctuation and symbols are counted as runs, not characters."""
-    n, _, punct, digit = char_class_counts(text)
+    n, _, punct, digit, letters, runs = _class_stats(text)
     if not n:
         return (0, 0, 0)
     numbers = len(_NUMBER_RE.findall(text)) if digit else 0
-    latin = _LATIN_RE.findall(text)
-    letters = sum(map(len, latin))
-    runs = 0
-    if punct:
-        cls = _CLASS[np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)] == PUNCT
-        runs = int(cls[0]) + int(np.count_nonzero(cls[1:] & ~cls[:-1]))
-    words = n - punct - digit - letters + numbers + len(latin)
-    return (words, numbers, runs)
+    latin_words = len(_LATIN_RE.findall(text)) if letters else 0
+    return (n - punct - digit - letters + numbers + latin_words, numbers, runs)
 
 
 def punctuation_ratio(text: str) -> float:

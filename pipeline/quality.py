@@ -25,30 +25,26 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from pipeline.charhash import HashTable, codepoints, prefix_sums, window_hashes
+from pipeline.charhash import HashTable, codepoints, prefix_sums, span_hashes
 
 DISCOUNT = 0.75
 BOS = 0x02                   # control characters never survive cleaning, so this marks the start
 BUCKETS = ("head", "middle", "tail")
 
 
-def _padded(text: str, order: int) -> np.ndarray:
-    return np.concatenate([np.full(order - 1, BOS, np.uint32), codepoints(text)])
-
-
-def _grams(cp: np.ndarray, k: int, order: int, prefix) -> np.ndarray:
-    """Hashes of the k-grams ending at each scored character (positions order-1 ...)."""
-    h = window_hashes(cp, k, prefix)
-    return h[order - k:]
-
-
-def _positions(text: str, order: int) -> tuple[list, list]:
-    """Position-aligned hashes for ``text``: the k-grams (k = 1..order) ending at every character
-    and the contexts of the 2..order-grams."""
-    cp = _padded(text, order)
+def _batch_positions(texts: list[str], order: int) -> tuple[list, list, np.ndarray]:
+    """Position-aligned hashes for a batch, from ONE prefix sum over the texts joined (each
+    after ``order - 1`` start markers): the k-grams (k = 1..order) ending at every character,
+    the contexts of the 2..order-grams, and the length of each text."""
+    pad = chr(BOS) * (order - 1)
+    cp = codepoints("".join(pad + t for t in texts))
     prefix = prefix_sums(cp)
-    return ([_grams(cp, k, order, prefix) for k in range(1, order + 1)],
-            [_grams(cp[:-1], k - 1, order - 1, prefix[:-1]) for k in range(2, order + 1)])
+    lengths = np.array([len(t) for t in texts], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths + order - 1)[:-1]]) + order - 1 if len(texts) else lengths
+    pos = np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+    grams = [span_hashes(prefix, pos - k + 1, k) for k in range(1, order + 1)]
+    ctxs = [span_hashes(prefix, pos - k + 1, k - 1) for k in range(2, order + 1)]
+    return grams, ctxs, lengths
 
 
 @dataclass
@@ -86,27 +82,20 @@ class NgramModel:
 
     def char_logprobs(self, text: str) -> np.ndarray:
         """Natural-log probability of every character of ``text`` given the previous ones."""
-        return self.score_positions(*_positions(text, self.order))
+        grams, ctxs, _ = _batch_positions([text], self.order)
+        return self.score_positions(grams, ctxs)
 
     def perplexity(self, text: str) -> float:
         return self.perplexities([text])[0]
 
     def perplexities(self, texts: list[str]) -> list[float]:
         """Per-character perplexity of each text, the whole batch scored in one pass."""
-        grams: list[list] = [[] for _ in range(self.order)]
-        ctxs: list[list] = [[] for _ in range(self.order - 1)]
-        lengths = []
-        for text in texts:
-            g, c = _positions(text, self.order)
-            for k in range(self.order):
-                grams[k].append(g[k])
-            for k in range(self.order - 1):
-                ctxs[k].append(c[k])
-            lengths.append(len(text))
-        logp = self.score_positions([np.concatenate(g) for g in grams], [np.concatenate(c) for c in ctxs])
-        sums = np.add.reduceat(logp, np.concatenate([[0], np.cumsum(lengths)[:-1]])) if logp.size else []
-        return [float(math.exp(-s / n)) if n else float("inf") for s, n in zip(sums, lengths)] \
-            if logp.size else [float("inf")] * len(texts)
+        grams, ctxs, lengths = _batch_positions(texts, self.order)
+        if not lengths.sum():
+            return [float("inf")] * len(texts)
+        logp = self.score_positions(grams, ctxs)
+        sums = np.bincount(np.repeat(np.arange(len(texts)), lengths), weights=logp, minlength=len(texts))
+        return [float(math.exp(-s / n)) if n else float("inf") for s, n in zip(sums.tolist(), lengths.tolist())]
 
     def bucket(self, ppl: float) -> str:
         return BUCKETS[0] if ppl <= self.cutoffs[0] else BUCKETS[1] if ppl <= self.cutoffs[1] else BUCKETS[2]
@@ -142,12 +131,11 @@ class NgramModel:
 
 def fit(texts: Iterable[str], order: int = 4) -> NgramModel:
     """Interpolated absolute discounting over character 1..order-grams of ``texts``."""
-    per_text = [_positions(text, order) for text in texts if text]
-    if not per_text:
+    texts = [t for t in texts if t]
+    if not texts:
         raise ValueError("the reference corpus has no text")
     # position-aligned arrays: grams[k-1][i] = k-gram ending at scored position i, ctxs[k-2][i] = its context
-    grams = [np.concatenate([g[k] for g, _ in per_text]) for k in range(order)]
-    ctxs = [np.concatenate([c[k] for _, c in per_text]) for k in range(order - 1)]
+    grams, ctxs, _ = _batch_positions(texts, order)
     model = NgramModel(order, [], [], 0.0)
     uniq, counts = np.unique(grams[0], return_counts=True)
     denom = counts.sum() + uniq.size + 1.0                  # add-one: unseen characters keep some mass

@@ -30,10 +30,15 @@ def test_latin_words_and_digit_runs_are_one_character():
 
 
 def test_rolling_hash_is_position_free():
-    cp = decontam._codepoints("天地玄黄宇宙洪荒日月盈昃辰宿列张寒来暑往秋收冬藏")
-    h = decontam.window_hashes(cp, 13)
-    assert (decontam.window_hashes(cp[5:], 13) == h[5:]).all()
-    assert decontam.window_hashes(cp[2:15], 13)[0] == h[2]
+    import numpy as np
+
+    from pipeline.charhash import codepoints, prefix_sums, span_hashes
+    text = "天地玄黄宇宙洪荒日月盈昃辰宿列张寒来暑往秋收冬藏"
+    p = prefix_sums(codepoints(text))
+    h = span_hashes(p, np.arange(len(text) - 12), 13)
+    assert (span_hashes(prefix_sums(codepoints(text[5:])), np.arange(len(text) - 17), 13) == h[5:]).all()
+    assert span_hashes(prefix_sums(codepoints(text[2:15])), np.array([0]), 13)[0] == h[2]
+    assert len(set(h.tolist())) == len(h)
 
 
 def test_missing_sets(tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ def test_fluent_text_scores_lower_and_batches_agree():
     assert m.perplexity(fluent) < m.perplexity(shuffled) / 5
     single = [m.perplexity(t) for t in (fluent, shuffled, "书")]
     assert np.allclose(m.perplexities([fluent, shuffled, "书"]), single)
+    assert m.perplexities(["", fluent, ""])[::2] == [float("inf")] * 2
     m.cutoffs = (10.0, 100.0)
     assert [m.bucket(p) for p in (5, 50, 500)] == ["head", "middle", "tail"]
 
