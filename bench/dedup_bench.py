@@ -13,8 +13,10 @@ edit (labels: the copies and their original form one cluster):
 * ``partial``: a contiguous 70-90 % of the document;
 * ``combo``: repost + fullwidth + a few deleted characters.
 
-Hard negatives: pairs of distinct originals sharing a long boilerplate header and footer
-(``boilerplate``) and topical neighbours (same news category) - different documents.
+Hard negatives, each its own cluster: distinct originals wrapped in one long boilerplate header
+and footer (``boilerplate``); splices of 60 % of one original and 40 % of another (``splice``:
+character Jaccard ~0.4 with its first source, below a partial copy's 0.7-0.9); and topical
+neighbours (same news category) - different documents.
 
 The corpus is written as JSON lines and run through ``pipeline.run.run_pipeline`` with the
 cleaning defaults and only exact + near dedup after it (the other filters off, so that every
@@ -130,11 +132,19 @@ def build(seed: int, n: int) -> dict[str, list[dict]]:
             kind = rng.choice(EDITS)
             if kind == "reorder" and len(_units(text)) < 3:
                 kind = "repost"
-            recs.append({"id": f"o{i}e{j}", "text": edit(text, kind, rng), "cluster": f"c{i}", "kind": kind, "group": group})
+            recs.append({"id": f"o{i}e{j}", "text": edit(text, kind, rng), "cluster": f"c{i}", "kind": kind,
+                         "group": group, "of": f"o{i}"})
     # boilerplate negatives: fresh originals wrapped in one shared header/footer, one cluster each
     for k, (group, text) in enumerate(pool[n:n + n // 5]):
         splits["dev" if k % 2 == 0 else "test"].append(
             {"id": f"b{k}", "text": HEADER + text[:300] + FOOTER, "cluster": f"b{k}", "kind": "boilerplate", "group": group})
+    # splice negatives: 60 % of an original (of the same split) + 40 % of the next one
+    for split, recs in splits.items():
+        origs = [r for r in recs if r["kind"] == "original"]
+        for k in range(0, len(origs) - 1, 4):
+            a, b = origs[k]["text"], origs[k + 1]["text"]
+            recs.append({"id": f"s{split}{k}", "text": a[:int(len(a) * 0.6)] + b[int(len(b) * 0.6):],
+                         "cluster": f"s{split}{k}", "kind": "splice", "group": origs[k]["group"]})
     return splits
 
 
@@ -194,12 +204,10 @@ def score(records: list[dict], edges: list[tuple[str, str]]) -> dict:
 
 
 def _recall_by_kind(records, pred):
-    by_id = {r["id"]: r for r in records}
     out = defaultdict(lambda: [0, 0])
     for r in records:
-        if r["kind"] not in ("original", "boilerplate"):
-            orig = by_id[r["id"].split("e")[0]]
-            out[r["kind"]][0] += pred[r["id"]] == pred[orig["id"]]
+        if "of" in r:
+            out[r["kind"]][0] += pred[r["id"]] == pred[r["of"]]
             out[r["kind"]][1] += 1
     return {k: v[0] / v[1] for k, v in sorted(out.items())}
 

@@ -57,7 +57,7 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        paths, n_docs, nbytes = build_corpus(work, args.mb)
+        paths, nbytes, n_docs = build_corpus(work, args.mb)
         model_path = str(work / "quality.npz")
         cfg0 = load_config(None)
         ref = [clean.build_cleaner(cfg0.clean)(json.loads(line)["text"])

@@ -1,6 +1,6 @@
 """Digit / punctuation / mojibake filters before and after the recalibration, on labelled real text.
 
-    python bench/ratio_calibration.py
+    python bench/ratio_bench.py
 
 ``bench/data/ratio_labels.tsv`` holds keep/reject labels (by source and record index in
 ``bench/shared_corpora.py`` order; no text copied) for 284 documents drawn from those that the old
