@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pipeline import dedup, quality
+from pipeline import decontam, dedup, quality
 from pipeline.config import PipelineConfig
 from pipeline.decontam import Decontaminator
 from pipeline.langid import LanguageIdentifier
@@ -115,6 +115,17 @@ def merge_counts(a: dict, b: dict) -> dict:
             out[k] = [x + y for x, y in zip(out[k], v)]
         else:
             out[k] = out[k] + v
+    return out
+
+
+def describe(cfg: PipelineConfig) -> dict:
+    """What the run checks against, for stats.json (cheap: file globs only)."""
+    out: dict = {"checks": [name for name in ("langid", "wordlists", "pii", "decontam")
+                            if getattr(cfg, name).enabled] + (["quality"] if cfg.quality.model else [])}
+    if cfg.decontam.enabled:
+        out["decontamination_sets"] = decontam.set_status(cfg.decontam)
+    if cfg.quality.model:
+        out["quality_model"] = cfg.quality.model
     return out
 
 

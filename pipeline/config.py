@@ -134,7 +134,7 @@ class EvalSet:
     columns: list[int] = field(default_factory=lambda: [0, 1])   # tsv: text columns
 
 
-def _project_eval_sets() -> list[EvalSet]:
+def project_eval_sets() -> list[EvalSet]:
     root = "$ZH_SHARED_DATA"
     return [
         *(EvalSet(f"sts-{t.lower()}", f"{root}/sts/senteval_cn/{t}/{t}.test.data")

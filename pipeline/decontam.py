@@ -29,7 +29,7 @@ import numpy as np
 
 from pipeline.charhash import HashTable, codepoints as _codepoints, prefix_sums, span_hashes
 from pipeline.clean import to_simplified
-from pipeline.config import DecontamConfig, EvalSet, _project_eval_sets, section
+from pipeline.config import DecontamConfig, EvalSet, project_eval_sets, section
 from pipeline.typed_config import ConfigError
 
 MIN_ITEM_CHARS = 8
@@ -141,12 +141,23 @@ class EvalIndex:
         return [name for i, name in enumerate(self.names) if mask >> i & 1]
 
 
+def eval_sets(c: DecontamConfig) -> list[EvalSet]:
+    """The project's sets (when ``project_sets``) then the user's, in bit order."""
+    return (project_eval_sets() if c.project_sets else []) + list(c.eval_sets)
+
+
+def set_status(cfg: "DecontamConfig | dict | None" = None) -> dict[str, str]:
+    """Eval set name -> "checked" or "missing" (no file matches), for stats.json."""
+    return {s.name: "checked" if glob.glob(expand_path(s.path)) else "missing"
+            for s in eval_sets(section(DecontamConfig, cfg))}
+
+
 def build_index(cfg: "DecontamConfig | dict | None" = None) -> Optional[EvalIndex]:
     """The eval sets of a ``decontam:`` section, indexed; None when switched off."""
     c = section(DecontamConfig, cfg)
     if not c.enabled:
         return None
-    sets = (_project_eval_sets() if c.project_sets else []) + list(c.eval_sets)
+    sets = eval_sets(c)
     if len(sets) > 63:
         raise ConfigError(f"decontam: at most 63 eval sets, got {len(sets)}")
     user = {s.name for s in c.eval_sets}

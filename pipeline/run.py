@@ -313,14 +313,13 @@ def _write_rejects(item, output, gzip_level):
     return shards.write_rejects(output, reason, [r for rejects in lists for r in rejects], gzip_level)
 
 
-def _finalize(_, output, ocfg, entries, reject_counts, read_counts, input_bytes, plan, check_counts=None):
+def _finalize(_, output, ocfg, entries, reject_counts, read_counts, input_bytes, plan, check_info, check_counts=None):
     entries = list(entries)
     entries += write_empty_shards(entries, plan, output, ocfg["gzip_level"], ocfg["parquet"])
     entries.sort(key=lambda e: e["path"])
     stats = shards.build_stats(sum(read_counts), dict(reject_counts), entries, input_bytes)
     stats["shards"] = plan["shards"]
-    if check_counts:
-        stats.update(checks_mod.stats_section(check_counts))
+    stats.update(checks_mod.stats_section(check_counts or {}, check_info))
     shards.write_json(output, "manifest.json", {"shards": entries})
     shards.write_json(output, "stats.json", stats)
     yield stats
@@ -436,6 +435,7 @@ class WriteOutput(beam.PTransform):
                 beam.pvalue.AsList(counts),
                 self.input_bytes,
                 plan,
+                checks_mod.describe(self.cfg),
                 *([] if check_counts is None else
                   [beam.pvalue.AsSingleton(check_counts | "MergeCheckCounts" >> beam.CombineGlobally(MergeCounts()))]),
             )

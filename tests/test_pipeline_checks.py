@@ -71,7 +71,7 @@ def test_acceptance_planted_corpus_through_the_cli(tmp_path, shared_data):
     assert stats["read"] == stats["written"] + sum(stats["rejected"].values()) + stats["duplicates_exact"] + stats["duplicates_near"]
     assert stats["rejected"] == {"decontam_sts-lcqmc": 1, "lang_ja": 1, "low_chinese_ratio": 1, "wordlist_gambling": 1}
     assert stats["pii"] == {"documents": 1, "id_card": 1, "mobile": 1}
-    assert stats["decontamination"] == {"sts-lcqmc": 1}
+    assert stats["decontamination"] == {"sts-lcqmc": 1} and stats["decontamination_sets"]["sts-lcqmc"] == "checked"
     written = {}
     for entry in json.loads((out / "manifest.json").read_text(encoding="utf-8"))["shards"]:
         with gzip.open(out / entry["path"], "rt", encoding="utf-8") as f:
