@@ -28,6 +28,12 @@ interleaved, keeps each run's fastest (all in ``seconds_all``) and checks
 that every re-run wrote the same files.
 
     python bench/pipeline_bench.py [--mb 50] [--runs plain,mem,1,2] [--repeat 1] [--keep]
+
+``--memory 1,4`` measures memory instead: peak RSS of the runner process and
+of its largest worker, each Beam mode in a fresh process, on real texts only
+(``--mb`` x 1 and x 4), into bench/results/pipeline_memory.json:
+
+    python bench/pipeline_bench.py --memory 1,4 --mb 8 --runs mem,2
 """
 
 from __future__ import annotations
@@ -54,8 +60,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pipeline import checks, clean, dedup, filters, readers, shards  # noqa: E402
-from pipeline.config import as_dict, load_config  # noqa: E402
-from pipeline.run import clean_and_filter, drop_and_assign, run_pipeline  # noqa: E402
+from pipeline.config import PipelineConfig, as_dict, load_config  # noqa: E402
+from pipeline.events import DOCS  # noqa: E402
+from pipeline.typed_config import build  # noqa: E402
+from pipeline.run import (CHECKS, DROP, ENTRY, IDS, PLAN, READ, REJECTED, RENAME, assign_shards, clean_and_filter,  # noqa: E402
+                          dedup_partitions, finalize, run_pipeline, shard_documents)
 
 SHARED = Path(os.environ.get("ZH_SHARED_DATA", "/work/shared/data"))
 RESULTS = ROOT / "bench" / "results" / "pipeline.json"
@@ -117,13 +126,19 @@ def _edited(text: str, rng: random.Random) -> str:
     return "".join(chars)
 
 
-def build_corpus(work: Path, target_mb: float, n_files: int = 16) -> tuple[list[str], int, int]:
-    """Write the corpus as n_files JSON-lines files; returns (paths, bytes, docs)."""
+def build_corpus(work: Path, target_mb: float, n_files: int = 16, cap: bool = False) -> tuple[list[str], int, int]:
+    """Write the corpus as n_files JSON-lines files; returns (paths, bytes, docs).
+    Every real text, topped up with edited copies to ``target_mb``; with
+    ``cap``, real texts (in a fixed shuffled order) only up to ``target_mb``."""
     docs = [(s, t) for s, t in real_texts(SHARED) if t and t.strip()]
     rng = random.Random(0)
+    if cap:
+        random.Random(1).shuffle(docs)
     out = []
     size = 0
     for i, (source, text) in enumerate(docs):
+        if cap and size >= target_mb * 1e6:
+            break
         line = json.dumps({"id": f"{source}-{i:07d}", "text": text}, ensure_ascii=False) + "\n"
         out.append(line)
         size += len(line.encode("utf-8"))
@@ -165,8 +180,7 @@ def plain_loop(paths: list[str], output: str, cfg: dict) -> dict:
     """The pipeline's own per-batch functions, called in order in one process,
     with whole-corpus dicts and arrays where Beam shuffles; writes the same
     shards, rejects/, manifest.json and stats.json."""
-    checker = checks.Checks(cfg)
-    cfg = as_dict(cfg)
+    checker = checks.Checks(build(PipelineConfig, cfg))
     check_counts: dict = {}
     cleaner = clean.build_cleaner(cfg["clean"])
     fs = filters.build_filters(cfg["filters"])
@@ -183,7 +197,7 @@ def plain_loop(paths: list[str], output: str, cfg: dict) -> dict:
         for batch in _batches(docs, size):
             out, bad = clean_and_filter(batch, cleaner, fs, True, snippet)
             rejects.extend(bad)
-            out, bad, counts = checks.run_checks(out, checker)
+            out, bad, counts, _ = checks.run_checks(out, checker)
             check_counts = checks.merge_counts(check_counts, counts)
             keyed.extend(out)
             rejects.extend(bad)
@@ -200,27 +214,28 @@ def plain_loop(paths: list[str], output: str, cfg: dict) -> dict:
     lookup = dedup.SigLookup(tables)
     halves = [dedup.attach_end(pairs, end, lookup) for end in (0, 1)]
     edges = dedup.verify_halves(halves, dcfg["threshold"], dcfg["keep"])
-    dropped = dict(dedup.resolve_clusters(edges))
-    acc = shards.SplitPlan.add_all(shards.SplitPlan.create_accumulator(), [(k, d[0]) for k, d in kept if k not in dropped], ocfg["valid_fraction"])
+    items = [(key, doc[0], doc[2], doc[3]) for key, doc in kept]
+    survivors, dropped = dedup.survivors(items, dedup.drop_candidates(edges))
+    acc = shards.SplitPlan.add_all(shards.SplitPlan.create_accumulator(), [(k, i) for k, i, _, _ in survivors], ocfg["valid_fraction"])
     plan = shards.SplitPlan.finish(acc, ocfg)
-    groups: dict[tuple, list] = {(s, i): [] for s in shards.SPLITS for i in range(plan["shards"][s])}
-    for batch in _batches(kept, size):
-        parts, near = drop_and_assign(batch, dropped, plan, ocfg["valid_fraction"], snippet)
+    renames, id_counts = shards.id_census(survivors)
+    groups: dict[tuple, list] = defaultdict(list)
+    bound = [(DOCS, batch) for batch in _batches(kept, size)]
+    bound += [(DROP, [(key, (i, k)) for key, i, k in dropped]), (RENAME, [(key, (old, new)) for key, old, new in renames])]
+    for event in bound:
+        for shard, sub in assign_shards(event, plan, ocfg["valid_fraction"]).items():
+            groups[shard].append(sub)
+    summary = [(READ, read), (PLAN, plan), (IDS, id_counts), (CHECKS, check_counts)]
+    for (split, index, count), grouped in sorted(groups.items()):
+        docs, near = shard_documents(grouped, snippet)
         rejects.extend(near)
-        for shard, docs in parts.items():
-            groups[shard].extend(docs)
-    entries = [shards.write_shard(output, s, i, plan["shards"][s], docs, ocfg["gzip_level"]) for (s, i), docs in sorted(groups.items())]
+        summary.append((ENTRY, shards.write_shard(output, split, index, count, docs, ocfg["gzip_level"])))
     by_reason: dict[str, list] = defaultdict(list)
     for r in rejects:
         by_reason[r[0]].append(r)
-    counts = dict(shards.write_rejects(output, reason, rs, ocfg["gzip_level"]) for reason, rs in sorted(by_reason.items()))
-    stats = shards.build_stats(read, counts, entries, sum(os.path.getsize(p) for p in paths))
-    stats["shards"] = plan["shards"]
-    if check_counts:
-        stats.update(checks.stats_section(check_counts))
-    shards.write_json(output, "manifest.json", {"shards": sorted(entries, key=lambda e: e["path"])})
-    shards.write_json(output, "stats.json", stats)
-    return stats
+    summary += [(REJECTED, shards.write_rejects(output, reason, rs, ocfg["gzip_level"])) for reason, rs in sorted(by_reason.items())]
+    return finalize(summary, output, ocfg, sum(os.path.getsize(p) for p in paths),
+                    checks.describe(build(PipelineConfig, cfg)))
 
 
 # --------------------------------------------------------------------------
@@ -251,23 +266,67 @@ def fixed_costs(runs: list[str], work: Path) -> dict:
     return out
 
 
+def _child_run(run: str, out: str, paths: list[str]) -> int:
+    """One Beam run in this (fresh) process; prints its peak RSS and its workers'."""
+    import resource
+
+    stats = run_pipeline(paths, out, str(ROOT / "configs/pipeline.yaml"), extra_beam_args=beam_args(run))
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"peak_rss_mb_main": round(self_kb / 1024, 1), "peak_rss_mb_largest_worker": round(children_kb / 1024, 1),
+                      "written": stats["written"], "duplicates_near": stats["duplicates_near"]}))
+    return 0
+
+
+def memory(mb: float, scales: list[int], runs: list[str], work: Path) -> dict:
+    """Peak RSS of the Beam runner process and of its largest worker process,
+    each run in a fresh process, on corpora of ``mb`` x scale."""
+    import subprocess
+
+    cfg = as_dict(load_config(str(ROOT / "configs/pipeline.yaml")))
+    out: dict = {}
+    for scale in scales:
+        paths, nbytes, ndocs = build_corpus(work / f"input-{scale}x", mb * scale, cap=True)
+        row = out[f"{scale}x"] = {"mb": round(nbytes / 1e6, 2), "documents": ndocs,
+                                  "dedup_partitions": dedup_partitions(cfg, nbytes)}
+        for run in runs:
+            proc = subprocess.run([sys.executable, __file__, "--child", run, str(work / f"out-{scale}-{run}"), *paths],
+                                  capture_output=True, text=True, check=True)
+            row[RUN_NAMES[run]] = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"{scale}x {RUN_NAMES[run]}: {row[RUN_NAMES[run]]}", file=sys.stderr)
+    return out
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--child"]:
+        return _child_run(sys.argv[2], sys.argv[3], sys.argv[4:])
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=float, default=50.0)
     ap.add_argument("--runs", default="plain,mem,1,2")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run the whole sequence N times (interleaved) and keep each run's fastest")
     ap.add_argument("--keep", action="store_true", help="keep the temporary corpus and outputs")
+    ap.add_argument("--memory", default=None, metavar="SCALES",
+                    help="only measure peak RSS on corpora of --mb x each scale, e.g. 1,4 (writes pipeline_memory.json)")
     args = ap.parse_args()
     if not (SHARED / "corpus").exists():
         print(f"shared data not found at {SHARED}", file=sys.stderr)
         return 1
     work = Path(tempfile.mkdtemp(prefix="pipeline_bench_"))
+    if args.memory:
+        try:
+            result = {"peak_rss": memory(args.mb, [int(x) for x in args.memory.split(",")],
+                                         [r for r in args.runs.split(",") if r != "plain"], work)}
+            (RESULTS.parent / "pipeline_memory.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            print(json.dumps(result, indent=2))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
     try:
         t0 = time.perf_counter()
         paths, nbytes, ndocs = build_corpus(work / "input", args.mb)
         print(f"corpus: {ndocs} docs, {nbytes / 1e6:.1f} MB in {len(paths)} files ({time.perf_counter() - t0:.1f}s)", file=sys.stderr)
-        cfg = load_config(str(ROOT / "configs/pipeline.yaml"))
+        cfg = as_dict(load_config(str(ROOT / "configs/pipeline.yaml")))
         results: dict = {
             "input": {"documents": ndocs, "mb": round(nbytes / 1e6, 2), "files": len(paths)},
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

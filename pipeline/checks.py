@@ -7,6 +7,10 @@ or ``pii_<type>``), decontamination (``decontam_<set>``, or flagged), quality sc
 ``pipeline.quality``) built from its config section; ``run_checks`` applies them to a batch of
 keyed documents and returns the kept ones, the rejects and the counts per decision, which
 ``merge_counts`` adds up across batches for stats.json.
+
+Per document the checks also know its language and score, perplexity and bucket, and the eval
+sets it shares text with (``action: flag``); ``run_checks`` returns them as ``fields`` for the
+shard writer, which does not write extra record fields yet (``pipeline/shards.py``).
 """
 
 from __future__ import annotations
@@ -42,10 +46,10 @@ def _add(counts: dict, path: tuple, n: int = 1) -> None:
     counts[path[-1]] = counts.get(path[-1], 0) + n
 
 
-def run_checks(batch: list, checks: Checks) -> tuple[list, list, dict]:
-    """Keyed-doc batch [(key, (id, text, source, line))] -> (kept keyed docs with their record
-    fields [(key, (id, text, source, line, fields))], rejects, counts)."""
-    kept, rejects, counts = [], [], {}
+def run_checks(batch: list, checks: Checks) -> tuple[list, list, dict, dict]:
+    """Keyed-doc batch [(key, (id, text, source, line))] -> (kept keyed docs, PII masked and
+    re-keyed, rejects, counts per decision, {key: record fields})."""
+    rejects, counts = [], {}
     survivors = []
     for key, doc in batch:
         doc_id, text, source, line = doc[:4]
@@ -98,9 +102,8 @@ def run_checks(batch: list, checks: Checks) -> tuple[list, list, dict]:
             fields.update(ppl=ppl, quality_bucket=bucket)
             rest.append((key, doc, fields))
         survivors = rest
-    for key, doc, fields in survivors:
-        kept.append((key, (*doc, fields)))
-    return kept, rejects, counts
+    kept = [(key, doc) for key, doc, _ in survivors]
+    return kept, rejects, counts, {key: fields for key, _, fields in survivors if fields}
 
 
 def merge_counts(a: dict, b: dict) -> dict:

@@ -24,12 +24,15 @@ PiiAction = Literal["mask", "reject", "keep"]
 
 @dataclass
 class ReadConfig:
-    text_field: str = "text"           # "a,b,c" = first present
+    """README "Input formats"; every choice is logged per file."""
+    text_field: str = "auto"           # auto (known names, else the longest string field) | a field path; "a,b" = first present
     id_field: Optional[str] = "id"     # missing id -> "<file basename>:<line>"
-    format: str = "auto"               # auto | jsonl | json | text | csv | tsv | parquet
+    format: str = "auto"               # auto | jsonl | json | text | csv | tsv | xml | parquet
     text_unit: Literal["line", "block"] = "line"
     max_record_bytes: int = 10_000_000
-    encoding: str = "utf-8"
+    max_record_lines: int = 1000       # CSV: a quoted field running over more lines is a runaway_field
+    encoding: str = "auto"             # auto (BOM, UTF-8, else charset-normalizer) | a codec
+    warn_reject_share: float = 0.2     # warn about a file with a larger share of rejected records
 
 
 @dataclass

@@ -9,14 +9,25 @@ corpus at once):
 * ``ExactDedup``: GroupByKey on (a partition of) the normalized-text hash;
   one document per hash survives (smallest id), the others become
   ``duplicate_exact`` rejects.
-* ``NearDuplicateClusters``: MinHash over character n-grams; GroupByKey on
+* ``NearDuplicates``: MinHash over character n-grams; GroupByKey on
   (partitions of) the LSH bucket ids → candidate pairs → CoGroupByKey with
   the signatures (by key partition) → GroupByKey of both halves of each pair
-  → keep pairs whose estimated Jaccard ≥ threshold → connected components
-  (union-find over the verified edges, which are few) → a map from every
-  dropped document key to the id of its cluster's kept document, used as a
-  side input.  The kept document is chosen deterministically: longest text,
-  then smallest id (``keep: longest``), or smallest id (``keep: smallest_id``).
+  → keep pairs whose estimated Jaccard ≥ threshold (the edges) → for every
+  edge, its lower-ranked document is a drop candidate, routed to the
+  partition of its key.
+* ``Survivors``: CoGroupByKey of the documents' keys with the drop
+  candidates, by key partition: a document is dropped when a verified near
+  duplicate ranks above it under ``keep`` (longest text, then smallest id, or
+  smallest id); its ``kept_id`` is the highest-ranked such neighbour.
+
+Nothing is gathered on one key or broadcast: every shuffle is by hash
+partition, so the memory of a step grows with its partition, not with the
+corpus.  The rule differs from connected components (keep one document per
+cluster) only on chains: with A ~ B and B ~ C but A !~ C, ranked A > C > B,
+components drop C too (it is in A's cluster); the rule keeps C, which is
+near no document ranked above it.  The rule drops a subset of what
+components drop, and never keeps two documents that are near duplicates of
+each other.
 
 Documents are keyed by ``key`` = hash of the normalized text, unique after
 exact dedup, so duplicate input ids cannot confuse the clustering.
@@ -26,11 +37,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Iterable, Iterator, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
 import numpy as np
 
+from pipeline.events import DOCS, REJECTS, Select
 from pipeline.filters import ngram_hashes
 
 _WS_RE = re.compile(r"\s+")
@@ -158,7 +170,7 @@ def true_jaccard(text_a: str, text_b: str, n: int = 5) -> float:
 
 
 # --------------------------------------------------------------------------
-# LSH candidate pairs, verification and clusters (numpy, batch at a time).
+# LSH candidate pairs, verification and the drop rule (numpy, batch at a time).
 # Inside the near-dedup path a document key (32 hex digits) is a row of two
 # uint64 "words" (hi, lo), so whole partitions sort, group and join as
 # arrays; the hex key comes back only for verified edges.
@@ -349,34 +361,32 @@ def node_sort_key(doc_id: str, chars: int, key: str, keep: str = "longest") -> t
     return (-chars, doc_id, key) if keep == "longest" else (doc_id, key)
 
 
-def resolve_clusters(edges: Iterable[tuple]) -> list[tuple[str, str]]:
-    """Union-find over verified edges; returns ``(dropped key, kept id)`` for
-    every non-representative node.  The representative is the smallest node
-    (by its sort key), so the choice does not depend on edge order."""
-    parent: dict = {}
-
-    def find(x):
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
-
-    for u, v in edges:
-        parent.setdefault(u, u)
-        parent.setdefault(v, v)
-        ru, rv = find(u), find(v)
-        if ru != rv:
-            if rv < ru:
-                ru, rv = rv, ru
-            parent[rv] = ru
+def drop_candidates(edges: Iterable[tuple]) -> list[tuple]:
+    """Verified edges → ``(key, keeper sort key, keeper id, id)`` for the
+    lower-ranked end of each edge (the larger sort key ranks lower)."""
     out = []
-    for node in parent:
-        root = find(node)
-        if root != node:
-            out.append((node[1], root[2]))
-    return sorted(out)
+    for u, v in edges:
+        keeper, dropped = (u, v) if u < v else (v, u)
+        out.append((dropped[1], keeper[0], keeper[2], dropped[2]))
+    return out
+
+
+def best_keepers(candidates: Iterable[tuple]) -> dict[str, tuple[str, str]]:
+    """Drop candidates → {dropped key: (its id, id of its highest-ranked
+    near duplicate)}; independent of candidate order."""
+    best: dict[str, tuple] = {}
+    for key, sort_key, keeper_id, doc_id in candidates:
+        if key not in best or sort_key < best[key][0]:
+            best[key] = (sort_key, keeper_id, doc_id)
+    return {key: (doc_id, keeper_id) for key, (_, keeper_id, doc_id) in best.items()}
+
+
+def survivors(items: Iterable[tuple], candidates: Iterable[tuple]) -> tuple[list, list]:
+    """Documents ``(key, id, source, line)`` and the drop candidates of their
+    keys → (survivors, dropped ``(key, id, kept id)``), both sorted."""
+    dropped = best_keepers(candidates)
+    kept = sorted(item for item in items if item[0] not in dropped)
+    return kept, sorted((key, doc_id, kept_id) for key, (doc_id, kept_id) in dropped.items())
 
 
 class MinHasher:
@@ -433,17 +443,18 @@ def keep_first(batches: Iterable[list], snippet_chars: int) -> tuple[list, list]
     return sorted(best.items()), rejects
 
 
-def _exact_partition(item, snippet_chars: int, batch_size: int) -> Iterator[Any]:
+def _exact_partition(item, snippet_chars: int, batch_size: int) -> Iterator[tuple]:
     _, sub_batches = item
     kept, rejects = keep_first(sub_batches, snippet_chars)
     if rejects:
-        yield beam.pvalue.TaggedOutput("rejects", rejects)
-    yield from _chunks(kept, batch_size)
+        yield REJECTS, rejects
+    for chunk in _chunks(kept, batch_size):
+        yield DOCS, chunk
 
 
 class ExactDedup(beam.PTransform):
-    """Keyed-doc batches → kept batches (one document per normalized-text
-    hash) + ``rejects`` (``duplicate_exact``, naming the kept id)."""
+    """Keyed-doc batches → events: kept batches (one document per
+    normalized-text hash) and rejects (``duplicate_exact``, naming the kept id)."""
 
     def __init__(self, snippet_chars: int = 300, partitions: int = 16, batch_size: int = 1000):
         super().__init__()
@@ -456,8 +467,7 @@ class ExactDedup(beam.PTransform):
             batches
             | "PartitionByTextHash" >> beam.FlatMap(_split_by_partition, self.partitions)
             | "GroupPartitions" >> beam.GroupByKey()
-            | "KeepFirst"
-            >> beam.FlatMap(_exact_partition, self.snippet_chars, self.batch_size).with_outputs("rejects", main="docs")
+            | "KeepFirst" >> beam.FlatMap(_exact_partition, self.snippet_chars, self.batch_size)
         )
 
 
@@ -470,10 +480,13 @@ def _by_partition(parts: np.ndarray, partitions: int) -> Iterator[tuple[int, np.
             yield p, order[bounds[p] : bounds[p + 1]]
 
 
-class _MinHashFn(beam.DoFn):
-    """Keyed-doc batch → MinHash, emitted compactly per partition:
+BANDS, SIGS = "bands", "sigs"
 
-    * main: (partition, (bucket ids bytes, key words bytes)), by bucket id;
+
+class _MinHashFn(beam.DoFn):
+    """Keyed-doc batch → MinHash events, emitted compactly per partition:
+
+    * ``bands``: (partition, (bucket ids bytes, key words bytes)), by bucket id;
     * ``sigs``: (partition, signature table), by document key.
     """
 
@@ -484,15 +497,15 @@ class _MinHashFn(beam.DoFn):
     def setup(self):
         self.minhash = MinHasher(self.cfg)
 
-    def process(self, batch) -> Iterator[Any]:
+    def process(self, batch) -> Iterator[tuple]:
         sigs, (ids, owners), words = self.minhash(batch)
         parts = (ids % np.uint64(self.partitions)).astype(np.int64)
         for p, rows in _by_partition(parts, self.partitions):
-            yield (p, (ids[rows].tobytes(), owners[rows].tobytes()))
+            yield BANDS, (p, (ids[rows].tobytes(), owners[rows].tobytes()))
         for p, rows in _by_partition(word_partitions(words, self.partitions), self.partitions):
             table = sig_table(words[rows], sigs[rows], [batch[r][1][0] for r in rows.tolist()],
                               [len(batch[r][1][1]) for r in rows.tolist()])
-            yield beam.pvalue.TaggedOutput("sigs", (p, table))
+            yield SIGS, (p, table)
 
 
 def _bucket_partition(item, max_bucket_size: int, partitions: int) -> Iterator[tuple]:
@@ -524,31 +537,25 @@ def _attach_partition(item, partitions: int) -> Iterator[tuple]:
                 yield (p, half.pack(rows))
 
 
-def _verify_partition(item, threshold: float, keep: str) -> Iterator[list]:
-    """One pair partition: both halves of its pairs → verified edges (one list)."""
+def _verify_partition(item, threshold: float, keep: str, partitions: int) -> Iterator[tuple]:
+    """One pair partition: both halves of its pairs → verified edges → drop
+    candidates, routed to the partition of the dropped key."""
     _, packed = item
-    edges = verify_halves(map(Half.unpack, packed), threshold, keep)
-    if edges:
-        yield edges
+    candidates = drop_candidates(verify_halves(map(Half.unpack, packed), threshold, keep))
+    yield from _split_by_partition(candidates, partitions)
 
 
-def _resolve(item) -> Iterator[dict]:
-    _, edge_lists = item
-    yield dict(resolve_clusters(e for edges in edge_lists for e in edges))
-
-
-class NearDuplicateClusters(beam.PTransform):
-    """Keyed-doc batches → a PCollection of at most one element, the dict
-    {dropped key: kept id} of the near duplicates to drop.  Use it as a
-    ``beam.pvalue.AsSingleton(..., default_value={})`` side input (one
-    element: side inputs made of many small elements cost far more).
+class NearDuplicates(beam.PTransform):
+    """Keyed-doc batches → drop candidates ``(partition, [(key, keeper sort
+    key, keeper id, id)])``, by partition of the dropped key; ``Survivors``
+    joins them with the documents.
 
     MinHash → GroupByKey on (partitions of) the LSH bucket ids → candidate
     pairs, sent as requests to the partitions of both their keys →
     CoGroupByKey with the signatures (each signature crosses once; a pair
     found in several buckets is merged before its signatures are attached) →
-    GroupByKey of the two halves of every pair → verified edges → union-find
-    over all of them (they are few).  Elements are whole partitions' or
+    GroupByKey of the two halves of every pair → verified edges → the
+    lower-ranked end of each edge.  Elements are whole partitions' or
     batches' arrays, as bytes: the runner's cost here is per byte moved."""
 
     def __init__(self, cfg: dict, partitions: int = 16):
@@ -558,19 +565,55 @@ class NearDuplicateClusters(beam.PTransform):
 
     def expand(self, batches):
         cfg, parts = self.cfg, self.partitions
-        hashed = batches | "MinHash" >> beam.ParDo(_MinHashFn(cfg, parts)).with_outputs("sigs", main="bands")
+        hashed = batches | "MinHash" >> beam.ParDo(_MinHashFn(cfg, parts))
         requests = (
-            hashed.bands
+            hashed
+            | "Bands" >> Select(BANDS)
             | "GroupBucketPartitions" >> beam.GroupByKey()
             | "CandidatePairs" >> beam.FlatMap(_bucket_partition, cfg.get("max_bucket_size", 100), parts)
         )
         return (
-            {"sig": hashed.sigs, "request": requests}
+            {"sig": hashed | "Signatures" >> Select(SIGS), "request": requests}
             | "JoinSignatures" >> beam.CoGroupByKey()
             | "AttachSignatures" >> beam.FlatMap(_attach_partition, parts)
             | "GroupPairHalves" >> beam.GroupByKey()
-            | "VerifyJaccard" >> beam.FlatMap(_verify_partition, cfg["threshold"], cfg.get("keep", "longest"))
-            | "OneKey" >> beam.Map(lambda edges: (None, edges))
-            | "AllEdges" >> beam.GroupByKey()
-            | "ConnectedComponents" >> beam.FlatMap(_resolve)
+            | "VerifyJaccard" >> beam.FlatMap(_verify_partition, cfg["threshold"], cfg.get("keep", "longest"), parts)
+        )
+
+
+SURVIVORS, DROPPED = "survivors", "dropped"
+
+
+def _doc_items(batch, partitions: int) -> Iterator[tuple[int, list]]:
+    """Keyed-doc batch → (partition, [(key, id, source, line)]): what the
+    join, the split plan and the id census need, without texts."""
+    return _split_by_partition([(key, doc[0], doc[2], doc[3]) for key, doc in batch], partitions)
+
+
+def _survivors_partition(item) -> Iterator[tuple]:
+    _, grouped = item
+    items = [i for part in grouped["items"] for i in part]
+    kept, dropped = survivors(items, (c for part in grouped["candidates"] for c in part))
+    if kept:
+        yield SURVIVORS, kept
+    if dropped:
+        yield DROPPED, dropped
+
+
+class Survivors(beam.PTransform):
+    """{"docs": keyed-doc batches, "candidates": drop candidates by
+    partition} → events: ``survivors`` lists of ``(key, id, source, line)``
+    and ``dropped`` lists of ``(key, id, kept id)``, one of each per key
+    partition (a CoGroupByKey of small items: keys and ids, no texts)."""
+
+    def __init__(self, partitions: int = 16):
+        super().__init__()
+        self.partitions = partitions
+
+    def expand(self, inputs):
+        items = inputs["docs"] | "DocItems" >> beam.FlatMap(_doc_items, self.partitions)
+        return (
+            {"items": items, "candidates": inputs["candidates"]}
+            | "JoinCandidates" >> beam.CoGroupByKey()
+            | "DropRule" >> beam.FlatMap(_survivors_partition)
         )

@@ -18,23 +18,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
-import hashlib
 import itertools
 import json
 import sys
 from typing import Any, Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline import corpus
+from pipeline.events import DOCS, Keep, ReadEach, Select, Tag
 from pipeline.lcs import char_masks, lcs_with_masks
 from pipeline.pair_config import PairConfig
 from pipeline.sentences import split_sentences
-
-SPLITS = ("train", "valid")
 
 
 # --------------------------------------------------------------------------
@@ -185,21 +180,25 @@ def make_pair(doc: dict, **cfg: Any) -> dict | Rejected:
 # --------------------------------------------------------------------------
 
 
-def _pair_or_reject(keyed_doc: tuple[Any, dict], config: PairConfig) -> Iterator:
+PAIRS, REJECTED, READ, ENTRY = "pairs", "rejected", "read", "entry"
+
+
+def _pair_or_reject(keyed_doc: tuple[Any, dict], config: PairConfig) -> Iterator[tuple]:
     key, doc = keyed_doc
     result = make_pair(doc, config=config)
     if isinstance(result, Rejected):
-        yield beam.pvalue.TaggedOutput("rejected", result.reason)
+        yield REJECTED, result.reason
     else:
-        yield key, result
+        yield PAIRS, (key, result)
 
 
 class BuildPseudoSummaryPairs(beam.PTransform):
-    """``(key, {"id","text"})`` -> outputs ``pairs`` of ``(key, pair)`` and ``rejected`` reasons.
+    """``(key, {"id","text"})`` → events ``("pairs", (key, pair))`` and
+    ``("rejected", reason)``.
 
     The key (e.g. the output shard) passes through untouched, so callers
-    decide where pairs go.  Use as ``out = docs | BuildPseudoSummaryPairs(**cfg)``
-    then ``out.pairs`` and ``out.rejected``.
+    decide where pairs go: ``events = docs | BuildPseudoSummaryPairs(**cfg)``,
+    then ``events | Select("pairs")`` and ``events | Select("rejected")``.
     """
 
     def __init__(self, **cfg: Any):
@@ -207,9 +206,7 @@ class BuildPseudoSummaryPairs(beam.PTransform):
         self.config = PairConfig(**cfg)
 
     def expand(self, keyed_docs):
-        return keyed_docs | "MakePair" >> beam.FlatMap(_pair_or_reject, self.config).with_outputs(
-            "rejected", main="pairs"
-        )
+        return keyed_docs | "MakePair" >> beam.FlatMap(_pair_or_reject, self.config)
 
 
 # An output shard is keyed by the plain tuple (split, index, count): plain
@@ -217,107 +214,113 @@ class BuildPseudoSummaryPairs(beam.PTransform):
 ShardKey = tuple[str, int, int]
 
 
-def _shard_path(key: ShardKey) -> str:
-    split, index, count = key
-    return f"{split}/shard-{index:05d}-of-{count:05d}.jsonl.gz"
-
-
-def _read_json(path: str) -> Any:
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        return json.loads(f.read().decode("utf-8"))
-
-
-def _write_bytes(path: str, data: bytes) -> None:
-    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        f.write(data)
-
-
 def _input_shards(data_dir: str) -> list[tuple[ShardKey, str]]:
-    """Output shard key for every input shard: pairs keep their document's split and shard."""
-    manifest = _read_json(FileSystems.join(data_dir, "manifest.json"))
+    """Output shard key for every input shard (manifest paths confined to
+    the folder, sizes checked): pairs keep their document's split and shard."""
     by_split: dict[str, list[str]] = {}
-    for shard in manifest["shards"]:
-        if shard["split"] not in SPLITS:
-            raise ValueError(f"unknown split {shard['split']!r} in manifest")
-        by_split.setdefault(shard["split"], []).append(shard["path"])
+    for entry in corpus.shard_entries(data_dir, "size"):
+        by_split.setdefault(entry["split"], []).append(entry["url"])
     return [
-        ((split, i, len(paths)), FileSystems.join(data_dir, path))
-        for split, paths in sorted(by_split.items())
-        for i, path in enumerate(sorted(paths))
+        ((split, i, len(urls)), url)
+        for split, urls in sorted(by_split.items())
+        for i, url in enumerate(sorted(urls))
     ]
 
 
-def _read_shard(shard: tuple[ShardKey, str]) -> Iterator[tuple[ShardKey, str]]:
-    """Lines of one gzip JSON-lines shard (compression inferred from the name)."""
+def _read_input_shard(shard: tuple[ShardKey, str]) -> Iterator[tuple]:
+    """One input shard → events ``("docs", (key, doc))``, ``("rejected",
+    "bad_json")`` and one ``("read", lines)``."""
     key, path = shard
-    with FileSystems.open(path) as f:
-        for raw in iter(f.readline, b""):  # CompressedFile is not iterable
-            line = raw.decode("utf-8").strip()
-            if line:
-                yield key, line
+    n = 0
+    for _, line in corpus.iter_lines(path):
+        n += 1
+        try:
+            yield DOCS, (key, json.loads(line))
+        except json.JSONDecodeError:
+            yield REJECTED, "bad_json"
+    yield READ, n
 
 
-def _parse(keyed_line: tuple[ShardKey, str]) -> Iterator:
-    key, line = keyed_line
-    try:
-        doc = json.loads(line)
-    except json.JSONDecodeError:
-        yield beam.pvalue.TaggedOutput("rejected", "bad_json")
-        return
-    yield key, doc
-
-
-def _write_shard(keyed: tuple[ShardKey, Iterable], out_dir: str) -> dict:
+def _write_shard(keyed: tuple[ShardKey, Iterable], out_dir: str) -> tuple[str, dict]:
     """Write one shard sorted by id, gzip with mtime=0 so reruns are byte-identical."""
     key, pairs = keyed
     pairs = [p for p in pairs if p is not None]  # None = the seed that makes empty shards exist
-    keyed_lines = sorted((str(p["id"]), json.dumps(p, ensure_ascii=False, separators=(",", ":"))) for p in pairs)
-    lines = [line for _, line in keyed_lines]  # by id; identical ids fall back to the line text
-    data = gzip.compress("".join(line + "\n" for line in lines).encode("utf-8"), 6, mtime=0)
-    _write_bytes(FileSystems.join(out_dir, _shard_path(key)), data)
-    return {
-        "path": _shard_path(key),
-        "split": key[0],
-        "documents": len(pairs),
-        "characters": sum(len(p["source"]) + len(p["target"]) for p in pairs),
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
+    pairs.sort(key=lambda p: (str(p["id"]), json.dumps(p, ensure_ascii=False, sort_keys=True)))
+    rel = corpus.shard_path(*key)
+    data = corpus.gzip_bytes(corpus.jsonl_bytes(pairs, separators=(",", ":")))
+    corpus.write_bytes(corpus.join(out_dir, rel), data)
+    return ENTRY, corpus.shard_entry(rel, key[0], data, len(pairs), sum(len(p["source"]) + len(p["target"]) for p in pairs))
 
 
-def _write_summary(_, out_dir: str, config: PairConfig, read: int, rejected: list, shards: list) -> dict:
-    """manifest.json and stats.json; runs once, after everything else."""
-    shards = sorted(shards, key=lambda s: s["path"])
+def _write_summary(item, out_dir: str, config: PairConfig) -> Iterator[dict]:
+    """manifest.json and stats.json from the summary events; runs once, last."""
+    _, summary = item
+    shards, rejected, read = [], {}, 0
+    for kind, payload in summary:
+        if kind == ENTRY:
+            shards.append(payload)
+        elif kind == REJECTED:
+            rejected[payload[0]] = payload[1]
+        else:
+            read += payload
     written = sum(s["documents"] for s in shards)
     stats = {
         "read": read,
         "written": written,
-        "rejected": dict(sorted(rejected)),
+        "rejected": dict(sorted(rejected.items())),
         "duplicates_exact": 0,  # pairs do no dedup; kept so the contract's identity holds
         "duplicates_near": 0,
-        "written_by_split": {sp: sum(s["documents"] for s in shards if s["split"] == sp) for sp in SPLITS},
+        "written_by_split": {sp: sum(s["documents"] for s in shards if s["split"] == sp) for sp in corpus.SPLITS},
         "config": dataclasses.asdict(config),
     }
     if read != written + sum(stats["rejected"].values()):
         raise RuntimeError(f"accounting mismatch: {stats}")
-    dump = lambda obj: (json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode()
-    _write_bytes(FileSystems.join(out_dir, "manifest.json"), dump({"shards": shards}))
-    _write_bytes(FileSystems.join(out_dir, "stats.json"), dump(stats))
-    return stats
+    corpus.write_manifest(out_dir, shards, stats)
+    yield stats
 
 
-def _remove_stale_shards(out_dir: str) -> None:
-    """Delete shards of an earlier run so the manifest and the folder agree."""
-    patterns = [FileSystems.join(out_dir, split, "shard-*.jsonl.gz") for split in SPLITS]
-    stale = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
-    if stale:
-        FileSystems.delete(stale)
+class WritePairShards(beam.PTransform):
+    """(key, pair) → one shard per input shard (empty ones too); ``entry`` events."""
+
+    def __init__(self, shards: list[tuple[ShardKey, str]], out_dir: str):
+        super().__init__()
+        self.keys = [key for key, _ in shards]
+        self.out_dir = out_dir
+
+    def expand(self, pairs):
+        seeds = pairs.pipeline | "ShardSeeds" >> beam.Create([(key, None) for key in self.keys])
+        return (
+            (pairs, seeds)
+            | "WithSeeds" >> beam.Flatten()
+            | "ByShard" >> beam.GroupByKey()
+            | "WriteShard" >> beam.Map(_write_shard, self.out_dir)
+        )
 
 
-def _pipeline_options(runner: str, workers: int, extra_args: list[str]) -> PipelineOptions:
-    """The corpus pipeline's runner options (always names the runner; see pipeline.run)."""
-    from pipeline.run import pipeline_options
-
-    return pipeline_options(runner, workers, extra_args)
+def build_pairs_pipeline(p: beam.Pipeline, shards: list[tuple[ShardKey, str]], out_dir: str, config: PairConfig):
+    """The pairs pipeline on ``p``; every branch ends in the one sink, WriteSummary."""
+    read = p | "Read" >> ReadEach(shards, _read_input_shard)
+    built = (
+        read
+        | "Docs" >> Select(DOCS)
+        | "SpreadDocs" >> beam.Reshuffle()
+        | "Build" >> BuildPseudoSummaryPairs(**dataclasses.asdict(config))
+    )
+    entries = built | "Pairs" >> Select(PAIRS) | "Write" >> WritePairShards(shards, out_dir)
+    rejected = (
+        [read | "ReadRejected" >> Keep(REJECTED), built | "BuildRejected" >> Keep(REJECTED)]
+        | "AllRejected" >> beam.Flatten()
+        | "Reasons" >> Select(REJECTED)
+        | "CountReasons" >> beam.combiners.Count.PerElement()
+        | "TagCounts" >> Tag(REJECTED)
+    )
+    return (
+        [entries, rejected, read | "ReadCounts" >> Keep(READ)]
+        | "Summary" >> beam.Flatten()
+        | "OneKey" >> beam.Map(lambda event: (None, event))
+        | "Gather" >> beam.GroupByKey()
+        | "WriteSummary" >> beam.FlatMap(_write_summary, out_dir, config)
+    )
 
 
 def build_pairs(
@@ -335,43 +338,20 @@ def build_pairs(
     (one output shard per input shard, same split, sorted by id),
     ``manifest.json`` and ``stats.json``.
     """
+    from pipeline.run import pipeline_options
+
     config = PairConfig(**cfg)
+    data_dir, out_dir = corpus.absolute(data_dir), corpus.absolute(out_dir)
     shards = _input_shards(data_dir)
-    _remove_stale_shards(out_dir)
-    with beam.Pipeline(options=_pipeline_options(runner, workers, extra_args or [])) as p:
-        lines = (
-            p
-            | "Shards" >> beam.Create(shards)
-            | "SpreadShards" >> beam.Reshuffle()
-            | "ReadShard" >> beam.FlatMap(_read_shard)
-        )
-        parsed = lines | "Parse" >> beam.FlatMap(_parse).with_outputs("rejected", main="docs")
-        built = parsed.docs | "SpreadDocs" >> beam.Reshuffle() | BuildPseudoSummaryPairs(**dataclasses.asdict(config))
-        seeds = p | "ShardSeeds" >> beam.Create([(key, None) for key, _ in shards])
-        manifest_entries = (
-            (built.pairs, seeds)
-            | "WithSeeds" >> beam.Flatten()
-            | "ByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.Map(_write_shard, out_dir)
-        )
-        read = lines | "CountRead" >> beam.combiners.Count.Globally()
-        rejected = (
-            (parsed.rejected, built.rejected)
-            | "AllRejects" >> beam.Flatten()
-            | "CountReasons" >> beam.combiners.Count.PerElement()
-        )
-        _ = p | "Once" >> beam.Create([None]) | "WriteSummary" >> beam.Map(
-            _write_summary,
-            out_dir,
-            config,
-            read=beam.pvalue.AsSingleton(read),
-            rejected=beam.pvalue.AsList(rejected),
-            shards=beam.pvalue.AsList(manifest_entries),
-        )
-    return _read_json(FileSystems.join(out_dir, "stats.json"))
+    corpus.check_output_apart(out_dir, [data_dir], [data_dir])
+    corpus.clear_outputs(out_dir)
+    with corpus.scratch_tmpdir():
+        with beam.Pipeline(options=pipeline_options(runner, workers, extra_args or [])) as p:
+            build_pairs_pipeline(p, shards, out_dir, config)
+    return corpus.read_json(corpus.join(out_dir, corpus.STATS))
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.pairs",
         description="T5-PEGASUS pseudo-summary pairs from a cleaned corpus. "
@@ -408,6 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     json.dump(stats, sys.stdout, ensure_ascii=False, indent=2, sort_keys=True)
     print()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except corpus.CorpusError as exc:  # missing/unsafe manifest, output inside the input: one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

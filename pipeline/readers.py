@@ -1,47 +1,81 @@
-"""Input readers: one pure generator per format, over Beam's FileSystems.
+"""Input readers: every record of every input becomes a doc or a counted reject.
 
 Every input record becomes exactly one of
   ``("doc", (id, text, source, line))`` or
   ``("reject", (reason, id, source, line, snippet, None))``,
-so malformed input (broken JSON, invalid UTF-8, a 50 MB single line, an empty
-file, binary junk, a corrupt archive) is counted with its file and line and
-never crashes the pipeline.  Files are opened through
-``apache_beam.io.filesystems.FileSystems`` (gzip/bz2/zstd/xz decompressed by
-extension), so the same code reads local disk, GCS, S3 or HDFS.
+so malformed input (broken JSON, a bad byte, an unclosed CSV quote, a 50 MB
+single line, an empty or truncated file, binary junk, a corrupt archive) is
+counted with its file and line and never crashes the pipeline.  Files are
+opened through ``apache_beam.io.filesystems.FileSystems``, so the same code
+reads local disk, GCS, S3 or HDFS.
 
-Formats (``read.format: auto`` picks by extension after the compression
-suffix): jsonl/ndjson, json (a JSON array or JSON lines), txt (a document per
-line, or per blank-line separated block with ``text_unit: block``), csv, tsv,
-parquet, and Hugging Face datasets as ``hf:NAME[:CONFIG][:SPLIT]``.
+How a file is read (format, encoding, header, which field is the text) is
+decided per file from its first bytes by :mod:`pipeline.detect`, unless set
+with ``read.format`` / ``read.encoding`` / ``read.text_field``:
+
+* JSON lines; a whole-file JSON value (array of objects or of lists, SQuAD
+  ``data[].paragraphs[].context``, C3 ``[[paragraphs], questions, id]``),
+  streamed record by record (:mod:`pipeline.jsonstream`);
+* CSV/TSV with or without a header row (:mod:`pipeline.csvrows`);
+* plain text, a document per line or per blank-line separated block;
+* pseudo-XML ``<doc><field>…</field></doc>`` (SogouCS);
+* Parquet, Hugging Face datasets as ``hf:NAME[:CONFIG][:SPLIT]``;
+* any of these gzip/bz2/xz/zstd-compressed, or as members of zip/tar archives.
+
+Ids: the record's ``id_field`` when it has one, else ``<basename>:<line>``
+(``<archive basename>/<member>:<line>`` inside archives).  ``line`` is the
+physical line where the record starts; for whole-file JSON values and
+Parquet it is the record's ordinal number.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import functools
 import json
+import logging
 import os
 import posixpath
-from typing import Any, Iterator, Optional
+import re
+from collections import Counter
+from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-COMPRESSION_SUFFIXES = (".gz", ".gzip", ".bz2", ".zst", ".zstd", ".xz", ".lzma", ".deflate")
-FORMAT_BY_EXT = {
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "json",
-    ".txt": "text",
-    ".text": "text",
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
+from pipeline import csvrows, detect, hints, jsonstream, streams
+from pipeline.detect import Layout
+from pipeline.streams import Oversize, TruncatedInput, iter_lines, strip_compression  # noqa: F401  (re-exported)
+from pipeline.typed_config import ConfigError
+
+log = logging.getLogger("pipeline.read")
+
 SNIPPET_CHARS = 300
 _CHUNK = 1 << 20
-_BOM = b"\xef\xbb\xbf"
+PLAN_MAX_SOURCES = 1000    # files/members the driver sniffs before the run
+PLAN_MAX_MEMBERS = 50      # members per archive the driver sniffs
+
+
+class InputError(ConfigError):
+    """The input cannot be read as given; the message is one line naming the
+    file and the setting to change (a ConfigError: the fix is a setting)."""
+
+
+class Origin(NamedTuple):
+    """Where records come from: ``source`` (a path, ``archive/member`` inside
+    archives) and the prefix of derived ids."""
+
+    source: str
+    prefix: str
+
+    @classmethod
+    def of(cls, path: str) -> "Origin":
+        return cls(path, posixpath.basename(path.rstrip("/")))
+
+    def member(self, name: str) -> "Origin":
+        return Origin(f"{self.source}/{name}", f"{self.prefix}/{name}")
+
+    def id(self, line: int) -> str:
+        return f"{self.prefix}:{line}"
 
 
 # --------------------------------------------------------------------------
@@ -68,6 +102,12 @@ def _usable(path: str) -> bool:
     return bool(base) and not base.startswith((".", "_"))
 
 
+def detect_format(path: str) -> str:
+    """The format a path's extension implies (``archive``, ``auto`` = decide
+    by content, ``unknown`` = not a corpus file when listing a directory)."""
+    return detect.format_of_name(path)
+
+
 def expand_input(spec: str) -> list[str]:
     """Files (sorted) for one glob, file, or directory (recursive, files with
     a known extension only); an ``hf:`` spec is returned unchanged."""
@@ -83,27 +123,9 @@ def expand_input(spec: str) -> list[str]:
     return sorted(m.path for m in matched if _usable(m.path) and not _is_dir(m.path))
 
 
-def strip_compression(path: str) -> str:
-    lower = path.lower()
-    for suffix in COMPRESSION_SUFFIXES:
-        if lower.endswith(suffix):
-            return path[: -len(suffix)]
-    return path
-
-
-def detect_format(path: str) -> str:
-    ext = posixpath.splitext(strip_compression(path).lower())[1]
-    return FORMAT_BY_EXT.get(ext, "unknown")
-
-
 # --------------------------------------------------------------------------
-# Helpers
+# Records -> events
 # --------------------------------------------------------------------------
-
-
-def derived_id(source: str, line: int) -> str:
-    """Stable id for records without one: ``<file basename>:<line>``."""
-    return f"{posixpath.basename(source.rstrip('/'))}:{line}"
 
 
 def _snippet(raw: Any, n: int = SNIPPET_CHARS) -> str:
@@ -112,75 +134,111 @@ def _snippet(raw: Any, n: int = SNIPPET_CHARS) -> str:
     return str(raw)[:n]
 
 
-def _reject(reason: str, source: str, line: int, raw: Any = "", rid: Optional[str] = None):
-    return ("reject", (reason, rid if rid is not None else derived_id(source, line), source, line, _snippet(raw), None))
+def reject(reason: str, origin: Origin, line: int, raw: Any = "", rid: Optional[str] = None) -> tuple:
+    return ("reject", (reason, rid if rid is not None else origin.id(line), origin.source, line, _snippet(raw), None))
 
 
-def _text_fields(cfg: dict) -> list[str]:
-    field = cfg.get("text_field", "text")
-    return [f.strip() for f in field.split(",")] if isinstance(field, str) else list(field)
-
-
-def record_from_mapping(row: Any, source: str, line: int, cfg: dict, raw: Any = ""):
-    """One ``doc`` or ``reject`` event from a JSON object / CSV row / table row."""
-    if not isinstance(row, dict):
-        return _reject("not_an_object", source, line, raw)
-    id_field = cfg.get("id_field", "id")
-    rid = row.get(id_field) if id_field else None
-    rid = derived_id(source, line) if rid is None or rid == "" else str(rid)
-    for field in _text_fields(cfg):
-        text = row.get(field)
-        if isinstance(text, str):
-            return ("doc", (rid, text, source, line))
-        if text is not None and not isinstance(text, (dict, list)):
-            return ("doc", (rid, str(text), source, line))
-    return _reject("missing_text", source, line, raw, rid)
-
-
-def iter_lines(f, max_bytes: int) -> Iterator[tuple[int, Optional[bytes]]]:
-    """(line number, bytes without EOL) from a binary stream, 1-based; a line
-    longer than ``max_bytes`` comes back as ``None`` and is never held in
-    memory whole (so a 50 MB one-line file costs ~1 MB)."""
-    lineno = 0
-    parts: list[bytes] = []
-    size = 0
-    oversize = False
-    while True:
-        chunk = f.read(_CHUNK)
-        if not chunk:
-            break
-        pieces = chunk.split(b"\n")
-        for piece in pieces[:-1]:
-            lineno += 1
-            if oversize or size + len(piece) > max_bytes:
-                yield lineno, None
-            else:
-                parts.append(piece)
-                yield lineno, b"".join(parts)
-            parts, size, oversize = [], 0, False
-        tail = pieces[-1]
-        if oversize:
-            continue
-        if size + len(tail) > max_bytes:
-            parts, size, oversize = [], 0, True
-        elif tail:
-            parts.append(tail)
-            size += len(tail)
-    if parts or oversize:
-        lineno += 1
-        yield lineno, (None if oversize else b"".join(parts))
-
-
-def _decode(raw: bytes, encoding: str) -> Optional[str]:
-    try:
-        text = raw.decode(encoding)
-    except (UnicodeDecodeError, LookupError):
+def _scalar_id(value: Any) -> Optional[str]:
+    if value is None or value == "" or isinstance(value, (dict, list, bool)):
         return None
-    return text[:-1] if text.endswith("\r") else text
+    return str(value)
+
+
+def text_paths(text_field: Optional[str]) -> tuple:
+    """``"a, b.c"`` -> ``("a", "b.c")``: the paths tried in order."""
+    return tuple(p.strip() for p in (text_field or "").split(",") if p.strip())
+
+
+def record_event(rec: Any, origin: Origin, line: int, paths: tuple, id_field: Optional[str],
+                 raw: Any = "", seen_fields: Optional[dict] = None) -> tuple:
+    """One ``doc`` or ``reject`` event for a parsed record (JSON object or
+    list, CSV row as a dict, XML fields).  ``paths`` (see :func:`text_paths`)
+    are dotted paths to the text, the first that holds text wins; a list of
+    strings is joined by newlines.  ``seen_fields`` collects the field names
+    of records without text, for the hint."""
+    if isinstance(rec, dict):
+        rid = rec.get(id_field) if id_field in rec else detect.resolve(rec, id_field) if id_field else None
+        rid = _scalar_id(rid)
+    elif isinstance(rec, list) and paths and paths[0].split(".")[0].isdigit():
+        rid = None
+    elif isinstance(rec, str) and not paths:   # an array of strings
+        return ("doc", (origin.id(line), rec, origin.source, line))
+    else:
+        return reject("not_an_object", origin, line, raw)
+    rid = rid if rid is not None else origin.id(line)
+    for path in paths:
+        value = rec.get(path) if isinstance(rec, dict) and path in rec else detect.resolve(rec, path)
+        text = value if isinstance(value, str) else detect.text_of(value)
+        if text is not None:
+            return ("doc", (rid, text, origin.source, line))
+    if seen_fields is not None and len(seen_fields) < 30:
+        for name in detect.field_names([rec]):
+            seen_fields.setdefault(name, None)
+    return reject("missing_text", origin, line, raw, rid)
+
+
+def _decoder(encoding: str) -> Callable[[bytes], Optional[str]]:
+    def decode(raw: bytes) -> Optional[str]:
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError:
+            return None
+        return text[:-1] if text.endswith("\r") else text
+
+    return decode
 
 
 def _bad_encoding(encoding: str) -> str:
     return "invalid_utf8" if encoding.replace("-", "").lower() in ("utf8", "utf8sig") else "invalid_encoding"
+
+
+class _Ctx(NamedTuple):
+    """What a format reader needs besides the stream."""
+
+    origin: Origin
+    layout: Layout
+    encoding: str          # per-line codec (after BOM stripping / transcoding)
+    max_bytes: int
+    id_field: Optional[str]
+    cfg: dict
+    seen_fields: dict
+    paths: tuple           # text_paths(layout.text)
+
+
+def json_id(text: str, id_field: Optional[str]) -> Optional[str]:
+    """The first ``"<id_field>": value`` in (the start of) a JSON text."""
+    if not id_field:
+        return None
+    m = re.search(rf'"{re.escape(id_field)}"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)', text)
+    if not m:
+        return None
+    try:
+        return _scalar_id(json.loads(m.group(1)))
+    except ValueError:
+        return None
+
+
+def too_large(origin: Origin, line: int, head: str, rid: Optional[str] = None) -> tuple:
+    """A ``record_too_large`` reject keeping the record's first characters."""
+    return reject("record_too_large", origin, line, head[: jsonstream.SNIPPET_CHARS], rid)
+
+
+def _lines(f, ctx: _Ctx, find_id: Optional[Callable[[str], Optional[str]]] = None) -> Iterator[tuple[int, Optional[str], Any]]:
+    """(line number, decoded text, reject event) per physical line: text is
+    None when the line was rejected (too large, binary, undecodable)."""
+    decode = _decoder(ctx.encoding)
+    for lineno, raw in iter_lines(f, ctx.max_bytes):
+        if isinstance(raw, Oversize):
+            head = raw.decode(ctx.encoding, errors="replace")
+            yield lineno, None, too_large(ctx.origin, lineno, head, find_id(head) if find_id else None)
+        elif b"\x00" in raw:
+            yield lineno, None, reject("binary_data", ctx.origin, lineno, raw)
+        else:
+            line = decode(raw)
+            if line is None:
+                yield lineno, None, reject(_bad_encoding(ctx.encoding), ctx.origin, lineno, raw)
+            else:
+                yield lineno, line, None
 
 
 # --------------------------------------------------------------------------
@@ -188,143 +246,162 @@ def _bad_encoding(encoding: str) -> str:
 # --------------------------------------------------------------------------
 
 
-def _read_jsonl(f, source: str, cfg: dict) -> Iterator[tuple]:
-    encoding = cfg.get("encoding", "utf-8")
-    for lineno, raw in iter_lines(f, cfg.get("max_record_bytes", 10_000_000)):
-        if raw is None:
-            yield _reject("record_too_large", source, lineno)
+def _read_jsonl(f, ctx: _Ctx) -> Iterator[tuple]:
+    for lineno, line, bad in _lines(f, ctx, lambda head: json_id(head, ctx.id_field)):
+        if bad is not None:
+            yield bad
             continue
-        if lineno == 1 and raw.startswith(_BOM):
-            raw = raw[3:]
-        if not raw.strip():
-            continue
-        if b"\x00" in raw:
-            yield _reject("binary_data", source, lineno, raw)
-            continue
-        line = _decode(raw, encoding)
-        if line is None:
-            yield _reject(_bad_encoding(encoding), source, lineno, raw)
+        if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except ValueError:
-            yield _reject("broken_json", source, lineno, raw)
+            yield reject("broken_json", ctx.origin, lineno, line)
             continue
-        yield record_from_mapping(obj, source, lineno, cfg, raw)
+        yield record_event(obj, ctx.origin, lineno, ctx.paths, ctx.id_field, line, ctx.seen_fields)
 
 
-def _read_text(f, source: str, cfg: dict) -> Iterator[tuple]:
+def _read_text(f, ctx: _Ctx) -> Iterator[tuple]:
     """A document per line, or per blank-line separated block (line = first line)."""
-    encoding = cfg.get("encoding", "utf-8")
-    blocks = cfg.get("text_unit", "line") == "block"
+    blocks = ctx.cfg.get("text_unit", "line") == "block"
     block: list[str] = []
     block_start = 0
-    for lineno, raw in iter_lines(f, cfg.get("max_record_bytes", 10_000_000)):
-        if raw is None:
-            yield _reject("record_too_large", source, lineno)
-            continue
-        if lineno == 1 and raw.startswith(_BOM):
-            raw = raw[3:]
-        if b"\x00" in raw:
-            yield _reject("binary_data", source, lineno, raw)
-            continue
-        line = _decode(raw, encoding)
-        if line is None:
-            yield _reject(_bad_encoding(encoding), source, lineno, raw)
+    origin = ctx.origin
+    for lineno, line, bad in _lines(f, ctx):
+        if bad is not None:
+            yield bad
             continue
         if not blocks:
             if line.strip():
-                yield ("doc", (derived_id(source, lineno), line, source, lineno))
+                yield ("doc", (origin.id(lineno), line, origin.source, lineno))
             continue
         if line.strip():
             if not block:
                 block_start = lineno
             block.append(line)
         elif block:
-            yield ("doc", (derived_id(source, block_start), "\n".join(block), source, block_start))
+            yield ("doc", (origin.id(block_start), "\n".join(block), origin.source, block_start))
             block = []
     if block:
-        yield ("doc", (derived_id(source, block_start), "\n".join(block), source, block_start))
+        yield ("doc", (origin.id(block_start), "\n".join(block), origin.source, block_start))
 
 
-def _read_json(f, source: str, cfg: dict) -> Iterator[tuple]:
-    """A JSON array of objects (record number = line), else JSON lines."""
-    head = f.read(_CHUNK)
-    stripped = head.lstrip(_BOM + b" \t\r\n")
-    if not stripped.startswith(b"["):
-        yield from _read_jsonl(_Prepend(head, f), source, cfg)
-        return
-    data = head + f.read()
+def _read_json_value(f, ctx: _Ctx) -> Iterator[tuple]:
+    """Records of one whole-file JSON value, streamed (line = ordinal)."""
+    n = 0
     try:
-        items = json.loads(data.decode(cfg.get("encoding", "utf-8")).lstrip("\ufeff"))
-    except UnicodeDecodeError:
-        yield _reject(_bad_encoding(cfg.get("encoding", "utf-8")), source, 1, data)
+        for rec in jsonstream.iter_records(f, ctx.layout.record_prefix, ctx.max_bytes, ctx.id_field):
+            n += 1
+            if rec.too_large:
+                yield too_large(ctx.origin, n, rec.snippet(), _scalar_id(rec.found_id))
+            else:
+                yield record_event(rec.value, ctx.origin, n, ctx.paths, ctx.id_field, rec.snippet(),
+                                   ctx.seen_fields)
+    except jsonstream.JSONError as exc:
+        yield reject("broken_json", ctx.origin, n + 1, f"after record {n}: {exc}".replace("\n", " "))
         return
-    except ValueError:
-        yield _reject("broken_json", source, 1, data)
-        return
-    for i, item in enumerate(items, start=1):
-        yield record_from_mapping(item, source, i, cfg, json.dumps(item, ensure_ascii=False)[:SNIPPET_CHARS])
+    if n == 0:
+        where = ctx.layout.record_prefix or "the top level"
+        yield reject("no_records", ctx.origin, 0, f"no records at {where}")
 
 
-class _Prepend(io.RawIOBase):
-    """A binary stream that replays ``head`` before the rest of ``f``."""
+def _read_delimited(f, ctx: _Ctx) -> Iterator[tuple]:
+    """CSV/TSV rows (line = physical line where the row starts)."""
+    import csv
 
-    def __init__(self, head: bytes, f):
-        self._head, self._f = head, f
-
-    def read(self, n: int = -1) -> bytes:
-        if self._head:
-            out, self._head = self._head, b""
-            return out
-        return self._f.read(n)
-
-
-def _read_csv(f, source: str, cfg: dict, delimiter: str) -> Iterator[tuple]:
-    """CSV/TSV with a header row; line = physical line where the row starts."""
-    encoding = cfg.get("encoding", "utf-8")
-    text = io.TextIOWrapper(f, encoding="utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding,
-                            errors="strict", newline="")
-    csv.field_size_limit(max(cfg.get("max_record_bytes", 10_000_000), 1 << 17))
-    reader = csv.reader(text, delimiter=delimiter)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    header = [h.strip() for h in header]
-    start = reader.line_num + 1
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except UnicodeDecodeError:
-            yield _reject(_bad_encoding(encoding), source, start)
-            return
-        except csv.Error as e:
-            yield _reject("broken_csv", source, start, str(e))
-            start = reader.line_num + 1
+    layout = ctx.layout
+    csv.field_size_limit(max(ctx.max_bytes, 1 << 17))
+    rows = csvrows.RowSplitter(
+        iter_lines(f, ctx.max_bytes), _decoder(ctx.encoding), "," if layout.format == "csv" else "\t",
+        layout.quoting, max_lines=int(ctx.cfg.get("max_record_lines", 1000)), max_bytes=ctx.max_bytes,
+        decode_error=_bad_encoding(ctx.encoding), ncols=None if layout.header else len(layout.fields) or None,
+    )
+    columns = list(layout.fields)
+    for event in rows:
+        if event[0] == "bad":
+            _, reason, line, snippet = event
+            yield reject(reason, ctx.origin, line, snippet)
             continue
-        line, start = start, reader.line_num + 1
-        if not any(row):
+        _, line, cells = event
+        if layout.header and rows.ncols is None:
+            columns = [c.strip() for c in cells]
+            rows.ncols = len(columns)
             continue
-        if len(row) != len(header):
-            yield _reject("broken_csv", source, line, delimiter.join(row))
-            continue
-        yield record_from_mapping(dict(zip(header, row)), source, line, cfg, delimiter.join(row))
+        yield record_event(dict(zip(columns, cells)), ctx.origin, line, ctx.paths, ctx.id_field,
+                           ("," if layout.format == "csv" else "\t").join(cells), ctx.seen_fields)
 
 
-def _read_parquet(path: str, source: str, cfg: dict) -> Iterator[tuple]:
+def _read_xml(f, ctx: _Ctx) -> Iterator[tuple]:
+    """``<doc>…</doc>`` records, one field per ``<name>…</name>`` (line = the
+    ``<doc>`` line); text outside records other than bare tags is rejected."""
+    origin = ctx.origin
+    doc: Optional[list] = None
+    start = size = 0
+    skipping = False
+    for lineno, line, bad in _lines(f, ctx):
+        if bad is not None:
+            if doc is not None:      # the record holding the bad line goes
+                yield reject(bad[1][0], origin, start, "\n".join(doc))
+                doc, skipping = None, True
+            else:
+                yield bad
+            continue
+        if detect.XML_DOC_START.match(line):
+            if doc is not None:
+                yield reject("broken_xml", origin, start, "\n".join(doc))
+            doc, start, size, skipping = [], lineno, 0, False
+        elif doc is None:
+            if skipping:
+                skipping = not detect.XML_DOC_END.search(line)
+            elif line.strip() and not _bare_tag(line):
+                yield reject("broken_xml", origin, lineno, line)
+            continue
+        doc.append(line)
+        size += len(line)
+        if size > ctx.max_bytes:
+            yield too_large(origin, start, "\n".join(doc))
+            doc, skipping = None, not detect.XML_DOC_END.search(line)
+        elif detect.XML_DOC_END.search(line):
+            text = "\n".join(doc)
+            yield record_event(detect.xml_fields(text), origin, start, ctx.paths, ctx.id_field, text,
+                               ctx.seen_fields)
+            doc = None
+    if doc is not None:
+        yield reject("broken_xml", origin, start, "\n".join(doc))
+
+
+def _bare_tag(line: str) -> bool:
+    s = line.strip()
+    return s.startswith("<") and s.endswith(">") and s.count("<") == 1
+
+
+_FORMAT_READERS = {
+    "jsonl": _read_jsonl, "json": _read_json_value, "csv": _read_delimited, "tsv": _read_delimited,
+    "text": _read_text, "xml": _read_xml,
+}
+
+
+def _read_parquet(path: str, origin: Origin, cfg: dict, state: dict) -> Iterator[tuple]:
     import pyarrow.parquet as pq
 
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
         pf = pq.ParquetFile(f)
-        columns = [c for c in _text_fields(cfg) + [cfg.get("id_field") or ""] if c in pf.schema_arrow.names]
+        first = next(pf.iter_batches(batch_size=200), None)
+        layout = detect.sniff_records(first.to_pylist() if first is not None else [], cfg, "parquet")
+        state["layout"] = layout
+        if layout.problem:
+            yield reject("undecided_layout", origin, 0, layout.problem)
+            return
+        id_field = cfg.get("id_field") or None
+        paths = text_paths(layout.text)
+        wanted = {p.split(".")[0] for p in paths} | {id_field or ""}
+        columns = [c for c in pf.schema_arrow.names if c in wanted]
         line = 0
         for batch in pf.iter_batches(batch_size=4096, columns=columns or None):
             for row in batch.to_pylist():
                 line += 1
-                yield record_from_mapping(row, source, line, cfg)
+                yield record_event(row, origin, line, paths, id_field, json.dumps(row, ensure_ascii=False, default=str),
+                                   state["seen_fields"])
 
 
 def parse_hf_spec(spec: str) -> tuple[str, Optional[str], str]:
@@ -336,63 +413,200 @@ def parse_hf_spec(spec: str) -> tuple[str, Optional[str], str]:
     return name, config, split
 
 
-def _read_hf(spec: str, cfg: dict) -> Iterator[tuple]:
-    """Rows of a Hugging Face dataset through ``datasets.load_dataset`` (a
-    ``save_to_disk`` folder goes through ``datasets.load_from_disk``)."""
+def _load_hf(spec: str):
     import datasets
 
     name, config, split = parse_hf_spec(spec)
-    source = f"hf:{name}:{config or ''}:{split}"
     if os.path.isdir(name) and (
         os.path.exists(os.path.join(name, "state.json")) or os.path.exists(os.path.join(name, "dataset_dict.json"))
     ):
         ds = datasets.load_from_disk(name)
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds[split]
-    else:
-        ds = datasets.load_dataset(name, config, split=split)
-    base = posixpath.basename(name.rstrip("/"))
+        return ds[split] if isinstance(ds, datasets.DatasetDict) else ds
+    return datasets.load_dataset(name, config, split=split)
+
+
+def _read_hf(spec: str, cfg: dict, state: dict) -> Iterator[tuple]:
+    """Rows of a Hugging Face dataset through ``datasets.load_dataset`` (a
+    ``save_to_disk`` folder goes through ``datasets.load_from_disk``)."""
+    name, config, split = parse_hf_spec(spec)
+    origin = Origin(f"hf:{name}:{config or ''}:{split}", f"{posixpath.basename(name.rstrip('/'))}:{split}")
+    ds = _load_hf(spec)
+    layout = detect.sniff_records([ds[i] for i in range(min(len(ds), 200))], cfg, "hf")
+    state["layout"] = layout
+    if layout.problem:
+        yield reject("undecided_layout", origin, 0, layout.problem)
+        return
+    id_field, paths = cfg.get("id_field") or None, text_paths(layout.text)
     for i, row in enumerate(ds, start=1):
-        event = record_from_mapping(row, source, i, cfg)
-        if event[0] == "doc" and cfg.get("id_field") not in row:
-            event = ("doc", (f"{base}:{split}:{i}",) + event[1][1:])
-        yield event
+        yield record_event(row, origin, i, paths, id_field, seen_fields=state["seen_fields"])
+
+
+# --------------------------------------------------------------------------
+# Files, archives, streams
+# --------------------------------------------------------------------------
+
+
+def _open_raw(path: str):
+    return FileSystems.open(path, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _prepare(stream, name: str, cfg: dict) -> tuple[Layout, Any, str]:
+    """(layout, stream positioned at the first record, per-line codec)."""
+    head = streams.read_head(stream, detect.SNIFF_BYTES)
+    layout = detect.sniff(head, name, cfg)
+    body = streams.Prepend(head, stream)
+    encoding = "utf-8" if layout.encoding in ("utf-8", "utf-8-sig") else layout.encoding
+    if encoding == "utf-8" and head.startswith(b"\xef\xbb\xbf"):
+        body.read(3)
+    if detect.is_utf16_like(encoding) or (layout.format == "json" and encoding != "utf-8"):
+        body, encoding = streams.Transcoded(body, encoding), "utf-8"
+    return layout, body, encoding
+
+
+def _read_stream(stream, name: str, origin: Origin, cfg: dict, state: dict) -> Iterator[tuple]:
+    layout, body, encoding = _prepare(stream, name, cfg)
+    state["layout"] = layout
+    if layout.problem:
+        yield reject("undecided_layout", origin, 0, layout.problem)
+        return
+    ctx = _Ctx(origin, layout, encoding, int(cfg.get("max_record_bytes", 10_000_000)),
+               cfg.get("id_field") or None, cfg, state["seen_fields"], text_paths(layout.text))
+    yield from _FORMAT_READERS[layout.format](body, ctx)
+
+
+class _StopArchive(Exception):
+    """A streamed archive cannot go on after a member was cut short."""
+
+
+def _guarded(origin: Origin, read: Callable[[dict], Iterator[tuple]], cfg: dict, member: bool = False) -> Iterator[tuple]:
+    """The events of ``read(state)`` for one file or archive member, plus one
+    reject for how it ended badly (truncated, unreadable) or for an empty
+    file; logs a warning with a hint when many of its records were rejected."""
+    state: dict = {"seen_fields": {}}
+    seen = 0
+    last_line = 0
+    rejected: Counter = Counter()
+    try:
+        for event in read(state):
+            seen += 1
+            last_line = max(last_line, event[1][3])
+            if event[0] == "reject":
+                rejected[event[1][0]] += 1
+            yield event
+    except TruncatedInput as exc:
+        yield reject("truncated_file", origin, last_line + 1, f"{exc} after line {last_line}")
+        if member:
+            raise _StopArchive() from exc
+        return
+    except _StopArchive:
+        return
+    except Exception as exc:  # corrupt archive, unreadable parquet, I/O error …
+        yield reject("unreadable_file", origin, last_line + 1, f"{type(exc).__name__}: {exc}")
+        return
+    if seen == 0:
+        yield reject("empty_file", origin, 0)
+        return
+    if "layout" not in state:   # an archive: its members were judged one by one
+        return
+    warning = hints.file_warning(origin.source, rejected, seen, state.get("layout"),
+                                 float(cfg.get("warn_reject_share", 0.2)), state["seen_fields"])
+    if warning:
+        log.warning("%s", warning)
+
+
+def _read_member(open_member: Callable, name: str, origin: Origin, cfg: dict, state: dict) -> Iterator[tuple]:
+    nested = streams.archive_kind(name)
+    if nested:
+        yield from _read_archive(open_member(), nested, origin, cfg)
+    else:
+        yield from _read_stream(open_member(), name, origin, cfg, state)
+
+
+def _read_archive(stream, kind: str, origin: Origin, cfg: dict) -> Iterator[tuple]:
+    """Each member read like a file of its own (a tar stream cannot go on
+    past a member that was cut short; a zip can)."""
+    for name, open_member in streams.members(stream, kind):
+        sub = origin.member(name)
+        yield from _guarded(sub, functools.partial(_read_member, open_member, name, sub, cfg), cfg, member=kind == "tar")
+
+
+def _read_file(path: str, origin: Origin, cfg: dict, state: dict) -> Iterator[tuple]:
+    with _open_raw(path) as raw:
+        stream = streams.decompress(raw, path)
+        kind = streams.archive_kind(path)
+        if kind:
+            yield from _read_archive(stream, kind, origin, cfg)
+        else:
+            yield from _read_stream(stream, path, origin, cfg, state)
+
+
+def _is_parquet(path: str, cfg: dict) -> bool:
+    fmt = cfg.get("format") or "auto"
+    return fmt == "parquet" or (fmt == "auto" and detect_format(path) == "parquet")
 
 
 def read_source(path: str, cfg: dict) -> Iterator[tuple]:
-    """All ``doc``/``reject`` events of one file or ``hf:`` spec; any error
-    while reading ends the file with an ``unreadable_file`` reject."""
+    """All ``doc``/``reject`` events of one file, archive or ``hf:`` spec."""
     if is_hf_spec(path):
-        yield from _read_hf(path, cfg)
+        yield from _guarded(Origin(path, path), functools.partial(_read_hf, path, cfg), cfg)
         return
-    fmt = cfg.get("format", "auto")
-    if fmt in (None, "auto"):
-        fmt = detect_format(path)
-        if fmt == "unknown":
-            fmt = "text"
-    seen = 0
-    last_line = 0
-    try:
-        if fmt == "parquet":
-            gen = _read_parquet(path, path, cfg)
-        else:
-            f = FileSystems.open(path, mime_type="application/octet-stream", compression_type=CompressionTypes.AUTO)
-            if fmt == "jsonl":
-                gen = _read_jsonl(f, path, cfg)
-            elif fmt == "json":
-                gen = _read_json(f, path, cfg)
-            elif fmt in ("csv", "tsv"):
-                gen = _read_csv(f, path, cfg, "," if fmt == "csv" else "\t")
-            elif fmt == "text":
-                gen = _read_text(f, path, cfg)
-            else:
-                raise ValueError(f"unknown read.format {fmt!r}")
-        for event in gen:
-            seen += 1
-            last_line = event[1][3]
-            yield event
-    except Exception as e:  # corrupt archive, truncated gzip, unreadable parquet …
-        yield _reject("unreadable_file", path, last_line + 1, f"{type(e).__name__}: {e}")
+    origin = Origin.of(path)
+    read = _read_parquet if _is_parquet(path, cfg) else _read_file
+    yield from _guarded(origin, functools.partial(read, path, origin, cfg), cfg)
+
+
+# --------------------------------------------------------------------------
+# Driver side: decide and log the layouts before the run
+# --------------------------------------------------------------------------
+
+
+def _layouts(path: str, cfg: dict) -> Iterator[tuple[str, Layout]]:
+    """(source, layout) for a file, or for the first members of an archive."""
+    if is_hf_spec(path):
+        ds = _load_hf(path)
+        yield path, detect.sniff_records([ds[i] for i in range(min(len(ds), 200))], cfg, "hf")
         return
-    if seen == 0:
-        yield _reject("empty_file", path, 0)
+    if _is_parquet(path, cfg):
+        import pyarrow.parquet as pq
+
+        with _open_raw(path) as f:
+            first = next(pq.ParquetFile(f).iter_batches(batch_size=200), None)
+        yield path, detect.sniff_records(first.to_pylist() if first is not None else [], cfg, "parquet")
+        return
+    with _open_raw(path) as raw:
+        stream = streams.decompress(raw, path)
+        kind = streams.archive_kind(path)
+        if not kind:
+            yield path, detect.sniff(streams.read_head(stream, detect.SNIFF_BYTES), path, cfg)
+            return
+        for i, (name, open_member) in enumerate(streams.members(stream, kind)):
+            if i >= PLAN_MAX_MEMBERS or streams.archive_kind(name):
+                break
+            yield f"{path}/{name}", detect.sniff(streams.read_head(open_member(), detect.SNIFF_BYTES), name, cfg)
+
+
+def plan_inputs(paths: list[str], cfg: dict) -> list[tuple[str, Layout]]:
+    """Sniff the inputs (the first :data:`PLAN_MAX_SOURCES` files/members),
+    log how each kind of file will be read, and raise :class:`InputError`
+    (one line) when a layout cannot be decided.  Damaged files are left to
+    the run, which counts them as rejects."""
+    plans: list[tuple[str, Layout]] = []
+    for path in paths:
+        if len(plans) >= PLAN_MAX_SOURCES:
+            break
+        try:
+            plans.extend(_layouts(path, cfg))
+        except Exception as exc:  # damaged input: the run counts it as a reject
+            log.warning("%s: cannot be sniffed (%s: %s); the run will count it", path, type(exc).__name__, exc)
+    groups: dict[str, list[str]] = {}
+    for source, layout in plans:
+        groups.setdefault(layout.describe(), []).append(source)
+    for description, sources in groups.items():
+        names = ", ".join(posixpath.basename(s) for s in sources[:3]) + (f" and {len(sources) - 3} more" if len(sources) > 3 else "")
+        log.info("reading %s as %s", names, description)
+    problems = [(s, lt) for s, lt in plans if lt.problem]
+    if problems:
+        source, layout = problems[0]
+        more = f" (and {len(problems) - 1} more files)" if len(problems) > 1 else ""
+        raise InputError(f"{source}: {layout.problem}{more}")
+    return plans

@@ -11,18 +11,37 @@ decontamination, quality score) → dedup → split → shard.
 
 Output (OUT = --output)::
 
-    OUT/train/shard-00000-of-0000N.jsonl.gz   {"id", "text"} per line, sorted by id
+    OUT/train/shard-00000-of-0000N.jsonl.gz   {"id", "text", "source"} per line, sorted by id
     OUT/valid/shard-00000-of-0000M.jsonl.gz
-    OUT/manifest.json   {"shards": [{"path", "split", "documents", "characters", "sha256"}]}
-    OUT/stats.json      read == written + sum(rejected) + duplicates_exact + duplicates_near
+    OUT/manifest.json   {"shards": [{"path", "split", "documents", "characters", "bytes", "sha256"}]}
+    OUT/stats.json      read == written + sum(rejected) + duplicates_exact + duplicates_near;
+                        duplicate_ids: {file: {"within_file", "across_files"}}
     OUT/rejects/<reason>.jsonl.gz   {"id", "reason", "source", "line", "text"[, "kept_id"]}
+
+``source`` is the input file (or ``hf:`` spec) a document came from.  Ids are
+unique across the output: an input id that several written documents carry
+is qualified on each of them as ``id@<file basename>:<line>`` and counted in
+``duplicate_ids`` (exact duplicates are removed first, so a repeated record
+is a duplicate, not a collision; ``kept_id`` in rejects is the id as read).
+Near duplicates: a document is dropped when a verified near duplicate ranks
+above it under ``dedup.keep`` (see pipeline/dedup.py for how this differs
+from connected components).  An output folder that holds an input, or lies
+inside an input folder, is refused before anything is deleted.
 
 Everything from reading to writing the shards, rejects, manifest and stats
 runs as Beam transforms; files are read and written through Beam's
-FileSystems; DoFns are pickle-safe and keep no process-global state; the
-global decisions (exact-duplicate groups, LSH buckets, clusters, split plan)
-are GroupByKey / CoGroupByKey / CombineGlobally + side inputs.  So the same
-pipeline runs on every runner:
+FileSystems (``pipeline.corpus``); DoFns are pickle-safe and keep no
+process-global state; every step emits ONE PCollection of tagged events
+(no multi-output ParDo) and every branch ends in the one sink, Finalize
+(tests/test_pipeline_graph.py checks both); the global decisions
+(exact-duplicate groups, LSH buckets, near-duplicate drops, id collisions,
+split plan) are GroupByKey / CoGroupByKey by hash partition, and the split
+plan (one small dict) is the only side input.  So the same pipeline runs on
+every runner.  Local paths are made absolute (workers of other runners do
+not share the working directory).
+
+Runners tested here (tests/test_pipeline_runners.py, same bytes as the
+DirectRunner for both pipelines: manifest sha256 values, stats.json, rejects/):
 
 DirectRunner, in memory (default; also ``make data``)::
 
@@ -33,53 +52,79 @@ DirectRunner, N processes (``make data WORKERS=N``; identical output)::
     python -m pipeline --input ... --output OUT --workers N
     # = --direct_running_mode=multi_processing --direct_num_workers=N
 
-Each worker process costs a fixed 1-2 s that does not shrink with the corpus
-(it imports Beam and the pipeline; Beam shuts the workers down one after the
-other), and the runner process itself needs CPU to move data between stages,
-so on 2 cores the speed-up of 2 workers grows with the corpus size
-(bench/pipeline_bench.py reports it with and without the fixed cost).
+PortableRunner against Beam's local job service with an external SDK worker
+pool: the cross-process path (job API, artifact staging, Fn API data and
+state planes) that Flink, Spark and Dataflow use too::
 
-Workers outside this machine need the ``pipeline`` package: build a wheel
-once, ``pip wheel --no-deps . -w dist``, and ship it with
-``--extra_package dist/zh_pretrain-0.1.0-py3-none-any.whl``.
+    python -m apache_beam.runners.portability.local_job_service_main --port 8099 &
+    PATH=.venv/bin:$PATH python -m apache_beam.runners.worker.worker_pool_main --service_port 50000 &
+    python -m pipeline --input ... --output OUT --runner portable \
+        --job_endpoint=127.0.0.1:8099 --environment_type=EXTERNAL --environment_config=127.0.0.1:50000
+
+(the worker pool starts SDK workers as ``python``: that must be an
+interpreter with this project installed, hence the PATH).
+
+DaskRunner on a dask scheduler with worker processes (``pip install -e '.[dask]'``)::
+
+    dask scheduler --host 127.0.0.1 --port 8786 &
+    dask worker tcp://127.0.0.1:8786 --nthreads 1 &      # as many as wanted
+    python -m pipeline --input ... --output OUT --runner dask \
+        --dask_client_address=tcp://127.0.0.1:8786 --dask_npartitions=2
+
+The scheduler and the workers must import this project (install it, or
+PYTHONPATH=checkout).  Without ``--dask_client_address`` Beam starts a local
+dask cluster.  The DaskRunner is a correctness check of multi-process
+execution here, not the production engine: it computes only what feeds the
+last transform and recomputes a side input for every partition that reads
+it, so it is several times slower than the DirectRunner
+(bench/runners_bench.py measures all of these on one input).
+
+Not runnable offline, hence not tested here (they download a job-server jar,
+or Prism its binary, when they start).  Workers outside this machine need the
+package: ``pip wheel --no-deps . -w dist`` once, then
+``--extra_package dist/zh_pretrain-0.1.0-py3-none-any.whl``; inputs and output
+must be on storage every worker reaches (gs://, s3:// with
+``apache-beam[aws]``, hdfs:// with ``--hdfs_host`` ...).
 
 Flink (``make data RUNNER=flink RUNNER_ARGS='...'``)::
 
-    python -m pipeline --input gs://bucket/raw/*.jsonl.gz --output gs://bucket/clean \\
-        --runner FlinkRunner --flink_master=HOST:8081 --parallelism=16 \\
-        --environment_type=DOCKER --sdk_container_image=apache/beam_python3.11_sdk:2.77.0 \\
+    python -m pipeline --input gs://bucket/raw/*.jsonl.gz --output gs://bucket/clean \
+        --runner FlinkRunner --flink_master=HOST:8081 --flink_version=1.19 --parallelism=16 \
+        --environment_type=DOCKER --sdk_container_image=apache/beam_python3.11_sdk:2.77.0 \
         --extra_package dist/zh_pretrain-0.1.0-py3-none-any.whl
+    # a site that stages the job server itself: --flink_job_server_jar=/opt/beam/beam-runners-flink-1.19-job-server-2.77.0.jar
     # local smoke test of the Flink path: --flink_master=[local] --environment_type=LOOPBACK
 
 Spark (``make data RUNNER=spark``)::
 
-    python -m pipeline --input ... --output ... --runner SparkRunner \\
-        --spark_master_url=spark://HOST:7077 --environment_type=DOCKER \\
-        --sdk_container_image=apache/beam_python3.11_sdk:2.77.0 \\
+    python -m pipeline --input ... --output ... --runner SparkRunner \
+        --spark_master_url=spark://HOST:7077 --spark_version=3 --environment_type=DOCKER \
+        --sdk_container_image=apache/beam_python3.11_sdk:2.77.0 \
         --extra_package dist/zh_pretrain-0.1.0-py3-none-any.whl
+    # a site that stages the job server itself: --spark_job_server_jar=/opt/beam/beam-runners-spark-3-job-server-2.77.0.jar
     # or --spark_submit_uber_jar --spark_rest_url=http://HOST:6066 for a cluster REST endpoint
 
 Dataflow (``make data RUNNER=dataflow``)::
 
-    python -m pipeline --input gs://bucket/raw/*.jsonl.gz --output gs://bucket/clean \\
-        --runner DataflowRunner --project=PROJECT --region=REGION \\
-        --temp_location=gs://bucket/tmp --staging_location=gs://bucket/staging \\
-        --extra_package dist/zh_pretrain-0.1.0-py3-none-any.whl \\
+    python -m pipeline --input gs://bucket/raw/*.jsonl.gz --output gs://bucket/clean \
+        --runner DataflowRunner --project=PROJECT --region=REGION \
+        --temp_location=gs://bucket/tmp --staging_location=gs://bucket/staging \
+        --extra_package dist/zh_pretrain-0.1.0-py3-none-any.whl \
         --max_num_workers=32 --experiments=use_runner_v2
 
-Inputs and output must then be on a filesystem every worker can reach
-(gs://, s3:// with ``apache-beam[aws]``, hdfs:// with ``--hdfs_host`` ...).
 The runner is always named explicitly (DirectRunner by default): Beam 2.77
-otherwise picks the Prism runner, which it downloads first.
+otherwise picks the Prism runner, which it downloads first.  Aliases:
+direct, portable, dask, flink, spark, dataflow, prism.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -87,18 +132,32 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline import checks as checks_mod
 from pipeline import clean as clean_mod
-from pipeline import dedup, filters, readers, shards
-from pipeline.config import ConfigError, as_dict, load_config
+from pipeline import corpus, dedup, filters, hints, readers, shards
+from pipeline.config import PipelineConfig, as_dict, load_config
+from pipeline.typed_config import ConfigError, build
+from pipeline.events import DOCS, REJECTS, Keep, ReadEach, Select, Tag, events, step
 
 log = logging.getLogger("pipeline")
 
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"
 RUNNER_ALIASES = {
     "direct": "DirectRunner",
+    "portable": "PortableRunner",
+    "dask": DASK_RUNNER,
+    "daskrunner": DASK_RUNNER,
     "flink": "FlinkRunner",
     "spark": "SparkRunner",
     "dataflow": "DataflowRunner",
     "prism": "PrismRunner",
 }
+
+# Event kinds besides docs/rejects (see pipeline/events.py).
+READ, ENTRY, REJECTED, PLAN, IDS, DROP, RENAME = "read", "entry", "rejected", "plan", "ids", "drop", "rename"
+CHECKS = "checks"    # counts per decision of the data-quality checks (pipeline/checks.py)
+
+# Input bytes per dedup hash partition: more partitions on bigger corpora keep
+# the memory of one partition's work bounded (the output does not depend on it).
+PARTITION_BYTES = 64 << 20
 
 
 # --------------------------------------------------------------------------
@@ -107,16 +166,16 @@ RUNNER_ALIASES = {
 
 
 class ReadSource(beam.DoFn):
-    """File path / hf: spec → batches of documents (lists of at most
-    ``batch_size`` docs or ~``batch_bytes`` of text), plus ``rejects`` (lists)
-    and ``counts`` (records read per file, for stats.json["read"])."""
+    """File path / hf: spec → events: ``docs`` batches (at most ``batch_size``
+    docs or ~``batch_bytes`` of text), ``rejects`` lists, and one ``read``
+    count (records read from the file, for stats.json["read"])."""
 
     def __init__(self, read_cfg: dict, batch_size: int, batch_bytes: int = 8 << 20):
         self.read_cfg = read_cfg
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
 
-    def process(self, path: str) -> Iterator[Any]:
+    def process(self, path: str) -> Iterator[tuple]:
         n = 0
         batch: list = []
         rejects: list = []
@@ -127,18 +186,15 @@ class ReadSource(beam.DoFn):
                 batch.append(payload)
                 size += len(payload[1])
                 if len(batch) >= self.batch_size or size >= self.batch_bytes:
-                    yield batch
+                    yield DOCS, batch
                     batch, size = [], 0
             else:
                 rejects.append(payload)
                 if len(rejects) >= self.batch_size:
-                    yield beam.pvalue.TaggedOutput("rejects", rejects)
+                    yield REJECTS, rejects
                     rejects = []
-        if batch:
-            yield batch
-        if rejects:
-            yield beam.pvalue.TaggedOutput("rejects", rejects)
-        yield beam.pvalue.TaggedOutput("counts", n)
+        yield from events(batch, rejects)
+        yield READ, n
 
 
 def clean_and_filter(batch, clean, active_filters, exact: bool, snippet: int) -> tuple[list, list]:
@@ -157,103 +213,103 @@ def clean_and_filter(batch, clean, active_filters, exact: bool, snippet: int) ->
 
 
 class CleanAndFilter(beam.DoFn):
-    """Doc batch → batch of (text key, cleaned doc), plus ``rejects`` (one list
-    per batch) naming each rejected document's first failing filter."""
+    """Doc batch → events: a batch of (text key, cleaned doc) and the rejects,
+    each naming the document's first failing filter."""
 
     def __init__(self, cfg: dict):
         self.cfg = cfg
 
     def setup(self):
-        self.clean = clean_mod.build_cleaner(self.cfg.clean)
-        self.filters = filters.build_filters(self.cfg.filters)
-        self.exact = self.cfg.dedup.exact
-        self.snippet = self.cfg.output.reject_text_chars
+        self.clean = clean_mod.build_cleaner(self.cfg["clean"])
+        self.filters = filters.build_filters(self.cfg["filters"])
+        self.exact = self.cfg["dedup"].get("exact", True)
+        self.snippet = self.cfg["output"].get("reject_text_chars", 300)
 
-    def process(self, batch) -> Iterator[Any]:
-        out, rejects = clean_and_filter(batch, self.clean, self.filters, self.exact, self.snippet)
-        if rejects:
-            yield beam.pvalue.TaggedOutput("rejects", rejects)
-        if out:
-            yield out
+    def process(self, batch) -> Iterator[tuple]:
+        yield from events(*clean_and_filter(batch, self.clean, self.filters, self.exact, self.snippet))
 
 
 class RunChecks(beam.DoFn):
-    """Keyed-doc batch → kept batch (PII masked, record fields attached), plus ``rejects``
-    and ``checks`` (counts per decision): ``pipeline.checks``."""
+    """Keyed-doc batch → events: the kept batch (PII masked), the rejects of the language,
+    word-list, PII, decontamination and quality checks, and their ``checks`` counts."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: dict):
         self.cfg = cfg
 
     def setup(self):
-        self.checks = checks_mod.Checks(self.cfg)
+        self.checks = checks_mod.Checks(build(PipelineConfig, self.cfg, "pipeline config"))
 
-    def process(self, batch) -> Iterator[Any]:
-        kept, rejects, counts = checks_mod.run_checks(batch, self.checks)
-        if rejects:
-            yield beam.pvalue.TaggedOutput("rejects", rejects)
+    def process(self, batch) -> Iterator[tuple]:
+        kept, rejects, counts, _ = checks_mod.run_checks(batch, self.checks)
+        yield from events(kept, rejects)
         if counts:
-            yield beam.pvalue.TaggedOutput("checks", counts)
-        if kept:
-            yield kept
+            yield CHECKS, counts
 
 
-class MergeCounts(beam.CombineFn):
-    """Per-batch check counts → one nested dict (``checks.merge_counts``)."""
-
-    def create_accumulator(self):
-        return {}
-
-    def add_input(self, acc, counts):
-        return checks_mod.merge_counts(acc, counts)
-
-    def merge_accumulators(self, accs):
-        out: dict = {}
-        for acc in accs:
-            out = checks_mod.merge_counts(out, acc)
-        return out
-
-    def extract_output(self, acc):
-        return acc
-
-
-def drop_and_assign(batch, dropped, plan: dict, valid_fraction: float, snippet: int) -> tuple[dict, list]:
-    """Keyed-doc batch → ({(split, shard): [(id, text, key)]}, rejects): the
-    near duplicates in ``dropped`` (key → kept id) become ``duplicate_near``
-    rejects, every other document goes to its shard."""
+def assign_shards(event: tuple, plan: dict, valid_fraction: float) -> dict:
+    """One event bound for the shards → {(split, shard, count): (kind, sub-list)}:
+    documents by their (id, key) hash; near-duplicate drops and id renames
+    follow the document they concern."""
+    kind, items = event
     parts: dict = {}
-    rejects = []
-    for key, doc in batch:
-        kept = dropped.get(key)
-        if kept is not None:
-            rejects.append(("duplicate_near", doc[0], doc[2], doc[3], doc[1][:snippet], kept))
-        else:
-            parts.setdefault(shards.assign_split(doc[0], key, plan, valid_fraction), []).append((doc[0], doc[1], key))
-    return parts, rejects
+    for item in items:
+        split, index = shards.assign_split(item[1][0], item[0], plan, valid_fraction)
+        parts.setdefault((split, index, plan["shards"][split]), []).append(item)
+    return {shard: (kind, sub) for shard, sub in parts.items()}
 
 
-class DropAndAssign(beam.DoFn):
-    """Keyed-doc batch → ((split, shard), [(id, text, key)]) sub-batches and
-    ``rejects`` (one list per batch).  Dropping near duplicates here, in the
-    pass that assigns shards anyway, saves a pass over the texts."""
+class AssignShards(beam.DoFn):
+    """Events ``docs`` (keyed-doc batches), ``drop`` ((key, (id, kept id)))
+    and ``rename`` ((key, (id, new id))) → (shard, event) under the split plan."""
 
-    def __init__(self, valid_fraction: float, snippet_chars: int):
+    def __init__(self, valid_fraction: float):
         self.valid_fraction = valid_fraction
-        self.snippet = snippet_chars
 
-    def process(self, batch, plan, dropped=None) -> Iterator[Any]:
-        parts, rejects = drop_and_assign(batch, dropped or {}, plan, self.valid_fraction, self.snippet)
+    def process(self, event, plan) -> Iterator[tuple]:
+        yield from assign_shards(event, plan, self.valid_fraction).items()
+
+
+def shard_documents(grouped: Iterable[tuple], snippet: int) -> tuple[list, list]:
+    """One shard's events → (documents (id, text, key, source) to write,
+    ``duplicate_near`` rejects): drops are applied, ids renamed."""
+    docs, dropped, renamed = [], {}, {}
+    for kind, items in grouped:
+        if kind == DOCS:
+            docs.extend(items)
+        elif kind == DROP:
+            dropped.update((key, kept) for key, (_, kept) in items)
+        else:
+            renamed.update((key, new) for key, (_, new) in items)
+    out, rejects = [], []
+    for key, (doc_id, text, source, line) in docs:
+        if key in dropped:
+            rejects.append(("duplicate_near", doc_id, source, line, text[:snippet], dropped[key]))
+        else:
+            out.append((renamed.get(key, doc_id), text, key, source))
+    return out, rejects
+
+
+class WriteShard(beam.DoFn):
+    """((split, shard), events) → the shard file; events: its manifest
+    ``entry`` and the near-duplicate ``rejects``."""
+
+    def __init__(self, output: str, gzip_level: int = 6, parquet: bool = False, snippet: int = 300):
+        self.output = output
+        self.gzip_level = gzip_level
+        self.parquet = parquet
+        self.snippet = snippet
+
+    def process(self, item) -> Iterator[tuple]:
+        (split, index, count), grouped = item
+        docs, rejects = shard_documents(grouped, self.snippet)
         if rejects:
-            yield beam.pvalue.TaggedOutput("rejects", rejects)
-        yield from parts.items()
+            yield REJECTS, rejects
+        yield ENTRY, shards.write_shard(self.output, split, index, count, docs, self.gzip_level, self.parquet)
 
 
-def _split_items(batch) -> list:
-    """Keyed-doc batch → [(key, id)]: what the split plan needs, without texts."""
-    return [(key, doc[0]) for key, doc in batch]
-
-
-def _survivors(items, dropped=None) -> list:
-    return [item for item in items if item[0] not in dropped] if dropped else items
+def _split_items(survivors: list) -> list:
+    """Survivor items → [(key, id)]: what the split plan needs."""
+    return [(key, doc_id) for key, doc_id, _, _ in survivors]
 
 
 class SplitPlanFn(beam.CombineFn):
@@ -275,30 +331,25 @@ class SplitPlanFn(beam.CombineFn):
         return shards.SplitPlan.finish(acc, self.output_cfg)
 
 
-class WriteShard(beam.DoFn):
-    """((split, shard), doc batches) → the shard file; yields its manifest entry."""
-
-    def __init__(self, output: str, gzip_level: int = 6, parquet: bool = False):
-        self.output = output
-        self.gzip_level = gzip_level
-        self.parquet = parquet
-
-    def process(self, item, plan):
-        (split, index), batches = item
-        docs = [d for batch in batches for d in batch]
-        yield shards.write_shard(self.output, split, index, plan["shards"][split], docs, self.gzip_level, self.parquet)
+def _census_items(survivors: list, partitions: int) -> Iterator[tuple[int, list]]:
+    """Survivor items → (partition of the id, items): one id, one partition."""
+    parts: dict[int, list] = {}
+    for item in survivors:
+        parts.setdefault(dedup.partition_of(dedup.exact_key(item[1]), partitions), []).append(item)
+    yield from parts.items()
 
 
-def write_empty_shards(entries: list, plan: dict, output: str, gzip_level: int, parquet: bool) -> list:
-    """Manifest entries of the planned shards that got no document, written
-    now, so that every planned shard file exists."""
-    written = {e["path"] for e in entries}
-    return [
-        shards.write_shard(output, split, index, plan["shards"][split], [], gzip_level, parquet)
-        for split in shards.SPLITS
-        for index in range(plan["shards"][split])
-        if shards.shard_path(split, index, plan["shards"][split]) not in written
-    ]
+def _census_partition(item) -> Iterator[tuple]:
+    """One id partition → ``rename`` events (key, (id, new id)) and its ``ids`` counts."""
+    _, parts = item
+    renames, counts = shards.id_census(i for part in parts for i in part)
+    if renames:
+        yield RENAME, [(key, (old, new)) for key, old, new in renames]
+    yield IDS, counts
+
+
+def _drop_events(dropped: list) -> tuple[str, list]:
+    return DROP, [(key, (doc_id, kept)) for key, doc_id, kept in dropped]
 
 
 def _by_reason(rejects: list) -> Iterator[tuple[str, list]]:
@@ -313,79 +364,87 @@ def _write_rejects(item, output, gzip_level):
     return shards.write_rejects(output, reason, [r for rejects in lists for r in rejects], gzip_level)
 
 
-def _finalize(_, output, ocfg, entries, reject_counts, read_counts, input_bytes, plan, check_info, check_counts=None):
-    entries = list(entries)
-    entries += write_empty_shards(entries, plan, output, ocfg["gzip_level"], ocfg["parquet"])
-    entries.sort(key=lambda e: e["path"])
-    stats = shards.build_stats(sum(read_counts), dict(reject_counts), entries, input_bytes)
+def write_empty_shards(entries: list, plan: dict, output: str, gzip_level: int, parquet: bool) -> list:
+    """Manifest entries of the planned shards that got no document, written
+    now, so that every planned shard file exists."""
+    written = {e["path"] for e in entries}
+    return [
+        shards.write_shard(output, split, index, plan["shards"][split], [], gzip_level, parquet)
+        for split in shards.SPLITS
+        for index in range(plan["shards"][split])
+        if corpus.shard_path(split, index, plan["shards"][split]) not in written
+    ]
+
+
+def finalize(summary: Iterable[tuple], output: str, ocfg: dict, input_bytes: int, check_info: dict | None = None) -> dict:
+    """The run's summary events → manifest.json and stats.json (written last)."""
+    by_kind: dict[str, list] = {ENTRY: [], REJECTED: [], READ: [], PLAN: [], IDS: [], CHECKS: []}
+    for kind, payload in summary:
+        by_kind[kind].append(payload)
+    plan = by_kind[PLAN][0] if by_kind[PLAN] else shards.SplitPlan.finish(shards.SplitPlan.create_accumulator(), ocfg)
+    entries = by_kind[ENTRY] + write_empty_shards(by_kind[ENTRY], plan, output, ocfg["gzip_level"], ocfg["parquet"])
+    stats = shards.build_stats(sum(by_kind[READ]), dict(by_kind[REJECTED]), entries, input_bytes)
     stats["shards"] = plan["shards"]
-    stats.update(checks_mod.stats_section(check_counts or {}, check_info))
-    shards.write_json(output, "manifest.json", {"shards": entries})
-    shards.write_json(output, "stats.json", stats)
-    yield stats
+    stats["duplicate_ids"] = shards.merge_id_counts(by_kind[IDS])
+    counts: dict = {}
+    for c in by_kind[CHECKS]:
+        counts = checks_mod.merge_counts(counts, c)
+    stats.update(checks_mod.stats_section(counts, check_info))
+    corpus.write_manifest(output, entries, stats)
+    return stats
+
+
+def _finalize(item, output: str, ocfg: dict, input_bytes: int, check_info: dict) -> Iterator[dict]:
+    _, summary = item
+    yield finalize(summary, output, ocfg, input_bytes, check_info)
 
 
 # --------------------------------------------------------------------------
-# Composite transforms
+# Composite transforms.  Every step emits one PCollection of events; named
+# Selects pick what the next step needs; every branch ends in the one sink,
+# "Write/Finalize", as a main input (see tests/test_pipeline_graph.py).
 # --------------------------------------------------------------------------
 
 
-class ReadCorpus(beam.PTransform):
-    """Matched file paths → docs; tagged ``rejects`` and ``counts``."""
+class Deduplicate(beam.PTransform):
+    """Keyed-doc batches → {"docs": batches without exact duplicates,
+    "survivors": survivor lists, "drop": drop events, "rejects": exact-duplicate
+    rejects}.  Near duplicates are not removed from the batches here: their
+    ``drop`` events travel to the shard of the document they concern, where
+    the writer applies them (no per-document map on one worker)."""
 
-    def __init__(self, paths: Sequence[str], cfg: dict):
-        super().__init__()
-        self.paths = list(paths)
-        self.cfg = cfg
-
-    def expand(self, pbegin):
-        return (
-            pbegin
-            | "Paths" >> beam.Create(self.paths)
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadSource"
-            >> beam.ParDo(ReadSource(as_dict(self.cfg.read), self.cfg.beam.batch_size)).with_outputs(
-                "rejects", "counts", main="docs"
-            )
-        )
-
-
-class CleanFilter(beam.PTransform):
     def __init__(self, cfg: dict):
         super().__init__()
         self.cfg = cfg
 
     def expand(self, docs):
-        return docs | "CleanAndFilter" >> beam.ParDo(CleanAndFilter(self.cfg)).with_outputs("rejects", main="docs")
-
-
-class Deduplicate(beam.PTransform):
-    """Exact then near-duplicate detection; returns (docs without exact
-    duplicates, near-duplicate map or None, [reject PCollections]).  The map
-    (dropped key → kept id) is applied where the documents are assigned to
-    shards (``DropAndAssign``), so the texts are not passed over once more."""
-
-    def __init__(self, cfg: dict):
-        super().__init__()
-        self.cfg = cfg
-
-    def expand(self, keyed):
-        dcfg = self.cfg.dedup
-        snippet = self.cfg.output.reject_text_chars
-        partitions, batch_size = self.cfg.beam.partitions, self.cfg.beam.batch_size
+        dcfg = self.cfg["dedup"]
+        snippet = self.cfg["output"]["reject_text_chars"]
+        partitions, batch_size = self.cfg["beam"]["partitions"], self.cfg["beam"]["batch_size"]
         rejects = []
-        if dcfg.exact:
-            exact = keyed | "Exact" >> dedup.ExactDedup(snippet, partitions, batch_size)
-            keyed = exact.docs
-            rejects.append(exact.rejects)
-        near = keyed | "Near" >> dedup.NearDuplicateClusters(as_dict(dcfg), partitions) if dcfg.near else None
-        return keyed, near, rejects
+        if dcfg.get("exact", True):
+            docs = step(docs, "Exact", dedup.ExactDedup(snippet, partitions, batch_size), rejects)
+        if dcfg.get("near", True):
+            candidates = docs | "Near" >> dedup.NearDuplicates(dcfg, partitions)
+        else:
+            candidates = docs.pipeline | "NoNearDedup" >> beam.Create([])
+        joined = {"docs": docs, "candidates": candidates} | "Survivors" >> dedup.Survivors(partitions)
+        return {
+            "docs": docs,
+            "survivors": joined | "SurvivorItems" >> Select(dedup.SURVIVORS),
+            "drop": joined | "Dropped" >> Select(dedup.DROPPED) | "DropEvents" >> beam.Map(_drop_events),
+            "rejects": rejects,
+        }
+
 
 
 class WriteOutput(beam.PTransform):
-    """{docs, counts[, near], rejects...} → shards, rejects/, manifest,
-    stats.  Every key starting with ``rejects`` is a PCollection of reject
-    lists (flattened once, here)."""
+    """{docs, survivors, drop, read, rejects (reject lists of the steps
+    before)} → shards, rejects/, manifest.json,
+    stats.json.  The split plan (one small dict) is the only side input; the
+    last step, Finalize, gathers the small summary events (manifest entries,
+    reject counts, read counts, plan, id counts) on one key and writes the
+    manifest and stats."""
 
     def __init__(self, output: str, cfg: dict, input_bytes: int):
         super().__init__()
@@ -394,66 +453,70 @@ class WriteOutput(beam.PTransform):
         self.input_bytes = input_bytes
 
     def expand(self, pcolls):
-        docs, counts, near = pcolls["docs"], pcolls["counts"], pcolls.get("near")
-        check_counts = pcolls.get("checks")
-        rejects = [pcoll for name, pcoll in sorted(pcolls.items()) if name.startswith("rejects")]
-        ocfg = as_dict(self.cfg.output)
-        p = docs.pipeline
-        dropped = {} if near is None else {"dropped": beam.pvalue.AsSingleton(near, default_value={})}
-        plan = beam.pvalue.AsSingleton(
-            docs
+        ocfg, partitions = self.cfg["output"], self.cfg["beam"]["partitions"]
+        plan = (
+            pcolls["survivors"]
             | "SplitItems" >> beam.Map(_split_items)
-            | "Survivors" >> beam.Map(_survivors, **dropped)
             | "SplitPlan" >> beam.CombineGlobally(SplitPlanFn(ocfg))
         )
-        assigned = docs | "DropAndAssign" >> beam.ParDo(
-            DropAndAssign(ocfg["valid_fraction"], ocfg["reject_text_chars"]), plan, **dropped
-        ).with_outputs("rejects", main="parts")
-        entries = (
-            assigned.parts
+        census = (
+            pcolls["survivors"]
+            | "ByIdPartition" >> beam.FlatMap(_census_items, partitions)
+            | "GroupIds" >> beam.GroupByKey()
+            | "IdCensus" >> beam.FlatMap(_census_partition)
+        )
+        written = (
+            [pcolls["docs"] | "TagDocs" >> Tag(DOCS), pcolls["drop"], census | "Renames" >> Keep(RENAME)]
+            | "BoundForShards" >> beam.Flatten()
+            | "AssignShards" >> beam.ParDo(AssignShards(ocfg["valid_fraction"]), beam.pvalue.AsSingleton(plan))
             | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard"
-            >> beam.ParDo(WriteShard(self.output, gzip_level=ocfg["gzip_level"], parquet=ocfg["parquet"]), plan)
+            | "WriteShard" >> beam.ParDo(WriteShard(self.output, ocfg["gzip_level"], ocfg["parquet"], ocfg["reject_text_chars"]))
         )
         reject_counts = (
-            [*rejects, assigned.rejects]
+            [pcolls["rejects"], written | "NearRejects" >> Select(REJECTS)]
             | "AllRejects" >> beam.Flatten()
             | "ByReason" >> beam.FlatMap(_by_reason)
             | "GroupByReason" >> beam.GroupByKey()
             | "WriteRejects" >> beam.Map(_write_rejects, self.output, ocfg["gzip_level"])
         )
+        summary = [
+            written | "Entries" >> Keep(ENTRY),
+            reject_counts | "TagRejected" >> Tag(REJECTED),
+            pcolls["read"],
+            plan | "TagPlan" >> Tag(PLAN),
+            census | "IdCounts" >> Keep(IDS),
+            *([pcolls["checks"]] if "checks" in pcolls else []),
+        ]
         return (
-            p
-            | "Finalize" >> beam.Create([None])
-            | "WriteManifestAndStats"
-            >> beam.FlatMap(
-                _finalize,
-                self.output,
-                ocfg,
-                beam.pvalue.AsList(entries),
-                beam.pvalue.AsList(reject_counts),
-                beam.pvalue.AsList(counts),
-                self.input_bytes,
-                plan,
-                checks_mod.describe(self.cfg),
-                *([] if check_counts is None else
-                  [beam.pvalue.AsSingleton(check_counts | "MergeCheckCounts" >> beam.CombineGlobally(MergeCounts()))]),
-            )
+            summary
+            | "Summary" >> beam.Flatten()
+            | "OneKey" >> beam.Map(lambda event: (None, event))
+            | "Gather" >> beam.GroupByKey()
+            | "Finalize" >> beam.FlatMap(_finalize, self.output, ocfg, self.input_bytes,
+                                         checks_mod.describe(build(PipelineConfig, self.cfg, "pipeline config")))
         )
 
 
 def build_pipeline(p: beam.Pipeline, paths: Sequence[str], output: str, cfg: dict, input_bytes: int = 0):
-    """The whole corpus pipeline on ``p``; returns the PCollection of the stats dict."""
-    read = p | "Read" >> ReadCorpus(paths, cfg)
-    cleaned = read.docs | "Clean" >> CleanFilter(cfg)
-    checked = cleaned.docs | "Checks" >> beam.ParDo(RunChecks(cfg)).with_outputs("rejects", "checks", main="docs")
-    docs, near, dedup_rejects = checked.docs | "Dedup" >> Deduplicate(cfg)
-    pcolls = {"docs": docs, "counts": read.counts, "rejects_read": read.rejects, "rejects_clean": cleaned.rejects,
-              "rejects_checks": checked.rejects, "checks": checked.checks}
-    pcolls.update({f"rejects_dedup_{i}": r for i, r in enumerate(dedup_rejects)})
-    if near is not None:
-        pcolls["near"] = near
-    return pcolls | "Write" >> WriteOutput(output, cfg, input_bytes)
+    """The whole corpus pipeline on ``p``; returns the PCollection of the stats dict.
+
+    Steps that keep or reject documents follow the pattern in pipeline/events.py:
+    ``docs = step(docs, "Name", SomeDoFn(cfg), rejects)``."""
+    rejects: list = []
+    read = p | "Read" >> ReadEach(paths, ReadSource(cfg["read"], cfg["beam"]["batch_size"]))
+    rejects.append(read | "ReadRejects" >> Select(REJECTS))
+    docs = read | "ReadDocs" >> Select(DOCS)
+    docs = step(docs, "Clean", CleanAndFilter(cfg), rejects)
+    checked = docs | "Checks" >> beam.ParDo(RunChecks(cfg))
+    rejects.append(checked | "ChecksRejects" >> Select(REJECTS))
+    docs = checked | "ChecksDocs" >> Select(DOCS)
+    deduped = docs | "Dedup" >> Deduplicate(cfg)
+    rejects += deduped.pop("rejects")
+    return (
+        {**deduped, "read": read | "ReadCounts" >> Keep(READ), "rejects": rejects | "Rejects" >> beam.Flatten(),
+         "checks": checked | "ChecksCounts" >> Keep(CHECKS)}
+        | "Write" >> WriteOutput(output, cfg, input_bytes)
+    )
 
 
 # --------------------------------------------------------------------------
@@ -462,31 +525,14 @@ def build_pipeline(p: beam.Pipeline, paths: Sequence[str], output: str, cfg: dic
 
 
 def expand_inputs(inputs: Iterable[str]) -> list[str]:
-    paths: list[str] = []
-    for spec in inputs:
-        matched = readers.expand_input(spec)
-        if not matched:
-            raise FileNotFoundError(f"no input matched {spec!r}")
-        paths.extend(matched)
-    return sorted(set(paths))
+    """Files of the input specs (see ``pipeline.corpus.expand_inputs``)."""
+    return corpus.expand_inputs(inputs)
 
 
-def _input_size(paths: Sequence[str]) -> int:
-    files = [p for p in paths if not readers.is_hf_spec(p)]
-    if not files:
-        return 0
-    return sum(m.size_in_bytes for r in FileSystems.match(files) for m in r.metadata_list)
-
-
-def _clear_output(output: str) -> None:
-    """Remove a previous run's files, so no stale shard survives a re-run."""
-    patterns = [shards.join_path(output, d) + "/**" for d in ("train", "valid", "rejects")]
-    patterns += [shards.join_path(output, f) for f in ("manifest.json", "stats.json")]
-    stale = []
-    for result in FileSystems.match(patterns):
-        stale.extend(m.path for m in result.metadata_list)
-    if stale:
-        FileSystems.delete(stale)
+def dedup_partitions(cfg: dict, input_bytes: int) -> int:
+    """Hash partitions of the dedup shuffles: the configured number, more on
+    big inputs (one per ``PARTITION_BYTES``) so a partition stays small."""
+    return max(int(cfg["beam"]["partitions"]), math.ceil(input_bytes / PARTITION_BYTES))
 
 
 def pipeline_options(runner: str = "DirectRunner", workers: int = 1, extra_beam_args: Sequence[str] = ()) -> PipelineOptions:
@@ -514,22 +560,29 @@ def run_pipeline(
     nested dict over the config, e.g. ``{"output": {"num_shards": 4}}``."""
     if isinstance(inputs, str):
         inputs = [inputs]
-    cfg = load_config(config_path, overrides)
+    cfg = as_dict(load_config(config_path, overrides))   # validated; the graph takes plain mappings
     paths = expand_inputs(inputs)
-    input_bytes = _input_size(paths)
-    output = output.rstrip("/") or output
+    output = corpus.absolute(output.rstrip("/") or output)
+    corpus.check_output_apart(output, inputs, paths)
+    layouts = [layout for _, layout in readers.plan_inputs(paths, cfg["read"])]
+    input_bytes = corpus.input_bytes(paths)
+    cfg["beam"]["partitions"] = dedup_partitions(cfg, input_bytes)
     if not FileSystems.exists(output):
         FileSystems.mkdirs(output)
-    _clear_output(output)
+    corpus.clear_outputs(output)
     start = time.perf_counter()
-    with beam.Pipeline(options=pipeline_options(runner, workers, extra_beam_args)) as p:
-        build_pipeline(p, paths, output, cfg, input_bytes)
+    with corpus.scratch_tmpdir():
+        with beam.Pipeline(options=pipeline_options(runner, workers, extra_beam_args)) as p:
+            build_pipeline(p, paths, output, cfg, input_bytes)
     elapsed = time.perf_counter() - start
-    stats = shards.read_json(shards.join_path(output, "stats.json")) or {}
+    stats = corpus.read_json(corpus.join(output, corpus.STATS)) or {}
     stats["elapsed_s"] = round(elapsed, 3)
     stats["docs_per_s"] = round(stats.get("read", 0) / elapsed, 1) if elapsed else 0.0
     stats["mb_per_s"] = round(input_bytes / 1e6 / elapsed, 3) if elapsed else 0.0
     log_report(stats, output)
+    empty = hints.zero_output_message(stats, layouts)
+    if empty:
+        raise readers.InputError(empty)
     return stats
 
 
@@ -561,13 +614,17 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
                         help="glob, file, directory or hf:NAME[:CONFIG][:SPLIT]; may repeat")
     parser.add_argument("--output", required=True, help="output folder (any Beam filesystem)")
     parser.add_argument("--config", default=None, help="YAML config (default: built-in defaults = configs/pipeline.yaml)")
-    parser.add_argument("--runner", default="DirectRunner", help="DirectRunner|FlinkRunner|SparkRunner|DataflowRunner (or direct|flink|spark|dataflow)")
+    parser.add_argument("--runner", default="DirectRunner",
+                        help="direct|portable|dask|flink|spark|dataflow (or a Beam runner class name)")
     parser.add_argument("--workers", type=int, default=1, help="DirectRunner processes (>1: multi_processing)")
     parser.add_argument("--num-shards", type=int, default=None, help="train shards (default: <=100k docs per shard)")
     parser.add_argument("--valid-fraction", type=float, default=None, help="validation fraction (default 0.02)")
-    parser.add_argument("--text-field", default=None, help="text field/column; 'a,b' = first present")
+    parser.add_argument("--text-field", default=None,
+                        help="text field/column or a path into nested records (data.paragraphs.context, "
+                             "0 = first column); 'a,b' = first present (default: detected per file)")
     parser.add_argument("--id-field", default=None, help="id field/column")
-    parser.add_argument("--format", default=None, help="auto|jsonl|json|text|csv|tsv|parquet")
+    parser.add_argument("--format", default=None, help="auto|jsonl|json|text|csv|tsv|xml|parquet (default: detected per file)")
+    parser.add_argument("--encoding", default=None, help="input encoding, e.g. gb18030, big5, utf-16 (default: detected per file)")
     parser.add_argument("--text-unit", default=None, choices=["line", "block"], help="plain text: document per line or per blank-line block")
     parser.add_argument("--parquet", action="store_true", help="also write Parquet shards")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -582,6 +639,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         over["read"]["id_field"] = args.id_field
     if args.format is not None:
         over["read"]["format"] = args.format
+    if args.encoding is not None:
+        over["read"]["encoding"] = args.encoding
     if args.text_unit is not None:
         over["read"]["text_unit"] = args.text_unit
     if args.num_shards is not None:
@@ -596,6 +655,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
 def main(argv: Sequence[str] | None = None) -> int:
     args, beam_args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger(readers.log.name).setLevel(logging.INFO)  # how each file is read
     try:
         stats = run_pipeline(
             args.input,
@@ -606,7 +666,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra_beam_args=beam_args,
             overrides=overrides_from_args(args),
         )
-    except (FileNotFoundError, ConfigError) as exc:   # no input matched, bad config: one line, not a traceback
+    except (FileNotFoundError, corpus.CorpusError, ConfigError) as exc:   # no input matched, unsafe output, bad config
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
+    except readers.InputError as exc:  # undecidable layout, or nothing written: one line with a hint
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0 if stats.get("accounted") else 1

@@ -2,25 +2,20 @@
 
 Split and shard index come from a blake2b hash of (id, text key), never from
 Python's ``hash()`` (salted per process), and shards are sorted by id and
-gzip-compressed with ``mtime=0``, so re-runs and any worker count give
-byte-identical files and identical manifest checksums.  Files are written
-through Beam's FileSystems (temp name, then rename), so the same code writes
-to local disk, GCS, S3 or HDFS.
+gzip-compressed with ``mtime=0``, so re-runs, any worker count and any
+runner give byte-identical files and identical manifest checksums.  Files are
+written through ``pipeline.corpus`` (atomic, any Beam filesystem).
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
-import json
 import math
-from typing import Iterable, Optional
+import posixpath
+from typing import Iterable
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
-SPLITS = ("train", "valid")
+from pipeline.corpus import SPLITS, gzip_bytes, join, jsonl_bytes, shard_entry, shard_path, write_bytes
 
 
 def doc_hash(doc_id: str, key: str) -> tuple[float, int]:
@@ -89,55 +84,15 @@ def assign_split(doc_id: str, key: str, plan: dict, valid_fraction: float) -> tu
     return split, shard_value % plan["shards"][split]
 
 
-def shard_path(split: str, index: int, count: int, ext: str = "jsonl.gz") -> str:
-    """Path relative to the output folder, e.g. train/shard-00000-of-00002.jsonl.gz."""
-    return f"{split}/shard-{index:05d}-of-{count:05d}.{ext}"
-
-
-def join_path(root: str, rel: str) -> str:
-    return FileSystems.join(root, *rel.split("/"))
-
-
-def write_bytes(path: str, data: bytes) -> None:
-    """Write a whole file through FileSystems: temp name then rename, so a
-    retried or killed worker never leaves a half-written shard behind."""
-    tmp = path + ".tmp"
-    if FileSystems.exists(tmp):
-        FileSystems.delete([tmp])
-    with FileSystems.create(tmp, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        f.write(data)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
-
-
-def gzip_bytes(data: bytes, level: int = 6) -> bytes:
-    """Deterministic gzip: no file name and mtime=0 in the header."""
-    buf = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, compresslevel=level, mtime=0) as gz:
-        gz.write(data)
-    return buf.getvalue()
-
-
-def jsonl_bytes(records: Iterable[dict]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=False, separators=(", ", ": ")) + "\n" for r in records).encode("utf-8")
-
-
 def write_shard(output: str, split: str, index: int, count: int, docs: Iterable[tuple],
                 gzip_level: int = 6, parquet: bool = False) -> dict:
-    """Write one shard of (id, text, key) documents sorted by (id, key); returns
-    its manifest entry."""
+    """Write one shard of (id, text, key, source) documents as ``{"id", "text",
+    "source"}`` lines sorted by (id, key); returns its manifest entry."""
     docs = sorted(docs, key=lambda d: (d[0], d[2]))
     rel = shard_path(split, index, count)
-    data = gzip_bytes(jsonl_bytes({"id": d[0], "text": d[1]} for d in docs), gzip_level)
-    write_bytes(join_path(output, rel), data)
-    entry = {
-        "path": rel,
-        "split": split,
-        "documents": len(docs),
-        "characters": sum(len(d[1]) for d in docs),
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
+    data = gzip_bytes(jsonl_bytes({"id": d[0], "text": d[1], "source": d[3]} for d in docs), gzip_level)
+    write_bytes(join(output, rel), data)
+    entry = shard_entry(rel, split, data, len(docs), sum(len(d[1]) for d in docs))
     if parquet:
         entry["parquet"] = write_parquet_shard(output, split, index, count, docs)
     return entry
@@ -147,13 +102,13 @@ def write_parquet_shard(output: str, split: str, index: int, count: int, docs: l
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({"id": [d[0] for d in docs], "text": [d[1] for d in docs]})
+    table = pa.table({"id": [d[0] for d in docs], "text": [d[1] for d in docs], "source": [d[3] for d in docs]})
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     data = buf.getvalue()
     rel = shard_path(split, index, count, "parquet")
-    write_bytes(join_path(output, rel), data)
-    return {"path": rel, "sha256": hashlib.sha256(data).hexdigest()}
+    write_bytes(join(output, rel), data)
+    return {"path": rel, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def write_rejects(output: str, reason: str, rejects: Iterable[tuple], gzip_level: int = 6) -> tuple[str, int]:
@@ -166,12 +121,8 @@ def write_rejects(output: str, reason: str, rejects: Iterable[tuple], gzip_level
             rec["kept_id"] = kept
         records.append(rec)
     rel = f"rejects/{reason}.jsonl.gz"
-    write_bytes(join_path(output, rel), gzip_bytes(jsonl_bytes(records), gzip_level))
+    write_bytes(join(output, rel), gzip_bytes(jsonl_bytes(records), gzip_level))
     return reason, len(rows)
-
-
-def write_json(output: str, name: str, obj: dict) -> None:
-    write_bytes(join_path(output, name), (json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def build_stats(read: int, reject_counts: dict, manifest_entries: list, input_bytes: int = 0) -> dict:
@@ -194,8 +145,47 @@ def build_stats(read: int, reject_counts: dict, manifest_entries: list, input_by
     return stats
 
 
-def read_json(path: str) -> Optional[dict]:
-    if not FileSystems.exists(path):
-        return None
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-        return json.loads(f.read().decode("utf-8"))
+def id_census(items: Iterable[tuple]) -> tuple[list[tuple[str, str, str]], dict]:
+    """Written documents ``(key, id, source, line)`` → ``(renames, counts)``.
+
+    Every id carried by more than one document is qualified, on each of
+    them, as ``id@<file basename>:<line>`` (the full source when basenames
+    clash; then ``#<text hash>`` if still equal), so ids are unique across the
+    corpus and the choice depends on nothing but the documents.  ``renames``
+    are ``(key, id, new id)``; ``counts[source]`` has ``within_file`` (its
+    documents whose id another document of the same file carries) and
+    ``across_files`` (its documents whose id a document of another file
+    carries)."""
+    by_id: dict[str, list] = {}
+    for key, doc_id, source, line in items:
+        by_id.setdefault(doc_id, []).append((source, line, key))
+    renames, counts = [], {}
+    for doc_id, group in by_id.items():
+        if len(group) < 2:
+            continue
+        group.sort()
+        per_file: dict[str, int] = {}
+        for source, _, _ in group:
+            per_file[source] = per_file.get(source, 0) + 1
+        labels = [f"{posixpath.basename(s.rstrip('/'))}:{line}" for s, line, _ in group]
+        if len(set(labels)) < len(labels):
+            labels = [f"{s}:{line}" for s, line, _ in group]
+        if len(set(labels)) < len(labels):
+            labels = [f"{label}#{key[:12]}" for label, (_, _, key) in zip(labels, group)]
+        for (source, _, key), label in zip(group, labels):
+            renames.append((key, doc_id, f"{doc_id}@{label}"))
+            c = counts.setdefault(source, {"within_file": 0, "across_files": 0})
+            c["within_file"] += per_file[source] > 1
+            c["across_files"] += len(per_file) > 1
+    return sorted(renames), counts
+
+
+def merge_id_counts(parts: Iterable[dict]) -> dict:
+    """Per-file duplicate-id counts of several partitions, summed, sorted by file."""
+    total: dict[str, dict] = {}
+    for part in parts:
+        for source, c in part.items():
+            t = total.setdefault(source, {"within_file": 0, "across_files": 0})
+            for k in t:
+                t[k] += c[k]
+    return dict(sorted(total.items()))

@@ -46,6 +46,8 @@ class DataConfig:
     valid_fraction: float = 0.02
     workers: int = 1                        # Beam DirectRunner worker processes
     pipeline_config: str = "configs/pipeline.yaml"
+    verify: Literal["full", "size", "off"] = "full"   # shard check at run start: sha256 + size (one process
+                                            # per node), size only, or existence only (huge corpora)
     text_field: str = ""                    # how to read the corpus when its layout cannot be inferred
     format: str = ""                        #   (make pretrain TEXT_FIELD= FORMAT= ENCODING=; "" = detect)
     encoding: str = ""

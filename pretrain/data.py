@@ -8,53 +8,25 @@ record -- nothing seen twice, nothing skipped.
 """
 from __future__ import annotations
 
-import gzip
-import json
 import random
 from dataclasses import dataclass, asdict
 from pathlib import Path
 from typing import Iterator
 
-
-class DataError(RuntimeError):
-    """Missing or unreadable training data (message names the file)."""
+from pipeline import corpus
 
 
-def list_shards(data_dir: str | Path, split: str) -> list[Path]:
-    """Shards of a split, in manifest order; a listed-but-missing shard is an error."""
-    data_dir = Path(data_dir)
-    manifest = data_dir / "manifest.json"
-    if not manifest.is_file():
-        raise DataError(f"{manifest}: manifest not found (run the data stage first)")
-    try:
-        entries = json.loads(manifest.read_text(encoding="utf-8"))["shards"]
-    except (json.JSONDecodeError, KeyError) as exc:
-        raise DataError(f"{manifest}: unreadable manifest ({exc})") from None
-    paths = []
-    for entry in entries:
-        if entry.get("split") != split:
-            continue
-        path = data_dir / entry["path"]
-        if not path.is_file():
-            raise DataError(f"{path}: shard listed in {manifest} is missing")
-        if entry.get("documents", 1) > 0:
-            paths.append(path)
-    return paths
+DataError = corpus.CorpusError  # missing, unreadable, damaged or unsafe data (one line naming the file)
 
 
-def read_shard(path: Path) -> list[dict]:
-    records = []
-    try:
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise DataError(f"{path}:{lineno}: broken JSON line ({exc.msg})") from None
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: unreadable shard ({exc})") from None
-    return records
+def list_shards(data_dir: str | Path, split: str, level: str = "size") -> list[str]:
+    """Shards of a split, in manifest order (any Beam filesystem: local, gs://,
+    s3://); manifest paths are confined to the folder and sizes checked."""
+    return corpus.list_shards(str(data_dir), split, level)
+
+
+def read_shard(path: str) -> list[dict]:
+    return list(corpus.read_records(str(path)))
 
 
 @dataclass
@@ -74,7 +46,7 @@ class ShardStream:
     to rank k % world_size.
     """
 
-    def __init__(self, shards: list[Path], rank: int = 0, world_size: int = 1, seed: int = 0,
+    def __init__(self, shards: list[str], rank: int = 0, world_size: int = 1, seed: int = 0,
                  shuffle: bool = True, loop: bool = True):
         if not shards:
             raise DataError("no shards to read (is the split empty?)")

@@ -218,6 +218,9 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
     seed_everything(cfg.train.seed + rank)
     objective = cfg.objective_class(cfg)
     _check_run_identity(cfg, objective, run_dir, rank)
+    from pipeline.corpus import verify   # the manifests' sha256 sums, once per node (every rank checks sizes on open)
+    together(lambda: [verify(d, cfg.data.verify) for d in sorted({objective.train_dir, objective.valid_dir})],
+             local == 0, world)
     steps_before = _saved_steps(run_dir)
     latest = ckpt.find_latest(ckpt_dir, local)
     schedule = growth.schedule(cfg)
@@ -515,13 +518,14 @@ class RunLock:
         self.fh.close()
 
 
-def hold_run_lock(run_dir: Path, rank: int, world: int) -> RunLock | None:
-    """Rank 0 takes the RUN lock; every rank stops with the same one-line error if it is held."""
-    lock, error = None, None
-    if rank == 0:
+def together(fn, active: bool, world: int):
+    """Run fn where ``active``; if it fails on any rank, every rank stops (no rank left waiting at a
+    barrier): the failing ranks with their own one-line error, the others with a short one."""
+    result, error = None, None
+    if active:
         try:
-            lock = RunLock(run_dir)
-        except TrainingError as exc:
+            result = fn()
+        except (TrainingError, DataError, ConfigError) as exc:
             error = exc
     flag = torch.tensor([0 if error else 1])
     if world > 1:
@@ -529,8 +533,13 @@ def hold_run_lock(run_dir: Path, rank: int, world: int) -> RunLock | None:
     if error is not None:
         raise error
     if flag.item() == 0:
-        raise TrainingError(f"{run_dir} is in use by another training")
-    return lock
+        raise TrainingError("stopped: another process failed (see its error)")
+    return result
+
+
+def hold_run_lock(run_dir: Path, rank: int, world: int) -> RunLock | None:
+    """Rank 0 takes the RUN lock; every rank stops if it is held."""
+    return together(lambda: RunLock(run_dir), rank == 0, world)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,17 +31,17 @@ def test_run_checks_decisions_and_counts(tmp_path):
     c = checks.Checks(_cfg(tmp_path))
     docs = [NEWS[0], NEWS[1] + "联系电话13812345678。", JAPANESE, GAMBLING, NEWS[2] + EVAL + "。"]
     batch = [(f"k{i}", (f"d{i}", t, "src.jsonl", i + 1)) for i, t in enumerate(docs)]
-    kept, rejects, counts = checks.run_checks(batch, c)
+    kept, rejects, counts, fields = checks.run_checks(batch, c)
     assert [k[1][0] for k in kept] == ["d0", "d1"]
     assert kept[1][1][1].endswith("联系电话<mobile>。") and kept[1][0] != "k1"      # masked, key follows the text
-    assert kept[0][1][4]["lang"] == "zh" and kept[0][1][4]["lang_score"] > 0.9
+    assert fields["k0"]["lang"] == "zh" and fields["k0"]["lang_score"] > 0.9
     assert sorted(r[0] for r in rejects) == ["decontam_mine", "lang_ja", "wordlist_gambling"]
     assert counts["pii"] == {"mobile": 1, "documents": 1} and counts["decontamination"] == {"mine": 1}
     assert counts["langid"]["zh"] == 4 and counts["langid"]["ja"] == 1
-    flagged, rejects, _ = checks.run_checks(batch[4:], checks.Checks(_cfg(tmp_path, decontam={
+    flagged, rejects, _, fields = checks.run_checks(batch[4:], checks.Checks(_cfg(tmp_path, decontam={
         "project_sets": False, "action": "flag",
         "eval_sets": [{"name": "mine", "path": str(tmp_path / "eval.txt"), "format": "lines"}]})))
-    assert not rejects and flagged[0][1][4]["contaminated"] == ["mine"]
+    assert not rejects and fields[flagged[0][0]]["contaminated"] == ["mine"]
     assert checks.merge_counts({"pii": {"mobile": 1}, "q": [1, 2]}, {"pii": {"mobile": 2, "email": 1}, "q": [1, 1]}) == \
         {"pii": {"mobile": 3, "email": 1}, "q": [2, 3]}
 

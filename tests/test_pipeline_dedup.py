@@ -108,13 +108,21 @@ def test_candidate_pairs_match_reference():
     assert dedup.candidate_pairs(np.array([5], dtype=np.uint64), np.array([keys[0]], dtype=np.uint64)).shape == (0, 4)
 
 
-def test_resolve_clusters():
-    nodes = [((-10, "b", "kb"), "kb", "b"), ((-12, "a", "ka"), "ka", "a"), ((-10, "c", "kc"), "kc", "c")]
-    # a-b and b-c: one cluster, the longest ("a", 12 chars) is kept
-    edges = [(nodes[0], nodes[2]), (nodes[1], nodes[0])]
-    assert dedup.resolve_clusters(edges) == [("kb", "a"), ("kc", "a")]
-    assert dedup.resolve_clusters(list(reversed(edges))) == [("kb", "a"), ("kc", "a")]
-    assert dedup.resolve_clusters([]) == []
+def test_drop_rule_keeps_the_top_of_every_edge_and_differs_from_components_only_on_chains():
+    node = lambda chars, doc_id: ((-chars, doc_id, "k" + doc_id), "k" + doc_id, doc_id)
+    a, b, c = node(12, "a"), node(10, "b"), node(11, "c")      # rank: a > c > b
+    # a-b and b-c (a chain through the lowest-ranked b): b goes, c stays (near no higher document)
+    edges = [(b, c), (a, b)]
+    kept, dropped = dedup.survivors([("ka", "a", "s", 1), ("kb", "b", "s", 2), ("kc", "c", "s", 3)],
+                                    dedup.drop_candidates(edges))
+    assert dropped == [("kb", "b", "a")]
+    assert [k[0] for k in kept] == ["ka", "kc"]
+    # a-c and c-b: c is dropped for a, b for c (its highest-ranked neighbour), in any edge order
+    for order in ([(a, c), (c, b)], [(b, c), (c, a)]):
+        assert dedup.survivors([], dedup.drop_candidates(order))[1] == [("kb", "b", "c"), ("kc", "c", "a")]
+    # a document near two higher ones names the highest
+    assert dedup.best_keepers(dedup.drop_candidates([(b, c), (b, a)])) == {"kb": ("b", "a")}
+    assert dedup.survivors([], []) == ([], [])
 
 
 def _real_documents(n):
@@ -178,10 +186,12 @@ def _near_copies(n_docs):
 
 
 def test_beam_near_duplicates_equal_the_functions_in_one_process():
-    """Partitioned Beam joins find exactly the clusters that the same
-    functions find on the whole set at once (as in the benchmark's plain loop)."""
+    """Partitioned Beam joins drop exactly the documents that the same
+    functions drop on the whole set at once (as in the benchmark's plain loop)."""
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
+
+    from pipeline.events import Select
 
     cfg = {**CFG, "max_bucket_size": 100, "keep": "longest"}
     batch = _near_copies(60)
@@ -189,10 +199,17 @@ def test_beam_near_duplicates_equal_the_functions_in_one_process():
     lookup = dedup.SigLookup([dedup.sig_table(words, sigs, [d[0] for _, d in batch], [len(d[1]) for _, d in batch])])
     pairs = dedup.candidate_pairs(ids, owners)
     edges = dedup.verify_halves([dedup.attach_end(pairs, end, lookup) for end in (0, 1)], cfg["threshold"], cfg["keep"])
-    expected = dict(dedup.resolve_clusters(edges))
+    items = [(key, doc[0], doc[2], doc[3]) for key, doc in batch]
+    kept, expected = dedup.survivors(items, dedup.drop_candidates(edges))
     id_of = {key: doc[0] for key, doc in batch}
     assert len(expected) >= 0.9 * sum(i % 3 for i in range(60))  # edited copies are found...
-    assert all(id_of[key][:4] == kept[:4] for key, kept in expected.items())  # ...and only those
+    assert all(doc_id[:4] == kept_id[:4] for _, doc_id, kept_id in expected)  # ...and only those
+    assert all(id_of[key] == doc_id for key, doc_id, _ in expected)
     with beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(["--runner=DirectRunner"])) as p:
         batches = p | beam.Create([batch[i : i + 25] for i in range(0, len(batch), 25)])
-        assert_that(batches | dedup.NearDuplicateClusters(cfg, partitions=4), equal_to([expected]))
+        candidates = batches | dedup.NearDuplicates(cfg, partitions=4)
+        joined = {"docs": batches, "candidates": candidates} | dedup.Survivors(partitions=4)
+        dropped = joined | "Dropped" >> Select(dedup.DROPPED) | beam.FlatMap(lambda d: d)
+        survivors = joined | "Kept" >> Select(dedup.SURVIVORS) | "FlatKept" >> beam.FlatMap(lambda d: d)
+        assert_that(dropped, equal_to(expected), label="dropped")
+        assert_that(survivors, equal_to(kept), label="kept")

@@ -72,7 +72,8 @@ def read_shards(out, manifest):
         assert len(rows) == entry["documents"]
         assert sum(len(r["text"]) for r in rows) == entry["characters"]
         for r in rows:
-            assert set(r) == {"id", "text"}
+            assert set(r) == {"id", "text", "source"}
+            assert r["source"].endswith((".jsonl", ".txt"))
             docs[r["id"]] = (entry["split"], r["text"])
     return docs
 
@@ -168,7 +169,7 @@ def test_cli(corpus, tmp_path, capsys):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     for entry in manifest["shards"]:
         table = pq.read_table(tmp_path / entry["parquet"]["path"])
-        assert table.num_rows == entry["documents"] and table.column_names == ["id", "text"]
+        assert table.num_rows == entry["documents"] and table.column_names == ["id", "text", "source"]
     assert "docs/s" in capsys.readouterr().err
 
 
@@ -192,3 +193,39 @@ def test_input_that_matches_nothing_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["--input", str(tmp_path / "missing" / "*.jsonl"), "--output", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: no input matched {str(tmp_path / 'missing' / '*.jsonl')!r}"]
+
+
+def test_id_census_qualifies_every_shared_id_deterministically():
+    from pipeline.shards import id_census
+
+    items = [("k1", "7", "/a/x.jsonl", 1), ("k2", "7", "/b/y.jsonl", 1), ("k3", "7", "/b/y.jsonl", 5),
+             ("k4", "8", "/a/x.jsonl", 2), ("k5", "9", "/a/z.jsonl", 3), ("k6", "9", "/b/z.jsonl", 3)]
+    renames, counts = id_census(items)
+    assert renames == [("k1", "7", "7@x.jsonl:1"), ("k2", "7", "7@y.jsonl:1"), ("k3", "7", "7@y.jsonl:5"),
+                       ("k5", "9", "9@/a/z.jsonl:3"), ("k6", "9", "9@/b/z.jsonl:3")]  # same basename: full path
+    assert counts == {"/a/x.jsonl": {"within_file": 0, "across_files": 1},
+                      "/b/y.jsonl": {"within_file": 2, "across_files": 2},
+                      "/a/z.jsonl": {"within_file": 0, "across_files": 1},
+                      "/b/z.jsonl": {"within_file": 0, "across_files": 1}}
+    assert id_census(reversed(items)) == (renames, counts)
+
+
+@pytest.mark.slow
+def test_colliding_ids_are_qualified_counted_and_carry_their_source(tmp_path):
+    """#17.2 / #16.15: ids shared across files (merged fewclue-style folders)
+    and inside one file become unique; counts by file land in stats.json."""
+    rng = random.Random(3)
+    texts = [make_doc(rng) for _ in range(8)]
+    a = [{"id": str(i), "text": texts[i]} for i in range(3)] + [{"id": "1", "text": texts[3]}]   # "1" twice in a
+    b = [{"id": str(i), "text": texts[4 + i]} for i in range(3)] + [{"id": "0", "text": texts[0]}]  # exact copy of a's "0"
+    for name, rows in (("a.jsonl", a), ("b.jsonl", b)):
+        (tmp_path / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    stats = run_pipeline([str(tmp_path / "*.jsonl")], str(tmp_path / "out"), overrides={"output": {"valid_fraction": 0.0}})
+    assert stats["accounted"] and stats["duplicates_exact"] == 1 and stats["written"] == 7
+    docs = read_shards(tmp_path / "out", json.loads((tmp_path / "out" / "manifest.json").read_text()))
+    a_path, b_path = str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")
+    assert sorted(docs) == ["0@a.jsonl:1", "0@b.jsonl:1", "1@a.jsonl:2", "1@a.jsonl:4", "1@b.jsonl:2",
+                            "2@a.jsonl:3", "2@b.jsonl:3"]   # b's exact copy of a's "0" is a duplicate, not a collision
+    assert docs["1@a.jsonl:4"][1] == texts[3] and docs["0@b.jsonl:1"][1] == texts[4]
+    assert stats["duplicate_ids"] == {a_path: {"within_file": 2, "across_files": 4},
+                                      b_path: {"within_file": 0, "across_files": 3}}

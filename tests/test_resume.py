@@ -142,3 +142,30 @@ def test_term_to_make_checkpoints_and_kill9_of_group_leaves_nothing(tmp_path, t5
     while _trainer_running(run_dir):
         assert time.time() < deadline, "trainer survived kill -9 of its process group"
         time.sleep(0.1)
+
+
+# Paths the small/base presets use (gradient accumulation, Adafactor) and ZeRO variants: each trains,
+# and a run stopped at step 2 and resumed gives the same losses at steps 3-4 as a straight run.
+VARIANTS = {
+    "grad-accum": ["train.grad_accum=2"],
+    "adafactor": ["train.optimizer=adafactor"],
+    "zero1": ["train.zero_stage=1"],
+    "offload": ["train.offload=true", "train.zero_stage=2"],
+    "fp16": ["train.precision=fp16", "train.zero_stage=2"],
+}
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_training_variants_resume_exactly(tmp_path, t5_data, name):
+    extra = [*VARIANTS[name], "train.schedule=constant", "train.save_every=2"]
+    straight, parts = tmp_path / "straight", tmp_path / "parts"
+    run(command(straight, t5_data, 1, [*extra, "train.steps=4"]))
+    run(command(parts, t5_data, 1, [*extra, "train.steps=2"]))
+    proc = run(command(parts, t5_data, 1, [*extra, "train.steps=4"]))
+    assert "resumed from" in proc.stderr and "(step 2)" in proc.stderr
+    a, b = trace(straight, 0), trace(parts, 0)
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    assert [r["ids"] for r in a] == [r["ids"] for r in b]
+    assert all(r["loss"] == r["loss"] and abs(r["loss"]) < 1e4 for r in a)   # finite
+    assert [r["loss"] for r in a[2:]] == [r["loss"] for r in b[2:]], (name, a, b)
+    assert (parts / "export" / "model.safetensors").is_file()

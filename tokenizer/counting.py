@@ -20,28 +20,23 @@ from .vocab import Counts
 
 
 def shard_paths(data_dir: str | Path, split: str = "train") -> list[str]:
-    """Shards of one split: from manifest.json when present, else ``split/*.jsonl[.gz]``."""
-    data_dir = Path(data_dir)
-    manifest = data_dir / "manifest.json"
-    if manifest.exists():
-        shards = json.loads(manifest.read_text(encoding="utf-8")).get("shards", [])
-        paths = [str(data_dir / s["path"]) for s in shards if s.get("split", split) == split]
+    """Shards of one split: from manifest.json when present (checked by
+    ``pipeline.corpus``), else ``split/*.jsonl[.gz]``."""
+    from pipeline import corpus
+
+    data_dir = str(data_dir)
+    if corpus.read_json(corpus.join(data_dir, corpus.MANIFEST)) is not None:
+        paths = corpus.list_shards(data_dir, split)
         if paths:
-            return sorted(paths)
-    paths = sorted(glob.glob(str(data_dir / split / "*.jsonl.gz")) + glob.glob(str(data_dir / split / "*.jsonl")))
-    return paths
+            return paths
+    return sorted(glob.glob(os.path.join(data_dir, split, "*.jsonl.gz")) + glob.glob(os.path.join(data_dir, split, "*.jsonl")))
 
 
 def iter_texts(paths: list[str]):
     """Yield the ``text`` of every document in the given JSON-lines shards."""
-    import gzip
+    from pipeline import corpus
 
-    for p in paths:
-        opener = gzip.open if p.endswith(".gz") else open
-        with opener(p, "rt", encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    yield json.loads(line)["text"]
+    yield from corpus.iter_texts(paths)
 
 
 def count_document(text: str, cut, lowercase: bool = True) -> Counter:
@@ -108,28 +103,31 @@ def count_corpus(
     paths = shard_paths(data_dir, "train")
     if not paths:
         raise FileNotFoundError(f"no train shards under {data_dir} (manifest.json or train/*.jsonl.gz)")
-    tmp = tempfile.mkdtemp(prefix="tok-counts-", dir=work_dir)
-    prefix = os.path.join(tmp, "counts")
-    with beam.Pipeline(options=beam_options(runner, workers, runner_args)) as p:
-        (
-            p
-            | "Shards" >> beam.Create(paths)
-            | "Read" >> beam.io.ReadAllFromText()
-            | "Count" >> beam.ParDo(_make_dofn(lowercase, user_dict))
-            | "Sum" >> beam.CombinePerKey(sum)
-            | "Json" >> beam.Map(lambda kv: json.dumps([kv[0][0], kv[0][1], kv[1]], ensure_ascii=False))
-            | "Write" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
-        )
-    counts = Counts()
-    table = {"w": counts.words, "a": counts.ascii, "c": counts.chars}
-    for f in sorted(glob.glob(prefix + "*")):
-        with open(f, encoding="utf-8") as fh:
-            for line in fh:
-                kind, token, c = json.loads(line)
-                if kind == "n":
-                    setattr(counts, token, c)
-                else:
-                    table[kind][token] = c
-        os.remove(f)
-    os.rmdir(tmp)
+    from pipeline.corpus import scratch_tmpdir
+
+    with scratch_tmpdir():
+        tmp = tempfile.mkdtemp(prefix="tok-counts-", dir=work_dir)
+        prefix = os.path.join(tmp, "counts")
+        with beam.Pipeline(options=beam_options(runner, workers, runner_args)) as p:
+            (
+                p
+                | "Shards" >> beam.Create(paths)
+                | "Read" >> beam.io.ReadAllFromText()
+                | "Count" >> beam.ParDo(_make_dofn(lowercase, user_dict))
+                | "Sum" >> beam.CombinePerKey(sum)
+                | "Json" >> beam.Map(lambda kv: json.dumps([kv[0][0], kv[0][1], kv[1]], ensure_ascii=False))
+                | "Write" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
+            )
+        counts = Counts()
+        table = {"w": counts.words, "a": counts.ascii, "c": counts.chars}
+        for f in sorted(glob.glob(prefix + "*")):
+            with open(f, encoding="utf-8") as fh:
+                for line in fh:
+                    kind, token, c = json.loads(line)
+                    if kind == "n":
+                        setattr(counts, token, c)
+                    else:
+                        table[kind][token] = c
+            os.remove(f)
+        os.rmdir(tmp)
     return counts
