@@ -234,5 +234,6 @@ def load_config(path: str | None = None, overrides: dict | None = None) -> Pipel
 
 
 def as_dict(section_cfg) -> dict:
-    """A section as the plain mapping the readers and shard writer take."""
+    """A config or section as the plain (picklable, JSON-like) mapping the Beam graph, the
+    readers and the shard writer take; a mapping passes through as a copy."""
     return to_dict(section_cfg) if dataclasses.is_dataclass(section_cfg) else dict(section_cfg or {})

@@ -502,6 +502,7 @@ def build_pipeline(p: beam.Pipeline, paths: Sequence[str], output: str, cfg: dic
 
     Steps that keep or reject documents follow the pattern in pipeline/events.py:
     ``docs = step(docs, "Name", SomeDoFn(cfg), rejects)``."""
+    cfg = as_dict(cfg)     # a PipelineConfig or its mapping
     rejects: list = []
     read = p | "Read" >> ReadEach(paths, ReadSource(cfg["read"], cfg["beam"]["batch_size"]))
     rejects.append(read | "ReadRejects" >> Select(REJECTS))
@@ -666,10 +667,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra_beam_args=beam_args,
             overrides=overrides_from_args(args),
         )
-    except (FileNotFoundError, corpus.CorpusError, ConfigError) as exc:   # no input matched, unsafe output, bad config
+    except (FileNotFoundError, corpus.CorpusError) as exc:   # no input matched, unsafe output: one line
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     except readers.InputError as exc:  # undecidable layout, or nothing written: one line with a hint
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:         # a bad --config file or key: one line naming file and key
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0 if stats.get("accounted") else 1
