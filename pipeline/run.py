@@ -598,6 +598,13 @@ def log_report(stats: dict, output: str) -> None:
     ]
     for reason, count in sorted(stats.get("rejected", {}).items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  rejected {reason}: {count}")
+    masked = {k: v for k, v in stats.get("pii", {}).items() if k != "documents"}
+    if masked:
+        lines.append(f"  PII in {stats['pii'].get('documents', 0)} documents: "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(masked.items())))
+    missing = [name for name, state in stats.get("decontamination_sets", {}).items() if state == "missing"]
+    if missing:
+        lines.append(f"  decontamination: eval sets not found (set ZH_SHARED_DATA): {', '.join(missing)}")
     if not stats.get("accounted", False):
         lines.append("  WARNING: read != written + rejected + duplicates")
     print("\n".join(lines), file=sys.stderr, flush=True)
@@ -606,7 +613,8 @@ def log_report(stats: dict, output: str) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
-        description="Beam corpus pipeline: read, clean, filter, dedup, shard.",
+        description="Beam corpus pipeline: read, clean, filter, check (language, word lists, PII, "
+        "decontamination, quality), dedup, shard.",
         epilog="Any other flag is a Beam pipeline option and passes through to PipelineOptions, e.g. "
         "--flink_master=HOST:8081, --project=P --region=R --temp_location=gs://..., --extra_package=dist/x.whl. "
         "See the docstring of pipeline/run.py for complete Flink/Spark/Dataflow command lines.",
