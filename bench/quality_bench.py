@@ -86,7 +86,7 @@ def main() -> int:
                                                           np.concatenate([s[1][1] for s in sigs]),
                                                           dcfg["max_bucket_size"]))
         out = work / "out"
-        clock("write", lambda: shards.write_shard(str(out), "train", 0, 1, [(d[0], d[1], k) for k, d in kept]))
+        clock("write", lambda: shards.write_shard(str(out), "train", 0, 1, [(d[0], d[1], k, d[2]) for k, d in kept]))
     total = sum(clock.seconds.values())
     mb = nbytes / 1e6
     result = {"input_mb": round(mb, 2), "documents": n_docs, "cpu_seconds": round(total, 2),
