@@ -15,7 +15,8 @@ Output (OUT = --output)::
     OUT/valid/shard-00000-of-0000M.jsonl.gz
     OUT/manifest.json   {"shards": [{"path", "split", "documents", "characters", "bytes", "sha256"}]}
     OUT/stats.json      read == written + sum(rejected) + duplicates_exact + duplicates_near;
-                        duplicate_ids: {file: {"within_file", "across_files"}}
+                        duplicate_ids: {file: {"within_file", "across_files"}};
+                        checks, langid, pii, decontamination(_sets), quality: pipeline/checks.py
     OUT/rejects/<reason>.jsonl.gz   {"id", "reason", "source", "line", "text"[, "kept_id"]}
 
 ``source`` is the input file (or ``hf:`` spec) a document came from.  Ids are
