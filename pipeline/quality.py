@@ -76,8 +76,10 @@ class NgramModel:
             if k == 1:
                 res = np.where(hit, val, self.unk_logp)
                 continue
-            ctx_hit, weight = self._lookup(self.backoff[k - 2], ctxs[k - 2])
-            res = np.where(hit, val, res + np.where(ctx_hit, weight, 0.0))
+            miss = np.flatnonzero(~hit)        # the back-off weight matters only where the k-gram is unseen
+            _, weight = self._lookup(self.backoff[k - 2], ctxs[k - 2][miss])   # 0.0 where the context is unseen
+            res = np.where(hit, val, res)
+            res[miss] += weight
         return res
 
     def char_logprobs(self, text: str) -> np.ndarray:
