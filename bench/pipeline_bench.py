@@ -59,10 +59,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline import clean, dedup, filters, readers, shards  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
+from pipeline import checks, clean, dedup, filters, readers, shards  # noqa: E402
+from pipeline.config import PipelineConfig, as_dict, load_config  # noqa: E402
 from pipeline.events import DOCS  # noqa: E402
-from pipeline.run import (DROP, ENTRY, IDS, PLAN, READ, REJECTED, RENAME, assign_shards, clean_and_filter,  # noqa: E402
+from pipeline.typed_config import build  # noqa: E402
+from pipeline.run import (CHECKS, DROP, ENTRY, IDS, PLAN, READ, REJECTED, RENAME, assign_shards, clean_and_filter,  # noqa: E402
                           dedup_partitions, finalize, run_pipeline, shard_documents)
 
 SHARED = Path(os.environ.get("ZH_SHARED_DATA", "/work/shared/data"))
@@ -179,6 +180,8 @@ def plain_loop(paths: list[str], output: str, cfg: dict) -> dict:
     """The pipeline's own per-batch functions, called in order in one process,
     with whole-corpus dicts and arrays where Beam shuffles; writes the same
     shards, rejects/, manifest.json and stats.json."""
+    checker = checks.Checks(build(PipelineConfig, cfg))
+    check_counts: dict = {}
     cleaner = clean.build_cleaner(cfg["clean"])
     fs = filters.build_filters(cfg["filters"])
     dcfg, ocfg = cfg["dedup"], cfg["output"]
@@ -193,6 +196,9 @@ def plain_loop(paths: list[str], output: str, cfg: dict) -> dict:
             (docs if kind == "doc" else rejects).append(payload)
         for batch in _batches(docs, size):
             out, bad = clean_and_filter(batch, cleaner, fs, True, snippet)
+            rejects.extend(bad)
+            out, bad, counts, _ = checks.run_checks(out, checker)
+            check_counts = checks.merge_counts(check_counts, counts)
             keyed.extend(out)
             rejects.extend(bad)
     kept, dups = dedup.keep_first([keyed], snippet)
@@ -219,7 +225,7 @@ def plain_loop(paths: list[str], output: str, cfg: dict) -> dict:
     for event in bound:
         for shard, sub in assign_shards(event, plan, ocfg["valid_fraction"]).items():
             groups[shard].append(sub)
-    summary = [(READ, read), (PLAN, plan), (IDS, id_counts)]
+    summary = [(READ, read), (PLAN, plan), (IDS, id_counts), (CHECKS, check_counts)]
     for (split, index, count), grouped in sorted(groups.items()):
         docs, near = shard_documents(grouped, snippet)
         rejects.extend(near)
@@ -228,7 +234,8 @@ def plain_loop(paths: list[str], output: str, cfg: dict) -> dict:
     for r in rejects:
         by_reason[r[0]].append(r)
     summary += [(REJECTED, shards.write_rejects(output, reason, rs, ocfg["gzip_level"])) for reason, rs in sorted(by_reason.items())]
-    return finalize(summary, output, ocfg, sum(os.path.getsize(p) for p in paths))
+    return finalize(summary, output, ocfg, sum(os.path.getsize(p) for p in paths),
+                    checks.describe(build(PipelineConfig, cfg)))
 
 
 # --------------------------------------------------------------------------
@@ -276,7 +283,7 @@ def memory(mb: float, scales: list[int], runs: list[str], work: Path) -> dict:
     each run in a fresh process, on corpora of ``mb`` x scale."""
     import subprocess
 
-    cfg = load_config(str(ROOT / "configs/pipeline.yaml"))
+    cfg = as_dict(load_config(str(ROOT / "configs/pipeline.yaml")))
     out: dict = {}
     for scale in scales:
         paths, nbytes, ndocs = build_corpus(work / f"input-{scale}x", mb * scale, cap=True)
@@ -319,7 +326,7 @@ def main() -> int:
         t0 = time.perf_counter()
         paths, nbytes, ndocs = build_corpus(work / "input", args.mb)
         print(f"corpus: {ndocs} docs, {nbytes / 1e6:.1f} MB in {len(paths)} files ({time.perf_counter() - t0:.1f}s)", file=sys.stderr)
-        cfg = load_config(str(ROOT / "configs/pipeline.yaml"))
+        cfg = as_dict(load_config(str(ROOT / "configs/pipeline.yaml")))
         results: dict = {
             "input": {"documents": ndocs, "mb": round(nbytes / 1e6, 2), "files": len(paths)},
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

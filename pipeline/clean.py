@@ -14,7 +14,10 @@ import functools
 import html
 import re
 import unicodedata
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from pipeline.config import CleanConfig
 
 from pipeline.sentences import split_sentences
 
@@ -71,6 +74,36 @@ def remove_control_chars(text: str) -> str:
     """Drop control, format (zero-width, bidi, BOM) characters; CR/CRLF → LF."""
     text = _CR_RE.sub("\n", text)
     return _CONTROL_RE.sub("", text)
+
+
+# Private-use code points (BMP U+E000-F8FF, planes 15 and 16): a font's own glyphs (old
+# GBK-era rare characters, icon fonts) that mean nothing to a model and no tokenizer knows.
+_PRIVATE_USE_RE = re.compile("[\ue000-\uf8ff\U000f0000-\U000ffffd\U00100000-\U0010fffd]")
+
+
+def remove_private_use(text: str) -> str:
+    """Drop private-use characters."""
+    if text.isascii():
+        return text
+    return _PRIVATE_USE_RE.sub("", text)
+
+
+# --------------------------------------------------------------------------
+# Empty brackets
+# --------------------------------------------------------------------------
+
+# Brackets holding nothing but spaces and separators, left behind when markup (a Wikipedia
+# template, a removed URL or emoji) is taken out: 干宝（），字令升 / 马尔可夫（，），生於 / 著作《》里.
+_EMPTY_BRACKETS_RE = re.compile(
+    r"[（(]([\s，,、；;：:'\"“”‘’]*)[）)]|《\s*》|「\s*」|『\s*』|【\s*】|\[\s*\]|〈\s*〉"
+)
+
+
+def remove_empty_brackets(text: str) -> str:
+    """Remove empty brackets (also those holding only separators such as （，）)."""
+    if not any(c in text for c in "（()《「『【[〈"):
+        return text
+    return _EMPTY_BRACKETS_RE.sub("", text)
 
 
 # --------------------------------------------------------------------------
@@ -169,16 +202,29 @@ def remove_mentions(text: str, policy: str = "remove", replacement: str = "@用�
     return _MENTION_RE.sub("", text)
 
 
-def handle_hashtags(text: str, policy: str = "unwrap", replacement: str = "") -> str:
+def handle_hashtags(text: str, policy: str = "unwrap", replacement: str = "", protect: tuple[str, ...] = ()) -> str:
     """#话题# hashtags: ``keep`` | ``unwrap`` (keep the topic, drop the #) |
-    ``remove`` (drop the topic) | ``replace`` (by ``replacement``)."""
+    ``remove`` (drop the topic) | ``replace`` (by ``replacement``).  Tags in ``protect``
+    (fill-in-the-blank markers such as chid's ``#idiom#``) are left alone: unwrapping
+    them would insert the word "idiom" into the sentence."""
     if policy == "keep" or "#" not in text:
         return text
-    if policy == "unwrap":
-        return _HASHTAG_RE.sub(r"\1", text)
-    if policy == "replace":
-        return _HASHTAG_RE.sub(replacement, text)
-    return _HASHTAG_RE.sub("", text)
+    new = {"unwrap": None, "replace": replacement}.get(policy, "")
+
+    def sub(m: "re.Match[str]") -> str:
+        if m.group(0) in protect:
+            return m.group(0)
+        return m.group(1) if new is None else new
+
+    return _HASHTAG_RE.sub(sub, text)
+
+
+def replace_blank_markers(text: str, markers: tuple[str, ...] = ("#idiom#",), replacement: str = "") -> str:
+    """Fill-in-the-blank markers (``#idiom#``) replaced by ``replacement`` (or removed)."""
+    for marker in markers:
+        if marker in text:
+            text = text.replace(marker, replacement)
+    return text
 
 
 def handle_emoji(text: str, policy: str = "remove", bracket_emoticons: bool = True) -> str:
@@ -207,10 +253,6 @@ def _opencc_converter(config: str):
     except ImportError:
         return None
     return opencc.OpenCC(config)  # opencc >= 1.1 takes "t2s" and "t2s.json"
-
-
-def opencc_available() -> bool:
-    return _opencc_converter("t2s") is not None
 
 
 def to_simplified(text: str, config: str = "t2s") -> str:
@@ -270,87 +312,73 @@ STEP_ORDER = (
     "strip_html",
     "normalize_unicode",
     "remove_control_chars",
+    "remove_private_use",
     "remove_urls",
     "remove_emails",
     "remove_mentions",
+    "handle_blank_markers",
     "handle_hashtags",
     "handle_emoji",
+    "remove_empty_brackets",
     "to_simplified",
     "collapse_whitespace",
     "one_sentence_per_line",
 )
 
 
-def cleaning_steps(cfg: dict) -> list[tuple[str, Callable[[str], str]]]:
-    """The enabled steps for a ``clean:`` config section, in order."""
+def _replacing(fn, policy: str, replacement: str):
+    """``fn`` with ``replacement`` under policy ``replace`` and "" under ``remove``."""
+    return functools.partial(fn, replacement=replacement if policy == "replace" else "")
+
+
+def cleaning_steps(cfg: "CleanConfig | dict | None" = None) -> list[tuple[str, Callable[[str], str]]]:
+    """The enabled steps for a ``clean:`` section (defaults: ``pipeline.config.CleanConfig``), in order."""
+    from pipeline.config import CleanConfig, section
+
+    c = section(CleanConfig, cfg)
+    markers = tuple(c.blank_markers)
     steps: list[tuple[str, Callable[[str], str]]] = []
-    if cfg.get("strip_html", True):
+    if c.strip_html:
         steps.append(("strip_html", strip_html))
-    if cfg.get("unicode_nfkc", True):
-        steps.append(
-            (
-                "normalize_unicode",
-                functools.partial(normalize_unicode, keep_cjk_punctuation=cfg.get("keep_cjk_punctuation", True)),
-            )
-        )
-    if cfg.get("remove_control", True):
+    if c.unicode_nfkc:
+        steps.append(("normalize_unicode", functools.partial(normalize_unicode, keep_cjk_punctuation=c.keep_cjk_punctuation)))
+    if c.remove_control:
         steps.append(("remove_control_chars", remove_control_chars))
-    urls = cfg.get("urls", "remove")
-    if urls != "keep":
-        rep = cfg.get("url_replacement", "") if urls == "replace" else ""
-        steps.append(("remove_urls", functools.partial(remove_urls, replacement=rep)))
-    emails = cfg.get("emails", "remove")
-    if emails != "keep":
-        rep = cfg.get("email_replacement", "") if emails == "replace" else ""
-        steps.append(("remove_emails", functools.partial(remove_emails, replacement=rep)))
-    mentions = cfg.get("mentions", "keep")
-    if mentions != "keep":
-        steps.append(
-            (
-                "remove_mentions",
-                functools.partial(
-                    remove_mentions, policy=mentions, replacement=cfg.get("mention_replacement", "@用户")
-                ),
-            )
-        )
-    hashtags = cfg.get("hashtags", "keep")
-    if hashtags != "keep":
-        steps.append(
-            (
-                "handle_hashtags",
-                functools.partial(handle_hashtags, policy=hashtags, replacement=cfg.get("hashtag_replacement", "")),
-            )
-        )
-    emoji = cfg.get("emoji", "keep")
-    if emoji != "keep":
-        steps.append(
-            (
-                "handle_emoji",
-                functools.partial(handle_emoji, policy=emoji, bracket_emoticons=cfg.get("bracket_emoticons", True)),
-            )
-        )
-    if cfg.get("traditional_to_simplified", False):
-        config = cfg.get("opencc_config", "t2s")
+    if c.remove_private_use:
+        steps.append(("remove_private_use", remove_private_use))
+    if c.urls != "keep":
+        steps.append(("remove_urls", _replacing(remove_urls, c.urls, c.url_replacement)))
+    if c.emails != "keep":
+        steps.append(("remove_emails", _replacing(remove_emails, c.emails, c.email_replacement)))
+    if c.mentions != "keep":
+        steps.append(("remove_mentions", functools.partial(remove_mentions, policy=c.mentions,
+                                                           replacement=c.mention_replacement)))
+    if markers and c.blank_policy != "keep":
+        steps.append(("handle_blank_markers", functools.partial(
+            replace_blank_markers, markers=markers, replacement=c.blank_replacement if c.blank_policy == "replace" else "")))
+    if c.hashtags != "keep":
+        steps.append(("handle_hashtags", functools.partial(handle_hashtags, policy=c.hashtags,
+                                                           replacement=c.hashtag_replacement, protect=markers)))
+    if c.emoji != "keep":
+        steps.append(("handle_emoji", functools.partial(handle_emoji, policy=c.emoji,
+                                                        bracket_emoticons=c.bracket_emoticons)))
+    if c.remove_empty_brackets:
+        steps.append(("remove_empty_brackets", remove_empty_brackets))
+    if c.traditional_to_simplified:
         _opencc_converter.cache_clear()  # a failed import may have been cached
-        if _opencc_converter(config) is None:  # fail at start, not silently per document
+        if _opencc_converter(c.opencc_config) is None:  # fail at start, not silently per document
             raise ImportError("clean.traditional_to_simplified needs the opencc package (pip install 'opencc>=1.1')")
-        steps.append(("to_simplified", functools.partial(to_simplified, config=config)))
-    if cfg.get("collapse_whitespace", True):
-        steps.append(
-            (
-                "collapse_whitespace",
-                functools.partial(collapse_whitespace, remove_cjk_spaces=cfg.get("remove_cjk_spaces", True)),
-            )
-        )
-    if cfg.get("split_sentences", False):
-        max_len = cfg.get("max_sentence_chars", 256)
-        steps.append(("one_sentence_per_line", functools.partial(one_sentence_per_line, max_len=max_len)))
+        steps.append(("to_simplified", functools.partial(to_simplified, config=c.opencc_config)))
+    if c.collapse_whitespace:
+        steps.append(("collapse_whitespace", functools.partial(collapse_whitespace, remove_cjk_spaces=c.remove_cjk_spaces)))
+    if c.split_sentences:
+        steps.append(("one_sentence_per_line", functools.partial(one_sentence_per_line, max_len=c.max_sentence_chars)))
     return steps
 
 
-def build_cleaner(cfg: dict | None = None) -> Callable[[str], str]:
+def build_cleaner(cfg: "CleanConfig | dict | None" = None) -> Callable[[str], str]:
     """One ``str -> str`` function applying the enabled steps in order."""
-    steps = [fn for _, fn in cleaning_steps(cfg or {})]
+    steps = [fn for _, fn in cleaning_steps(cfg)]
 
     def clean(text: str) -> str:
         for fn in steps:

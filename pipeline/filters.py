@@ -13,7 +13,10 @@ import functools
 import re
 import sys
 import unicodedata
-from typing import Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
+
+if TYPE_CHECKING:
+    from pipeline.config import FilterConfig
 
 import numpy as np
 
@@ -24,7 +27,7 @@ _WS_RE = re.compile(r"\s+")
 
 # Character classes for the ratio filters, as one lookup table over all code
 # points: counting with numpy is ~20x faster than a \p{P}-style regex class.
-WS, CJK, PUNCT, DIGIT = 1, 2, 3, 4
+WS, CJK, PUNCT, DIGIT, LATIN = 1, 2, 3, 4, 5
 
 
 def _class_table() -> np.ndarray:
@@ -41,6 +44,8 @@ def _class_table() -> np.ndarray:
         table[a : b + 1] = CJK
     for c in " \t\n\r\x0b\x0c\u3000\u00a0":
         table[ord(c)] = WS
+    table[ord("A"):ord("Z") + 1] = LATIN
+    table[ord("a"):ord("z") + 1] = LATIN
     return table
 
 
@@ -48,14 +53,24 @@ _CLASS = _class_table()
 
 
 @functools.lru_cache(maxsize=8)
-def char_class_counts(text: str) -> tuple[int, int, int, int]:
-    """(visible, cjk, punctuation, digit) character counts; cached because
-    the ratio filters run one after another on the same string."""
+def _class_stats(text: str) -> tuple[int, int, int, int, int, int]:
+    """(visible, cjk, punctuation, digit, ASCII letter, punctuation run) counts in one pass;
+    cached because the ratio filters run one after another on the same string."""
     if not text:
-        return (0, 0, 0, 0)
-    cp = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    counts = np.bincount(_CLASS[cp], minlength=5)
-    return (len(text) - int(counts[WS]), int(counts[CJK]), int(counts[PUNCT]), int(counts[DIGIT]))
+        return (0, 0, 0, 0, 0, 0)
+    cls = _CLASS[np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)]
+    counts = np.bincount(cls, minlength=6)
+    runs = 0
+    if counts[PUNCT]:
+        p = cls == PUNCT
+        runs = int(p[0]) + int(np.count_nonzero(p[1:] & ~p[:-1]))
+    return (len(text) - int(counts[WS]), int(counts[CJK]), int(counts[PUNCT]), int(counts[DIGIT]),
+            int(counts[LATIN]), runs)
+
+
+def char_class_counts(text: str) -> tuple[int, int, int, int]:
+    """(visible, cjk, punctuation, digit) character counts."""
+    return _class_stats(text)[:4]
 
 
 def _visible_length(text: str) -> int:
@@ -152,90 +167,83 @@ def repeated_ngrams_filter(text: str, n: int = 10, max_ratio: float = 0.5) -> Op
     return "repeated_ngrams" if repeated_ngram_ratio(text, n) > max_ratio else None
 
 
+# A number ("19500", "3-4", "0.93", "2011:05") is one unit, like a word: a headline with a price
+# and a date is still mostly words. A run of punctuation ("！！！！", "”“") is one unit too: an
+# emphatic review is not a punctuation table.
+_NUMBER_RE = re.compile(r"\d+(?:[.,:/\-]\d+)*")
+_LATIN_RE = re.compile(r"[A-Za-z]+")
+# U+FFFD anywhere; "?" only as 1-3 lost characters inside a Chinese phrase (每次失眠都?想起?去的得?失,
+# 北京??州): a question mark ends a clause and emphatic "？？？" runs are longer or trail off.
+_MOJIBAKE_RE = re.compile(r"\ufffd|(?<=[\u3400-\u9fff])\?{1,3}(?=[\u3400-\u9fff])")
+
+
+def unit_counts(text: str) -> tuple[int, int, int]:
+    """(word units, numbers, punctuation runs): a Han character, a Latin word and a number are
+    one unit each, punctuation and symbols are counted as runs, not characters."""
+    n, _, punct, digit, letters, runs = _class_stats(text)
+    if not n:
+        return (0, 0, 0)
+    numbers = len(_NUMBER_RE.findall(text)) if digit else 0
+    latin_words = len(_LATIN_RE.findall(text)) if letters else 0
+    return (n - punct - digit - letters + numbers + latin_words, numbers, runs)
+
+
 def punctuation_ratio(text: str) -> float:
-    n, _, punct, _ = char_class_counts(text)
-    return punct / n if n else 0.0
+    """Punctuation runs per unit (runs + word units)."""
+    words, _, runs = unit_counts(text)
+    return runs / (words + runs) if words + runs else 0.0
 
 
 def digit_ratio(text: str) -> float:
-    n, _, _, digit = char_class_counts(text)
-    return digit / n if n else 0.0
+    """Numbers per word unit."""
+    words, numbers, _ = unit_counts(text)
+    return numbers / words if words else 0.0
 
 
-def punctuation_filter(text: str, max_ratio: float = 0.3) -> Optional[str]:
-    """``too_much_punctuation``: emoticon strings, tables, ！！！！！ spam."""
+def mojibake_ratio(text: str) -> float:
+    """Share of characters that are a "?" or U+FFFD next to non-ASCII text: GBK/UTF-8 mix-ups."""
+    n = char_class_counts(text)[0]
+    if not n or ("?" not in text and "\ufffd" not in text):
+        return 0.0
+    return sum(map(len, _MOJIBAKE_RE.findall(text))) / n
+
+
+def punctuation_filter(text: str, max_ratio: float = 0.5) -> Optional[str]:
+    """``too_much_punctuation``: emoticon strings, tables of symbols."""
     return "too_much_punctuation" if punctuation_ratio(text) > max_ratio else None
 
 
-def digit_filter(text: str, max_ratio: float = 0.3) -> Optional[str]:
+def digit_filter(text: str, max_ratio: float = 0.4) -> Optional[str]:
     """``too_many_digits``: price lists, phone lists, tables of numbers."""
     return "too_many_digits" if digit_ratio(text) > max_ratio else None
 
 
-def load_blocklist(path: str) -> tuple[str, ...]:
-    """Blocklist file: one term per line, ``#`` comments; read via Beam's
-    FileSystems so it may live on GCS/HDFS/S3."""
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(path) as f:
-        data = f.read().decode("utf-8")
-    terms = []
-    for line in data.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            terms.append(line)
-    return tuple(sorted(set(terms)))
+def mojibake_filter(text: str, max_ratio: float = 0.1) -> Optional[str]:
+    """``mojibake``: text whose characters were lost to "?" in a bad encoding conversion."""
+    return "mojibake" if mojibake_ratio(text) > max_ratio else None
 
 
-def blocklist_filter(text: str, pattern: "re.Pattern[str]", max_hits: int = 0) -> Optional[str]:
-    """``blocklist``: more than ``max_hits`` occurrences of blocklisted terms."""
-    hits = 0
-    for _ in pattern.finditer(text):
-        hits += 1
-        if hits > max_hits:
-            return "blocklist"
-    return None
+def build_filters(cfg: "FilterConfig | dict | None" = None) -> list[tuple[str, Filter]]:
+    """Enabled filters of a ``filters:`` section (defaults: ``pipeline.config.FilterConfig``),
+    cheapest first.  A threshold set to ``null`` switches its filter off."""
+    from pipeline.config import FilterConfig, section
 
-
-def blocklist_pattern(terms: Iterable[str]) -> "re.Pattern[str]":
-    # Longest first so overlapping terms match greedily.
-    return re.compile("|".join(re.escape(t) for t in sorted(terms, key=lambda t: (-len(t), t))))
-
-
-def build_filters(cfg: dict | None = None) -> list[tuple[str, Filter]]:
-    """Enabled filters from a ``filters:`` config section, cheapest first.
-    A threshold set to ``null`` switches its filter off."""
-    cfg = cfg or {}
-    out: list[tuple[str, Filter]] = []
-    out.append(
-        (
-            "length",
-            functools.partial(length_filter, min_chars=cfg.get("min_chars", 10) or 0,
-                              max_chars=cfg.get("max_chars", 100_000) or float("inf")),
-        )
-    )
-    if cfg.get("min_chinese_ratio", 0.3) is not None:
-        out.append(("chinese_ratio", functools.partial(chinese_ratio_filter, min_ratio=cfg.get("min_chinese_ratio", 0.3))))
-    if cfg.get("max_punctuation_ratio", 0.3) is not None:
-        out.append(("punctuation", functools.partial(punctuation_filter, max_ratio=cfg.get("max_punctuation_ratio", 0.3))))
-    if cfg.get("max_digit_ratio", 0.3) is not None:
-        out.append(("digits", functools.partial(digit_filter, max_ratio=cfg.get("max_digit_ratio", 0.3))))
-    if cfg.get("max_repeated_line_ratio", 0.3) is not None:
-        out.append(
-            ("repeated_lines", functools.partial(repeated_lines_filter, max_ratio=cfg.get("max_repeated_line_ratio", 0.3)))
-        )
-    if cfg.get("max_repeated_ngram_ratio", 0.5) is not None:
-        out.append(
-            (
-                "repeated_ngrams",
-                functools.partial(
-                    repeated_ngrams_filter, n=cfg.get("repeated_ngram_n", 10), max_ratio=cfg.get("max_repeated_ngram_ratio", 0.5)
-                ),
-            )
-        )
-    if cfg.get("blocklist"):
-        pattern = blocklist_pattern(load_blocklist(cfg["blocklist"]))
-        out.append(("blocklist", functools.partial(blocklist_filter, pattern=pattern, max_hits=cfg.get("blocklist_max_hits", 0))))
+    c = section(FilterConfig, cfg)
+    out: list[tuple[str, Filter]] = [
+        ("length", functools.partial(length_filter, min_chars=c.min_chars or 0, max_chars=c.max_chars or float("inf")))]
+    if c.min_chinese_ratio is not None:
+        out.append(("chinese_ratio", functools.partial(chinese_ratio_filter, min_ratio=c.min_chinese_ratio)))
+    if c.max_punctuation_ratio is not None:
+        out.append(("punctuation", functools.partial(punctuation_filter, max_ratio=c.max_punctuation_ratio)))
+    if c.max_digit_ratio is not None:
+        out.append(("digits", functools.partial(digit_filter, max_ratio=c.max_digit_ratio)))
+    if c.max_mojibake_ratio is not None:
+        out.append(("mojibake", functools.partial(mojibake_filter, max_ratio=c.max_mojibake_ratio)))
+    if c.max_repeated_line_ratio is not None:
+        out.append(("repeated_lines", functools.partial(repeated_lines_filter, max_ratio=c.max_repeated_line_ratio)))
+    if c.max_repeated_ngram_ratio is not None:
+        out.append(("repeated_ngrams", functools.partial(repeated_ngrams_filter, n=c.repeated_ngram_n,
+                                                         max_ratio=c.max_repeated_ngram_ratio)))
     return out
 
 

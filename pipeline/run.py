@@ -1,4 +1,5 @@
-"""The corpus pipeline: read → clean → filter → dedup → split → shard.
+"""The corpus pipeline: read → clean → filter → checks (language, word lists, PII,
+decontamination, quality score) → dedup → split → shard.
 
     python -m pipeline --input 'data/sample/*.jsonl' --output data/clean \\
         [--config configs/pipeline.yaml] [--runner DirectRunner] [--workers N] \\
@@ -14,7 +15,8 @@ Output (OUT = --output)::
     OUT/valid/shard-00000-of-0000M.jsonl.gz
     OUT/manifest.json   {"shards": [{"path", "split", "documents", "characters", "bytes", "sha256"}]}
     OUT/stats.json      read == written + sum(rejected) + duplicates_exact + duplicates_near;
-                        duplicate_ids: {file: {"within_file", "across_files"}}
+                        duplicate_ids: {file: {"within_file", "across_files"}};
+                        checks, langid, pii, decontamination(_sets), quality: pipeline/checks.py
     OUT/rejects/<reason>.jsonl.gz   {"id", "reason", "source", "line", "text"[, "kept_id"]}
 
 ``source`` is the input file (or ``hf:`` spec) a document came from.  Ids are
@@ -129,9 +131,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline import checks as checks_mod
 from pipeline import clean as clean_mod
 from pipeline import corpus, dedup, filters, hints, readers, shards
-from pipeline.config import load_config
+from pipeline.config import PipelineConfig, as_dict, load_config
+from pipeline.typed_config import ConfigError, build
 from pipeline.events import DOCS, REJECTS, Keep, ReadEach, Select, Tag, events, step
 
 log = logging.getLogger("pipeline")
@@ -150,6 +154,7 @@ RUNNER_ALIASES = {
 
 # Event kinds besides docs/rejects (see pipeline/events.py).
 READ, ENTRY, REJECTED, PLAN, IDS, DROP, RENAME = "read", "entry", "rejected", "plan", "ids", "drop", "rename"
+CHECKS = "checks"    # counts per decision of the data-quality checks (pipeline/checks.py)
 
 # Input bytes per dedup hash partition: more partitions on bigger corpora keep
 # the memory of one partition's work bounded (the output does not depend on it).
@@ -223,6 +228,23 @@ class CleanAndFilter(beam.DoFn):
 
     def process(self, batch) -> Iterator[tuple]:
         yield from events(*clean_and_filter(batch, self.clean, self.filters, self.exact, self.snippet))
+
+
+class RunChecks(beam.DoFn):
+    """Keyed-doc batch → events: the kept batch (PII masked), the rejects of the language,
+    word-list, PII, decontamination and quality checks, and their ``checks`` counts."""
+
+    def __init__(self, cfg: dict):
+        self.cfg = cfg
+
+    def setup(self):
+        self.checks = checks_mod.Checks(build(PipelineConfig, self.cfg, "pipeline config"))
+
+    def process(self, batch) -> Iterator[tuple]:
+        kept, rejects, counts, _ = checks_mod.run_checks(batch, self.checks)
+        yield from events(kept, rejects)
+        if counts:
+            yield CHECKS, counts
 
 
 def assign_shards(event: tuple, plan: dict, valid_fraction: float) -> dict:
@@ -355,9 +377,9 @@ def write_empty_shards(entries: list, plan: dict, output: str, gzip_level: int, 
     ]
 
 
-def finalize(summary: Iterable[tuple], output: str, ocfg: dict, input_bytes: int) -> dict:
+def finalize(summary: Iterable[tuple], output: str, ocfg: dict, input_bytes: int, check_info: dict | None = None) -> dict:
     """The run's summary events → manifest.json and stats.json (written last)."""
-    by_kind: dict[str, list] = {ENTRY: [], REJECTED: [], READ: [], PLAN: [], IDS: []}
+    by_kind: dict[str, list] = {ENTRY: [], REJECTED: [], READ: [], PLAN: [], IDS: [], CHECKS: []}
     for kind, payload in summary:
         by_kind[kind].append(payload)
     plan = by_kind[PLAN][0] if by_kind[PLAN] else shards.SplitPlan.finish(shards.SplitPlan.create_accumulator(), ocfg)
@@ -365,13 +387,17 @@ def finalize(summary: Iterable[tuple], output: str, ocfg: dict, input_bytes: int
     stats = shards.build_stats(sum(by_kind[READ]), dict(by_kind[REJECTED]), entries, input_bytes)
     stats["shards"] = plan["shards"]
     stats["duplicate_ids"] = shards.merge_id_counts(by_kind[IDS])
+    counts: dict = {}
+    for c in by_kind[CHECKS]:
+        counts = checks_mod.merge_counts(counts, c)
+    stats.update(checks_mod.stats_section(counts, check_info))
     corpus.write_manifest(output, entries, stats)
     return stats
 
 
-def _finalize(item, output: str, ocfg: dict, input_bytes: int) -> Iterator[dict]:
+def _finalize(item, output: str, ocfg: dict, input_bytes: int, check_info: dict) -> Iterator[dict]:
     _, summary = item
-    yield finalize(summary, output, ocfg, input_bytes)
+    yield finalize(summary, output, ocfg, input_bytes, check_info)
 
 
 # --------------------------------------------------------------------------
@@ -460,13 +486,15 @@ class WriteOutput(beam.PTransform):
             pcolls["read"],
             plan | "TagPlan" >> Tag(PLAN),
             census | "IdCounts" >> Keep(IDS),
+            *([pcolls["checks"]] if "checks" in pcolls else []),
         ]
         return (
             summary
             | "Summary" >> beam.Flatten()
             | "OneKey" >> beam.Map(lambda event: (None, event))
             | "Gather" >> beam.GroupByKey()
-            | "Finalize" >> beam.FlatMap(_finalize, self.output, ocfg, self.input_bytes)
+            | "Finalize" >> beam.FlatMap(_finalize, self.output, ocfg, self.input_bytes,
+                                         checks_mod.describe(build(PipelineConfig, self.cfg, "pipeline config")))
         )
 
 
@@ -475,15 +503,20 @@ def build_pipeline(p: beam.Pipeline, paths: Sequence[str], output: str, cfg: dic
 
     Steps that keep or reject documents follow the pattern in pipeline/events.py:
     ``docs = step(docs, "Name", SomeDoFn(cfg), rejects)``."""
+    cfg = as_dict(cfg)     # a PipelineConfig or its mapping
     rejects: list = []
     read = p | "Read" >> ReadEach(paths, ReadSource(cfg["read"], cfg["beam"]["batch_size"]))
     rejects.append(read | "ReadRejects" >> Select(REJECTS))
     docs = read | "ReadDocs" >> Select(DOCS)
     docs = step(docs, "Clean", CleanAndFilter(cfg), rejects)
+    checked = docs | "Checks" >> beam.ParDo(RunChecks(cfg))
+    rejects.append(checked | "ChecksRejects" >> Select(REJECTS))
+    docs = checked | "ChecksDocs" >> Select(DOCS)
     deduped = docs | "Dedup" >> Deduplicate(cfg)
     rejects += deduped.pop("rejects")
     return (
-        {**deduped, "read": read | "ReadCounts" >> Keep(READ), "rejects": rejects | "Rejects" >> beam.Flatten()}
+        {**deduped, "read": read | "ReadCounts" >> Keep(READ), "rejects": rejects | "Rejects" >> beam.Flatten(),
+         "checks": checked | "ChecksCounts" >> Keep(CHECKS)}
         | "Write" >> WriteOutput(output, cfg, input_bytes)
     )
 
@@ -529,7 +562,7 @@ def run_pipeline(
     nested dict over the config, e.g. ``{"output": {"num_shards": 4}}``."""
     if isinstance(inputs, str):
         inputs = [inputs]
-    cfg = load_config(config_path, overrides)
+    cfg = as_dict(load_config(config_path, overrides))   # validated; the graph takes plain mappings
     paths = expand_inputs(inputs)
     output = corpus.absolute(output.rstrip("/") or output)
     corpus.check_output_apart(output, inputs, paths)
@@ -566,6 +599,13 @@ def log_report(stats: dict, output: str) -> None:
     ]
     for reason, count in sorted(stats.get("rejected", {}).items(), key=lambda kv: (-kv[1], kv[0])):
         lines.append(f"  rejected {reason}: {count}")
+    masked = {k: v for k, v in stats.get("pii", {}).items() if k != "documents"}
+    if masked:
+        lines.append(f"  PII in {stats['pii'].get('documents', 0)} documents: "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(masked.items())))
+    missing = [name for name, state in stats.get("decontamination_sets", {}).items() if state == "missing"]
+    if missing:
+        lines.append(f"  decontamination: eval sets not found (set ZH_SHARED_DATA): {', '.join(missing)}")
     if not stats.get("accounted", False):
         lines.append("  WARNING: read != written + rejected + duplicates")
     print("\n".join(lines), file=sys.stderr, flush=True)
@@ -574,7 +614,8 @@ def log_report(stats: dict, output: str) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
-        description="Beam corpus pipeline: read, clean, filter, dedup, shard.",
+        description="Beam corpus pipeline: read, clean, filter, check (language, word lists, PII, "
+        "decontamination, quality), dedup, shard.",
         epilog="Any other flag is a Beam pipeline option and passes through to PipelineOptions, e.g. "
         "--flink_master=HOST:8081, --project=P --region=R --temp_location=gs://..., --extra_package=dist/x.whl. "
         "See the docstring of pipeline/run.py for complete Flink/Spark/Dataflow command lines.",
@@ -641,4 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except readers.InputError as exc:  # undecidable layout, or nothing written: one line with a hint
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:         # a bad --config file or key: one line naming file and key
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0 if stats.get("accounted") else 1

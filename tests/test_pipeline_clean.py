@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import clean
-from pipeline.config import DEFAULTS
+from pipeline.config import CleanConfig
 
 SHARED = Path(os.environ.get("ZH_SHARED_DATA", "/work/shared/data"))
 WEIBO = SHARED / "corpus/weibo_senti_subset/weibo_senti_100k_subset.csv"
@@ -71,16 +71,16 @@ def test_traditional_to_simplified_examples():
     assert clean.to_simplified(text) == "乾隆皇帝的头发很干燥，后来他在台湾的理发店里了解了《著作权法》。「一只猫」"
     assert clean.to_simplified("计算机软件和頭髮") == "计算机软件和头发"  # simplified text untouched
     assert clean.to_simplified("軟體", config="tw2sp") == "软件"  # Taiwan vocabulary too
-    off = clean.build_cleaner(DEFAULTS["clean"])
-    on = clean.build_cleaner({**DEFAULTS["clean"], "traditional_to_simplified": True})
-    assert off("漢語很難學。") == "漢語很難學。"  # off by default
-    assert on("ＡＢＣ漢語很難學！") == "ABC汉语很难学！"
+    off = clean.build_cleaner({"traditional_to_simplified": False})
+    on = clean.build_cleaner({})
+    assert off("漢語很難學。") == "漢語很難學。"
+    assert on("ＡＢＣ漢語很難學！") == "ABC汉语很难学！"  # on by default: the vocabularies are simplified
 
 
 def test_traditional_to_simplified_on_real_text(shared_data):
     import json
 
-    to_s = clean.build_cleaner({**DEFAULTS["clean"], "traditional_to_simplified": True})
+    to_s = clean.build_cleaner({})
     poems = json.loads((shared_data / "corpus/chinese_poetry/poet.tang.0.json").read_text(encoding="utf-8"))
     assert poems[0]["paragraphs"][0] == "秦川雄帝宅，函谷壯皇居。"
     assert to_s(poems[0]["paragraphs"][0]) == "秦川雄帝宅，函谷壮皇居。"
@@ -115,27 +115,27 @@ def test_one_sentence_per_line():
     lines = clean.one_sentence_per_line(long, max_len=50).split("\n")
     assert max(map(len, lines)) <= 50 and "".join(lines) == long
     assert all(line.endswith("，") for line in lines[:-1])  # cut at the soft break
-    cfg = {**DEFAULTS["clean"], "split_sentences": True, "max_sentence_chars": 20}
+    cfg = {"split_sentences": True, "max_sentence_chars": 20}
     assert [n for n, _ in clean.cleaning_steps(cfg)][-1] == "one_sentence_per_line"
     out = clean.build_cleaner(cfg)("<p>第一句话。第二句话！</p><p>  第三句，" + "很长" * 20 + "。</p>")
     assert out.split("\n")[:2] == ["第一句话。", "第二句话！"] and max(map(len, out.split("\n"))) <= 20
-    assert "\n" in clean.build_cleaner(DEFAULTS["clean"])("第一句。\n第二句。")  # paragraphs kept ...
-    assert clean.build_cleaner(DEFAULTS["clean"])("第一句。第二句。") == "第一句。第二句。"  # ... off by default
+    assert "\n" in clean.build_cleaner(CleanConfig())("第一句。\n第二句。")  # paragraphs kept ...
+    assert clean.build_cleaner(CleanConfig())("第一句。第二句。") == "第一句。第二句。"  # ... off by default
 
 
 def test_build_cleaner_order_and_switches():
-    cleaner = clean.build_cleaner(DEFAULTS["clean"])
+    cleaner = clean.build_cleaner(CleanConfig())
     raw = "<p>ＯＰＰＯ手机\u200b真好用！！</p><p>详见http://x.cn/a @客服小李 😀</p>"
     assert cleaner(raw) == "OPPO手机真好用！！\n详见"
-    off = clean.build_cleaner({**DEFAULTS["clean"], "strip_html": False, "urls": "keep"})
+    off = clean.build_cleaner({"strip_html": False, "urls": "keep"})
     assert "<p>" in off(raw) and "http://x.cn/a" in off(raw)
-    names = [n for n, _ in clean.cleaning_steps(DEFAULTS["clean"])]
+    names = [n for n, _ in clean.cleaning_steps(CleanConfig())]
     assert names == [n for n in clean.STEP_ORDER if n in names]
 
 
 @pytest.mark.skipif(not WEIBO.exists(), reason="shared Weibo data not available")
 def test_real_weibo_text():
-    cleaner = clean.build_cleaner(DEFAULTS["clean"])
+    cleaner = clean.build_cleaner(CleanConfig())
     with open(WEIBO, encoding="utf-8-sig", newline="") as f:
         rows = [r["review"] for r in csv.DictReader(f)]
     assert len(rows) > 1000
@@ -152,3 +152,56 @@ def test_real_weibo_text():
     assert cleaner("@张晓鹏jonathan 土耳其的事要认真对待[哈哈]，否则直接开除。") == "土耳其的事要认真对待，否则直接开除。"
     mention_left = sum("@" in cleaner(r) for r in with_mentions)
     assert mention_left / len(with_mentions) < 0.02
+
+
+def test_one_default_per_key():
+    """An empty section, the dataclass and configs/pipeline.yaml build the same cleaner."""
+    import yaml
+
+    from pipeline.config import REPO_CONFIG, load_config
+    from pipeline.typed_config import ConfigError
+
+    names = lambda cfg: [n for n, _ in clean.cleaning_steps(cfg)]  # noqa: E731
+    assert names({}) == names(CleanConfig()) == names(load_config(str(REPO_CONFIG)).clean)
+    raw = "<p>@小王 #话题# 今天😀天气好</p>"
+    assert clean.build_cleaner({})(raw) == clean.build_cleaner(CleanConfig())(raw) == "话题今天天气好"
+    shipped = yaml.safe_load(REPO_CONFIG.read_text(encoding="utf-8"))
+    assert load_config(str(REPO_CONFIG)) == load_config(None), "configs/pipeline.yaml restates the defaults"
+    assert set(shipped) == set(load_config(None).__dataclass_fields__)
+    with pytest.raises(ConfigError, match="clean.emojii"):
+        clean.build_cleaner({"emojii": "keep"})
+
+
+def test_blank_markers_are_not_unwrapped_into_words(shared_data):
+    """chid's #idiom# marks a blank; unwrapping it as a hashtag inserted the word "idiom"."""
+    import json
+
+    with (shared_data / "corpus/fewclue/chid_unlabeled.json").open(encoding="utf-8") as f:
+        content = json.loads(f.readline())["content"]
+    assert "#idiom#" in content
+    cleaned = clean.build_cleaner({})(content)
+    assert "#idiom#" in cleaned and "情,idiom。" not in cleaned and "事情,#idiom#。" in cleaned
+    assert "idiom" not in clean.build_cleaner({"blank_policy": "remove"})(content)
+    assert "事情,___。" in clean.build_cleaner({"blank_policy": "replace"})(content)
+    # Weibo topics are still unwrapped
+    assert clean.build_cleaner({})("#中国梦想秀#今晚播出") == "中国梦想秀今晚播出"
+
+
+def test_private_use_characters_removed():
+    assert clean.remove_private_use("汉\ue000字\U000f0001好\U0010fffd") == "汉字好"
+    assert clean.build_cleaner({})("汉\ue5e5字") == "汉字"
+    assert clean.build_cleaner({"remove_private_use": False})("汉\ue5e5字") == "汉\ue5e5字"
+
+
+def test_empty_brackets_left_by_markup(shared_data):
+    import json
+
+    wiki = [json.loads(line)["text"] for line in
+            (shared_data / "corpus/zhwiki_sample/wiki_00_b.jsonl").open(encoding="utf-8")]
+    doc = next(t for t in wiki if "干宝（），字令升" in t)
+    cleaned = clean.build_cleaner({})(doc)
+    assert "干宝，字令升" in cleaned and "（）" not in cleaned
+    before = sum(t.count("（）") + t.count("（，）") for t in wiki)
+    after = sum(c.count("（）") + c.count("（，）") for c in map(clean.build_cleaner({}), wiki))
+    assert before > 100 and after == 0
+    assert clean.remove_empty_brackets("耶维齐·马尔可夫（，），生於著作《》里（1856年）") == "耶维齐·马尔可夫，生於著作里（1856年）"

@@ -9,9 +9,9 @@ import zipfile
 import pytest
 
 from pipeline import detect, hints, readers
-from pipeline.config import load_config
+from pipeline.config import as_dict, load_config
 
-READ = load_config()["read"]
+READ = as_dict(load_config())["read"]
 SIMP = ["今天上午，市图书馆举办了一场传统手工艺讲座。", "讲座结束后，大家纷纷表示收获很大。", "希望以后能多举办这样的活动，让更多人了解传统文化。"]
 TRAD = ["今天上午，市圖書館舉辦了一場傳統手工藝講座。", "講座結束後，大家紛紛表示收穫很大。", "希望以後能多舉辦這樣的活動，讓更多人了解傳統文化。"]
 

@@ -1,0 +1,96 @@
+"""Rolling hashes of character spans, and a vectorized hash table to look them up.
+
+One prefix sum over a whole batch of texts serves every span length, so the decontamination
+index (13-grams, short-item prefixes) and the quality model (1- to N-grams) hash a batch in a
+few numpy operations.
+"""
+
+from __future__ import annotations
+
+
+import numpy as np
+
+
+def codepoints(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+_BASE = 0x9E3779B97F4A7C15
+_FIB = np.uint64(0x9E3779B97F4A7C15)
+_POW: list[np.ndarray] = [np.ones(1, np.uint64), np.ones(1, np.uint64)]   # B^k, B^-k (mod 2^64)
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """B^k and B^-k (mod 2^64) for k < n, cached and grown by doubling."""
+    if _POW[0].size < n:
+        size = max(n, 2 * _POW[0].size)
+        inv = pow(_BASE, -1, 1 << 64)
+        for i, base in enumerate((_BASE, inv)):
+            arr = np.empty(size, np.uint64)
+            arr[0] = 1
+            arr[1:] = base
+            _POW[i] = np.cumprod(arr, dtype=np.uint64)     # wraps mod 2^64
+    return _POW[0], _POW[1]
+
+
+def prefix_sums(cp: np.ndarray) -> np.ndarray:
+    _, inv = _powers(len(cp) + 1)
+    out = np.zeros(len(cp) + 1, np.uint64)
+    np.cumsum((cp.astype(np.uint64) + np.uint64(1)) * inv[:len(cp)], out=out[1:])
+    return out
+
+
+class HashTable:
+    """uint64 keys -> values, open addressing with linear probing, looked up for a whole array
+    of hashes at once (a few gathers per probe round instead of a binary search's ~20 dependent
+    steps). Key 0 marks an empty slot; a real key 0 is stored as 1 (a 2^-64 collision)."""
+
+    def __init__(self, keys: np.ndarray, vals: np.ndarray, empty_val=0):
+        keys = np.where(keys == 0, np.uint64(1), keys).astype(np.uint64)
+        self.bits = max(4, int(np.ceil(np.log2(max(1, keys.size) * 2 + 1))))
+        size = 1 << self.bits
+        self.mask = size - 1
+        self.keys = np.zeros(size, np.uint64)
+        self.vals = np.full(size, empty_val, dtype=vals.dtype)
+        slot = self._slot(keys)
+        todo = np.arange(keys.size)
+        while todo.size:
+            s = slot[todo]
+            free = self.keys[s] == 0
+            # of several keys aiming at one free slot, the first takes it; the others probe on
+            cand = todo[free]
+            _, first = np.unique(s[free], return_index=True)
+            won = cand[first]
+            self.keys[slot[won]] = keys[won]
+            self.vals[slot[won]] = vals[won]
+            lost = np.setdiff1d(todo, won, assume_unique=True)
+            slot[lost] = (slot[lost] + 1) & self.mask
+            todo = lost
+
+    def _slot(self, h: np.ndarray) -> np.ndarray:
+        """Fibonacci hashing: short n-grams hash to small numbers, the multiply spreads them."""
+        return ((h * _FIB) >> np.uint64(64 - self.bits)).astype(np.int64)
+
+    def lookup(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask, values; ``empty_val`` where not found) for an array of hashes. Each
+        call costs a dozen numpy operations per probe round: look up whole batches at once."""
+        h = np.where(h == 0, np.uint64(1), h)
+        slot = self._slot(h)
+        found = np.zeros(h.size, bool)
+        pending = np.arange(h.size)
+        while pending.size:
+            k = self.keys[slot[pending]]
+            hit = k == h[pending]
+            found[pending[hit]] = True
+            pending = pending[(k != 0) & ~hit]
+            slot[pending] = (slot[pending] + 1) & self.mask
+        return found, self.vals[slot]
+
+
+def span_hashes(prefix: np.ndarray, starts: np.ndarray, lengths) -> np.ndarray:
+    """Polynomial hashes of the spans [start, start + length) of a text given its
+    ``prefix_sums``: the same value for the same characters at any position, so many texts
+    laid end to end are hashed with one prefix sum (uint64 arithmetic wraps)."""
+    ends = starts + lengths
+    fwd, _ = _powers(len(prefix))
+    return (prefix[ends] - prefix[starts]) * fwd[ends - 1]

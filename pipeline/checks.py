@@ -1,0 +1,142 @@
+"""The data-quality checks after cleaning, as one pass over each batch of documents.
+
+Order: language ID (``lang_<code>``), word lists (``wordlist_<name>``), PII (masked in place,
+or ``pii_<type>``), decontamination (``decontam_<set>``, or flagged), quality score
+(``high_perplexity`` when a maximum is set). Each check is a pure object from its own module
+(``pipeline.langid``, ``pipeline.wordlists``, ``pipeline.pii``, ``pipeline.decontam``,
+``pipeline.quality``) built from its config section; ``run_checks`` applies them to a batch of
+keyed documents and returns the kept ones, the rejects and the counts per decision, which
+``merge_counts`` adds up across batches for stats.json.
+
+Per document the checks also know its language and score, perplexity and bucket, and the eval
+sets it shares text with (``action: flag``); ``run_checks`` returns them as ``fields`` for the
+shard writer, which does not write extra record fields yet (``pipeline/shards.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pipeline import decontam, dedup, quality
+from pipeline.config import PipelineConfig
+from pipeline.decontam import Decontaminator
+from pipeline.langid import LanguageIdentifier
+from pipeline.pii import PiiMasker
+from pipeline.quality import QualityScorer
+from pipeline.wordlists import WordlistMatcher
+
+
+class Checks:
+    """The enabled checks of a config, built once per worker (``DoFn.setup``)."""
+
+    def __init__(self, cfg: PipelineConfig):
+        self.langid = LanguageIdentifier(cfg.langid) if cfg.langid.enabled else None
+        self.wordlists = WordlistMatcher.from_config(cfg.wordlists)
+        self.pii = PiiMasker(cfg.pii) if cfg.pii.enabled else None
+        self.decontam = Decontaminator(cfg.decontam, simplify=not cfg.clean.traditional_to_simplified) \
+            if cfg.decontam.enabled else None
+        self.quality = QualityScorer(cfg.quality) if cfg.quality.model else None
+        self.exact = cfg.dedup.exact
+        self.snippet = cfg.output.reject_text_chars
+
+
+def _add(counts: dict, path: tuple, n: int = 1) -> None:
+    for part in path[:-1]:
+        counts = counts.setdefault(part, {})
+    counts[path[-1]] = counts.get(path[-1], 0) + n
+
+
+def run_checks(batch: list, checks: Checks) -> tuple[list, list, dict, dict]:
+    """Keyed-doc batch [(key, (id, text, source, line))] -> (kept keyed docs, PII masked and
+    re-keyed, rejects, counts per decision, {key: record fields})."""
+    rejects, counts = [], {}
+    survivors = []
+    for key, doc in batch:
+        doc_id, text, source, line = doc[:4]
+        fields: dict[str, Any] = {}
+        reason: Optional[str] = None
+        if checks.langid is not None:
+            ok, lang, score = checks.langid.keep(text)
+            fields.update(lang=lang, lang_score=round(score, 3))
+            _add(counts, ("langid", lang))
+            reason = None if ok else f"lang_{lang}"
+        if reason is None and checks.wordlists is not None:
+            reason = checks.wordlists.reason(text)
+        if reason is None and checks.pii is not None:
+            masked, found, reason = checks.pii(text)
+            for kind, n in found.items():
+                _add(counts, ("pii", kind), n)
+            if found:
+                _add(counts, ("pii", "documents"))
+            if masked != text:
+                text = masked
+                key = dedup.exact_key(text) if checks.exact else key
+        if reason is not None:
+            rejects.append((reason, doc_id, source, line, doc[1][:checks.snippet], None))
+            continue
+        survivors.append((key, (doc_id, text, source, line), fields))
+    if checks.decontam is not None and survivors:
+        verdicts = checks.decontam.batch([doc[1] for _, doc, _ in survivors])
+        rest = []
+        for (key, doc, fields), (reason, sets) in zip(survivors, verdicts):
+            for name in sets:
+                _add(counts, ("decontamination", name))
+            if reason is not None:
+                rejects.append((reason, doc[0], doc[2], doc[3], doc[1][:checks.snippet], None))
+                continue
+            if sets:
+                fields["contaminated"] = sets
+            rest.append((key, doc, fields))
+        survivors = rest
+    if checks.quality is not None and survivors:
+        scores = checks.quality.batch([doc[1] for _, doc, _ in survivors])
+        rest = []
+        for (key, doc, fields), (ppl, bucket, reason) in zip(survivors, scores):
+            src = counts.setdefault("quality", {}).setdefault(doc[2], {"hist": [0] * (len(quality.HIST_EDGES) - 1),
+                                                                        "buckets": {}})
+            src["hist"] = [a + b for a, b in zip(src["hist"], quality.histogram([ppl]))]
+            _add(src, ("buckets", bucket))
+            if reason is not None:
+                rejects.append((reason, doc[0], doc[2], doc[3], doc[1][:checks.snippet], None))
+                continue
+            fields.update(ppl=ppl, quality_bucket=bucket)
+            rest.append((key, doc, fields))
+        survivors = rest
+    kept = [(key, doc) for key, doc, _ in survivors]
+    return kept, rejects, counts, {key: fields for key, _, fields in survivors if fields}
+
+
+def merge_counts(a: dict, b: dict) -> dict:
+    """Counts of two batches added up (nested dicts of ints; lists add element-wise)."""
+    out = dict(a)
+    for k, v in b.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(v, dict):
+            out[k] = merge_counts(out[k], v)
+        elif isinstance(v, list):
+            out[k] = [x + y for x, y in zip(out[k], v)]
+        else:
+            out[k] = out[k] + v
+    return out
+
+
+def describe(cfg: PipelineConfig) -> dict:
+    """What the run checks against, for stats.json (cheap: file globs only)."""
+    out: dict = {"checks": [name for name in ("langid", "wordlists", "pii", "decontam")
+                            if getattr(cfg, name).enabled] + (["quality"] if cfg.quality.model else [])}
+    if cfg.decontam.enabled:
+        out["decontamination_sets"] = decontam.set_status(cfg.decontam)
+    if cfg.quality.model:
+        out["quality_model"] = cfg.quality.model
+    return out
+
+
+def stats_section(counts: dict, checks_info: Optional[dict] = None) -> dict:
+    """The stats.json keys of the checks: counts per decision, quality distribution per source."""
+    out = {k: dict(sorted(v.items())) for k, v in counts.items() if k != "quality"}
+    if "quality" in counts:
+        out["quality"] = {src: quality.summarize(v["hist"], v["buckets"]) for src, v in sorted(counts["quality"].items())}
+    if checks_info:
+        out.update(checks_info)
+    return out

@@ -1,0 +1,225 @@
+"""Decontamination: drop (or flag) training documents that share a long n-gram with an eval set.
+
+Whitespace-split n-grams (lm-eval's) mean nothing in Chinese, so the unit is the character:
+both sides are normalized (traditional -> simplified, NFKC, lowercase, every space and
+punctuation mark removed, a Latin word or number counted as one character) and a document is contaminated by an evaluation set when
+one of its ``ngram``-character windows (13 by default, GPT-3's size) occurs in one of the set's
+items. Items shorter than ``ngram`` (many LCQMC/BQ questions) are matched whole when they have
+at least ``MIN_ITEM_CHARS`` characters. The index is a sorted array of 64-bit n-gram hashes
+with a bitmask of the sets each came from, built once per worker.
+
+The project's own sets are the STS *test* files, the CSL title test set and CMRC 2018 dev under
+``$ZH_SHARED_DATA`` (their absence is noted in stats.json, not an error); sets the user names in
+``decontam.eval_sets`` must exist.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import unicodedata
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from pipeline.charhash import HashTable, codepoints as _codepoints, prefix_sums, span_hashes
+from pipeline.clean import to_simplified
+from pipeline.config import DecontamConfig, EvalSet, project_eval_sets, section
+from pipeline.typed_config import ConfigError
+
+MIN_ITEM_CHARS = 8
+_STRIP = re.compile(r"[\W_]+")
+_STRIP_KEEP_LINES = re.compile(r"[^\w\n]+|_+")
+_WORD = re.compile(r"[a-z0-9]+")
+_RUN = re.compile(r"(.)\1{2,}")
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _word_char(m: "re.Match[str]") -> str:
+    """A Latin word or a number as ONE character (a plane-15 code point from its CRC)."""
+    return chr(0xF0000 + zlib.crc32(m.group().encode()) % 0xFFFE)
+
+
+def normalize(text: str, keep_lines: bool = False) -> str:
+    """NFKC, lowercase, no spaces or punctuation; each Latin word or number becomes one
+    character and runs of one character collapse, so that 13 "characters" are 13 Chinese
+    characters or words ("international" alone, or "1111111", is not a 13-gram).
+    ``keep_lines``: line breaks survive, to normalize many items joined in one call."""
+    text = (_STRIP_KEEP_LINES if keep_lines else _STRIP).sub("", unicodedata.normalize("NFKC", text).lower())
+    return _RUN.sub(r"\1", _WORD.sub(_word_char, text))
+
+
+def expand_path(path: str) -> str:
+    """``$ZH_SHARED_DATA`` (default: the shared data folder beside the repository) and ``~``."""
+    env = {"ZH_SHARED_DATA": os.environ.get("ZH_SHARED_DATA", str(DEFAULT_ROOT))}
+    return os.path.expanduser(re.sub(r"\$\{?ZH_SHARED_DATA\}?", lambda _: env["ZH_SHARED_DATA"], path))
+
+
+def read_eval_items(spec: EvalSet) -> Iterator[str]:
+    """The texts of one eval set (every matching file)."""
+    for path in sorted(glob.glob(expand_path(spec.path))):
+        with open(path, encoding="utf-8-sig") as f:
+            if spec.format == "squad":
+                for article in json.load(f)["data"]:
+                    for para in article["paragraphs"]:
+                        yield para["context"]
+                        for qa in para.get("qas", []):
+                            yield qa["question"]
+            elif spec.format == "tsv":
+                for line in f:
+                    cols = line.rstrip("\n").split("\t")
+                    yield from (cols[i] for i in spec.columns if i < len(cols))
+            else:
+                yield from (line.rstrip("\n") for line in f)
+
+
+def _windows(starts: np.ndarray, lengths: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(owner, start) of every n-character window inside one of the texts laid end to end."""
+    per = np.maximum(lengths - n + 1, 0)
+    owners = np.repeat(np.arange(len(lengths)), per)
+    return owners, np.repeat(starts, per) + np.arange(per.sum()) - np.repeat(np.cumsum(per) - per, per)
+
+
+class _HashSet:
+    """uint64 hashes (duplicates merged, payloads OR-ed) in a HashTable."""
+
+    def __init__(self, hashes: np.ndarray, payload: np.ndarray):
+        uniq, inv = np.unique(hashes, return_inverse=True)
+        merged = np.zeros(uniq.size, np.uint64)
+        np.bitwise_or.at(merged, inv, payload)
+        self.table = HashTable(uniq, merged)
+
+    def lookup(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in ``h`` that are members, their payloads)."""
+        found, vals = self.table.lookup(h)
+        at = np.flatnonzero(found)
+        return at, vals[at]
+
+
+@dataclass
+class EvalIndex:
+    """n-gram hashes of the long items (payload: bitmask of sets); short items keyed by the
+    hash of their first MIN_ITEM_CHARS characters, verified whole on a prefix hit."""
+    names: list[str]
+    ngrams: _HashSet
+    prefixes: _HashSet          # payload: group number in ``short``
+    short: list                 # per prefix: [(length, full hash, set mask)]
+    items: dict                 # set name -> number of items indexed
+    missing: list               # project sets whose files are absent
+
+    def masks(self, texts: list[str], n: int) -> list[int]:
+        """Per text, the bitmask of the eval sets sharing an n-gram (or a whole short item) with
+        it; texts must be simplified already. One normalization, one prefix sum and one table
+        lookup per batch."""
+        norm = normalize("\n".join(t.replace("\n", " ") for t in texts), keep_lines=True).split("\n")
+        if len(norm) != len(texts):        # a text normalized into a line break: one by one
+            norm = [normalize(t) for t in texts]
+        lengths = np.array([len(t) for t in norm], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(texts) else lengths
+        prefix = prefix_sums(_codepoints("".join(norm)))
+        out = np.zeros(len(texts), np.uint64)
+        owners, window_starts = _windows(starts, lengths, n)
+        at, vals = self.ngrams.lookup(span_hashes(prefix, window_starts, n))
+        np.bitwise_or.at(out, owners[at], vals)
+        result = [int(m) for m in out]
+        if self.short:
+            owners, window_starts = _windows(starts, lengths, MIN_ITEM_CHARS)
+            at, groups = self.prefixes.lookup(span_hashes(prefix, window_starts, MIN_ITEM_CHARS))
+            ends = starts + lengths
+            for doc, pos, group in zip(owners[at].tolist(), window_starts[at].tolist(), groups.tolist()):
+                for length, full, mask in self.short[group]:
+                    if pos + length <= ends[doc] and span_hashes(prefix, np.array([pos]), length)[0] == full:
+                        result[doc] |= mask
+        return result
+
+    def set_names(self, mask: int) -> list[str]:
+        return [name for i, name in enumerate(self.names) if mask >> i & 1]
+
+
+def eval_sets(c: DecontamConfig) -> list[EvalSet]:
+    """The project's sets (when ``project_sets``) then the user's, in bit order."""
+    return (project_eval_sets() if c.project_sets else []) + list(c.eval_sets)
+
+
+def set_status(cfg: "DecontamConfig | dict | None" = None) -> dict[str, str]:
+    """Eval set name -> "checked" or "missing" (no file matches), for stats.json."""
+    return {s.name: "checked" if glob.glob(expand_path(s.path)) else "missing"
+            for s in eval_sets(section(DecontamConfig, cfg))}
+
+
+def build_index(cfg: "DecontamConfig | dict | None" = None) -> Optional[EvalIndex]:
+    """The eval sets of a ``decontam:`` section, indexed; None when switched off."""
+    c = section(DecontamConfig, cfg)
+    if not c.enabled:
+        return None
+    sets = eval_sets(c)
+    if len(sets) > 63:
+        raise ConfigError(f"decontam: at most 63 eval sets, got {len(sets)}")
+    user = {s.name for s in c.eval_sets}
+    texts, owner, items, missing = [], [], {}, []
+    for i, spec in enumerate(sets):
+        if not glob.glob(expand_path(spec.path)):
+            if spec.name in user:
+                raise ConfigError(f"decontam.eval_sets: '{spec.name}': no file matches {spec.path}")
+            missing.append(spec.name)
+            continue
+        before = len(texts)
+        texts.extend(t.replace("\n", " ") for t in read_eval_items(spec))
+        owner.extend([i] * (len(texts) - before))
+    # one OpenCC call and one prefix sum for all items; then every window inside an item
+    norm = normalize(to_simplified("\n".join(texts)), keep_lines=True).split("\n") if texts else []
+    lengths = np.array([len(t) for t in norm], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if norm else lengths
+    prefix = prefix_sums(_codepoints("".join(norm)))
+    bits = np.left_shift(np.uint64(1), np.array(owner, dtype=np.uint64))
+    long_ = lengths >= c.ngram
+    owners, window_starts = _windows(starts, lengths, c.ngram)
+    ngrams = _HashSet(span_hashes(prefix, window_starts, c.ngram), bits[owners])
+    short = (lengths >= MIN_ITEM_CHARS) & ~long_
+    full = span_hashes(prefix, starts[short], lengths[short])
+    first = span_hashes(prefix, starts[short], MIN_ITEM_CHARS)
+    groups: dict[int, dict] = {}
+    for length, f, p, mask in zip(lengths[short].tolist(), full.tolist(), first.tolist(), bits[short].tolist()):
+        rows = groups.setdefault(p, {})
+        rows[(length, f)] = rows.get((length, f), 0) | mask
+    prefixes = _HashSet(np.array(list(groups), dtype=np.uint64), np.arange(len(groups), dtype=np.uint64))
+    counted = np.bincount(np.array(owner, dtype=np.int64)[lengths >= MIN_ITEM_CHARS], minlength=len(sets)) \
+        if norm else np.zeros(len(sets), np.int64)
+    for i, spec in enumerate(sets):
+        if spec.name not in missing:
+            items[spec.name] = int(counted[i])
+    return EvalIndex([s.name for s in sets], ngrams, prefixes,
+                     [[(length, np.uint64(f), mask) for (length, f), mask in rows.items()] for rows in groups.values()],
+                     items, missing)
+
+
+class Decontaminator:
+    """``decontam:`` applied to one text: (reject reason or None, contaminating set names)."""
+
+    def __init__(self, cfg: "DecontamConfig | dict | None" = None, simplify: bool = True):
+        """``simplify=False`` when the texts are simplified already (clean.traditional_to_simplified)."""
+        c = section(DecontamConfig, cfg)
+        self.simplify = simplify
+        self.n = c.ngram
+        self.action = c.action
+        self.index = build_index(c)
+
+    def batch(self, texts: list[str]) -> list[tuple[Optional[str], list[str]]]:
+        """Per text: (reject reason or None, names of the eval sets it shares text with)."""
+        if self.index is None:
+            return [(None, [])] * len(texts)
+        if self.simplify:
+            texts = [to_simplified(t) for t in texts]
+        out = []
+        for mask in self.index.masks(texts, self.n):
+            sets = self.index.set_names(mask)
+            out.append((f"decontam_{sets[0]}" if sets and self.action == "reject" else None, sets))
+        return out
+
+    def __call__(self, text: str) -> tuple[Optional[str], list[str]]:
+        return self.batch([text])[0]

@@ -1,0 +1,61 @@
+"""Language identification with CLD2 (``pycld2``): its wheel bundles the model, so it runs offline.
+
+Chosen by ``bench/langid_bench.py`` (BENCHMARKS.md, "Data quality"): on real Chinese (modern,
+classical, traditional, code-mixed), English lines from the corpora and a written sample of
+other languages and code, CLD2 with the rule below kept/rejected more texts correctly than
+lingua, CLD3, fastText's bundled lid.176.ftz, py3langid and langdetect, at a fraction of
+lingua's memory (its all-language models take ~0.9 GB per worker).
+
+Rule: a document is rejected as ``lang_<code>`` when CLD2 reliably names another language as
+its main one, covering at least ``min_score`` of the text. Texts CLD2 cannot place (``un``,
+common for short classical poems and emoticon-laden posts) are kept: the ``min_chinese_ratio``
+filter already handles text without Chinese characters.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pycld2
+
+from pipeline.config import LangIdConfig, section
+
+MAX_CHARS = 20_000          # CLD2 reads the start of long documents; enough to decide
+
+
+def _code(cld2_code: str) -> str:
+    """CLD2 codes to ISO 639-1 style: zh-Hant -> zh, un stays un."""
+    return cld2_code.split("-")[0].lower()
+
+
+class LanguageIdentifier:
+    """``langid:`` section applied to one text."""
+
+    def __init__(self, cfg: "LangIdConfig | dict | None" = None):
+        c = section(LangIdConfig, cfg)
+        self.enabled = c.enabled
+        self.languages = frozenset(c.languages)
+        self.min_score = c.min_score
+        self.min_chars = c.min_chars
+
+    def top(self, text: str) -> tuple[str, float, bool]:
+        """(main language code, share of the text in it 0..1, CLD2's reliability flag)."""
+        try:
+            reliable, _, details = pycld2.detect(text[:MAX_CHARS].replace("\n", " "))
+        except pycld2.error:     # invalid UTF-8 sequences CLD2 refuses (lone surrogates)
+            return "un", 0.0, False
+        code = _code(details[0][1])
+        share = sum(p for _, c, p, _ in details if _code(c) == code) / 100.0
+        return code, share, reliable
+
+    def keep(self, text: str) -> tuple[bool, str, float]:
+        """(kept, language, score) - language and score go into the output record."""
+        code, share, reliable = self.top(text)
+        if not self.enabled or len(text) < self.min_chars:
+            return True, code, share
+        rejected = code not in self.languages and code != "un" and reliable and share >= self.min_score
+        return not rejected, code, share
+
+    def reason(self, text: str) -> Optional[str]:
+        kept, code, _ = self.keep(text)
+        return None if kept else f"lang_{code}"

@@ -1,0 +1,58 @@
+"""Quality score: character n-gram perplexity, CCNet buckets, fit CLI."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from pipeline import quality
+
+REF = ["今天天气很好，我们去公园散步。", "公园里有很多人在散步，天气很好。", "我们今天去图书馆看书，天气很好。"] * 20
+
+
+def test_probabilities_are_normalized():
+    m = quality.fit(REF, order=3)
+    chars = sorted(set("".join(REF)))
+    for ctx in ("天气", "我们", "去公", "看不"):
+        probs = [math.exp(m.char_logprobs(ctx + c)[-1]) for c in chars]
+        unk = math.exp(m.char_logprobs(ctx + "龘")[-1])
+        assert 0.97 < sum(probs) <= 1.0 + 1e-4, (ctx, sum(probs))
+        assert 0 < unk < min(probs)
+
+
+def test_fluent_text_scores_lower_and_batches_agree():
+    m = quality.fit(REF, order=3)
+    fluent, shuffled = "我们今天去公园散步，天气很好。", "好很气天，步散园公去天今们我。"
+    assert m.perplexity(fluent) < m.perplexity(shuffled) / 5
+    single = [m.perplexity(t) for t in (fluent, shuffled, "书")]
+    assert np.allclose(m.perplexities([fluent, shuffled, "书"]), single)
+    assert m.perplexities(["", fluent, ""])[::2] == [float("inf")] * 2
+    m.cutoffs = (10.0, 100.0)
+    assert [m.bucket(p) for p in (5, 50, 500)] == ["head", "middle", "tail"]
+
+
+def test_save_load_and_scorer(tmp_path):
+    m = quality.calibrate(quality.fit(REF, order=3), REF[:3] + ["随便写的一些字"])
+    path = str(tmp_path / "q.npz")
+    m.save(path)
+    scorer = quality.QualityScorer({"model": path, "max_perplexity": 50.0})
+    (ppl, bucket, reason), (ppl2, _, reason2) = scorer.batch(["我们今天去公园散步。", "龘靐齉爩鱻麤"])
+    assert ppl == pytest.approx(m.perplexity("我们今天去公园散步。"), abs=0.01) and bucket == m.bucket(ppl) and reason is None
+    assert ppl2 > 50 and reason2 == "high_perplexity"
+    assert quality.QualityScorer({}).batch(["x"])[0][2] is None
+    hist = quality.histogram([10, 20, 30, 1e7])
+    s = quality.summarize(hist, {"head": 1})
+    assert s["documents"] == 4 and 5 < s["ppl_p10"] < 15 and s["buckets"] == {"head": 1}
+
+
+def test_reference_ranks_real_text(tmp_path, shared_data):
+    """Fitted on Wikipedia: held-out Wikipedia < news < Weibo posts, by median perplexity."""
+    import csv
+    wiki = [json.loads(line)["text"] for line in (shared_data / "corpus/zhwiki_sample/wiki_00_a.jsonl").open(encoding="utf-8")]
+    m = quality.fit(wiki[:50], order=3)
+    news = [line.split("\t", 1)[1] for line in
+            (shared_data / "corpus/thucnews_cnews_subset/cnews.val.txt").open(encoding="utf-8")][:100]
+    with (shared_data / "corpus/weibo_senti_subset/weibo_senti_100k_subset.csv").open(encoding="utf-8") as f:
+        weibo = [r["review"] for r in csv.DictReader(f)][:200]
+    med = [np.median(m.perplexities(t)) for t in (wiki[50:], news, weibo)]
+    assert med[0] < med[1] < med[2], med
