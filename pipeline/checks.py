@@ -9,8 +9,8 @@ keyed documents and returns the kept ones, the rejects and the counts per decisi
 ``merge_counts`` adds up across batches for stats.json.
 
 Per document the checks also know its language and score, perplexity and bucket, and the eval
-sets it shares text with (``action: flag``); ``run_checks`` returns them as ``fields`` for the
-shard writer, which does not write extra record fields yet (``pipeline/shards.py``).
+sets it shares text with (``action: flag``); ``run_checks`` attaches them to the document as
+``fields``, which the shard writer adds to its output record.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def run_checks(batch: list, checks: Checks) -> tuple[list, list, dict, dict]:
     survivors = []
     for key, doc in batch:
         doc_id, text, source, line = doc[:4]
-        fields: dict[str, Any] = {}
+        fields_in = doc[4] if len(doc) > 4 else {}
+        fields: dict[str, Any] = dict(fields_in)
         reason: Optional[str] = None
         if checks.langid is not None:
             ok, lang, score = checks.langid.keep(text)
@@ -102,7 +103,9 @@ def run_checks(batch: list, checks: Checks) -> tuple[list, list, dict, dict]:
             fields.update(ppl=ppl, quality_bucket=bucket)
             rest.append((key, doc, fields))
         survivors = rest
-    kept = [(key, doc) for key, doc, _ in survivors]
+    # The fields travel with the document (a fifth element) to the shard writer, which adds them to
+    # the record: language, score, perplexity bucket, contaminated sets.
+    kept = [(key, (*doc, fields) if fields else doc) for key, doc, fields in survivors]
     return kept, rejects, counts, {key: fields for key, _, fields in survivors if fields}
 
 

@@ -271,7 +271,7 @@ class AssignShards(beam.DoFn):
 
 
 def shard_documents(grouped: Iterable[tuple], snippet: int) -> tuple[list, list]:
-    """One shard's events → (documents (id, text, key, source) to write,
+    """One shard's events → (documents (id, text, key, source[, fields]) to write,
     ``duplicate_near`` rejects): drops are applied, ids renamed."""
     docs, dropped, renamed = [], {}, {}
     for kind, items in grouped:
@@ -282,11 +282,12 @@ def shard_documents(grouped: Iterable[tuple], snippet: int) -> tuple[list, list]
         else:
             renamed.update((key, new) for key, (_, new) in items)
     out, rejects = [], []
-    for key, (doc_id, text, source, line) in docs:
+    for key, doc in docs:
+        doc_id, text, source, line = doc[:4]
         if key in dropped:
             rejects.append(("duplicate_near", doc_id, source, line, text[:snippet], dropped[key]))
         else:
-            out.append((renamed.get(key, doc_id), text, key, source))
+            out.append((renamed.get(key, doc_id), text, key, source, *doc[4:]))   # + the checks' fields
     return out, rejects
 
 

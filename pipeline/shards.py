@@ -10,6 +10,7 @@ written through ``pipeline.corpus`` (atomic, any Beam filesystem).
 from __future__ import annotations
 
 import hashlib
+import json
 import io
 import math
 import posixpath
@@ -86,11 +87,13 @@ def assign_split(doc_id: str, key: str, plan: dict, valid_fraction: float) -> tu
 
 def write_shard(output: str, split: str, index: int, count: int, docs: Iterable[tuple],
                 gzip_level: int = 6, parquet: bool = False) -> dict:
-    """Write one shard of (id, text, key, source) documents as ``{"id", "text",
-    "source"}`` lines sorted by (id, key); returns its manifest entry."""
+    """Write one shard of (id, text, key, source[, fields]) documents as ``{"id", "text", "source",
+    **fields}`` lines sorted by (id, key) (fields: what the quality checks record, e.g. ``lang``,
+    ``ppl``, ``quality_bucket``, ``contaminated``); returns its manifest entry."""
     docs = sorted(docs, key=lambda d: (d[0], d[2]))
     rel = shard_path(split, index, count)
-    data = gzip_bytes(jsonl_bytes({"id": d[0], "text": d[1], "source": d[3]} for d in docs), gzip_level)
+    data = gzip_bytes(jsonl_bytes({"id": d[0], "text": d[1], "source": d[3], **(d[4] if len(d) > 4 else {})}
+                                  for d in docs), gzip_level)
     write_bytes(join(output, rel), data)
     entry = shard_entry(rel, split, data, len(docs), sum(len(d[1]) for d in docs))
     if parquet:
@@ -102,7 +105,8 @@ def write_parquet_shard(output: str, split: str, index: int, count: int, docs: l
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({"id": [d[0] for d in docs], "text": [d[1] for d in docs], "source": [d[3] for d in docs]})
+    table = pa.table({"id": [d[0] for d in docs], "text": [d[1] for d in docs], "source": [d[3] for d in docs],
+                      "fields": [json.dumps(d[4] if len(d) > 4 else {}, ensure_ascii=False) for d in docs]})
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
     data = buf.getvalue()

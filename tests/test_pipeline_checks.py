@@ -72,11 +72,14 @@ def test_acceptance_planted_corpus_through_the_cli(tmp_path, shared_data):
     assert stats["rejected"] == {"decontam_sts-lcqmc": 1, "lang_ja": 1, "low_chinese_ratio": 1, "wordlist_gambling": 1}
     assert stats["pii"] == {"documents": 1, "id_card": 1, "mobile": 1}
     assert stats["decontamination"] == {"sts-lcqmc": 1} and stats["decontamination_sets"]["sts-lcqmc"] == "checked"
-    written = {}
+    written, records = {}, {}
     for entry in json.loads((out / "manifest.json").read_text(encoding="utf-8"))["shards"]:
         with gzip.open(out / entry["path"], "rt", encoding="utf-8") as f:
-            written.update((r["id"], r["text"]) for r in map(json.loads, f))
+            for r in map(json.loads, f):
+                written[r["id"]], records[r["id"]] = r["text"], r
     assert "手机<mobile>，身份证号<id_card>。" in written["pii"]
+    # the language and its score stay in the output record (for later sampling)
+    assert all(r["lang"] == "zh" and 0 < r["lang_score"] <= 1 for r in records.values()), records
     for reason, doc_id in (("lang_ja", "ja"), ("wordlist_gambling", "ad"), ("decontam_sts-lcqmc", "leak")):
         with gzip.open(out / "rejects" / f"{reason}.jsonl.gz", "rt", encoding="utf-8") as f:
             assert [r["id"] for r in map(json.loads, f)] == [doc_id]

@@ -72,7 +72,7 @@ def read_shards(out, manifest):
         assert len(rows) == entry["documents"]
         assert sum(len(r["text"]) for r in rows) == entry["characters"]
         for r in rows:
-            assert set(r) == {"id", "text", "source"}
+            assert set(r) == {"id", "text", "source", "lang", "lang_score"}   # + what the checks record
             assert r["source"].endswith((".jsonl", ".txt"))
             docs[r["id"]] = (entry["split"], r["text"])
     return docs
@@ -169,7 +169,7 @@ def test_cli(corpus, tmp_path, capsys):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     for entry in manifest["shards"]:
         table = pq.read_table(tmp_path / entry["parquet"]["path"])
-        assert table.num_rows == entry["documents"] and table.column_names == ["id", "text", "source"]
+        assert table.num_rows == entry["documents"] and table.column_names == ["id", "text", "source", "fields"]
     assert "docs/s" in capsys.readouterr().err
 
 
