@@ -3,7 +3,7 @@
 jieba's HMM-off segmentation is the maximum-probability path over a word DAG
 scored by ``log(freq / total)``; a Unigram model with those scores runs the
 same Viterbi in Rust.  Normalizer and pre-tokenizer mirror tokenizer.normalize;
-the decoder turns the space marker back into a space.
+the decoder turns byte pieces back into characters and the space marker into a space.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 
 from .charsmap import precompiled_charsmap
 from .normalize import SPACE_BEFORE_ALNUM, SPACE_MARK, WS_RUN
-from .vocab import BERT_SPECIALS, CLS, MASK, PAD, SENTINELS, SEP, SPECIALS, UNK
+from .vocab import BERT_SPECIALS, BYTE_PIECES, CLS, MASK, PAD, SENTINELS, SEP, SPECIALS, UNK
 
 MODEL_MAX_LENGTH = 512
 
@@ -44,15 +44,17 @@ def pipeline_parts(tok: Tokenizer, lowercase: bool = True) -> Tokenizer:
         pair=f"{CLS} $A {SEP} $B:1 {SEP}:1",
         special_tokens=[(CLS, cls_id), (SEP, sep_id)],
     )
-    tok.decoder = decoders.Replace(SPACE_MARK, " ")
+    tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Replace(SPACE_MARK, " ")])
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIALS])
     return tok
 
 
-def build_unigram(tokens: list[str], scores: list[float], lowercase: bool = True) -> Tokenizer:
-    """Unigram tokenizer with ids in the given order (specials first)."""
+def build_unigram(tokens: list[str], scores: list[float], lowercase: bool = True, byte_fallback: bool = False) -> Tokenizer:
+    """Unigram tokenizer with ids in the given order (specials first; with ``byte_fallback``
+    a character outside the vocabulary becomes its <0xNN> byte pieces, not [UNK])."""
     assert tokens[: len(SPECIALS)] == SPECIALS, "specials must keep ids 0..104"
-    model = models.Unigram(list(zip(tokens, scores)), unk_id=tokens.index(UNK), byte_fallback=False)
+    assert not byte_fallback or set(BYTE_PIECES) <= set(tokens), "byte fallback needs all 256 byte pieces"
+    model = models.Unigram(list(zip(tokens, scores)), unk_id=tokens.index(UNK), byte_fallback=byte_fallback)
     return pipeline_parts(Tokenizer(model), lowercase)
 
 
