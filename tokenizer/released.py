@@ -159,6 +159,19 @@ def build_released_tokenizer(vocab_file: str | Path, recipe: str, out_dir: str |
     return info
 
 
+@functools.lru_cache(maxsize=4)
+def released_tokenizer(vocab_file: str, recipe: str):
+    """The recipe's tokenizer for ``vocab_file``, built in a temporary folder and loaded
+    (for measurements; cached per process: treat it as read-only)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tok-released-") as tmp:
+        build_released_tokenizer(vocab_file, recipe, tmp)
+        if RECIPES[recipe].jieba:
+            return JiebaBertTokenizer.from_pretrained(tmp)
+        return PreTrainedTokenizerFast.from_pretrained(tmp)
+
+
 class JiebaBertTokenizer(PreTrainedTokenizerFast):
     """jieba (HMM off, full dictionary) + WordPiece: the T5 PEGASUS / WoBERT tokenizer, exact.
 

@@ -10,6 +10,7 @@ data).  The corpus pipeline has its own, general readers; these only know this f
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -90,8 +91,10 @@ def text_files(root: str | Path = SHARED_DATA) -> list[Path]:
     return sorted(p for p in files if p.name != "class.txt")  # THUCNews label names, not text
 
 
+@functools.lru_cache(maxsize=4)
 def documents(root: str | Path = SHARED_DATA, max_chars: int | None = None) -> dict[str, list[str]]:
-    """{path relative to root: texts}, each file capped at ``max_chars`` characters (first texts)."""
+    """{path relative to root: texts}, each file capped at ``max_chars`` characters (first texts).
+    Cached per (root, max_chars): treat the result as read-only."""
     root = Path(root)
     out: dict[str, list[str]] = {}
     for path in text_files(root):

@@ -2,7 +2,8 @@
 
 Measured on the valid split (capped, so the build stays fast): [UNK] rate,
 characters per token, and the same numbers for the BERT-Chinese character
-vocabulary and the T5 PEGASUS word vocabulary when the shared data has them.
+vocabulary and the T5 PEGASUS word vocabulary (each with its own recipe,
+tokenizer.released) when the shared data has them.
 ``shared_data``: the share of characters lost to [UNK] (and carried by byte
 pieces) on every file of ZH_SHARED_DATA, its first SHARED_REPORT_CHARS characters
 each; ``shared_data_report(folder, max_chars=None)`` measures the whole files.
@@ -14,12 +15,12 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .normalize import SPACE_MARK, is_alnum_run, is_cjk_run, is_space, normalize
+from .normalize import SPACE_MARK, is_alnum_run, is_cjk_run, normalize
 from .vocab import BYTE_PIECES, SPECIALS, UNK
 
 SHARED_DATA = os.environ.get("ZH_SHARED_DATA", "/work/shared/data")
 MAX_EVAL_CHARS = 2_000_000
-SHARED_REPORT_CHARS = 50_000  # per shared-data file in stats.json: about 2M characters, a second or two
+SHARED_REPORT_CHARS = 20_000  # per shared-data file in stats.json: 0.8M characters, resolution 0.005%
 
 
 def composition(tokens: list[str]) -> dict:
@@ -92,53 +93,20 @@ def shared_data_report(folder: str | Path, root: str | Path = SHARED_DATA, max_c
     if not (Path(root) / "corpus").is_dir():
         return None
     tok = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
-    files = {name: char_loss(tok, texts) for name, texts in documents(root, max_chars).items()}
+    files = {name: char_loss(tok, texts) for name, texts in documents(str(root), max_chars).items()}
     total = {k: sum(f[k] for f in files.values()) for k in ("characters", "unk_characters", "byte_fallback_characters")}
     total["unk_char_rate"] = round(total["unk_characters"] / max(total["characters"], 1), 8)
     total["byte_fallback_char_rate"] = round(total["byte_fallback_characters"] / max(total["characters"], 1), 8)
     return {"max_chars_per_file": max_chars, "total": total, "files": files}
 
 
-def bert_char_tokenize(texts: list[str], vocab_file: str) -> list[list[str]]:
-    """BERT-Chinese (character vocabulary, WordPiece for Latin)."""
-    from transformers import BertTokenizerFast
+def released_tokens(texts: list[str], vocab_file: str, recipe: str) -> list[list[str]]:
+    """Tokens of a released vocabulary's own recipe (tokenizer.released: BERT-Chinese's
+    BasicTokenizer + WordPiece, T5 PEGASUS' jieba + WordPiece)."""
+    from .released import released_tokenizer
 
-    tok = BertTokenizerFast(vocab=vocab_file, do_lower_case=True)
-    return [tok.tokenize(x) for x in texts]
-
-
-def t5_pegasus_tokenize(texts: list[str], vocab_file: str, python_fallback: bool = False) -> list[list[str]]:
-    """The original T5 PEGASUS tokenizer: jieba (HMM off); a word in the vocab is a token, else BERT WordPiece.
-
-    ``python_fallback`` uses the pure-Python BertTokenizer (as bert4keras does) instead of
-    the Rust one, for speed comparisons.
-    """
-    from transformers import BertTokenizerFast, BertTokenizerLegacy
-
-    from .jieba_util import jieba_instance
-
-    vocab = set(Path(vocab_file).read_text(encoding="utf-8").split("\n"))
-    dt = jieba_instance()
-    if python_fallback:
-        bert = BertTokenizerLegacy(vocab_file, do_lower_case=True)
-        return [
-            [t for w in dt.cut(normalize(x), HMM=False) if not is_space(w) for t in ([w] if w in vocab else bert.tokenize(w))]
-            for x in texts
-        ]
-    bert = BertTokenizerFast(vocab=vocab_file, do_lower_case=True)
-    out = []
-    for x in texts:
-        words = [w for w in dt.cut(normalize(x), HMM=False) if not is_space(w)]
-        oov = [w for w in words if w not in vocab]
-        pieces = dict(zip(oov, bert(oov, add_special_tokens=False)["input_ids"])) if oov else {}
-        toks: list[str] = []
-        for w in words:
-            if w in vocab:
-                toks.append(w)
-            else:
-                toks.extend(bert.convert_ids_to_tokens(pieces[w]))
-        out.append(toks)
-    return out
+    tok = released_tokenizer(vocab_file, recipe)
+    return [tok.convert_ids_to_tokens(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
 
 
 def tokenizer_stats(out_dir: str | Path, data_dir: str | Path, max_chars: int = MAX_EVAL_CHARS) -> dict:
@@ -157,8 +125,8 @@ def tokenizer_stats(out_dir: str | Path, data_dir: str | Path, max_chars: int = 
     valid["ours"].update(char_loss(tok, texts))
     vocab_dir = Path(SHARED_DATA) / "vocab"
     if (vocab_dir / "bert_chinese_vocab.txt").exists():
-        valid["bert_chinese_chars"] = _rates(bert_char_tokenize(texts, str(vocab_dir / "bert_chinese_vocab.txt")), texts)
+        valid["bert_chinese_chars"] = _rates(released_tokens(texts, str(vocab_dir / "bert_chinese_vocab.txt"), "bert-chinese"), texts)
     if (vocab_dir / "t5_pegasus_vocab.txt").exists():
-        valid["t5_pegasus"] = _rates(t5_pegasus_tokenize(texts, str(vocab_dir / "t5_pegasus_vocab.txt")), texts)
+        valid["t5_pegasus"] = _rates(released_tokens(texts, str(vocab_dir / "t5_pegasus_vocab.txt"), "t5-pegasus"), texts)
     stats["valid"] = valid
     return stats
