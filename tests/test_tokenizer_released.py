@@ -2,8 +2,9 @@
 
 The references (tokenizer.released_reference) are the recipes written out: bert4keras'
 jieba + WordPiece tokenizer for T5 PEGASUS / WoBERT, transformers' slow BertTokenizer for
-BERT-Chinese.  Measured (slow test below, 2,700 documents, 3 from every 10th document of
-every corpus file): 100% identical ids for all three recipes.
+BERT-Chinese.  Measured: the slow test below (1,875 documents, every 10th of each corpus
+file, at most 100 a file) gives identical ids for all three recipes; so does every one of
+the 334,410 texts of all shared-data files for T5 PEGASUS.
 """
 
 from __future__ import annotations
