@@ -192,6 +192,7 @@ def test_save_reload_pickle_copy(t5, tmp_path):
     want = t5(text)["input_ids"]
     t5.save_pretrained(str(tmp_path / "again"))
     assert AutoTokenizer.from_pretrained(str(tmp_path / "again"))(text)["input_ids"] == want
+    assert (tmp_path / "again" / "vocab.txt").read_text(encoding="utf-8") == (VOCAB / FILES["t5-pegasus"]).read_text(encoding="utf-8")
     assert pickle.loads(pickle.dumps(t5))(text)["input_ids"] == want
     assert copy.deepcopy(t5)(text)["input_ids"] == want
     assert t5(text)["input_ids"] == want  # the original still has its pre-tokenizer

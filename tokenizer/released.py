@@ -44,7 +44,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizerFast
 
-from .fast import save_folder, write_configs
+from .fast import save_folder, write_configs, write_vocab_txt
 from .jieba_segment import DICTIONARY_FILE, JiebaPreTokenizer, block_split, export_dictionary, jieba_dictionary
 from .vocab import BERT_SPECIALS, CLS, MASK, PAD, SEP, UNK
 
@@ -215,7 +215,8 @@ class JiebaBertTokenizer(PreTrainedTokenizerFast):
         paths = (Path(save_directory) / (prefix + WORDPIECE_FILE), Path(save_directory) / (prefix + DICTIONARY_FILE))
         paths[0].write_text(self._backend_json(), encoding="utf-8")
         paths[1].write_text(json.dumps(self._dictionary, ensure_ascii=False), encoding="utf-8")
-        return tuple(file_names) + tuple(str(p) for p in paths)
+        write_vocab_txt(self._tokenizer, Path(save_directory))  # for people and tools that read vocab.txt
+        return tuple(file_names) + tuple(str(p) for p in paths) + (str(Path(save_directory) / "vocab.txt"),)
 
     def __getstate__(self):
         state = self.__dict__.copy()
