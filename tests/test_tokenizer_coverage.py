@@ -123,3 +123,15 @@ def test_sentencepiece_algo_covers_too(built, tmp_path):
     ids = tok.encode(TRADITIONAL + EMOJI, add_special_tokens=False).ids
     assert tok.token_to_id("[UNK]") not in ids and tok.decode(ids) == canonical(TRADITIONAL + EMOJI)
     assert tok.get_vocab_size() <= 3000
+
+
+def test_transplant_gives_byte_pieces_the_mean_row():
+    import torch
+
+    from tokenizer.transplant import transplant_embeddings
+
+    old_vocab = ["[PAD]", "[UNK]", "<", "0", "x", "北"]
+    old = torch.arange(len(old_vocab) * 2, dtype=torch.float32).reshape(len(old_vocab), 2)
+    new = transplant_embeddings(old, old_vocab, ["<0x41>", "北", "<0x"])
+    assert torch.allclose(new[0], old.mean(0)) and torch.equal(new[1], old[5])
+    assert torch.allclose(new[2], old[2:5].mean(0))  # not a byte piece: its characters

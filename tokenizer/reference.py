@@ -12,16 +12,13 @@ where it becomes the "▁" marker.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from pipeline.clean import NFKC_PLACEHOLDERS
 
 from .jieba_util import USER_DICT_FILE, jieba_instance, vocab_jieba
 from .normalize import SPACE_MARK, is_alnum_run, is_cjk_run, is_space, normalize, pieces
-from .vocab import BYTE_PIECES, CLS, SEP, UNK
-
-BYTE_PIECE = re.compile("<0x[0-9A-F]{2}>")
+from .vocab import BYTE_PIECE, BYTE_PIECES, CLS, SEP, UNK
 
 K_UNK_PENALTY = 10.0  # tokenizers' Unigram: unk score = min score - 10
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from .normalize import SPACE_MARK
+from .vocab import BYTE_PIECE
 
 
 def transplant_embeddings(old_embedding: torch.Tensor, old_vocab: list[str], new_vocab: list[str]) -> torch.Tensor:
@@ -17,7 +18,8 @@ def transplant_embeddings(old_embedding: torch.Tensor, old_vocab: list[str], new
 
     Shared token: its old row.  Otherwise the mean of its characters' rows (a
     character may also be found as a ``##`` continuation).  T5 sentinels
-    start from [MASK]; anything with no known character gets the mean row.
+    start from [MASK]; byte pieces (<0xNN>) and anything with no known character
+    get the mean row.
     """
     if old_embedding.shape[0] != len(old_vocab):
         raise ValueError(f"{old_embedding.shape[0]} rows for {len(old_vocab)} tokens")
@@ -30,6 +32,9 @@ def transplant_embeddings(old_embedding: torch.Tensor, old_vocab: list[str], new
             continue
         if tok.startswith("<extra_id_") and "[MASK]" in index:
             rows.append(old_embedding[index["[MASK]"]].float())
+            continue
+        if BYTE_PIECE.fullmatch(tok):  # a byte fallback piece: no characters to average
+            rows.append(mean)
             continue
         ids = [i for ch in tok.replace(SPACE_MARK, "") if (i := index.get(ch, index.get("##" + ch))) is not None]
         rows.append(old_embedding[ids].float().mean(0) if ids else mean)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import string
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ SPECIALS = BERT_SPECIALS + SENTINELS  # ids 0..104, fixed
 ASCII_PIECE_PENALTY = 1000.0
 ASCII_SUBWORD_SHARE = 0.02  # of vocab_size, for pieces inside ASCII runs
 BYTE_PIECES = [f"<0x{b:02X}>" for b in range(256)]  # byte fallback: ids 105..360 when on
+BYTE_PIECE = re.compile("<0x[0-9A-F]{2}>")
 # Never chosen for text that spells "<0x41>" (the letters' pieces score above it), and far
 # enough from the other scores not to eat float64 precision.
 BYTE_PIECE_SCORE = -1e4
