@@ -3,8 +3,9 @@
 The stand-in for mT5's spiece.model is trained here on real text from ZH_SHARED_DATA with
 mT5's settings (tokenizer.spiece.train_spiece); ground truth is the sentencepiece library.
 Measured (slow test, 8,000 pieces, 29,700 held-out texts of every shared file): 29,693
-identical, the other 7 exact ties between repeats (哈哈哈哈哈哈哈哈: 哈哈+哈哈哈+哈哈哈 or
-哈哈哈+哈哈+哈哈哈), which SentencePiece ranks in float32 and ``tokenizers`` in float64.
+identical, the other 7 ties (same text, same total score to float32 precision; e.g. repeats,
+哈哈哈哈哈哈哈哈 = 哈哈+哈哈哈+哈哈哈 or 哈哈哈+哈哈+哈哈哈), which SentencePiece ranks in float32
+and ``tokenizers`` in float64.
 """
 
 from __future__ import annotations
