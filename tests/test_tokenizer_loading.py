@@ -62,3 +62,7 @@ def test_missing_tokenizer_is_one_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{}", encoding="utf-8")
     with pytest.raises(FileNotFoundError, match=r"no tokenizer \(tokenizer.json"):
         load_any_tokenizer(tmp_path)
+    shutil.copyfile(VOCAB / "bert_chinese_vocab.txt", tmp_path / "vocab.txt")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": False}), encoding="utf-8")
+    with pytest.raises(ValueError, match="cased vocab.txt"):
+        load_any_tokenizer(tmp_path)

@@ -64,6 +64,8 @@ def load_any_tokenizer(folder: str | Path):
     if (folder / "vocab.txt").exists():
         import tempfile
 
+        if _tokenizer_config(folder).get("do_lower_case") is False:
+            raise ValueError(f"{folder}: a cased vocab.txt (do_lower_case false) is not supported; give it a tokenizer.json")
         recipe = "wobert" if _jieba_vocab(folder) else "bert-chinese"
         with tempfile.TemporaryDirectory(prefix="tok-vocab-") as tmp:
             released.build_released_tokenizer(folder / "vocab.txt", recipe, tmp)
