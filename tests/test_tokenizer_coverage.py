@@ -13,17 +13,7 @@ TRADITIONAL = "我在大學讀書，學習歷史與經濟。臺灣的學生們�
 EMOJI = "太好吃了😀😀👍🏻 ❤️ 龘靐齉 ｶﾞ한국어 Ω"
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    """The default build (coverage + byte fallback) of the small corpus, with stats."""
-    from tokenizer.build import build_tokenizer
-
-    root = tmp_path_factory.mktemp("cov")
-    stats = build_tokenizer(str(write_corpus(root / "data")), str(root / "out"), vocab_size=50000)
-    return root / "out", stats
-
-
-def small_vocab(**options):
+def small_vocab(vocab_size: int = 8000, **options):
     """The small corpus' vocabulary as a Tokenizer, built in memory (no Beam job)."""
     from collections import Counter
 
@@ -33,8 +23,20 @@ def small_vocab(**options):
 
     counts = Counts(chars=Counter(ch for s in SENTENCES for ch in normalize(s) if not ch.isspace()), documents=len(SENTENCES))
     counts.characters = sum(counts.chars.values())
-    vocab = select_vocab(counts, vocab_size=8000, **options)
+    vocab = select_vocab(counts, vocab_size=vocab_size, **options)
     return build_unigram(vocab.tokens, vocab.scores, byte_fallback=options.get("byte_fallback", True)), vocab
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The default vocabulary (coverage + byte fallback) of a 50,000 budget, saved as a folder."""
+    from tokenizer.bulk import write_model
+    from tokenizer.fast import save_folder
+
+    out = tmp_path_factory.mktemp("cov") / "out"
+    save_folder(small_vocab(50000)[0], out)
+    write_model(out)
+    return out
 
 
 def test_coverage_sets_come_from_the_codecs():
@@ -54,7 +56,7 @@ def test_traditional_and_emoji_round_trip(built):
     from tokenizer.fast import load
     from tokenizer.normalize import canonical
 
-    out, _ = built
+    out = built
     tok, hf = load(out), AutoTokenizer.from_pretrained(str(out))
     for text in (TRADITIONAL, EMOJI, TRADITIONAL + EMOJI):
         ids = tok.encode(text, add_special_tokens=False).ids
@@ -70,7 +72,7 @@ def test_reference_and_bulk_agree_on_fallback(built):
     from tokenizer.fast import load
     from tokenizer.reference import JiebaWordPieceTokenizer
 
-    out, _ = built
+    out = built
     texts = [TRADITIONAL, EMOJI, "😀😀 a😀b 龘😀龘", *SENTENCES[:3]]
     want = [e.ids for e in load(out).encode_batch(texts, add_special_tokens=False)]
     ref = JiebaWordPieceTokenizer.from_pretrained(out)
@@ -79,10 +81,13 @@ def test_reference_and_bulk_agree_on_fallback(built):
     assert ref.decode(want[1]) == load(out).decode(want[1])
 
 
-def test_stats_report_every_shared_file(built, shared_data):
+@pytest.mark.slow
+def test_stats_report_every_shared_file(tmp_path, shared_data):
     """stats.json: the share of characters lost to [UNK] on every shared-data file (none with byte fallback)."""
-    out, stats = built
-    report = json.loads((out / "stats.json").read_text(encoding="utf-8"))["shared_data"]
+    from tokenizer.build import build_tokenizer
+
+    stats = build_tokenizer(str(write_corpus(tmp_path / "data")), str(tmp_path / "out"), vocab_size=50000)
+    report = json.loads((tmp_path / "out" / "stats.json").read_text(encoding="utf-8"))["shared_data"]
     assert report == stats["shared_data"] and len(report["files"]) >= 40
     assert all(f["characters"] > 0 and f["unk_characters"] == 0 for f in report["files"].values())
     assert report["total"]["byte_fallback_char_rate"] > 0  # this tiny vocabulary leans on the bytes
@@ -112,7 +117,7 @@ def test_options_and_budget():
         select_vocab(Counts(chars=Counter("北京")), vocab_size=300)
 
 
-def test_sentencepiece_algo_covers_too(built, tmp_path):
+def test_sentencepiece_algo_covers_too(tmp_path):
     from tokenizer.build import build_tokenizer
     from tokenizer.fast import load
     from tokenizer.normalize import canonical
