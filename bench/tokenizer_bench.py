@@ -4,8 +4,10 @@ Same run, same text: our bulk encoder (tokenizer.bulk: the same vocabulary and
 scores in SentencePiece's C++ Viterbi), our tokenizer.json (tokenizers, single and
 batched, and via AutoTokenizer), the Python jieba reference (T5 PEGASUS recipe), and
 BertTokenizerFast with the BERT-Chinese character vocabulary.  Also chars per
-token on held-out news and fast-vs-reference agreement.  Writes
-bench/results/tokenizer.json.
+token on held-out news and fast-vs-reference agreement; the released vocabularies'
+exact tokenizers (tokenizer.released) against their literal recipes ("released"),
+and a SentencePiece-only folder (tokenizer.spiece) against the sentencepiece
+library ("spiece"), agreement and speed.  Writes bench/results/tokenizer.json.
 
     python bench/tokenizer_bench.py [--tokenizer DIR] [--mb 20] [--ref-mb 2]
 """
@@ -13,16 +15,13 @@ bench/results/tokenizer.json.
 from __future__ import annotations
 
 import argparse
-import csv
 import gzip
-import io
 import json
 import os
 import platform
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,31 +37,26 @@ def news_docs() -> list[str]:
     return [ln.split("\t", 1)[1] for ln in lines if "\t" in ln]
 
 
+# The other document-like files of the shared corpora, in the bench's order (chid's #idiom# blanks dropped).
+OTHER_FILES = [
+    "corpus/zhwiki_sample/wiki_00_a.jsonl", "corpus/zhwiki_sample/wiki_00_b.jsonl",
+    "corpus/c3/c3-m-train.json", "corpus/c3/c3-m-dev.json", "corpus/c3/c3-m-test.json", "corpus/c3/c3-d-dev.json",
+    "corpus/cmrc2018/cmrc2018_dev.json", "corpus/cmrc2018/cmrc2018_trial.json",
+    "corpus/fewclue/chid_unlabeled.json", "corpus/fewclue/csldcp_test_public.json",
+    "corpus/fewclue/iflytek_test_public.json", "corpus/fewclue/eprstmt_unlabeled.json",
+    "corpus/sophonplus_reviews/ChnSentiCorp_htl_all.csv", "corpus/sophonplus_reviews/waimai_10k.csv",
+    "corpus/sophonplus_reviews/online_shopping_10_cats.zip",
+]
+
+
 def other_docs():
     """Every other document-like text in the shared corpora, source by source."""
-    for f in sorted((CORPUS / "zhwiki_sample").glob("*.jsonl")):
-        for ln in f.open(encoding="utf-8"):
-            yield json.loads(ln)["text"]
-    for name in ("c3-m-train.json", "c3-m-dev.json", "c3-m-test.json", "c3-d-dev.json"):
-        for item in json.loads((CORPUS / "c3" / name).read_text(encoding="utf-8")):
-            yield "\n".join(item[0])
-    for name in ("cmrc2018_dev.json", "cmrc2018_trial.json"):
-        for art in json.loads((CORPUS / "cmrc2018" / name).read_text(encoding="utf-8"))["data"]:
-            for para in art["paragraphs"]:
-                yield para["context"]
-    for name, key in (("chid_unlabeled.json", "content"), ("csldcp_test_public.json", "content"),
-                      ("iflytek_test_public.json", "sentence"), ("eprstmt_unlabeled.json", "sentence")):
-        for ln in (CORPUS / "fewclue" / name).open(encoding="utf-8"):
-            yield json.loads(ln)[key].replace("#idiom#", "")
-    for name in ("ChnSentiCorp_htl_all.csv", "waimai_10k.csv"):
-        with (CORPUS / "sophonplus_reviews" / name).open(encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                yield row.get("review") or ""
-    with zipfile.ZipFile(CORPUS / "sophonplus_reviews" / "online_shopping_10_cats.zip") as z:
-        for member in z.namelist():
-            if member.endswith(".csv"):
-                for row in csv.DictReader(io.TextIOWrapper(z.open(member), encoding="utf-8")):
-                    yield row.get("review") or ""
+    from tokenizer.shared_corpora import documents
+
+    texts = documents(SHARED)
+    for name in OTHER_FILES:
+        for text in texts[name]:
+            yield text.replace("#idiom#", "")
 
 
 def load_text(mb: float) -> tuple[list[str], list[str]]:
@@ -103,6 +97,52 @@ def build(docs: list[str], out: Path, vocab_size: int) -> dict:
         return build_tokenizer(tmp, str(out), vocab_size=vocab_size, workers=os.cpu_count() or 1, stats=False)
 
 
+def released_section(texts: list[str]) -> dict:
+    """Released vocabularies: exact fast tokenizer (tokenizer.released) against the literal recipe,
+    agreement and speed on the reference sample."""
+    from tokenizer.agreement import released_agreement
+    from tokenizer.loading import load_any_tokenizer
+    from tokenizer.released import build_released_tokenizer
+    from tokenizer.released_reference import reference_for
+
+    out = {}
+    for recipe, name in (("t5-pegasus", "t5_pegasus_vocab.txt"), ("wobert", "wobert_vocab.txt"), ("bert-chinese", "bert_chinese_vocab.txt")):
+        vocab = SHARED / "vocab" / name
+        if not vocab.exists():
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            build_released_tokenizer(vocab, recipe, tmp)
+            tok, ref = load_any_tokenizer(tmp), reference_for(recipe, vocab)
+            a = released_agreement(tmp, recipe, vocab, texts, examples=5)
+        out[recipe] = {
+            "documents": a["documents"], "identical_documents": a["identical_documents"], "differences": a["differences"],
+            "fast_batched": timed(lambda xs: sum(len(ids) for i in range(0, len(xs), 1024)
+                                               for ids in tok(xs[i : i + 1024], add_special_tokens=False)["input_ids"]), texts),
+            "literal_reference": timed(lambda xs: sum(len(ref.encode(x)) for x in xs), texts),
+        }
+        out[recipe]["speedup_vs_reference"] = round(out[recipe]["fast_batched"]["mb_per_s"] / out[recipe]["literal_reference"]["mb_per_s"], 2)
+    return out
+
+
+def spiece_section(docs: list[str], texts: list[str], vocab_size: int = 8000) -> dict:
+    """A SentencePiece-only (mT5-shaped) folder: tokenizer.spiece against the sentencepiece library."""
+    import sentencepiece as spm
+
+    from tokenizer.loading import load_any_tokenizer
+    from tokenizer.spiece import write_mt5_standin
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_mt5_standin(tmp, docs[::20], vocab_size)
+        tok, sp = load_any_tokenizer(tmp), spm.SentencePieceProcessor(model_file=f"{tmp}/spiece.model")
+    got = tok(texts, add_special_tokens=False)["input_ids"]
+    return {
+        "vocab_size": vocab_size, "documents": len(texts), "identical_documents": sum(a == b for a, b in zip(got, sp.encode(texts))),
+        "fast_batched": timed(lambda xs: sum(len(ids) for i in range(0, len(xs), 1024)
+                                           for ids in tok(xs[i : i + 1024], add_special_tokens=False)["input_ids"]), texts),
+        "sentencepiece_library": timed(lambda xs: sum(len(ids) for ids in sp.encode(xs)), texts),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tokenizer", help="existing tokenizer folder (default: build one from the bench text)")
@@ -118,7 +158,8 @@ def main() -> int:
     from tokenizer.agreement import agreement, bulk_vs_tokenizer_json
     from tokenizer.normalize import SPACE_BEFORE_ALNUM, SPACE_MARK
     from tokenizer.reference import JiebaWordPieceTokenizer
-    from tokenizer.stats import t5_pegasus_tokenize
+    from tokenizer.released import released_tokenizer
+    from tokenizer.released_reference import Bert4kerasJieba
 
     docs, held = load_text(args.mb)
     result: dict = {"text_mb": round(mb(docs), 2), "documents": len(docs), "machine": {
@@ -178,10 +219,13 @@ def main() -> int:
         lambda xs: sum(len(ids) for i in range(0, len(xs), 1024) for ids in bert(xs[i : i + 1024], add_special_tokens=False)["input_ids"]), docs)
     speed["reference_jieba_python"] = timed(lambda xs: sum(len(ref.encode(x)) for x in xs), ref_docs)
     t5_vocab = SHARED / "vocab" / "t5_pegasus_vocab.txt"
-    if t5_vocab.exists():
-        speed["t5_pegasus_jieba_berttokenizer_fast"] = timed(lambda xs: sum(map(len, t5_pegasus_tokenize(xs, str(t5_vocab)))), ref_docs)
-        speed["t5_pegasus_jieba_berttokenizer_python"] = timed(
-            lambda xs: sum(map(len, t5_pegasus_tokenize(xs, str(t5_vocab), python_fallback=True))), ref_docs)
+    if t5_vocab.exists():  # the released T5 PEGASUS recipe: exact fast tokenizer (tokenizer.released) vs the literal one
+        t5 = released_tokenizer(str(t5_vocab), "t5-pegasus")
+        t5_literal = Bert4kerasJieba(t5_vocab)
+        speed["t5_pegasus_exact_autotokenizer_batched"] = timed(
+            lambda xs: sum(len(ids) for i in range(0, len(xs), 1024) for ids in t5(xs[i : i + 1024], add_special_tokens=False)["input_ids"]), ref_docs)
+        speed["t5_pegasus_exact_single"] = timed(lambda xs: sum(len(t5(x, add_special_tokens=False)["input_ids"]) for x in xs), ref_docs)
+        speed["t5_pegasus_literal_bert4keras_python"] = timed(lambda xs: sum(len(t5_literal.encode(x)) for x in xs), ref_docs)
     result["threads"] = {"rayon": os.environ.get("RAYON_NUM_THREADS", "all cores"), "note": "single = one encode() call per document"}
     base = speed["reference_jieba_python"]["mb_per_s"]
     for v in speed.values():
@@ -202,7 +246,7 @@ def main() -> int:
         "bert_chinese_chars": cpt(sum(len(ids) for ids in bert(held, add_special_tokens=False)["input_ids"]), held),
     }
     if t5_vocab.exists():
-        cpt_news["t5_pegasus"] = cpt(sum(map(len, t5_pegasus_tokenize(held, str(t5_vocab)))), held)
+        cpt_news["t5_pegasus"] = cpt(sum(len(ids) for ids in t5(held, add_special_tokens=False)["input_ids"]), held)
     result["chars_per_token_news_held_out"] = cpt_news
     result["agreement_news_held_out"] = {
         d: {k: v for k, v in agreement(folder, held, dictionary=d).items() if k != "examples"} for d in ("vocab", "jieba")
@@ -211,6 +255,8 @@ def main() -> int:
         k: v for k, v in agreement(folder, held, engine="bulk").items() if k != "examples"}
     # The bulk (SentencePiece, float32) ids against tokenizer.json's (float64) on every bench document.
     result["bulk_vs_tokenizer_json"] = bulk_vs_tokenizer_json(folder, docs)
+    result["released"] = released_section(ref_docs)
+    result["spiece"] = spiece_section(docs, ref_docs)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

@@ -7,6 +7,7 @@ import json
 import sys
 
 from .build import DEFAULTS, build_tokenizer
+from .vocab import CHAR_COVERAGE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-word-len", type=int, default=DEFAULTS["max_word_len"], help="longest word (characters) in the vocab")
     p.add_argument("--user-dict", default=None, help="extra jieba dictionary (word [freq] [tag] per line)")
     p.add_argument("--no-lowercase", action="store_true", help="keep case (default lowercases, as T5 PEGASUS)")
+    p.add_argument("--char-coverage", choices=sorted(CHAR_COVERAGE), default=DEFAULTS["char_coverage"],
+                   help="Han characters of these character sets join the vocabulary even if the corpus lacks them "
+                   "(at most a fifth of --vocab-size)")
+    p.add_argument("--no-byte-fallback", action="store_true",
+                   help="unknown characters become [UNK] instead of their UTF-8 byte pieces")
     p.add_argument("--runner", default="DirectRunner", help="Beam runner for the counting job")
     p.add_argument("--workers", type=int, default=1, help="DirectRunner worker processes")
     p.add_argument("--no-stats", action="store_true", help="skip held-out evaluation in stats.json")
@@ -38,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         max_word_len=args.max_word_len,
         user_dict=args.user_dict,
         lowercase=not args.no_lowercase,
+        char_coverage=args.char_coverage,
+        byte_fallback=not args.no_byte_fallback,
         runner=args.runner,
         workers=args.workers,
         runner_args=runner_args or None,

@@ -92,3 +92,27 @@ def bulk_vs_tokenizer_json(folder: str | Path, texts: list[str], examples: int =
         "largest_score_gap": max(gaps, default=0.0),
         "examples": diffs,
     }
+
+
+def released_agreement(folder: str | Path, recipe: str, vocab_file: str | Path, texts: list[str], examples: int = 50) -> dict:
+    """A tokenizer.released folder against the literal recipe (tokenizer.released_reference):
+    identical documents, and for each other document its first differing span."""
+    from .loading import load_any_tokenizer
+    from .released_reference import reference_for
+
+    tok = load_any_tokenizer(folder)
+    ref = reference_for(recipe, vocab_file)
+    enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+    diffs = []
+    for n, (text, ids, offsets) in enumerate(zip(texts, enc["input_ids"], enc["offset_mapping"])):
+        want = ref.encode(text)
+        if ids == want:
+            continue
+        i = first_difference(ids, want)
+        start = offsets[min(i, len(offsets) - 1)][0] if offsets else 0
+        diffs.append({"document": n, "text": text[max(0, start - 10) : start + 20],
+                      "fast": tok.convert_ids_to_tokens(ids[max(0, i - 2) : i + 3]),
+                      "reference": tok.convert_ids_to_tokens(want[max(0, i - 2) : i + 3])})
+    return {"recipe": recipe, "documents": len(texts), "identical_documents": len(texts) - len(diffs),
+            "document_agreement": (len(texts) - len(diffs)) / max(len(texts), 1),
+            "differences": diffs[:examples]}

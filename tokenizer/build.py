@@ -13,6 +13,10 @@ DEFAULTS = dict(
     min_char_freq=1,  # keep every character seen: tiny corpora still cover their text
     min_word_freq=2,  # a word seen once is noise
     max_word_len=10,
+    # No character is lost: common simplified + traditional Han characters are in the vocabulary
+    # even when the corpus lacks them, and anything else falls back to its UTF-8 bytes.
+    char_coverage="gb2312+big5",
+    byte_fallback=True,
     lowercase=True,
     user_dict=None,
     runner="DirectRunner",
@@ -60,8 +64,10 @@ def build_tokenizer(data_dir: str, out_dir: str, vocab_size: int = 50000, algo: 
             max_word_len=opt["max_word_len"],
             cjk_score=jieba_scorer(dt.FREQ, dt.total),
             lowercase=opt["lowercase"],
+            char_coverage=opt["char_coverage"],
+            byte_fallback=opt["byte_fallback"],
         )
-        tok = build_unigram(vocab.tokens, vocab.scores, opt["lowercase"])
+        tok = build_unigram(vocab.tokens, vocab.scores, opt["lowercase"], opt["byte_fallback"])
         train = {"documents": counts.documents, "characters": counts.characters}
     elif algo == "sentencepiece":
         # Not a Beam job: the SentencePiece trainer is one C++ process that reads one
@@ -69,7 +75,8 @@ def build_tokenizer(data_dir: str, out_dir: str, vocab_size: int = 50000, algo: 
         # shards are streamed into that file directly (see tokenizer/spm.py).
         from .spm import train_sentencepiece
 
-        tok, train = train_sentencepiece(data_dir, vocab_size, out, **{k: opt[k] for k in ("lowercase", "min_char_freq")})
+        tok, train = train_sentencepiece(data_dir, vocab_size, out, **{
+            k: opt[k] for k in ("lowercase", "min_char_freq", "char_coverage", "byte_fallback")})
     else:
         raise ValueError(f"algo must be 'wordpiece' or 'sentencepiece', not {algo!r}")
     save_folder(tok, out, opt["model_max_length"])

@@ -26,9 +26,11 @@ tokenizer.json matches before normalizing).  A text with
 any of those goes through tokenizer.json itself (``tokenizers``).
 
 Scores: SentencePiece adds path scores in float32, ``tokenizers`` in float64.
-A non-ASCII piece's score is stored minus its characters' scores, which adds the
-same amount to every segmentation of a text (the best path is the same) and keeps
-Chinese path sums small.  Where two segmentations score exactly the same or
+A non-ASCII piece's score is stored minus its characters' scores, an ASCII piece's
+plus a constant per character; either adds the same amount to every segmentation of
+a text (the best path is the same) and keeps the stored scores and path sums small
+(ASCII pieces score about -1000 each: stored as such, float32 rounding alone, 6e-5 a
+piece, used to flip "1|37" and "13|7").  Where two segmentations score exactly the same or
 within float32 rounding (repeats: 卡卡卡 is 卡+卡卡 or 卡卡+卡), each engine's
 rounding picks one, so the two can differ there: 45 of the 122,255 bench
 documents (``bench/tokenizer_bench.py`` reports the count; BENCHMARKS.md).
@@ -47,7 +49,7 @@ from pathlib import Path
 
 from .charsmap import _SURROGATES, compile_rules
 from .normalize import SPACE_MARK, WS_CLASS, normalize
-from .vocab import UNK
+from .vocab import ASCII_PIECE_PENALTY, BYTE_PIECES, UNK
 
 MODEL_FILE = "jieba_unigram.model"
 BOUNDARY = " "  # the piece that stands for whitespace between pre-tokens
@@ -146,20 +148,27 @@ def _field(number: int, value) -> bytes:
     return _varint(number << 3) + _varint(int(value))
 
 
-_NORMAL, _UNKNOWN, _CONTROL = 1, 2, 3  # SentencePiece.Type
+_NORMAL, _UNKNOWN, _CONTROL, _BYTE = 1, 2, 3, 6  # SentencePiece.Type
+# Per letter/digit (and "▁"): an ASCII piece scores about -ASCII_PIECE_PENALTY, so three
+# characters' shift brings a typical piece near 0, where float32 keeps ~1e-6 precision.
+_ASCII_SHIFT = ASCII_PIECE_PENALTY / 3
 
 
-def model_proto(tokens: list[str], scores: list[float], specials: list[str], charsmap: bytes) -> bytes:
+def model_proto(tokens: list[str], scores: list[float], specials: list[str], charsmap: bytes, byte_fallback: bool = False) -> bytes:
     """A SentencePiece ModelProto (sentencepiece_model.proto): our pieces with our ids, then BOUNDARY and POISON.
 
     A non-ASCII piece's score is stored minus its characters' scores (module docstring);
-    ASCII pieces keep theirs.  A special is a CONTROL piece (never produced from text).
+    ASCII pieces keep theirs.  A special is a CONTROL piece (never produced from text), a
+    byte piece a BYTE piece (SentencePiece's own byte fallback, never matched as text).
     """
     index = {t: i for i, t in enumerate(tokens)}
     special = set(specials)
+    byte_pieces = set(BYTE_PIECES) if byte_fallback else set()
 
     def shift(ch: str) -> float:
-        return 0.0 if ch == SPACE_MARK or ch.isascii() or ch not in index else -scores[index[ch]]
+        if ch == SPACE_MARK or (ch.isascii() and ch.isalnum()):
+            return _ASCII_SHIFT
+        return 0.0 if ch.isascii() or ch not in index else -scores[index[ch]]
 
     out = bytearray()
     for t, s in zip(tokens, scores):
@@ -167,6 +176,8 @@ def model_proto(tokens: list[str], scores: list[float], specials: list[str], cha
             kind, rel = _UNKNOWN, 0.0
         elif t in special:
             kind, rel = _CONTROL, 0.0
+        elif t in byte_pieces:
+            kind, rel = _BYTE, 0.0
         else:
             kind, rel = _NORMAL, s + sum(shift(ch) for ch in t)
         out += _field(1, _field(1, t) + _field(2, float(rel)) + _field(3, kind))
@@ -174,6 +185,7 @@ def model_proto(tokens: list[str], scores: list[float], specials: list[str], cha
         out += _field(1, _field(1, extra) + _field(2, 0.0) + _field(3, _NORMAL))
     trainer = _field(3, 1) + _field(4, len(tokens) + 2) + _field(40, index[UNK])
     trainer += _field(41, -1) + _field(42, -1) + _field(43, -1)  # no bos / eos / pad pieces
+    trainer += _field(35, byte_fallback)
     normalizer = _field(1, "tokenizer.normalize") + _field(2, charsmap)
     normalizer += _field(3, False) + _field(4, False) + _field(5, False)  # dummy prefix, space folding, escaping: off
     return bytes(out + _field(2, trainer) + _field(3, normalizer))
@@ -200,7 +212,7 @@ def write_model(folder: str | Path) -> Path:
     tokens = [t for t, _ in spec["model"]["vocab"]]
     scores = [s for _, s in spec["model"]["vocab"]]
     specials = [a["content"] for a in spec["added_tokens"]]
-    proto = model_proto(tokens, scores, specials, compile_rules(charsmap_rules(lowercase)))
+    proto = model_proto(tokens, scores, specials, compile_rules(charsmap_rules(lowercase)), spec["model"].get("byte_fallback", False))
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
         f.write(proto)

@@ -52,8 +52,9 @@ def charsmap_rules() -> dict[str, str]:
     return rules
 
 
-def _proto_field(buf: bytes, field: int) -> bytes:
-    """The first length-delimited ``field`` of a serialized protobuf message."""
+def proto_fields(buf: bytes):
+    """(field number, wire type, value) of each field of a serialized protobuf message:
+    varints as int, length-delimited as bytes, fixed32/fixed64 as their raw bytes."""
 
     def varint(i: int) -> tuple[int, int]:
         value = shift = 0
@@ -70,18 +71,23 @@ def _proto_field(buf: bytes, field: int) -> bytes:
         key, i = varint(i)
         number, wire = key >> 3, key & 7
         if wire == 0:
-            _, i = varint(i)
+            value, i = varint(i)
         elif wire == 2:
             size, i = varint(i)
-            if number == field:
-                return buf[i : i + size]
-            i += size
-        elif wire == 5:
-            i += 4
-        elif wire == 1:
-            i += 8
+            value, i = buf[i : i + size], i + size
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            value, i = buf[i : i + size], i + size
         else:
             raise ValueError(f"unexpected protobuf wire type {wire}")
+        yield number, wire, value
+
+
+def _proto_field(buf: bytes, field: int) -> bytes:
+    """The first length-delimited ``field`` of a serialized protobuf message."""
+    for number, wire, value in proto_fields(buf):
+        if number == field and wire == 2:
+            return value
     raise KeyError(field)
 
 

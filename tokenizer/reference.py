@@ -4,8 +4,9 @@ jieba (HMM off) segments the normalized text; a jieba word that is in the
 vocabulary is one token, otherwise it falls back to smaller pieces: CJK words
 to characters, ASCII letter/digit runs to the fewest vocabulary pieces (the
 same Unigram scores as tokenizer.json, replicated below with the Rust
-tie-breaking), any other character to itself or [UNK].  Whitespace only
-separates, except before an ASCII run where it becomes the "▁" marker.
+tie-breaking), any other character to itself, to its UTF-8 byte pieces (byte
+fallback) or to [UNK].  Whitespace only separates, except before an ASCII run
+where it becomes the "▁" marker.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pipeline.clean import NFKC_PLACEHOLDERS
 
 from .jieba_util import USER_DICT_FILE, jieba_instance, vocab_jieba
 from .normalize import SPACE_MARK, is_alnum_run, is_cjk_run, is_space, normalize, pieces
-from .vocab import CLS, SEP, UNK
+from .vocab import BYTE_PIECE, BYTE_PIECES, CLS, SEP, UNK
 
 K_UNK_PENALTY = 10.0  # tokenizers' Unigram: unk score = min score - 10
 
@@ -76,6 +77,7 @@ class JiebaWordPieceTokenizer:
         user_dict: str | None = None,
         dictionary: str = "vocab",
         keep_cjk_punctuation: bool = True,
+        byte_fallback: bool = False,
     ):
         """``dictionary="jieba"``: jieba's full dictionary, the literal T5 PEGASUS recipe
         (a long dictionary word outside the vocabulary falls back to characters).
@@ -87,6 +89,7 @@ class JiebaWordPieceTokenizer:
         self.tokens = tokens
         self.vocab = {t: i for i, t in enumerate(tokens)}
         self.unk_id = self.vocab[UNK]
+        self.byte_ids = [self.vocab[b] for b in BYTE_PIECES] if byte_fallback else None
         self.lowercase = lowercase
         self.keep_cjk_punctuation = keep_cjk_punctuation
         self.user_dict = user_dict
@@ -109,7 +112,12 @@ class JiebaWordPieceTokenizer:
         # False only for folders from before the normalizer kept Chinese punctuation (plain
         # NFKC); keeping it is a charsmap now (tokenizer.charsmap), Replace pairs before that.
         keep_punct = '"Precompiled"' in normalizer or all(p in normalizer for p in NFKC_PLACEHOLDERS.values())
-        return cls([t for t, _ in vocab], [s for _, s in vocab], lowercase, user_dict, dictionary, keep_punct)
+        return cls([t for t, _ in vocab], [s for _, s in vocab], lowercase, user_dict, dictionary, keep_punct,
+                   spec["model"].get("byte_fallback", False))
+
+    def unknown(self, ch: str) -> list[int]:
+        """A character outside the vocabulary: its UTF-8 bytes, or [UNK] without byte fallback."""
+        return [self.byte_ids[b] for b in ch.encode("utf-8")] if self.byte_ids else [self.unk_id]
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         ids: list[int] = []
@@ -136,12 +144,14 @@ class JiebaWordPieceTokenizer:
                     push(self.vocab[piece])
                 elif is_cjk_run(piece):
                     for ch in piece:
-                        push(self.vocab.get(ch, unk))
+                        for tid in [self.vocab[ch]] if ch in self.vocab else self.unknown(ch):
+                            push(tid)
                 elif is_alnum_run(piece):
                     for tid in self.viterbi(piece):
                         push(tid)
                 else:
-                    push(unk)
+                    for tid in self.unknown(piece):
+                        push(tid)
         if add_special_tokens:
             ids = [self.vocab[CLS]] + ids + [self.vocab[SEP]]
         return ids
@@ -150,4 +160,15 @@ class JiebaWordPieceTokenizer:
         return [self.tokens[i] for i in self.encode(text)]
 
     def decode(self, ids: list[int]) -> str:
-        return "".join(self.tokens[i] for i in ids).replace(SPACE_MARK, " ")
+        out, pending = [], bytearray()  # consecutive byte pieces form one UTF-8 sequence
+        for t in (self.tokens[i] for i in ids):
+            if BYTE_PIECE.fullmatch(t):
+                pending.append(int(t[3:5], 16))
+                continue
+            if pending:
+                out.append(pending.decode("utf-8", errors="replace"))
+                pending.clear()
+            out.append(t)
+        if pending:
+            out.append(pending.decode("utf-8", errors="replace"))
+        return "".join(out).replace(SPACE_MARK, " ")

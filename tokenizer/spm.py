@@ -18,6 +18,7 @@ a subset of the shards (the trainer would sample them anyway).
 from __future__ import annotations
 
 import io
+import string
 import tempfile
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from pipeline.clean import CJK_PUNCTUATION
 from .counting import iter_texts, shard_paths
 from .fast import build_unigram
 from .normalize import mark_spaces, normalize, pieces
-from .vocab import SPECIALS
+from .vocab import BYTE_PIECE_SCORE, BYTE_PIECES, SPECIALS, coverage_tokens, jieba_scorer
 
 DELIM = "\ue000"  # private-use character: never in cleaned text
 MAX_LINE = 2000  # characters per training line (SentencePiece caps sentence length)
@@ -50,14 +51,19 @@ def training_lines(texts, lowercase: bool = True):
 
 
 def train_sentencepiece(
-    data_dir: str, vocab_size: int, out_dir: str | Path, lowercase: bool = True, min_char_freq: int = 1, threads: int = 2
+    data_dir: str, vocab_size: int, out_dir: str | Path, lowercase: bool = True, min_char_freq: int = 1, threads: int = 2,
+    char_coverage: str = "none", byte_fallback: bool = False,
 ) -> tuple[Tokenizer, dict]:
-    """Train on the train shards; returns the tokenizer and training counts."""
+    """Train on the train shards; returns the tokenizer and training counts.  Byte pieces come
+    right after the specials (as in the default algo); coverage characters SentencePiece did
+    not learn are added (most probable by jieba first) while ``vocab_size`` allows."""
     import sentencepiece as spm
 
     paths = shard_paths(data_dir, "train")
     if not paths:
         raise FileNotFoundError(f"no train shards under {data_dir}")
+    head = list(SPECIALS) + (BYTE_PIECES if byte_fallback else [])
+    reserved = len(head)
     docs = chars = 0
     with tempfile.TemporaryDirectory(prefix="tok-spm-") as tmp:
         corpus = Path(tmp) / "train.txt"
@@ -72,7 +78,7 @@ def train_sentencepiece(
             input=str(corpus),
             model_writer=model,
             model_type="unigram",
-            vocab_size=max(vocab_size - len(SPECIALS) + 1, 8),  # + 1: SentencePiece's own <unk> is dropped
+            vocab_size=max(vocab_size - reserved + 1, 8),  # + 1: SentencePiece's own <unk> is dropped
             hard_vocab_limit=False,  # small corpora give fewer pieces, like the default algo
             character_coverage=1.0 if min_char_freq <= 1 else 0.9995,
             normalization_rule_name="identity",  # text is normalized already, same as at runtime
@@ -93,7 +99,8 @@ def train_sentencepiece(
     proto = model.getvalue()
     (Path(out_dir) / "sentencepiece.model").write_bytes(proto)
     sp = spm.SentencePieceProcessor(model_proto=proto)
-    tokens, scores = list(SPECIALS), [0.0] * len(SPECIALS)
+    tokens = list(head)
+    scores = [0.0] * len(SPECIALS) + [BYTE_PIECE_SCORE] * (reserved - len(SPECIALS))
     seen = set(tokens)
     for i in range(sp.get_piece_size()):
         piece = sp.id_to_piece(i)
@@ -102,10 +109,21 @@ def train_sentencepiece(
         tokens.append(piece)
         scores.append(sp.get_score(i))
         seen.add(piece)
-    floor = min(scores[len(SPECIALS) :], default=0.0)
-    for ch in CJK_PUNCTUATION:  # as in the default algo: kept punctuation is always a token
+    floor = min(scores[reserved:], default=0.0)
+    for ch in CJK_PUNCTUATION + (string.punctuation if byte_fallback else ""):  # as in the default algo
         if ch not in seen:
             tokens.append(ch)
             scores.append(floor)
             seen.add(ch)
-    return build_unigram(tokens, scores, lowercase), {"documents": docs, "characters": chars}
+    room = max(vocab_size - len(tokens), 0)
+    coverage = coverage_tokens(char_coverage, vocab_size, seen, jieba_scorer(*_jieba_freq()), lowercase)[:room]
+    tokens += coverage
+    scores += [floor] * len(coverage)
+    return build_unigram(tokens, scores, lowercase, byte_fallback), {"documents": docs, "characters": chars}
+
+
+def _jieba_freq():
+    from .jieba_util import jieba_instance
+
+    dt = jieba_instance()
+    return dt.FREQ, dt.total

@@ -2,7 +2,11 @@
 
 Measured on the valid split (capped, so the build stays fast): [UNK] rate,
 characters per token, and the same numbers for the BERT-Chinese character
-vocabulary and the T5 PEGASUS word vocabulary when the shared data has them.
+vocabulary and the T5 PEGASUS word vocabulary (each with its own recipe,
+tokenizer.released) when the shared data has them.
+``shared_data``: the share of characters lost to [UNK] (and carried by byte
+pieces) on every file of ZH_SHARED_DATA, its first SHARED_REPORT_CHARS characters
+each; ``shared_data_report(folder, max_chars=None)`` measures the whole files.
 """
 
 from __future__ import annotations
@@ -11,19 +15,22 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .normalize import SPACE_MARK, is_alnum_run, is_cjk_run, is_space, normalize
-from .vocab import SPECIALS, UNK
+from .normalize import SPACE_MARK, is_alnum_run, is_cjk_run, normalize
+from .vocab import BYTE_PIECES, SPECIALS, UNK
 
 SHARED_DATA = os.environ.get("ZH_SHARED_DATA", "/work/shared/data")
 MAX_EVAL_CHARS = 2_000_000
+SHARED_REPORT_CHARS = 20_000  # per shared-data file in stats.json: 0.8M characters, resolution 0.005%
 
 
 def composition(tokens: list[str]) -> dict:
     kinds = Counter()
-    specials = set(SPECIALS)
+    specials, byte_pieces = set(SPECIALS), set(BYTE_PIECES)
     for t in tokens:
         if t in specials:
             kinds["special"] += 1
+        elif t in byte_pieces:
+            kinds["byte"] += 1
         elif is_cjk_run(t):
             kinds["cjk_char" if len(t) == 1 else "cjk_word"] += 1
         elif t == SPACE_MARK or is_alnum_run(t):
@@ -59,46 +66,47 @@ def _rates(token_lists: list[list[str]], texts: list[str], unk: str = UNK) -> di
     }
 
 
-def bert_char_tokenize(texts: list[str], vocab_file: str) -> list[list[str]]:
-    """BERT-Chinese (character vocabulary, WordPiece for Latin)."""
-    from transformers import BertTokenizerFast
+def char_loss(tok, texts: list[str]) -> dict:
+    """Characters (whitespace aside) that come out as [UNK], and those carried by byte pieces."""
+    unk_id = tok.token_to_id(UNK)
+    byte_ids = {tok.token_to_id(b) for b in BYTE_PIECES} - {None}
+    chars = unk = byte = 0
+    for text, enc in zip(texts, tok.encode_batch(texts, add_special_tokens=False)):
+        chars += sum(1 for ch in text if not ch.isspace())
+        byte_spans = set()
+        for tid, (start, end) in zip(enc.ids, enc.offsets):
+            if tid == unk_id:
+                unk += sum(1 for ch in text[start:end] if not ch.isspace())
+            elif tid in byte_ids:
+                byte_spans.add((start, end))  # every byte of a character has the character's span
+        byte += sum(end - start for start, end in byte_spans)
+    return {"characters": chars, "unk_characters": unk, "unk_char_rate": round(unk / max(chars, 1), 8),
+            "byte_fallback_characters": byte, "byte_fallback_char_rate": round(byte / max(chars, 1), 8)}
 
-    tok = BertTokenizerFast(vocab=vocab_file, do_lower_case=True)
-    return [tok.tokenize(x) for x in texts]
+
+def shared_data_report(folder: str | Path, root: str | Path = SHARED_DATA, max_chars: int | None = SHARED_REPORT_CHARS) -> dict | None:
+    """char_loss on every text file of the shared data (None when it is absent)."""
+    from tokenizers import Tokenizer
+
+    from .shared_corpora import documents
+
+    if not (Path(root) / "corpus").is_dir():
+        return None
+    tok = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
+    files = {name: char_loss(tok, texts) for name, texts in documents(str(root), max_chars).items()}
+    total = {k: sum(f[k] for f in files.values()) for k in ("characters", "unk_characters", "byte_fallback_characters")}
+    total["unk_char_rate"] = round(total["unk_characters"] / max(total["characters"], 1), 8)
+    total["byte_fallback_char_rate"] = round(total["byte_fallback_characters"] / max(total["characters"], 1), 8)
+    return {"max_chars_per_file": max_chars, "total": total, "files": files}
 
 
-def t5_pegasus_tokenize(texts: list[str], vocab_file: str, python_fallback: bool = False) -> list[list[str]]:
-    """The original T5 PEGASUS tokenizer: jieba (HMM off); a word in the vocab is a token, else BERT WordPiece.
+def released_tokens(texts: list[str], vocab_file: str, recipe: str) -> list[list[str]]:
+    """Tokens of a released vocabulary's own recipe (tokenizer.released: BERT-Chinese's
+    BasicTokenizer + WordPiece, T5 PEGASUS' jieba + WordPiece)."""
+    from .released import released_tokenizer
 
-    ``python_fallback`` uses the pure-Python BertTokenizer (as bert4keras does) instead of
-    the Rust one, for speed comparisons.
-    """
-    from transformers import BertTokenizerFast, BertTokenizerLegacy
-
-    from .jieba_util import jieba_instance
-
-    vocab = set(Path(vocab_file).read_text(encoding="utf-8").split("\n"))
-    dt = jieba_instance()
-    if python_fallback:
-        bert = BertTokenizerLegacy(vocab_file, do_lower_case=True)
-        return [
-            [t for w in dt.cut(normalize(x), HMM=False) if not is_space(w) for t in ([w] if w in vocab else bert.tokenize(w))]
-            for x in texts
-        ]
-    bert = BertTokenizerFast(vocab=vocab_file, do_lower_case=True)
-    out = []
-    for x in texts:
-        words = [w for w in dt.cut(normalize(x), HMM=False) if not is_space(w)]
-        oov = [w for w in words if w not in vocab]
-        pieces = dict(zip(oov, bert(oov, add_special_tokens=False)["input_ids"])) if oov else {}
-        toks: list[str] = []
-        for w in words:
-            if w in vocab:
-                toks.append(w)
-            else:
-                toks.extend(bert.convert_ids_to_tokens(pieces[w]))
-        out.append(toks)
-    return out
+    tok = released_tokenizer(vocab_file, recipe)
+    return [tok.convert_ids_to_tokens(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
 
 
 def tokenizer_stats(out_dir: str | Path, data_dir: str | Path, max_chars: int = MAX_EVAL_CHARS) -> dict:
@@ -106,7 +114,7 @@ def tokenizer_stats(out_dir: str | Path, data_dir: str | Path, max_chars: int = 
 
     tok = Tokenizer.from_file(str(Path(out_dir) / "tokenizer.json"))
     tokens = [t for t, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])]
-    stats: dict = {"composition": composition(tokens)}
+    stats: dict = {"composition": composition(tokens), "shared_data": shared_data_report(out_dir)}
     texts = eval_texts(data_dir, max_chars)
     if not texts:
         stats["valid"] = None
@@ -114,10 +122,11 @@ def tokenizer_stats(out_dir: str | Path, data_dir: str | Path, max_chars: int = 
     enc = tok.encode_batch(texts, add_special_tokens=False)
     ours = [[tokens[i] for i in e.ids] for e in enc]  # e.tokens shows the text under [UNK]
     valid = {"documents": len(texts), "characters": sum(len(x) for x in texts), "ours": _rates(ours, texts)}
+    valid["ours"].update(char_loss(tok, texts))
     vocab_dir = Path(SHARED_DATA) / "vocab"
     if (vocab_dir / "bert_chinese_vocab.txt").exists():
-        valid["bert_chinese_chars"] = _rates(bert_char_tokenize(texts, str(vocab_dir / "bert_chinese_vocab.txt")), texts)
+        valid["bert_chinese_chars"] = _rates(released_tokens(texts, str(vocab_dir / "bert_chinese_vocab.txt"), "bert-chinese"), texts)
     if (vocab_dir / "t5_pegasus_vocab.txt").exists():
-        valid["t5_pegasus"] = _rates(t5_pegasus_tokenize(texts, str(vocab_dir / "t5_pegasus_vocab.txt")), texts)
+        valid["t5_pegasus"] = _rates(released_tokens(texts, str(vocab_dir / "t5_pegasus_vocab.txt"), "t5-pegasus"), texts)
     stats["valid"] = valid
     return stats

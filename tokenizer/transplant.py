@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .normalize import SPACE_MARK
+from .vocab import BYTE_PIECE
 
 WORD_MARKS = ("▁", "##", "Ġ")
 
@@ -97,6 +98,10 @@ def plan_transplant(old_tok, new_tok) -> TransplantPlan:
             sources.append([old_vocab[token]])
             kinds.append("kept")
             continue
+        if BYTE_PIECE.fullmatch(token):      # a byte-fallback piece the old model lacks: no text to compose
+            sources.append([])
+            kinds.append("fresh")
+            continue
         ids = [i for i in _useful(old_tok, old_tok(_text_of(token), add_special_tokens=False)["input_ids"])
                if i != unk]
         sources.append(ids)
@@ -148,6 +153,8 @@ def transplant_embeddings(old_embedding: torch.Tensor, old_vocab: list[str], new
             ids = [index[tok]]
         elif tok.startswith("<extra_id_") and "[MASK]" in index:
             ids = [index["[MASK]"]]
+        elif BYTE_PIECE.fullmatch(tok):       # a byte-fallback piece: no characters to average
+            ids = []
         else:
             ids = [i for ch in tok.replace(SPACE_MARK, "") if (i := index.get(ch, index.get("##" + ch))) is not None]
         sources.append(ids)

@@ -18,14 +18,16 @@ Ordering is deterministic: ties are broken by ``(-count, token)``.
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 import string
 from collections import Counter
 from dataclasses import dataclass, field
 
 from pipeline.clean import CJK_PUNCTUATION
 
-from .normalize import SPACE_MARK, is_alnum_run, is_cjk_run
+from .normalize import SPACE_MARK, is_alnum_run, is_cjk_run, normalize
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 BERT_SPECIALS = [PAD, UNK, CLS, SEP, MASK]
@@ -33,6 +35,44 @@ SENTINELS = [f"<extra_id_{i}>" for i in range(100)]
 SPECIALS = BERT_SPECIALS + SENTINELS  # ids 0..104, fixed
 ASCII_PIECE_PENALTY = 1000.0
 ASCII_SUBWORD_SHARE = 0.02  # of vocab_size, for pieces inside ASCII runs
+BYTE_PIECES = [f"<0x{b:02X}>" for b in range(256)]  # byte fallback: ids 105..360 when on
+BYTE_PIECE = re.compile("<0x[0-9A-F]{2}>")
+# Never chosen for text that spells "<0x41>" (the letters' pieces score above it), and far
+# enough from the other scores not to eat float64 precision.
+BYTE_PIECE_SCORE = -1e4
+# Han characters of these character sets join the vocabulary even if the corpus lacks them
+# (GB2312: 6,763 simplified; Big5 level 1: 5,401 frequent traditional; 8,836 together),
+# at most COVERAGE_SHARE of vocab_size, most probable first: all of them in a 50,000 vocabulary.
+CHAR_COVERAGE = {"none": (), "gb2312": (("gb2312", 0xA1, 0xF7),), "gb2312+big5": (("gb2312", 0xA1, 0xF7), ("big5", 0xA4, 0xC6))}
+COVERAGE_SHARE = 0.2
+
+
+@functools.lru_cache(maxsize=4)
+def coverage_chars(coverage: str) -> list[str]:
+    """The Han characters of ``CHAR_COVERAGE[coverage]``, decoded with Python's codecs (every
+    two-byte code with the given lead bytes), sorted by code point."""
+    import unicodedata
+
+    if coverage not in CHAR_COVERAGE:
+        raise ValueError(f"char coverage must be one of {sorted(CHAR_COVERAGE)}, not {coverage!r}")
+    chars = set()
+    for codec, lead_lo, lead_hi in CHAR_COVERAGE[coverage]:
+        for code in range(lead_lo << 8, (lead_hi + 1) << 8):
+            try:
+                ch = code.to_bytes(2, "big").decode(codec)
+            except UnicodeDecodeError:
+                continue
+            if len(ch) == 1 and unicodedata.name(ch, "").startswith("CJK UNIFIED IDEOGRAPH"):
+                chars.add(ch)
+    return sorted(chars)
+
+
+def coverage_tokens(char_coverage: str, vocab_size: int, have: set[str], cjk_score, lowercase: bool = True) -> list[str]:
+    """The coverage characters a vocabulary adds: not in ``have``, stable under the normalizer
+    (it never produces the others), most probable first (``cjk_score``), capped at
+    ``COVERAGE_SHARE * vocab_size``."""
+    chars = [ch for ch in coverage_chars(char_coverage) if ch not in have and normalize(ch, lowercase) == ch]
+    return sorted(chars, key=lambda ch: (-cjk_score(ch), ch))[: int(COVERAGE_SHARE * vocab_size)]
 
 
 @dataclass
@@ -82,22 +122,29 @@ def select_vocab(
     max_word_len: int = 10,
     cjk_score=None,
     lowercase: bool = True,
+    char_coverage: str = "gb2312+big5",
+    byte_fallback: bool = True,
 ) -> Vocab:
     """Pick tokens in id order and give each its Unigram score.
 
     ``cjk_score(token)`` defaults to jieba's default-dictionary log-probability.
+    ``byte_fallback``: the 256 byte pieces right after the specials, so a character outside
+    the vocabulary becomes its UTF-8 bytes instead of [UNK].  ``char_coverage``: the Han
+    characters of a character set (``CHAR_COVERAGE``, see ``coverage_tokens``) follow the
+    corpus characters.
     """
     if cjk_score is None:
         from .jieba_util import jieba_instance
 
         dt = jieba_instance()
         cjk_score = jieba_scorer(dt.FREQ, dt.total)
-    if vocab_size <= len(SPECIALS) + 1:
-        raise ValueError(f"vocab_size must exceed {len(SPECIALS) + 1}")
+    reserved = len(SPECIALS) + (len(BYTE_PIECES) if byte_fallback else 0)
+    if vocab_size <= reserved + 1:
+        raise ValueError(f"vocab_size must exceed {reserved + 1}")
 
-    tokens: list[str] = list(SPECIALS)
+    tokens: list[str] = list(SPECIALS) + (BYTE_PIECES if byte_fallback else [])
     seen = set(tokens)
-    kinds = Counter(special=len(SPECIALS))
+    kinds = Counter(special=len(SPECIALS), **({"byte": len(BYTE_PIECES)} if byte_fallback else {}))
 
     def add(token: str, kind: str) -> bool:
         if token in seen or len(tokens) >= vocab_size:
@@ -112,12 +159,15 @@ def select_vocab(
     alphabet = string.digits + string.ascii_lowercase + ("" if lowercase else string.ascii_uppercase)
     for ch in alphabet:
         add(ch, "ascii")
-    # The Chinese punctuation the normalizer keeps (，。！？…), seen or not, so
-    # clean text never hits [UNK] on it and generation can produce it.
-    for ch in CJK_PUNCTUATION:
+    # The Chinese punctuation the normalizer keeps (，。！？…) and ASCII's, seen or not, so
+    # clean text never hits [UNK] on it and generation can produce it (and a typed "<0x41>"
+    # is never cheaper as one byte piece than as its characters).
+    for ch in CJK_PUNCTUATION + (string.punctuation if byte_fallback else ""):
         add(ch, "char")
     for ch, _ in _ranked(counts.chars, min_char_freq):
         add(ch, "char")
+    for ch in coverage_tokens(char_coverage, vocab_size, seen, cjk_score, lowercase):
+        add(ch, "coverage")
     # Pieces of ASCII runs (e.g. "ing", "20"), so a rare English word or number
     # is not spelled letter by letter; a small fixed share of the budget.
     sub = ascii_substrings(counts.ascii, max_len=min(6, max_word_len))
@@ -143,9 +193,12 @@ def select_vocab(
 
     ascii_total = sum(counts.ascii.values()) + sum(counts.chars[c] for c in alphabet) + sum(sub.values()) + len(tokens)
     scores: list[float] = []
+    bytes_ = set(BYTE_PIECES)
     for t in tokens:
         if t in SPECIALS:
             scores.append(0.0)
+        elif t in bytes_:
+            scores.append(BYTE_PIECE_SCORE)
         elif is_cjk_run(t):
             scores.append(cjk_score(t))
         elif t == SPACE_MARK or is_alnum_run(t):
