@@ -20,6 +20,7 @@ import yaml
 
 from pipeline.pair_config import PairConfig
 from pretrain.init import InitConfig, apply_to_config
+from tokenizer.options import VocabOptions
 from pipeline.typed_config import (ConfigError, InvalidValue, build, check_types, deep_merge,  # noqa: F401
                                    get_dotted, load_yaml, parse_overrides)
 
@@ -55,16 +56,18 @@ class DataConfig:
 
 
 @dataclass
-class TokenizerConfig:
+class TokenizerConfig(VocabOptions):
+    """The vocabulary options (tokenizer/options.py) plus where the folder goes and what it is."""
     dir: str = ""                           # "" = artifacts/tokenizer-<fingerprint of its inputs>
-    vocab_size: int = 50000
-    algo: Literal["wordpiece", "sentencepiece"] = "wordpiece"
-    min_char_freq: int = 1
-    min_word_freq: int = 2
+    # project: a word+character vocabulary built from the corpus; or a released vocabulary
+    # (vocab_file) tokenized exactly as its model was trained (tokenizer/released.py)
+    recipe: Literal["project", "t5-pegasus", "wobert", "bert-chinese"] = "project"
+    vocab_file: str = ""
 
     def __post_init__(self):
-        if self.vocab_size <= 0:
-            raise InvalidValue("vocab_size", f"must be > 0, got {self.vocab_size}")
+        super().__post_init__()
+        if self.recipe != "project" and not self.vocab_file:
+            raise InvalidValue("vocab_file", f"is required with tokenizer.recipe={self.recipe}")
 
 
 @dataclass

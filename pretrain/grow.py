@@ -34,9 +34,9 @@ def load(folder: Path):
 
 
 def check(src, dst, folder: Path, texts: list[str]) -> float | None:
-    from transformers import AutoTokenizer
+    from tokenizer.loading import load_any_tokenizer
     try:
-        tok = AutoTokenizer.from_pretrained(folder)
+        tok = load_any_tokenizer(folder)
     except (OSError, ValueError):
         return None
     batch = tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=128)
@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         small, big = grown[folder]
         big.save_pretrained(out, safe_serialization=True)
         try:
-            from transformers import AutoTokenizer
-            AutoTokenizer.from_pretrained(folder).save_pretrained(out)
+            from tokenizer.loading import load_any_tokenizer
+            load_any_tokenizer(folder).save_pretrained(out)
         except (OSError, ValueError):
             pass
         diff = check(small, big, folder, CHECK_TEXT)

@@ -67,9 +67,15 @@ def prepare_data(cfg: RunConfig, workers: int) -> None:
     run_stage("clean", d.clean_dir, stages["clean"][1], clean)
 
     def vocab():
+        from dataclasses import fields
+
+        if tk.recipe != "project":
+            from tokenizer.released import build_released_tokenizer
+            build_released_tokenizer(tk.vocab_file, tk.recipe, tk.dir)
+            return
         from tokenizer.build import build_tokenizer
-        build_tokenizer(d.clean_dir, tk.dir, vocab_size=tk.vocab_size, algo=tk.algo,
-                        min_char_freq=tk.min_char_freq, min_word_freq=tk.min_word_freq)
+        from tokenizer.options import VocabOptions
+        build_tokenizer(d.clean_dir, tk.dir, **{f.name: getattr(tk, f.name) for f in fields(VocabOptions)})
 
     if not (cfg.init.path and cfg.init.vocab == "keep"):
         run_stage("vocab", tk.dir, stages["vocab"][1], vocab)

@@ -32,7 +32,7 @@ STAMP = ".stage.json"
 STAGE_ROOT = Path("data/stages")
 TOKENIZER_ROOT = Path("artifacts")
 # The files whose checksum proves a stage folder holds what its stamp says.
-OUTPUT_OF = {"clean": "manifest.json", "pairs": "manifest.json", "vocab": "tokenizer.json"}
+OUTPUT_OF = {"clean": "manifest.json", "pairs": "manifest.json", "vocab": "vocab.txt"}
 # The code each stage runs (a change rebuilds it).
 CODE_OF = {"clean": ("pipeline/*.py",),
            "vocab": ("tokenizer/*.py", "pipeline/clean.py"),
@@ -98,8 +98,11 @@ def plan(cfg) -> Plan:
              "num_shards": d.num_shards, "pipeline_config": file_sha(d.pipeline_config), "read": read_overrides(d),
              "code": code_signature(*CODE_OF["clean"])}
     fp_clean = fingerprint(clean)
-    vocab = {"clean": fp_clean, "vocab_size": tk.vocab_size, "algo": tk.algo, "min_char_freq": tk.min_char_freq,
-             "min_word_freq": tk.min_word_freq, "code": code_signature(*CODE_OF["vocab"])}
+    vocab = {"clean": fp_clean, **{k: v for k, v in dataclasses.asdict(tk).items() if k != "dir"},
+             "code": code_signature(*CODE_OF["vocab"])}
+    if tk.recipe != "project":      # a released vocabulary does not depend on the corpus
+        vocab = {"recipe": tk.recipe, "vocab_file": files_signature([tk.vocab_file]) if os.path.isfile(tk.vocab_file)
+                 else tk.vocab_file, "code": code_signature(*CODE_OF["vocab"])}
     stages = {"clean": (Path(d.clean_dir) if d.clean_dir else STAGE_ROOT / f"clean-{fp_clean[:16]}", clean),
               "vocab": (Path(tk.dir) if tk.dir else TOKENIZER_ROOT / f"tokenizer-{fingerprint(vocab)[:16]}", vocab)}
     if cfg.init.path and cfg.init.vocab == "keep":

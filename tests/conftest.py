@@ -67,8 +67,9 @@ def tiny_data(tmp_path_factory) -> list[str]:
             setattr(counts, token, c)
         else:
             table[kind][token] = c
-    vocab = select_vocab(counts, vocab_size=4000, min_word_freq=2, cjk_score=jieba_scorer(dt.FREQ, dt.total))
-    save_folder(build_unigram(vocab.tokens, vocab.scores), root / "tok")
+    vocab = select_vocab(counts, vocab_size=4000, min_word_freq=2, cjk_score=jieba_scorer(dt.FREQ, dt.total),
+                         char_coverage="none", byte_fallback=True)      # what the tiny presets build
+    save_folder(build_unigram(vocab.tokens, vocab.scores, byte_fallback=True), root / "tok")
     shards = []
     for split, part in (("train", records[:-20]), ("valid", records[-20:])):
         (root / "clean" / split).mkdir(parents=True)

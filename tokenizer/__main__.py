@@ -7,6 +7,7 @@ import json
 import sys
 
 from .build import DEFAULTS, build_tokenizer
+from .options import VocabOptions
 from .vocab import CHAR_COVERAGE
 
 
@@ -18,8 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--data", required=True, help="corpus folder: manifest.json and/or train/*.jsonl.gz (valid/ for stats)")
     p.add_argument("--out", required=True, help="output folder (tokenizer.json, vocab.txt, ...)")
-    p.add_argument("--vocab-size", type=int, default=50000, help="upper bound; small corpora give fewer tokens")
-    p.add_argument("--algo", choices=["wordpiece", "sentencepiece"], default="wordpiece")
+    p.add_argument("--vocab-size", type=int, default=VocabOptions.vocab_size, help="upper bound; small corpora give fewer tokens")
+    p.add_argument("--algo", choices=["wordpiece", "sentencepiece"], default=VocabOptions.algo)
     p.add_argument("--min-char-freq", type=int, default=DEFAULTS["min_char_freq"], help="keep characters seen at least K times")
     p.add_argument("--min-word-freq", type=int, default=DEFAULTS["min_word_freq"], help="keep words seen at least K times")
     p.add_argument("--max-word-len", type=int, default=DEFAULTS["max_word_len"], help="longest word (characters) in the vocab")

@@ -7,27 +7,18 @@ import shutil
 import time
 from pathlib import Path
 
+from dataclasses import asdict
+
 from .fast import build_unigram, save_folder
+from .options import VocabOptions
 
-DEFAULTS = dict(
-    min_char_freq=1,  # keep every character seen: tiny corpora still cover their text
-    min_word_freq=2,  # a word seen once is noise
-    max_word_len=10,
-    # No character is lost: common simplified + traditional Han characters are in the vocabulary
-    # even when the corpus lacks them, and anything else falls back to its UTF-8 bytes.
-    char_coverage="gb2312+big5",
-    byte_fallback=True,
-    lowercase=True,
-    user_dict=None,
-    runner="DirectRunner",
-    workers=1,
-    runner_args=None,
-    stats=True,
-    model_max_length=512,
-)
+# The vocabulary options (tokenizer/options.py) plus how the counting job runs.
+EXECUTION = dict(runner="DirectRunner", workers=1, runner_args=None, stats=True)
+DEFAULTS = {k: v for k, v in asdict(VocabOptions()).items() if k not in ("vocab_size", "algo")} | EXECUTION
 
 
-def build_tokenizer(data_dir: str, out_dir: str, vocab_size: int = 50000, algo: str = "wordpiece", **options) -> dict:
+def build_tokenizer(data_dir: str, out_dir: str, vocab_size: int = VocabOptions.vocab_size,
+                    algo: str = VocabOptions.algo, **options) -> dict:
     """Build the vocabulary and tokenizer from ``data_dir`` shards into ``out_dir``; returns stats.
 
     ``algo="wordpiece"``: jieba word + character vocabulary (T5 PEGASUS recipe),
@@ -39,6 +30,7 @@ def build_tokenizer(data_dir: str, out_dir: str, vocab_size: int = 50000, algo: 
     if unknown:
         raise TypeError(f"unknown options: {sorted(unknown)}")
     opt = {**DEFAULTS, **options}
+    opt["user_dict"] = opt["user_dict"] or None
     t0 = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -48,13 +48,15 @@ def read_texts(path: str | Path) -> list[str]:
 @torch.no_grad()
 def run(model_dir: str, data: str | None, max_rows: int = 256, seq_len: int = 128, mask_prob: float = 0.15,
         replace: str = "mask", seed: int = 0, batch_size: int = 16) -> dict:
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModelForMaskedLM
+
+    from tokenizer.loading import load_any_tokenizer
 
     if not data:
         raise ValueError("--data is required for --task mlm (held-out text: a folder, .jsonl or .txt/.tsv)")
     if replace not in ("mask", "bert"):
         raise ValueError(f"option replace must be mask or bert, got {replace!r}")
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok = load_any_tokenizer(model_dir)
     model = AutoModelForMaskedLM.from_pretrained(model_dir).eval()
     seq_len = min(seq_len, getattr(model.config, "max_position_embeddings", seq_len))
     texts = read_texts(data)

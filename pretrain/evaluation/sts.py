@@ -106,7 +106,9 @@ def paired_bootstrap(cos_a: np.ndarray, cos_b: np.ndarray, labels, resamples: in
 def run(model_dir: str, data: str | None = None, baseline: bool = False, split: str = "test",
         max_examples: int = 0, generate: int = 3, num_samples: int = 8, seed: int = 0,
         batch_size: int = 128, max_len: int = 64, pooling: str = "", bootstrap: int = 0) -> dict:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from tokenizer.loading import load_any_tokenizer
     from transformers.utils import logging as hf_logging
 
     from pretrain.objectives.roformer_sim import POOLINGS, generate_similar
@@ -120,7 +122,7 @@ def run(model_dir: str, data: str | None = None, baseline: bool = False, split: 
         raise FileNotFoundError(f"{folder}: no <TASK>/<TASK>.{split}.data file for any of {', '.join(TASKS)}")
     torch.set_grad_enabled(False)
     hf_logging.set_verbosity_error()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_any_tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     if pooling:
         if pooling not in POOLINGS:

@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoModelForSeq2SeqLM
+
+from tokenizer.loading import load_any_tokenizer
 
 from pretrain.metrics import corpus_rouge
 
@@ -134,7 +136,7 @@ def run(model_dir: str, data: str | None = None, *, steps: int = 200, batch_size
     if steps < 1 or batch_size < 1:
         raise ValueError("steps and batch_size must be >= 1")
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_any_tokenizer(model_dir)
     encoder = Encoder(tokenizer, max_source_len, max_target_len)
     rng = torch.Generator().manual_seed(seed)
     order = [torch.randint(len(train), (batch_size,), generator=rng).tolist() for _ in range(steps)]

@@ -157,10 +157,10 @@ def match_key(name: str, keys: list[str], folder_name: str, others: set[str]) ->
 
 def verify(release: Path, export: Path, ckpt_state: dict | None, folder_name: str, others: set[str]) -> dict:
     """Reload `release` through its Auto class; logits must equal `export`'s, weights the checkpoint's."""
-    from transformers import AutoTokenizer
+    from tokenizer.loading import load_any_tokenizer
     model, auto = load_model(release)
     reference, _ = load_model(export)
-    tokenizer = AutoTokenizer.from_pretrained(release)
+    tokenizer = load_any_tokenizer(release)
     batch = probe_inputs(model, tokenizer)
     got, want = probe_output(model, batch), probe_output(reference, batch)
     if got.shape != want.shape or not torch.equal(got, want):
