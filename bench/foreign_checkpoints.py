@@ -105,6 +105,8 @@ def mt5(out: str | Path, steps: int = 60, d_model: int = 128, layers: int = 2, v
                        tie_word_embeddings=False, pad_token_id=sp.pad_id(), eos_token_id=sp.eos_id(),
                        decoder_start_token_id=sp.pad_id(), dropout_rate=0.0)
     model = MT5ForConditionalGeneration(config)
+    from pretrain.models import untie_lm_head
+    untie_lm_head(model)                                # mT5's LM head is its own matrix, not the embedding
     gen = random.Random(seed)
 
     def batch(step):

@@ -149,8 +149,15 @@ def apply_to_config(raw: dict, objective_cls, explicit_size: bool, where: str) -
     return raw
 
 
+def init_std(config) -> float:
+    """The standard deviation a fresh model of this config draws its embedding rows with."""
+    if getattr(config, "initializer_range", None):
+        return float(config.initializer_range)
+    return float(getattr(config, "initializer_factor", 1.0))      # T5: shared ~ N(0, factor)
+
+
 def transplant_state(state: dict, old_tok, new_tok, new_rows: str = "pieces", seed: int = 0,
-                     rows: int | None = None) -> tuple[dict, dict]:
+                     rows: int | None = None, std: float = 0.02) -> tuple[dict, dict]:
     """Every tensor indexed by the old vocabulary moved to the new one: a vocabulary tensor's first
     dimension is the checkpoint's ``vocab_size`` (``rows``; mT5 pads it: 250,112 rows for 250,100 pieces)."""
     from tokenizer.transplant import apply_plan, plan_transplant
@@ -166,7 +173,9 @@ def transplant_state(state: dict, old_tok, new_tok, new_rows: str = "pieces", se
     out, moved = {}, []
     for name, tensor in state.items():
         if tensor.dim() >= 1 and tensor.shape[0] == rows and _vocab_indexed(name):
-            out[name] = apply_plan(tensor[:old_n], plan, new_rows, gen)
+            # T5 draws its untied LM head with std factor / sqrt(d_model), its embedding with factor
+            head_std = std * tensor.shape[-1] ** -0.5 if "lm_head" in name and tensor.dim() > 1 else std
+            out[name] = apply_plan(tensor[:old_n], plan, new_rows, gen, head_std)
             moved.append(name)
         else:
             out[name] = tensor
@@ -223,7 +232,7 @@ def load_into(objective, model: torch.nn.Module) -> torch.nn.Module:
     if init.vocab == "project":
         old_tok = read_tokenizer(str(init.path))
         state, report["transplant"] = transplant_state(state, old_tok, objective.tokenizer, init.new_rows,
-                                                       objective.cfg.train.seed, config.vocab_size)
+                                                       objective.cfg.train.seed, config.vocab_size, init_std(config))
         texts = held_out_texts(objective)
         if texts:
             report["tokens_per_char"] = {"before": round(tokens_per_char(old_tok, texts), 4),

@@ -26,7 +26,7 @@ def bert_base(tmp_path_factory):
     """A briefly trained BERT-Chinese-shaped masked LM (real vocabulary, real news text)."""
     if not (SHARED_DATA / "vocab" / "bert_chinese_vocab.txt").is_file():
         pytest.skip("the BERT-Chinese vocabulary in ZH_SHARED_DATA is needed")
-    return foreign_checkpoints.bert_chinese(tmp_path_factory.mktemp("bert") / "base", steps=150, hidden=128)
+    return foreign_checkpoints.bert_chinese(tmp_path_factory.mktemp("bert") / "base", steps=80, hidden=128)
 
 
 # ---------------------------------------------------------------- transplant rules (unit tier)
@@ -163,3 +163,29 @@ def test_mlm_then_roformer_sim_chain_trains_exports_and_evaluates(t5_data, tmp_p
     assert rel.returncode == 0, rel.stderr[-2000:]
     card = (tmp_path / "sim" / "release" / "README.md").read_text()
     assert "Continued from" in card and "mlm" in card
+
+
+@pytest.mark.slow
+def test_t5_pegasus_from_an_mt5_folder_with_only_spiece_model(t5_data, tmp_path):
+    """The T5 PEGASUS recipe: mT5's architecture and weights, the tokenizer rebuilt for Chinese."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    from tokenizer.loading import load_any_tokenizer
+
+    base = foreign_checkpoints.mt5(tmp_path / "mt5", steps=10, texts=foreign_checkpoints.real_texts(300))
+    assert sorted(p.name for p in base.iterdir()) == ["config.json", "generation_config.json", "model.safetensors",
+                                                     "spiece.model"]
+    run = tmp_path / "run"
+    proc = launch("--model", "t5-pegasus", "--steps", "4", "--run", str(run), "--init", str(base), *t5_data, *FAST,
+                  "train.eval_generate=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((run / "init_report.json").read_text())
+    assert report["model_type"] == "mt5" and report["fresh_tensors"] == []
+    assert set(report["transplant"]["tensors"]) >= {"shared.weight", "lm_head.weight"}
+    assert report["transplant"]["rows"]["kept"] > 100 and report["transplant"]["rows"]["composed"] > 100
+    tok = load_any_tokenizer(run / "export")
+    model = AutoModelForSeq2SeqLM.from_pretrained(run / "export")
+    assert model.config.vocab_size == len(tok) and model.config.d_model == 128     # the checkpoint's dimensions
+    ids = model.generate(**tok(["今天上午，市图书馆举办了一场传统手工艺讲座。"], return_tensors="pt",
+                               return_token_type_ids=False), max_new_tokens=8, do_sample=False)
+    assert ids.shape[1] > 1

@@ -112,22 +112,22 @@ def plan_transplant(old_tok, new_tok) -> TransplantPlan:
 
 
 def apply_plan(old_rows: torch.Tensor, plan: TransplantPlan, new_rows: str = "pieces",
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, init_std: float = 0.02) -> torch.Tensor:
     """Rows (or a bias vector) for the new vocabulary.
 
     ``new_rows="pieces"``: composed tokens take the mean of their pieces' rows, fresh ones the
-    mean row. ``"random"``: every token that is not kept (or a special) is drawn at random with
-    the old rows' mean and standard deviation (TencentPretrain's adapter; a baseline).
+    mean row. ``"random"``: every token that is not kept (or a special) starts as a fresh model
+    would, N(0, init_std) rows and zero biases (TencentPretrain's adapter; a baseline).
     """
     old = old_rows.detach().float()
     mean = old.mean(0)
-    std = old.std(0) if old.dim() > 1 else old.std()
     out = []
     for ids, kind in zip(plan.sources, plan.kinds):
         if kind in ("kept", "special"):
             out.append(old[ids[0]])
         elif new_rows == "random":
-            out.append(mean + std * torch.randn(mean.shape, generator=generator))
+            out.append(init_std * torch.randn(mean.shape, generator=generator) if old.dim() > 1
+                       else torch.zeros_like(mean))
         elif ids:
             out.append(old[ids].mean(0))
         else:

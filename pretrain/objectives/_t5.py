@@ -27,10 +27,12 @@ class T5Objective(Objective):
     """What every T5 objective shares: the mT5 model, FLOPs, generation ROUGE and the export."""
 
     def init_state(self, state: dict, config) -> dict:
-        """T5 / mT5 checkpoints have this module's parameter names; a tied (T5 v1.0) head becomes
-        the untied one it computes: lm_head = shared * d_model**-0.5."""
+        """T5 / mT5 checkpoints have this module's parameter names; a tied head (no ``lm_head`` in the
+        file) becomes the untied one it computes: the embedding, scaled by d_model**-0.5 where the
+        model rescales its decoder output (T5 v1.0)."""
         if "lm_head.weight" not in state and "shared.weight" in state:
-            state = {**state, "lm_head.weight": state["shared.weight"] * config.d_model ** -0.5}
+            scale = config.d_model ** -0.5 if getattr(config, "scale_decoder_outputs", False) else 1.0
+            state = {**state, "lm_head.weight": state["shared.weight"] * scale}
         return state
 
     def build_model(self):
