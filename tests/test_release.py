@@ -81,6 +81,20 @@ def test_t5_release_loads_generates_and_has_a_card(t5_run):
     assert "AutoModelForSeq2SeqLM" in card and "## Intended use" in card
     info = json.loads((out / "release.json").read_text())
     assert info["export"]["step"] == 4 and info["folders"][""]["checkpoint_tensors_compared"].split("/")[0] != "0"
+    # leakage from the cleaning run's decontamination counts, and every file's checksum
+    assert "## Leakage (evaluation-set overlap)" in card and "| evaluation set | checked |" in card
+    assert "## Checksums" in card and info["zh_pretrain_release"] is True
+    assert f"`model.safetensors` | {(out / 'model.safetensors').stat().st_size:,} |" in card
+    assert subprocess.run([sys.executable, "-m", "pretrain.release", "--verify", str(out)], cwd=REPO,
+                          capture_output=True, text=True).returncode == 0
+    patched = out.with_name("patched")
+    shutil.copytree(out, patched)
+    data = bytearray((patched / "model.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (patched / "model.safetensors").write_bytes(bytes(data))
+    bad = subprocess.run([sys.executable, "-m", "pretrain.release", "--verify", str(patched)], cwd=REPO,
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "model.safetensors: sha256" in bad.stderr
 
 
 def open_overrides(run_dir):

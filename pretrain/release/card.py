@@ -58,6 +58,19 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def leakage_section(stats: dict | None) -> list[str]:
+    """Training documents sharing a 13+ character n-gram with an evaluation set (pipeline decontamination)."""
+    if not stats or "decontamination_sets" not in stats:
+        return ["The cleaning run did not check for evaluation-set overlap (decontamination off or an older run).", ""]
+    found = stats.get("decontamination", {})
+    rejected = {k.removeprefix("decontam_"): v for k, v in stats.get("rejected", {}).items() if k.startswith("decontam_")}
+    rows = [(name, state, f"{found.get(name, 0):,}", f"{rejected.get(name, 0):,}")
+            for name, state in sorted(stats["decontamination_sets"].items())]
+    return ["Training documents that share a long character n-gram (13+ characters after normalization) with "
+            "an evaluation set; matches are dropped (`decontam.action: reject`) or only flagged (`flag`).", "",
+            _table(rows, ("evaluation set", "checked", "documents matching", "dropped")), ""]
+
+
 def init_section(init: dict | None) -> list[str]:
     """Where the run started: the base checkpoint and the vocabulary transplant (RUN/init_report.json)."""
     if not init:
@@ -143,6 +156,7 @@ def model_card(model: str, intended_use: str, raw: dict, folders: dict[str, dict
     else:
         lines.append("- no downstream task is defined for this model")
     lines += ["", "## Starting point", ""] + init_section(init)
+    lines += ["## Leakage (evaluation-set overlap)", ""] + leakage_section(data.get("stats"))
     lines += ["## Training data", ""]
     if "splits" in data:
         lines += [_table([(s, v["shards"], f"{v['documents']:,}", f"{v['characters']:,}")

@@ -68,7 +68,7 @@ from pretrain.objectives.roformer_sim.inference import encode, generate_similar 
 from pretrain.objectives.roformer_sim.model import (POOLINGS, SimModel, additive_mask, contrastive_loss,  # noqa: F401
                                                     cosent_loss, cosine_matrix, pool, run_encoder, unilm_mask)
 from pretrain.objectives.roformer_sim.pairs import (bart_noise, load_pair_files, make_pair,  # noqa: F401
-                                                    pair_file_paths, swap_words)
+                                                    neighbor_pairs, pair_file_paths, swap_words)
 
 @dataclass
 class RoFormerSimConfig(Options):
@@ -268,12 +268,14 @@ class RoFormerSimObjective(Objective):
     # -- validation --------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, model, records: list[dict]) -> dict[str, float]:
-        """Top-1 in-batch retrieval accuracy of the partner sentence on held-out pairs (no noise)."""
-        if len(records) < 2:
+        """Top-1 retrieval accuracy of each held-out sentence's neighbour among all 2N sentences of
+        N neighbour pairs (no noise), and the chance level 1 / (2N - 1)."""
+        pairs = neighbor_pairs(records, self.opt, max(2, self.cfg.train.eval_generate))
+        if len(pairs) < 2:
             return {}
         rng = random.Random(0)
         saved, self.opt.noise_prob = self.opt.noise_prob, 0.0
-        batch = self.encode_pairs([self.make_pair(r, rng) for r in records], rng)
+        batch = self.encode_pairs(pairs, rng)
         self.opt.noise_prob = saved
         device = next(model.parameters()).device
         was_training = model.training
@@ -281,7 +283,7 @@ class RoFormerSimObjective(Objective):
         vectors, _ = model(*(batch[k].to(device) for k in ("input_ids", "token_type_ids", "attention_mask")))
         model.train(was_training)
         _, acc = contrastive_loss(vectors, self.opt.scale)
-        return {"retrieval_acc": acc.item()}
+        return {"retrieval_acc": acc.item(), "retrieval_chance": 1.0 / (2 * len(pairs) - 1), "retrieval_pairs": len(pairs)}
 
     # -- export ------------------------------------------------------------
     def hf_parts(self, model: SimModel) -> dict:

@@ -23,6 +23,25 @@ def make_pair(record: dict, opt, rng: random.Random) -> tuple[str, str]:
     return sents[i], sents[i]
 
 
+def neighbor_pairs(records: list[dict], opt, limit: int) -> list[tuple[str, str]]:
+    """Held-out (sentence, next sentence) pairs, round-robin over the records, at most ``limit``.
+
+    Validation retrieves each sentence's neighbour among all the others: pairs from the same
+    documents are topically close, so this is a real test (a sentence paired with itself, as half
+    the training pairs are, would be found trivially).
+    """
+    from pipeline.sentences import split_sentences
+    per_doc = []
+    for r in records:
+        sents = [s for s in split_sentences(r.get("text", ""), max_len=opt.max_sentence_chars)
+                 if len(s) >= opt.min_sentence_chars]
+        per_doc.append([(a, b) for a, b in zip(sents, sents[1:]) if a != b])
+    out = []
+    for i in range(max(map(len, per_doc), default=0)):
+        out += [pairs[i] for pairs in per_doc if i < len(pairs)]
+    return out[:limit]
+
+
 def bart_noise(ids: list[int], opt, mask_id: int, rng: random.Random) -> list[int]:
     """BART-style corruption of a source (with probability ``noise_prob``): token deletion, then [MASK]."""
     if not ids or rng.random() >= opt.noise_prob:
