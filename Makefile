@@ -38,7 +38,7 @@ ALGO ?= wordpiece
 
 RUNNER_CLASS = $(if $(filter direct,$(RUNNER)),DirectRunner,$(if $(filter flink,$(RUNNER)),FlinkRunner,$(if $(filter spark,$(RUNNER)),SparkRunner,$(if $(filter dataflow,$(RUNNER)),DataflowRunner,$(RUNNER)))))
 
-.PHONY: setup test data tokenizer pretrain release slurm bench clean
+.PHONY: setup test data tokenizer pretrain release eval slurm bench clean
 
 setup: $(STAMP)
 
@@ -73,6 +73,10 @@ pretrain: setup
 # into the recipe, so a value cannot inject shell; ARGS is only word-split (no globbing).
 release: setup
 	@set -f; $(PY) -m pretrain.release --model "$$MODEL" --run "$$RUN" $$ARGS
+
+# make eval MODEL=electra RUN=runs/electra [ARGS='--seeds 0,1 -o steps=1000']: RUN/eval/<task>.json + a table.
+eval: setup
+	@set -f; $(PY) -m pretrain.evaluate --run "$${RUN:-runs/$$MODEL}" --model-name "$$MODEL" $$ARGS
 
 slurm: setup
 	@set -f; $(PY) -m pretrain.slurm --model "$$MODEL" --size "$$SIZE" --run "$$RUN" --nodes "$$NODES" \
