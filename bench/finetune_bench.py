@@ -17,7 +17,7 @@
    test rows (seeds averaged).
 
 Writes bench/results/finetune.json and prints markdown tables (accuracy/F1 only; no timings).
-Run: nice -n 10 .venv/bin/python bench/finetune_bench.py [--electra-steps 800] [--seeds 0,1,2]
+Run: nice -n 10 .venv/bin/python bench/finetune_bench.py [--electra-steps 500] [--seeds 0,1,2]
      [--tasks thucnews_titles,lcqmc,cmrc2018] [--work runs/bench-finetune] [-o steps=400 ...]
 """
 from __future__ import annotations
@@ -32,6 +32,8 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -56,9 +58,9 @@ MODELS = {   # name -> (launcher model, extra overrides)
     "mlm-proposal": ("mlm-proposal", ["objective.sampling=proposal"]),
 }
 # Fine-tuning budget per task (the same for every model and seed); test rows capped for time.
-FINETUNE = {"thucnews_titles": {"steps": 400, "max_train": 0, "max_test": 2000},
-            "lcqmc": {"steps": 400, "max_train": 0, "max_test": 2000},
-            "cmrc2018": {"steps": 400, "max_train": 0, "max_test": 0}}
+FINETUNE = {"thucnews_titles": {"steps": 300, "max_train": 0, "max_test": 2000},
+            "lcqmc": {"steps": 300, "max_train": 0, "max_test": 2000},
+            "cmrc2018": {"steps": 300, "max_train": 0, "max_test": 0}}
 
 
 def build_corpus(out: Path) -> dict[str, int]:
@@ -117,13 +119,25 @@ def flops_per_step(run: Path) -> float:
     return rec["flops_per_s"] / rec["samples_per_s"] * batch * accum
 
 
-def fine_tune_all(exports: dict[str, tuple[Path, str]], tasks: list[str], seeds: list[int], options: dict) -> dict:
+def fine_tune_all(exports: dict[str, tuple[Path, str]], tasks: list[str], seeds: list[int], options: dict,
+                  cache: Path) -> dict:
+    """Every (task, model, seed) fine-tune; each result is kept in ``cache`` so a stopped bench resumes."""
     results = {}
     for task in tasks:
         budget = {**FINETUNE.get(task, {}), **options}
         for name, (export, init) in exports.items():
-            runs = [finetune.run(str(export), None, task=task, init=init, seed=s, per_example=True, progress=False,
-                                 **budget) for s in seeds]
+            runs = []
+            for seed in seeds:
+                path = cache / task / f"{name}-seed{seed}.json"
+                key = {"export": str(export), "weights": (export / "model.safetensors").stat().st_mtime_ns,
+                       "init": init, "budget": budget}
+                saved = json.loads(path.read_text()) if path.is_file() else {}
+                if saved.get("key") != key:
+                    saved = {"key": key, "result": finetune.run(str(export), None, task=task, init=init, seed=seed,
+                                                                per_example=True, progress=False, **budget)}
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps(saved, ensure_ascii=False))
+                runs.append(saved["result"])
             results.setdefault(task, {})[name] = runs
             print(f"  {task} {name}: {[round(r['test'][r['metric']], 2) for r in runs]}", file=sys.stderr, flush=True)
     return results
@@ -132,25 +146,29 @@ def fine_tune_all(exports: dict[str, tuple[Path, str]], tasks: list[str], seeds:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=str(REPO / "runs" / "bench-finetune"))
-    ap.add_argument("--electra-steps", type=int, default=800, help="ELECTRA's steps: the FLOPs budget of every run")
+    ap.add_argument("--electra-steps", type=int, default=500, help="ELECTRA's steps: the FLOPs budget of every run")
     ap.add_argument("--calibration-steps", type=int, default=10)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--tasks", default="thucnews_titles,lcqmc,cmrc2018")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for pretraining and fine-tuning "
+                    "(1 holds up far better on an oversubscribed machine)")
     ap.add_argument("--option", "-o", action="append", default=[], help="fine-tuning option for every task")
     args = ap.parse_args()
     if not SHARED.is_dir():
         print(f"shared data folder {SHARED} is absent (set ZH_SHARED_DATA)", file=sys.stderr)
         return 2
     work = Path(args.work)
+    torch.set_num_threads(args.threads)
+    recipe = [*RECIPE, f"train.num_threads={args.threads}"]
     corpus = build_corpus(work / "corpus")
     data = [f"data.corpus={work / 'corpus'}/*.jsonl", f"data.clean_dir={work / 'clean'}", f"tokenizer.dir={work / 'tok'}"]
-    subprocess.run([PY, "-m", "pretrain.launch", "--model", "electra", "--prepare-only", *data, *RECIPE], cwd=REPO, check=True)
+    subprocess.run([PY, "-m", "pretrain.launch", "--model", "electra", "--prepare-only", *data, *recipe], cwd=REPO, check=True)
 
     per_step = {}
     for name, (model, extra) in MODELS.items():
         cal = work / "calibrate" / name
         if not (cal / "metrics.jsonl").is_file():
-            launch(model, cal, args.calibration_steps, [*data, *RECIPE, *extra], work / f"calibrate-{name}.log")
+            launch(model, cal, args.calibration_steps, [*data, *recipe, *extra], work / f"calibrate-{name}.log")
         per_step[name] = flops_per_step(cal)
     budget = per_step["electra"] * args.electra_steps
     steps = {name: max(1, round(budget / f)) for name, f in per_step.items()}
@@ -158,16 +176,16 @@ def main() -> int:
     for name, (model, extra) in MODELS.items():
         run = work / "runs" / name
         if not (run / "export" / "config.json").is_file():
-            launch(model, run, steps[name], [*data, *RECIPE, *extra], work / f"pretrain-{name}.log")
+            launch(model, run, steps[name], [*data, *recipe, *extra], work / f"pretrain-{name}.log")
         exports[name] = (run / "export", "pretrained")
     exports["scratch"] = (work / "runs" / "mlm-uniform" / "export", "scratch")
 
     seeds = [int(s) for s in args.seeds.split(",")]
     tasks = [t for t in args.tasks.split(",") if t]
     with contextlib.redirect_stdout(sys.stderr):
-        results = fine_tune_all(exports, tasks, seeds, parse_options(args.option))
+        results = fine_tune_all(exports, tasks, seeds, parse_options(args.option), work / "finetune")
 
-    summary = {"corpus_documents": corpus, "recipe": RECIPE, "flops_per_step": per_step, "pretrain_steps": steps,
+    summary = {"corpus_documents": corpus, "recipe": recipe, "flops_per_step": per_step, "pretrain_steps": steps,
                "budget_flops": budget, "seeds": seeds, "finetune": {}}
     for task, by_model in results.items():
         metric = by_model["scratch"][0]["metric"]

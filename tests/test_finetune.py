@@ -240,3 +240,14 @@ def test_probe_on_the_dev_role(tiny_model, toy_data):
         out | {"probe_seconds": 0}
     with pytest.raises(ValueError):
         probe(model, tok, "cmrc2018", data=str(toy_data))
+
+
+def test_span_ceiling_counts_answers_on_token_boundaries(tiny_model):
+    from transformers import AutoTokenizer
+
+    from pretrain.evaluation.finetune import span_ceiling
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)            # one token per character: every span aligns
+    rows = [{"context": "北京上海", "answers": ["上海"], "answer_starts": [2]},
+            {"context": "北京上海", "answers": ["广州"], "answer_starts": [-1]}]
+    assert span_ceiling(rows, tok) == 0.5

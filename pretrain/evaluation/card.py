@@ -14,22 +14,21 @@ from pathlib import Path
 
 ELECTRA_SRC = "Chinese-ELECTRA README @ 3765b2d"
 WOBERT_SRC = "WoBERT README @ 6338afd"
-# task -> (model, parameters, evaluation set, value as published, source)
+SIZES = {"ELECTRA-small": "12M", "ELECTRA-base": "102M", "BERT-base": "102M", "WoBERT": "base (~110M)",
+         "BERT (WoBERT table)": "base (~110M)"}
+# task -> (evaluation set, source, {model: value as published: max (mean) where two are given})
 PUBLISHED = {
-    "cmrc2018": [("ELECTRA-small", "12M", "CMRC 2018 dev", "EM 63.4 (62.9) / F1 80.8 (80.2)", ELECTRA_SRC),
-                 ("ELECTRA-base", "102M", "CMRC 2018 dev", "EM 68.4 (68.0) / F1 84.8 (84.6)", ELECTRA_SRC),
-                 ("BERT-base", "102M", "CMRC 2018 dev", "EM 65.5 (64.4) / F1 84.5 (84.0)", ELECTRA_SRC)],
-    "chnsenticorp": [("ELECTRA-small", "12M", "ChnSentiCorp test (ERNIE split)", "acc 94.3 (93.5)", ELECTRA_SRC),
-                     ("ELECTRA-base", "102M", "ChnSentiCorp test (ERNIE split)", "acc 94.5 (93.5)", ELECTRA_SRC),
-                     ("BERT-base", "102M", "ChnSentiCorp test (ERNIE split)", "acc 95.0 (94.7)", ELECTRA_SRC)],
-    "lcqmc": [("ELECTRA-small", "12M", "LCQMC test", "acc 85.9 (85.6)", ELECTRA_SRC),
-              ("ELECTRA-base", "102M", "LCQMC test", "acc 87.6 (87.3)", ELECTRA_SRC),
-              ("BERT", "102M", "LCQMC test", "acc 86.9 (86.4)", ELECTRA_SRC)],
-    "bq": [("ELECTRA-small", "12M", "BQ test", "acc 82.0 (81.7)", ELECTRA_SRC),
-           ("ELECTRA-base", "102M", "BQ test", "acc 84.5 (84.0)", ELECTRA_SRC),
-           ("BERT", "102M", "BQ test", "acc 84.8 (84.6)", ELECTRA_SRC)],
-    "iflytek": [("WoBERT", "base (~110M)", "IFLYTEK dev (CLUE)", "acc 61.15", WOBERT_SRC),
-                ("BERT", "base (~110M)", "IFLYTEK dev (CLUE)", "acc 60.31", WOBERT_SRC)],
+    "cmrc2018": ("CMRC 2018 dev", ELECTRA_SRC, {"ELECTRA-small": "EM 63.4 (62.9) / F1 80.8 (80.2)",
+                                                "ELECTRA-base": "EM 68.4 (68.0) / F1 84.8 (84.6)",
+                                                "BERT-base": "EM 65.5 (64.4) / F1 84.5 (84.0)"}),
+    "chnsenticorp": ("ChnSentiCorp test (ERNIE split)", ELECTRA_SRC,
+                     {"ELECTRA-small": "acc 94.3 (93.5)", "ELECTRA-base": "acc 94.5 (93.5)",
+                      "BERT-base": "acc 95.0 (94.7)"}),
+    "lcqmc": ("LCQMC test", ELECTRA_SRC, {"ELECTRA-small": "acc 85.9 (85.6)", "ELECTRA-base": "acc 87.6 (87.3)",
+                                          "BERT-base": "acc 86.9 (86.4)"}),
+    "bq": ("BQ test", ELECTRA_SRC, {"ELECTRA-small": "acc 82.0 (81.7)", "ELECTRA-base": "acc 84.5 (84.0)",
+                                    "BERT-base": "acc 84.8 (84.6)"}),
+    "iflytek": ("IFLYTEK dev (CLUE)", WOBERT_SRC, {"WoBERT": "acc 61.15", "BERT (WoBERT table)": "acc 60.31"}),
 }
 
 
@@ -62,6 +61,7 @@ def card_section(run_dir: str | Path) -> str:
                      f"{p['mean']:.1f} ± {p['std']:.1f} ({seeds} seeds) |")
         lines.append(f"| {s['task']} | scratch twin | {size} | same rows | {s['metric']} {r['mean']:.1f} ± "
                      f"{r['std']:.1f}; difference {d['delta']:+.1f} [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}] |")
-        for model, params, where, value, src in PUBLISHED.get(s["task"], []):
-            lines.append(f"| {s['task']} | {model} (published, {src}) | {params} | {where} | {value} |")
+        where, src, rows = PUBLISHED.get(s["task"], ("", "", {}))
+        for model, value in rows.items():
+            lines.append(f"| {s['task']} | {model} (published, {src}) | {SIZES[model]} | {where} | {value} |")
     return "\n".join(lines) + "\n"

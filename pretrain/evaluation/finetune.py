@@ -82,6 +82,12 @@ def capped(rows: list[dict], task: Task, n: int) -> list[dict]:
     return ordered[:n] if n else ordered
 
 
+def answer_start(row: dict, k: int) -> int:
+    """Character offset of answer k in the passage: the recorded one when it matches, else the first match."""
+    start, text = row["answer_starts"][k], row["answers"][k]
+    return start if start >= 0 and row["context"][start:start + len(text)] == text else row["context"].find(text)
+
+
 class Encoder:
     """Rows -> model features for one task kind (token_type_ids only where the model has them)."""
 
@@ -121,9 +127,7 @@ class Encoder:
             feat = {k: enc[k][i] for k in enc.keys() if k not in ("offset_mapping", "overflow_to_sample_mapping")}
             if train:
                 row = rows[example]
-                start_char = row["answer_starts"][0]
-                if start_char < 0 or row["context"][start_char:start_char + len(row["answers"][0])] != row["answers"][0]:
-                    start_char = row["context"].find(row["answers"][0])
+                start_char = answer_start(row, 0)
                 end_char = start_char + len(row["answers"][0])
                 ctx = [j for j, s in enumerate(seq) if s == 1]
                 start = end = 0
@@ -164,13 +168,11 @@ def span_ceiling(rows: list[dict], tokenizer) -> float:
     the EM a word-level vocabulary can reach at most (a span cannot split a token)."""
     hits = 0
     for r in rows:
-        offsets = tokenizer(r["context"], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        offsets = tokenizer(r["context"], add_special_tokens=False, return_offsets_mapping=True,
+                            verbose=False)["offset_mapping"]
         starts, ends = {a for a, _ in offsets}, {b for _, b in offsets}
-        ok = False
-        for text, start in zip(r["answers"], r["answer_starts"]):
-            start = start if r["context"][start:start + len(text)] == text else r["context"].find(text)
-            ok = ok or (start in starts and start + len(text) in ends)
-        hits += ok
+        hits += any(answer_start(r, k) in starts and answer_start(r, k) + len(text) in ends
+                    for k, text in enumerate(r["answers"]))
     return hits / max(len(rows), 1)
 
 
