@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--option", "-o", action="append", default=[], metavar="KEY=VALUE",
                         help="task option, e.g. -o steps=200 -o max_examples=500")
     args = parser.parse_args(argv)
-    if bool(args.run) == bool(args.model or args.task) or (not args.run and not (args.model and args.task)):
+    if (args.run and (args.model or args.task)) or (not args.run and not (args.model and args.task)):
         parser.error("give either --model DIR --task TASK, or --run RUN")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     options = parse_options(args.option)

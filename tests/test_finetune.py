@@ -251,3 +251,20 @@ def test_span_ceiling_counts_answers_on_token_boundaries(tiny_model):
     rows = [{"context": "北京上海", "answers": ["上海"], "answer_starts": [2]},
             {"context": "北京上海", "answers": ["广州"], "answer_starts": [-1]}]
     assert span_ceiling(rows, tok) == 0.5
+
+
+@pytest.mark.slow
+def test_make_eval_reads_run_from_the_environment_without_shell(tmp_path):
+    """`make eval` passes RUN as one argument (no shell): a hostile value is a missing folder, one error line."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS")}
+    proc = subprocess.run(["make", "-s", "-o", "setup", "-o", ".venv/.setup-stamp", "eval", "MODEL=electra",
+                           f"RUN=x'; touch {tmp_path}/p; '"], cwd=repo, capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode != 0 and not (tmp_path / "p").exists()
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "no exported model" in errors[0], proc.stderr
