@@ -47,7 +47,7 @@ ALGO ?= wordpiece
 export MODEL SIZE STEPS ZERO NPROC RUN CORPUS SAVE_EVERY LOG_EVERY ARGS INIT VOCAB NODES GPUS_PER_NODE PARTITION TIME DRY_RUN \
        OUT RUNNER WORKERS RUNNER_ARGS TEXT_FIELD FORMAT ENCODING DATA VOCAB_SIZE ALGO
 
-.PHONY: setup test test-fast data tokenizer pretrain release slurm bench clean
+.PHONY: setup test test-fast data tokenizer pretrain release eval slurm bench clean
 
 setup: $(STAMP)
 
@@ -85,6 +85,10 @@ pretrain: setup
 
 release: setup
 	@set -f; $(PY) -m pretrain.release --model "$$MODEL" --run "$$RUN" $$ARGS
+
+# make eval MODEL=electra RUN=runs/electra [ARGS='--seeds 0,1 -o steps=1000']: RUN/eval/<task>.json + a table.
+eval: setup
+	@set -f; $(PY) -m pretrain.evaluate --run "$${RUN:-runs/$$MODEL}" --model-name "$$MODEL" $$ARGS
 
 slurm: setup
 	@set -f; $(PY) -m pretrain.slurm --model "$$MODEL" --size "$$SIZE" --run "$$RUN" --nodes "$$NODES" \
