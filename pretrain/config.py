@@ -101,6 +101,8 @@ class TrainConfig:
     num_threads: int = 0                    # torch intra-op threads per process; 0 = cores / processes
     trace_samples: bool = False             # write the ids each rank trains on per step (RUN/trace/)
     peak_tflops: float = 0.0                # per-device peak for the MFU estimate; 0 = known GPUs only
+    probe_every: int = 0                    # every N steps a linear probe of the encoder on probe_task's dev set
+    probe_task: str = "thucnews_titles"     #   (pretrain/evaluation/probe.py); 0 = off
 
     POSITIVE = ("steps", "micro_batch_size", "grad_accum", "log_every", "save_every", "eval_every", "keep_last",
                 "max_source_len", "max_target_len", "max_bad_steps")

@@ -118,7 +118,7 @@ class MetricsLog:
         self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.fh.flush()
         if self.tb is not None:
-            prefix = "valid" if record.get("split") == "valid" else "train"
+            prefix = record.get("split", "train")
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
                     self.tb.add_scalar(f"{prefix}/{k}", v, record["step"])
@@ -405,6 +405,14 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                         bar.write(f"step {step} valid " + " ".join(f"{k}={v:.4f}" for k, v in vals.items()))
                 window_start = time.perf_counter()
 
+            if cfg.train.probe_every and (step % cfg.train.probe_every == 0 or step == total):
+                rec = run_probe(engine, objective, cfg, rank)
+                if rec:
+                    metrics.write({"step": step, "split": "probe", **rec})
+                    if rank == 0:
+                        bar.write(f"step {step} probe " + " ".join(f"{k}={v:.2f}" for k, v in rec.items()))
+                window_start = time.perf_counter()
+
             if step % cfg.train.save_every == 0 or step == total:
                 save_now()
                 last_saved = step
@@ -417,6 +425,35 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
     metrics.close()
     lock and lock.close()
     return 0
+
+
+def run_probe(engine, objective, cfg: RunConfig, rank: int) -> dict:
+    """A linear probe of the encoder on a downstream dev set (rank 0; every rank waits). ZeRO-3
+    parameters are gathered first. A probe that cannot run (no data here) is logged once and off."""
+    from pretrain.evaluation.probe import probe
+
+    result: dict = {}
+    params = list(engine.module.parameters())
+    gather = cfg.train.zero_stage == 3
+    if gather:
+        import deepspeed
+        ctx = deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+    else:
+        import contextlib
+        ctx = contextlib.nullcontext()
+    with ctx:
+        if rank == 0:
+            try:
+                out = probe(objective.probe_model(engine.module), objective.tokenizer, cfg.train.probe_task)
+                result = {k: float(v) for k, v in out.items() if isinstance(v, (int, float))}
+            except (OSError, ValueError) as exc:
+                log.warning("probe disabled: %s", exc)
+                cfg.train.probe_every = 0
+    if dist.get_world_size() > 1:
+        flag = [cfg.train.probe_every]
+        dist.broadcast_object_list(flag, src=0)
+        cfg.train.probe_every = flag[0]
+    return result
 
 
 def _grad_norm(engine, pre_step_norm: float) -> float:

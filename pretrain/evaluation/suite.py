@@ -25,12 +25,6 @@ from pretrain.evaluation import finetune, scoring
 from pretrain.evaluation.tasks import get_task
 
 log = logging.getLogger("pretrain.evaluate")
-SUITES = {
-    "electra": ("thucnews_titles", "chnsenticorp", "lcqmc", "cmrc2018"),
-    "mlm-proposal": ("thucnews_titles", "chnsenticorp", "lcqmc", "cmrc2018"),
-    "roformer-sim": ("thucnews_titles", "lcqmc", "bq"),
-    "t5-pegasus": ("thucnews_titles", "lcqmc"),
-}
 SEEDS = (0, 1, 2)
 BOOTSTRAP = 1000
 
@@ -45,15 +39,26 @@ def run_model_name(run_dir: Path, given: str | None) -> str:
         raise ValueError(f"{path}: this run is model '{recorded}', not '{given}'")
     name = given or recorded
     if not name:
-        raise ValueError(f"{run_dir}: no run.json naming the model; pass MODEL= (one of {', '.join(SUITES)})")
+        raise ValueError(f"{run_dir}: no run.json naming the model; pass MODEL=")
     return name
+
+
+def default_suite(model: str) -> tuple[str, ...]:
+    """The fine-tuning tasks the model's objective declares (``ObjectiveSpec.finetune_suite``)."""
+    from pretrain.config import ConfigError, config_path, load_config
+
+    try:
+        spec = load_config(config_path(model)).objective_class.spec
+    except ConfigError as exc:
+        raise ValueError(f"model '{model}': {exc}") from None
+    if not spec.finetune_suite:
+        raise ValueError(f"model '{model}' (objective {spec.name}) declares no fine-tuning suite; name tasks with --suite")
+    return spec.finetune_suite
 
 
 def suite_tasks(model: str, suite: str) -> tuple[str, ...]:
     if suite == "default":
-        if model not in SUITES:
-            raise ValueError(f"no default suite for model '{model}' (known: {', '.join(SUITES)})")
-        return SUITES[model]
+        return default_suite(model)
     tasks = tuple(t.strip() for t in suite.split(",") if t.strip())
     for t in tasks:
         get_task(t)

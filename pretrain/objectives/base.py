@@ -12,6 +12,7 @@ torchtitan's ``TrainSpec``:
 ``spec.data``             records it trains on: ``clean`` (cleaned documents) or
                           ``pairs`` (pseudo-summary pairs, ``pipeline.pairs``)
 ``spec.eval_tasks``       ``pretrain.evaluate`` tasks for ``make release``'s model card
+``spec.finetune_suite``   ``make eval``'s downstream fine-tuning tasks
 ``spec.intended_use``     the model card's intended-use paragraph
 ``spec.required_tokens``  special tokens the tokenizer must have
 ========================  ==============================================================
@@ -54,7 +55,8 @@ class ObjectiveSpec:
     arch: type
     options: type = Options
     data: Literal["clean", "pairs"] = "clean"
-    eval_tasks: tuple = ()
+    eval_tasks: tuple = ()                  # pretrain.evaluate tasks for the release card
+    finetune_suite: tuple = ()              # make eval's default downstream tasks (pretrain/evaluation/tasks.py)
     intended_use: str = "Chinese language modelling research."
     required_tokens: tuple = ("pad", "cls", "sep", "mask")
 
@@ -112,6 +114,10 @@ class Objective:
             return model
         from pretrain.init import load_into
         return load_into(self, model)
+
+    def probe_model(self, model):
+        """The Hugging Face model a training-time probe reads features from (the export's main part)."""
+        return self.hf_parts(model)[""]
 
     # -- export ----------------------------------------------------------------
     def hf_parts(self, model) -> dict:

@@ -174,6 +174,7 @@ class ElectraPair(torch.nn.Module):
 class ElectraObjective(Objective):
     spec = ObjectiveSpec(
         name="electra", arch=EncoderArch, options=ElectraOptions, data="clean", eval_tasks=("sts",),
+        finetune_suite=("thucnews_titles", "chnsenticorp", "lcqmc", "cmrc2018"),
         intended_use="Chinese understanding: fine-tune the discriminator for classification, matching, "
                      "sequence labelling or reading comprehension; the generator is a small masked LM "
                      "released for completeness and continued pretraining.")

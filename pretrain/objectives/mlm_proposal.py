@@ -328,6 +328,7 @@ def q_stats(out: dict) -> dict[str, float]:
 class MLMProposalObjective(Objective):
     spec = ObjectiveSpec(
         name="mlm-proposal", arch=EncoderArch, options=MLMProposalConfig, data="clean", eval_tasks=("mlm", "sts"),
+        finetune_suite=("thucnews_titles", "chnsenticorp", "lcqmc", "cmrc2018"),
         intended_use="Chinese understanding: fine-tune for classification, matching or sequence labelling, "
                      "or use as a fill-mask model.")
 
@@ -380,6 +381,13 @@ class MLMProposalObjective(Objective):
         ids, mask, unit_ids = pack_rows(enc["input_ids"], t.max_source_len, tok.cls_token_id, tok.sep_token_id,
                                         tok.pad_token_id, self.oc.max_rows or t.micro_batch_size, units)
         return {"input_ids": ids, "attention_mask": mask, "unit_ids": unit_ids}
+
+    def train_flops(self, model, batch: dict) -> float:
+        """6 x masked-LM parameters x tokens, plus the proposal net's when it runs (sampling: proposal);
+        uniform sampling skips it, so equal-compute comparisons do not charge it."""
+        size = lambda m: sum(getattr(p, "ds_numel", p.numel()) for p in {id(p): p for p in m.parameters()}.values())
+        params = size(model.mlm) + (size(model.proposal) if self.oc.sampling == "proposal" else 0)
+        return 6.0 * params * self.tokens_in(batch)
 
     def loss(self, model, batch: dict):
         """Training: the sampled, reweighted MLM estimate + proposal regression. Eval: uniform masks, fixed seed."""

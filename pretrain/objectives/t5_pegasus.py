@@ -17,7 +17,8 @@ from pretrain.objectives.base import ObjectiveSpec
 
 class T5PegasusObjective(T5Objective):
     spec = ObjectiveSpec(
-        name="t5-pegasus", arch=T5Arch, data="pairs", eval_tasks=("summarization",), required_tokens=("pad",),
+        name="t5-pegasus", arch=T5Arch, data="pairs", eval_tasks=("summarization",),
+        finetune_suite=("thucnews_titles", "lcqmc"), required_tokens=("pad",),
         intended_use="Chinese text generation: fine-tune for summarization, title generation, question "
                      "generation or other sequence-to-sequence tasks (the pretraining task is writing the "
                      "pseudo summary of a document, so zero-shot outputs are summary-like but unpolished).")

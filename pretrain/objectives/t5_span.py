@@ -69,6 +69,7 @@ def corrupt(ids: list[int], mask: list[bool], sentinels: list[int]) -> tuple[lis
 class T5SpanObjective(T5Objective):
     spec = ObjectiveSpec(
         name="t5-span", arch=T5Arch, options=SpanOptions, data="clean", eval_tasks=(),
+        finetune_suite=("thucnews_titles", "lcqmc"),
         required_tokens=("pad",),
         intended_use="Chinese text generation: fine-tune for sequence-to-sequence tasks (plain T5 span "
                      "corruption pretraining, the baseline T5 PEGASUS improves on).")

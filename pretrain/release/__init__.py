@@ -100,6 +100,8 @@ def release(run_dir: str | Path, model: str | None = None, out: str | Path | Non
     init = json.loads(init_path.read_text(encoding="utf-8")) if init_path.is_file() else None
     card = model_card(cfg.model, spec.intended_use, raw, folders, curve, data, tok_stats, evals, export_info, metrics,
                       file_checksums(tmp), init)
+    from pretrain.evaluation.card import card_section
+    card += "\n" + card_section(run_dir)           # RUN/eval/*.json (make eval) beside the published rows
     (tmp / "README.md").write_text(card, encoding="utf-8")
     (tmp / MANIFEST).write_text(json.dumps({"zh_pretrain_release": True, "model": cfg.model, "export": export_info,
                                             "folders": folders, "evaluation": evals, "files": file_checksums(tmp)},

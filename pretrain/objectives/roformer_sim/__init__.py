@@ -102,6 +102,7 @@ class RoFormerSimConfig(Options):
 class RoFormerSimObjective(Objective):
     spec = ObjectiveSpec(
         name="roformer-sim", arch=EncoderArch, options=RoFormerSimConfig, data="clean", eval_tasks=("sts",),
+        finetune_suite=("thucnews_titles", "lcqmc", "bq"),
         intended_use="Chinese sentence similarity and retrieval (sentence vectors compared by cosine, pooled as "
                      "`sentence_pooling` in config.json says: mean over tokens, [CLS], or first-last-avg; "
                      "`pretrain.objectives.roformer_sim.encode` does it) and paraphrase generation.")
