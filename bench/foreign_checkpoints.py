@@ -23,12 +23,12 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("ZH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def real_texts(n: int = 2000, offset: int = 0, max_chars: int = 400) -> list[str]:
-    """News articles (THUCNews subset) and encyclopedia paragraphs, or the sample corpus."""
+def real_texts(n: int = 2000, offset: int = 0, max_chars: int = 400, articles: slice = slice(None)) -> list[str]:
+    """Chunks of news articles (THUCNews subset; ``articles`` selects which), or the sample corpus."""
     out = []
     news = SHARED / "corpus" / "thucnews_cnews_subset" / "cnews.val.txt"
     if news.is_file():
-        for line in news.read_text(encoding="utf-8").splitlines():
+        for line in news.read_text(encoding="utf-8").splitlines()[articles]:
             text = line.split("\t", 1)[-1]
             out += [text[i:i + max_chars] for i in range(0, min(len(text), 4 * max_chars), max_chars)]
     if not out:

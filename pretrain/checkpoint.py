@@ -12,7 +12,6 @@ A full disk stops the run with one line and leaves the previous checkpoint intac
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -23,6 +22,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from pipeline.corpus import sha256_file
+
 log = logging.getLogger("pretrain")
 STEP_RE = re.compile(r"^step-(\d{8,})$")
 MARKER = "COMPLETE.json"
@@ -32,12 +33,6 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or loaded (one line)."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -86,7 +81,7 @@ def _is_disk_full(exc: BaseException) -> bool:
 def _hash_share(folder: Path, rank: int, world: int) -> dict:
     """size and sha256 of this rank's share of the folder's files (file i goes to rank i % world)."""
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    return {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+    return {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": sha256_file(p)}
             for i, p in enumerate(files) if i % world == rank}
 
 
@@ -176,7 +171,7 @@ def verify(folder: Path, full: bool = True) -> str | None:
             return f"{name} does not match its recorded size"
     if full:
         for name, meta in files.items():
-            if _sha256(folder / name) != meta["sha256"]:
+            if sha256_file(folder / name) != meta["sha256"]:
                 return f"{name} does not match its recorded sha256"
     return None
 

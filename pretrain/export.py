@@ -71,14 +71,19 @@ def write_export(objective, cfg, state: dict, step: int, out: Path, schedule=Non
     shutil.rmtree(tmp, ignore_errors=True)
     objective.export(model.float().eval(), tmp)
     (tmp / STEP_FILE).write_text(json.dumps({"step": step}), encoding="utf-8")
+    replace_folder(tmp, out)
+    log.info("exported Hugging Face model to %s (step %d)", out, step)
+    return out
+
+
+def replace_folder(new: Path, out: Path) -> None:
+    """Put the finished folder ``new`` in place of ``out`` (renames, so ``out`` is never half-written)."""
     old = out.with_name(out.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
         os.replace(out, old)
-    os.replace(tmp, out)
+    os.replace(new, out)
     shutil.rmtree(old, ignore_errors=True)
-    log.info("exported Hugging Face model to %s (step %d)", out, step)
-    return out
 
 
 def export_step(export: Path) -> int | None:

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from pretrain.config import load_run_config
-from pretrain.export import checkpoint_state
+from pretrain.export import checkpoint_state, replace_folder
 from pretrain.release.card import data_statistics, model_card, plot_losses
 from pretrain.release.evaluations import run_evaluations
 from pretrain.release.verify import (MANIFEST, ReleaseError, copy_folder, ensure_export, ensure_generation_config,
@@ -106,10 +105,5 @@ def release(run_dir: str | Path, model: str | None = None, out: str | Path | Non
     (tmp / MANIFEST).write_text(json.dumps({"zh_pretrain_release": True, "model": cfg.model, "export": export_info,
                                             "folders": folders, "evaluation": evals, "files": file_checksums(tmp)},
                                            ensure_ascii=False, indent=1), encoding="utf-8")
-    old = out.with_name(out.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, out)
     return {"out": str(out), "folders": folders, "evaluation": evals, "export": export_info}

@@ -4,7 +4,6 @@ RUN/export's and weights equal to the checkpoint's; every file's sha256 is recor
 checkpoint when it is missing, stale or holds unconsolidated ZeRO-3 placeholders."""
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import logging
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.corpus import sha256_file
 from pretrain import checkpoint as ckpt
 
 log = logging.getLogger("pretrain")
@@ -210,14 +210,6 @@ def ensure_generation_config(folder: Path) -> None:
 
 
 # ---------------------------------------------------------------- checksums
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_checksums(root: Path, skip: tuple[str, ...] = (MANIFEST,)) -> dict[str, dict]:
     """{relative path: {size, sha256}} of every file below root (release.json itself excluded)."""
     return {str(p.relative_to(root)): {"size": p.stat().st_size, "sha256": sha256_file(p)}

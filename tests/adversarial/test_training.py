@@ -58,12 +58,12 @@ def test_stage_folders_are_keyed_by_their_inputs():
 
 # ---------------------------------------------------------------- checkpoints (#16.6)
 def _fake_checkpoint(root: Path, step: int, damaged: bool = False) -> Path:
-    from pretrain.checkpoint import MARKER, _sha256, tag_for
+    from pretrain.checkpoint import MARKER, sha256_file, tag_for
 
     folder = root / tag_for(step)
     folder.mkdir(parents=True)
     (folder / "mp_rank_00_model_states.pt").write_bytes(os.urandom(64))
-    files = {"mp_rank_00_model_states.pt": {"size": 64, "sha256": _sha256(folder / "mp_rank_00_model_states.pt")}}
+    files = {"mp_rank_00_model_states.pt": {"size": 64, "sha256": sha256_file(folder / "mp_rank_00_model_states.pt")}}
     (folder / MARKER).write_text(json.dumps({"step": step, "world_size": 1, "files": files}))
     if damaged:
         data = bytearray((folder / "mp_rank_00_model_states.pt").read_bytes())
