@@ -42,8 +42,9 @@ CONFIG_DIR = _config_dir()
 @dataclass
 class DataConfig:
     corpus: str = "data/sample/*.jsonl"     # glob(s), comma-separated, a folder, or hf:NAME
-    clean_dir: str = ""                     # cleaned corpus; "" = data/stages/clean-<fingerprint of its inputs>
-    pairs_dir: str = ""                     # pseudo-summary pairs; "" = data/stages/pairs-<fingerprint>
+    clean_dir: str = ""                     # cleaned corpus; "" = <stages_dir>/clean-<fingerprint of its inputs>
+    pairs_dir: str = ""                     # pseudo-summary pairs; "" = <stages_dir>/pairs-<fingerprint>
+    stages_dir: str = "data/stages"         # where content-addressed data stages go
     num_shards: int = 0                     # 0 = let the pipeline decide
     valid_fraction: float = 0.02
     workers: int = 1                        # Beam DirectRunner worker processes
@@ -58,7 +59,8 @@ class DataConfig:
 @dataclass
 class TokenizerConfig(VocabOptions):
     """The vocabulary options (tokenizer/options.py) plus where the folder goes and what it is."""
-    dir: str = ""                           # "" = artifacts/tokenizer-<fingerprint of its inputs>
+    dir: str = ""                           # "" = <root>/tokenizer-<fingerprint of its inputs>
+    root: str = "artifacts"                 # where content-addressed tokenizers go
     # project: a word+character vocabulary built from the corpus; or a released vocabulary
     # (vocab_file) tokenized exactly as its model was trained (tokenizer/released.py)
     recipe: Literal["project", "t5-pegasus", "wobert", "bert-chinese"] = "project"

@@ -29,8 +29,6 @@ from pretrain.config import REPO_ROOT
 
 log = logging.getLogger("pretrain")
 STAMP = ".stage.json"
-STAGE_ROOT = Path("data/stages")
-TOKENIZER_ROOT = Path("artifacts")
 # The files whose checksum proves a stage folder holds what its stamp says.
 OUTPUT_OF = {"clean": "manifest.json", "pairs": "manifest.json", "vocab": "vocab.txt"}
 # The code each stage runs (a change rebuilds it).
@@ -98,13 +96,13 @@ def plan(cfg) -> Plan:
              "num_shards": d.num_shards, "pipeline_config": file_sha(d.pipeline_config), "read": read_overrides(d),
              "code": code_signature(*CODE_OF["clean"])}
     fp_clean = fingerprint(clean)
-    vocab = {"clean": fp_clean, **{k: v for k, v in dataclasses.asdict(tk).items() if k != "dir"},
+    vocab = {"clean": fp_clean, **{k: v for k, v in dataclasses.asdict(tk).items() if k not in ("dir", "root")},
              "code": code_signature(*CODE_OF["vocab"])}
     if tk.recipe != "project":      # a released vocabulary does not depend on the corpus
         vocab = {"recipe": tk.recipe, "vocab_file": files_signature([tk.vocab_file]) if os.path.isfile(tk.vocab_file)
                  else tk.vocab_file, "code": code_signature(*CODE_OF["vocab"])}
-    stages = {"clean": (Path(d.clean_dir) if d.clean_dir else STAGE_ROOT / f"clean-{fp_clean[:16]}", clean),
-              "vocab": (Path(tk.dir) if tk.dir else TOKENIZER_ROOT / f"tokenizer-{fingerprint(vocab)[:16]}", vocab)}
+    stages = {"clean": (Path(d.clean_dir) if d.clean_dir else Path(d.stages_dir) / f"clean-{fp_clean[:16]}", clean),
+              "vocab": (Path(tk.dir) if tk.dir else Path(tk.root) / f"tokenizer-{fingerprint(vocab)[:16]}", vocab)}
     if cfg.init.path and cfg.init.vocab == "keep":
         # VOCAB=keep: the checkpoint's own tokenizer; there is no vocabulary to build (and the user's
         # folder is never written into).
@@ -112,7 +110,8 @@ def plan(cfg) -> Plan:
                                                  "tokenizer": _tokenizer_signature(cfg.init.path)})
     if cfg.objective_class.spec.data == "pairs":
         pairs = {"clean": fp_clean, "pairs": dataclasses.asdict(p), "code": code_signature(*CODE_OF["pairs"])}
-        stages["pairs"] = (Path(d.pairs_dir) if d.pairs_dir else STAGE_ROOT / f"pairs-{fingerprint(pairs)[:16]}", pairs)
+        stages["pairs"] = (Path(d.pairs_dir) if d.pairs_dir else Path(d.stages_dir) / f"pairs-{fingerprint(pairs)[:16]}",
+                           pairs)
     return Plan(stages)
 
 

@@ -5,6 +5,7 @@ DeepSpeed engine (ZeRO-2, CPU, gloo) -> checkpoint -> Hugging Face export; then 
 launch reuses every data stage and resumes from the finished checkpoint.
 """
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -78,3 +79,35 @@ def test_bad_model_and_size_stop_with_one_line():
         assert proc.returncode != 0
         lines = [l for l in proc.stderr.splitlines() if l.strip()]
         assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+@pytest.mark.slow
+def test_models_keep_their_own_artifacts_and_a_rerun_reuses_everything(tmp_path):
+    """make pretrain MODEL=t5-pegasus, then MODEL=electra, then MODEL=t5-pegasus again: the third run
+    reuses every stage and the first run's vocabulary is byte-identical afterwards."""
+    import hashlib
+
+    roots = [f"data.stages_dir={tmp_path / 'stages'}", f"tokenizer.root={tmp_path / 'artifacts'}"]
+
+    def launch(model):
+        proc = subprocess.run([sys.executable, "-m", "pretrain.launch", "--model", model, "--steps", "2",
+                               "--run", str(tmp_path / model), *roots, "train.save_every=2", "train.eval_every=2",
+                               "train.eval_generate=0", "train.micro_batch_size=4"],
+                              cwd=REPO, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stderr
+
+    def digest(folder):
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+
+    launch("t5-pegasus")
+    used = json.loads((tmp_path / "t5-pegasus" / "run.json").read_text())["artifacts"]
+    vocab_before = digest(Path(used["tokenizer_dir"]))
+    launch("electra")
+    electra = json.loads((tmp_path / "electra" / "run.json").read_text())["artifacts"]
+    assert electra["tokenizer_dir"] != used["tokenizer_dir"] and electra["clean_dir"] != used["clean_dir"]
+    third = launch("t5-pegasus")
+    for stage in ("clean", "vocab", "pairs"):
+        assert f"{stage}: up to date, reusing" in third, stage
+    assert "building" not in third and "nothing to train" in third
+    assert digest(Path(used["tokenizer_dir"])) == vocab_before

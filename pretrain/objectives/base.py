@@ -196,7 +196,9 @@ def load_trained_state(model: torch.nn.Module, state: dict) -> torch.nn.Module:
     alias_ok = {n for names in groups.values() if loaded.intersection(names) for n in names}
     missing = [k for k in missing if k not in alias_ok]
     if missing or unexpected:
-        raise RuntimeError(f"state dict does not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        from pretrain.checkpoint import CheckpointError
+        raise CheckpointError(f"the saved weights do not match the model (missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}); was the run's config changed?")
     return model
 
 

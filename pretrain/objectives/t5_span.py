@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.typed_config import InvalidValue
+from pipeline.typed_config import ConfigError, InvalidValue
 from pretrain.models import T5Arch, t5_special_ids
 from pretrain.objectives._t5 import T5Objective
 from pretrain.objectives.base import ObjectiveSpec, Options, pad_batch
@@ -80,7 +80,7 @@ class T5SpanObjective(T5Objective):
         self.sentinels = [i for i in tok.convert_tokens_to_ids([f"<extra_id_{k}>" for k in range(100)])
                           if i is not None and i != tok.unk_token_id]
         if not self.sentinels:
-            raise ValueError(f"{cfg.tokenizer.dir}: tokenizer has no <extra_id_N> sentinel tokens")
+            raise ConfigError(f"{cfg.tokenizer.dir}: tokenizer has no <extra_id_N> sentinel tokens (t5-span needs them)")
 
     def collate(self, records: list[dict]) -> dict[str, torch.Tensor]:
         t, o, tok = self.cfg.train, self.opts, self.tokenizer
