@@ -97,6 +97,7 @@ class TrainConfig:
     save_every: int = 200
     keep_last: int = 3
     max_bad_steps: int = 5                  # consecutive non-finite losses before stopping
+    packing: bool = True                    # several sequences per row, none attending another (pretrain.packing)
     compile: bool = False                   # torch.compile the transformer bodies: ~1-2 min at start
     num_threads: int = 0                    # torch intra-op threads per process; 0 = cores / processes
     trace_samples: bool = False             # write the ids each rank trains on per step (RUN/trace/)

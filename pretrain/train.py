@@ -240,6 +240,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
     engine, optimizer, scheduler = build_engine(cfg, model)
 
     stream = ShardStream(list_shards(objective.train_dir, "train"), rank, world, seed=cfg.train.seed)
+    tracker = growth.Tracker(cfg, schedule, rank)
     step = 0
     if latest:
         tag, step = latest
@@ -253,6 +254,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                                 f"resuming with {world}; exact resume needs the same world size")
         stream.load_state_dict(mine["stream"])
         set_rng_state(mine["rng"])
+        tracker.load_state_dict(client.get("growth"))
         if rank == 0:
             log.info("resumed from %s (step %d)", ckpt_dir / tag, step)
             if steps_before is not None and steps_before != total:
@@ -280,7 +282,8 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
 
     def save_now():
         state = gather_states({"stream": stream.state_dict(), "rng": rng_state()}, world)
-        ckpt.save(engine, ckpt_dir, step, {"ranks": state, "step": step}, cfg.train.keep_last, rank)
+        ckpt.save(engine, ckpt_dir, step, {"ranks": state, "step": step, "growth": tracker.state_dict()},
+                  cfg.train.keep_last, rank)
 
     def count_bad(what: str, action: str, step: int, in_a_row: int, total_bad: int) -> tuple[int, int]:
         """Count a non-finite loss/gradient; stop the run after max_bad_steps in a row."""
@@ -309,7 +312,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                 bar.close()
                 metrics.close()
                 return EXIT_PREEMPTED
-            grow_now = next((s for s in schedule if s.at_step == step), None)
+            grow_now = tracker.due(step)
             if grow_now:   # pretrain.growth: checkpoint, enlarge, rebuild engine + optimizer
                 if last_saved != step:
                     save_now()
@@ -393,6 +396,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                     rec["mfu"] = rec["flops_per_s"] / (peak_flops * world)
                 rec.update({k: sums[4 + i].item() / world for i, k in enumerate(names)})
                 metrics.write(rec)
+                tracker.observe(step, rec["loss"])       # growth when: slope (the same decision on every rank)
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
                 window_tokens, window_samples, window_start = 0, 0, time.perf_counter()
                 window_terms, window_losses, window_data_s, window_flops = {}, [], 0.0, 0.0

@@ -29,7 +29,8 @@ from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTrainin
 
 from pipeline.typed_config import ConfigError, InvalidValue
 from pretrain.models import EncoderArch, encoder_config_kwargs
-from pretrain.objectives.base import Objective, ObjectiveSpec, Options, mask_budget, pad_batch, uniform_order
+from pretrain.objectives.base import Objective, ObjectiveSpec, Options, mask_budget, uniform_order
+from pretrain.packing import encoder_kwargs, pack_sequences
 
 
 @dataclass
@@ -149,9 +150,10 @@ class ElectraPair(torch.nn.Module):
         self.generator.electra.embeddings = shared
         self.generator.generator_lm_head.weight = shared.word_embeddings.weight
 
-    def forward(self, input_ids, attention_mask, masked_input_ids, mlm_mask):
+    def forward(self, input_ids, attention_mask, masked_input_ids, mlm_mask, segment_ids=None, position_ids=None):
         gen = self.generator
-        hidden = gen.electra(masked_input_ids, attention_mask=attention_mask).last_hidden_state
+        kw = encoder_kwargs(gen, attention_mask, segment_ids, position_ids)
+        hidden = gen.electra(masked_input_ids, **kw).last_hidden_state
         # Predict only the masked positions: the vocabulary projection is the costly part.
         logits = gen.generator_lm_head(gen.generator_predictions(hidden[mlm_mask])).float()
         targets = input_ids[mlm_mask]
@@ -159,7 +161,8 @@ class ElectraPair(torch.nn.Module):
         with torch.no_grad():
             sampled = sample_tokens(logits.detach(), self.temperature)
         fake, labels = replace_tokens(input_ids, mlm_mask, sampled)
-        disc_logits = self.discriminator(fake, attention_mask=attention_mask).logits.float()
+        kw = encoder_kwargs(self.discriminator, attention_mask, segment_ids, position_ids)
+        disc_logits = self.discriminator(fake, **kw).logits.float()
         active = attention_mask.bool()
         rtd_loss = F.binary_cross_entropy_with_logits(disc_logits[active], labels[active].float())
         with torch.no_grad():
@@ -248,7 +251,9 @@ class ElectraObjective(Objective):
 
     # -- data --------------------------------------------------------------
     def collate(self, records: list[dict]) -> dict[str, torch.Tensor]:
-        """[CLS] window [SEP] per document (a random window of a long one), padded, then masked."""
+        """[CLS] window [SEP] per document (a random window of a long one), packed into rows of
+        max_source_len (``train.packing``, no document attending another) or one per padded row;
+        then masked."""
         tok, room = self.tokenizer, self.cfg.train.max_source_len - 2
         rows = []
         for ids in tok([r["text"] for r in records], add_special_tokens=False, verbose=False)["input_ids"]:
@@ -256,12 +261,11 @@ class ElectraObjective(Objective):
                 start = int(torch.randint(0, len(ids) - room + 1, ()).item())
                 ids = ids[start:start + room]
             rows.append([tok.cls_token_id, *ids, tok.sep_token_id])
-        batch = pad_batch(rows, tok.pad_token_id)
+        batch = pack_sequences(rows, self.cfg.train.max_source_len, tok.pad_token_id, packing=self.cfg.train.packing)
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         maskable = attention_mask.bool() & ~torch.isin(input_ids, self.special_ids)
         masked, mlm_mask = mask_tokens(input_ids, maskable, self.opts.mask_prob, tok.mask_token_id)
-        return {"input_ids": input_ids, "attention_mask": attention_mask,
-                "masked_input_ids": masked, "mlm_mask": mlm_mask}
+        return {**batch, "masked_input_ids": masked, "mlm_mask": mlm_mask}
 
     def loss(self, model, batch: dict):
         out = model(**batch)
