@@ -101,7 +101,9 @@ class TrainConfig:
     compile: bool = False                   # torch.compile the transformer bodies: ~1-2 min at start
     num_threads: int = 0                    # torch intra-op threads per process; 0 = cores / processes
     trace_samples: bool = False             # write the ids each rank trains on per step (RUN/trace/)
-    peak_tflops: float = 0.0                # per-device peak for the MFU estimate; 0 = known GPUs only
+    peak_tflops: float = 0.0                # per-device peak for the MFU estimate; 0 = known GPUs, measured on CPU
+    profile_steps: int = 0                  # steps whose phase times go to RUN/profile.json (pretrain.phases); 0 = off
+    activation_checkpointing: bool = False  # recompute each layer in backward: memory for time (base sizes)
 
     POSITIVE = ("steps", "micro_batch_size", "grad_accum", "log_every", "save_every", "eval_every", "keep_last",
                 "max_source_len", "max_target_len", "max_bad_steps")

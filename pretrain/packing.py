@@ -22,16 +22,22 @@ from __future__ import annotations
 import torch
 
 
-def first_fit(lengths: list[tuple[int, ...]], caps: tuple[int, ...], max_rows: int = 0) -> list[list[int]]:
-    """Rows of item indices (in order) whose lengths sum to at most ``caps`` in every dimension.
+def first_fit(lengths: list[tuple[int, ...]], caps: tuple[int, ...], max_rows: int = 0,
+              decreasing: bool = False) -> list[list[int]]:
+    """Rows of item indices whose lengths sum to at most ``caps`` in every dimension.
 
-    First fit: each item goes to the first row it fits in, else a new row (deterministic, so a
-    resumed run packs exactly as before). With ``max_rows``, items that fit in no allowed row
-    are left out. An item longer than ``caps`` must be truncated by the caller.
+    First fit: each item goes to the first row it fits in, else a new row; ``decreasing`` takes
+    the longest items first (first-fit decreasing: fuller rows). Deterministic, so a resumed run
+    packs exactly as before. With ``max_rows``, items that fit in no allowed row are left out.
+    An item longer than ``caps`` must be truncated by the caller.
     """
     rows: list[list[int]] = []
     used: list[list[int]] = []
-    for i, length in enumerate(lengths):
+    order = range(len(lengths))
+    if decreasing:
+        order = sorted(order, key=lambda i: -sum(lengths[i]))
+    for i in order:
+        length = lengths[i]
         if any(n > c for n, c in zip(length, caps)):
             raise ValueError(f"item {i} has lengths {length} > row capacity {caps}")
         for r, u in enumerate(used):
@@ -81,7 +87,7 @@ def pack_sequences(seqs: list[list[int]], width: int, pad_id: int, max_rows: int
     """``first_fit`` + ``pack`` for one-part sequences (each at most ``width`` tokens); segment ids
     are the sequences' indices. ``packing=False``: one sequence per padded row (same keys)."""
     if packing:
-        rows = first_fit([(len(s),) for s in seqs], (width,), max_rows)
+        rows = first_fit([(len(s),) for s in seqs], (width,), max_rows, decreasing=True)
     else:
         rows = [[i] for i in range(len(seqs))][:max_rows or None]
     grouped = {k: [[v[i] for i in row] for row in rows] for k, v in (extra or {}).items()}
@@ -142,17 +148,22 @@ def padding_waste(token_counts: list[int], row_width: int, rows: int) -> float:
 def segment_pool(states: torch.Tensor, segment_ids: torch.Tensor, n: int, keep: torch.Tensor | None = None,
                  first: bool = False) -> torch.Tensor:
     """(n, H) per-segment vectors: the mean of ``states`` over each segment's positions where
-    ``keep`` (default all), or its first position with ``first``. Segments are rows 0..n-1."""
+    ``keep`` (default all), or its first position with ``first``. Segments are rows 0..n-1.
+
+    Index arithmetic only (no boolean indexing): nothing waits for the device. Positions that
+    count for no segment are summed into a spare row n, which is dropped.
+    """
     flat_seg = segment_ids.reshape(-1)
     flat = states.reshape(-1, states.shape[-1])
     sel = flat_seg >= 0
     if keep is not None:
-        sel &= keep.reshape(-1).bool()
+        sel = sel & keep.reshape(-1).bool()
     if first:
-        starts = sel & torch.cat([torch.ones(1, dtype=torch.bool, device=sel.device),
-                                  flat_seg[1:] != flat_seg[:-1]])
-        out = flat.new_zeros(n, flat.shape[-1])
-        return out.index_copy(0, flat_seg[starts], flat[starts])
-    total = flat.new_zeros(n, flat.shape[-1]).index_add(0, flat_seg[sel], flat[sel])
-    count = flat.new_zeros(n).index_add(0, flat_seg[sel], torch.ones_like(flat_seg[sel], dtype=flat.dtype))
+        sel = sel & torch.cat([torch.ones(1, dtype=torch.bool, device=sel.device), flat_seg[1:] != flat_seg[:-1]])
+    index = torch.where(sel, flat_seg, torch.full_like(flat_seg, n))
+    weight = sel.to(flat.dtype)
+    total = flat.new_zeros(n + 1, flat.shape[-1]).index_add(0, index, flat * weight[:, None])[:n]
+    if first:
+        return total
+    count = flat.new_zeros(n + 1).index_add(0, index, weight)[:n]
     return total / count.clamp(min=1)[:, None]

@@ -35,12 +35,12 @@ def test_pack_rows_units_and_word_cuts():
     assert rows["input_ids"].tolist() == [[2, 10, 11, 12, 3], [2, 13, 14, 3, 0], [2, 15, 3, 0, 0]]
     assert rows["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 0, 0]]
     assert rows["unit_ids"].tolist() == [[-1, 0, 1, 2, -1], [-1, 0, 1, -1, -1], [-1, 0, -1, -1, -1]]
-    # Documents share a row as separate segments: positions restart, units go on.
+    # Documents share a row as separate segments (first-fit decreasing): positions restart, units go on.
     rows = pack_rows([[10, 11], [13], [14, 15]], 9, cls_id=2, sep_id=3, pad_id=0)
-    assert rows["input_ids"].tolist() == [[2, 10, 11, 3, 2, 13, 3], [2, 14, 15, 3, 0, 0, 0]]   # width: longest row
-    assert rows["segment_ids"].tolist()[0] == [0, 0, 0, 0, 1, 1, 1]
-    assert rows["position_ids"].tolist()[0] == [0, 1, 2, 3, 0, 1, 2]
-    assert rows["unit_ids"].tolist()[0] == [-1, 0, 1, -1, -1, 2, -1]
+    assert rows["input_ids"].tolist() == [[2, 10, 11, 3, 2, 14, 15, 3], [2, 13, 3, 0, 0, 0, 0, 0]]   # longest row
+    assert rows["segment_ids"].tolist() == [[0, 0, 0, 0, 2, 2, 2, 2], [1, 1, 1, -1, -1, -1, -1, -1]]
+    assert rows["position_ids"].tolist()[0] == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert rows["unit_ids"].tolist()[0] == [-1, 0, 1, -1, -1, 2, 3, -1]
     # Whole words: tokens of one word share a unit; a word cut by a piece boundary becomes two units.
     units = pack_rows([[10, 11, 12, 13, 14]], 5, 2, 3, 0, doc_units=[[0, 0, 1, 1, 1]])["unit_ids"]
     assert units.tolist() == [[-1, 0, 0, 1, -1], [-1, 0, 0, -1, -1]]

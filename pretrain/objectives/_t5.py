@@ -39,7 +39,7 @@ def pair_batch(tokenizer, sources: list[list[int]], targets: list[list[int]], ma
         return enc
     start = t5_special_ids(tokenizer)["start"]
     caps = (max([max_source_len, *map(len, sources)]), max([max_target_len, *map(len, targets)]))
-    rows = first_fit([(len(s), len(t)) for s, t in zip(sources, targets)], caps)
+    rows = first_fit([(len(s), len(t)) for s, t in zip(sources, targets)], caps, decreasing=True)
     enc = pack([[sources[i] for i in r] for r in rows], pad, rows)
     dec = pack([[[start, *targets[i][:-1]] for i in r] for r in rows], pad, rows)
     labels = pack([[targets[i] for i in r] for r in rows], pad, rows)

@@ -322,9 +322,11 @@ def q_stats(out: dict) -> dict[str, float]:
         return {}
     ent = -(q.double() * torch.log(q.double().clamp_min(1e-30))).sum(dim=1)
     keep = n > 1
-    rel = (ent[keep] / torch.log(n[keep])).mean().item() if keep.any() else 1.0
-    w = out["weights"][out["valid"]]
-    return {"q_entropy": rel, "max_weight": float(w.max().item()) if w.numel() else 1.0}
+    rel = torch.where(keep, ent / torch.log(n.clamp(min=2)), torch.zeros_like(ent)).sum() / keep.sum().clamp(min=1)
+    rel = torch.where(keep.any(), rel, torch.ones_like(rel))
+    w = out["weights"].masked_fill(~out["valid"], 0.0)
+    top = w.max() if w.numel() else torch.zeros(())
+    return {"q_entropy": rel, "max_weight": torch.where(out["valid"].any(), top, torch.ones_like(top))}
 
 
 # ---------------------------------------------------------------- the objective
@@ -392,12 +394,12 @@ class MLMProposalObjective(Objective):
             return out["loss"], {"mlm_acc": out["accuracy"].item()}
         out = model(**batch)
         total = out["loss"]
-        terms = {"mlm_loss": out["loss"].item(), "mlm_loss_plain": out["plain_loss"].item(),
-                 "mlm_acc": out["accuracy"].item(),
-                 "masked_frac": (out["selected"].sum() / (batch["unit_ids"] >= 0).sum().clamp_min(1)).item()}
+        terms = {"mlm_loss": out["loss"].detach(), "mlm_loss_plain": out["plain_loss"].detach(),
+                 "mlm_acc": out["accuracy"],
+                 "masked_frac": out["selected"].sum() / (batch["unit_ids"] >= 0).sum().clamp_min(1)}
         if "proposal_loss" in out:         # sampling: proposal
             total = total + self.oc.proposal_weight * out["proposal_loss"]
-            terms["proposal_loss"] = out["proposal_loss"].item()
+            terms["proposal_loss"] = out["proposal_loss"].detach()
         terms.update(q_stats(out))
         return total, terms
 

@@ -236,17 +236,17 @@ class RoFormerSimObjective(Objective):
         k = len(batch.get("cosent_scores", ()))
         contrastive, acc = contrastive_loss(vectors[:len(vectors) - 2 * k], o.scale, anchors)
         loss = o.seq2seq_weight * seq2seq + o.contrastive_weight * contrastive
-        terms = {"seq2seq_loss": seq2seq.item(), "contrastive_loss": contrastive.item(), "contrastive_acc": acc.item()}
+        terms = {"seq2seq_loss": seq2seq.detach(), "contrastive_loss": contrastive.detach(), "contrastive_acc": acc}
         if k:
             cosent = cosent_loss(vectors[-2 * k:-k], vectors[-k:], batch["cosent_scores"], batch["cosent_groups"],
                                  o.cosent_scale)
             loss = loss + o.cosent_weight * cosent
-            terms["cosent_loss"] = cosent.item()
+            terms["cosent_loss"] = cosent.detach()
         if o.teacher:
             distill = self.distill_loss(vectors, batch)
             loss = loss + o.distill_weight * distill
-            terms["distill_loss"] = distill.item()
-        return loss, terms
+            terms["distill_loss"] = distill.detach()
+        return loss, terms      # device tensors: the trainer reads them at log steps
 
     def teacher(self, device):
         """The frozen teacher encoder (loaded once, on the batch's device)."""
