@@ -28,7 +28,9 @@ logits and the objective's own collator are on, as in a real run.
 Every row reports text tokens/s (padding excluded; the first ``--log-every`` window of each
 run, compilation included, is left out), its ratio to the strongest peer of the same
 precision, and MFU against this machine's measured matmul peak for that precision (model
-FLOPs: 6 x matmul parameters x the tokens each part sees, counted once per family).
+FLOPs: 6 x matmul parameters x the tokens each part sees, counted once per family). A second
+table per family is the one-step profile: the share of step time in data, forward, backward,
+optimizer and bookkeeping (``pretrain.phases``; ours from ``train.profile_steps``).
 
   .venv/bin/python bench/train_bench.py [--family t5,mlm,electra,sim] [--steps 150] [--d-model 256] [--layers 4]
 Writes bench/results/train.json and prints one markdown table per family. Timings move with
@@ -47,6 +49,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from pretrain.phases import PHASES, Phases  # noqa: E402
 
 CONFIGS = {"t5": "t5-pegasus", "mlm": "mlm-proposal", "electra": "electra", "sim": "roformer-sim"}
 MODELS = {"t5": "T5 v1.1 d_model={d} layers={n}+{n}, source 192 / target 64",
@@ -211,19 +215,27 @@ def plain_loop(family: str, overrides: list[str], steps: int, log_every: int, bf
     opt = torch.optim.AdamW(setup.model.parameters(), lr=setup.cfg.train.lr, fused=True)
     it = batches(record_stream(setup), setup.cfg.train.micro_batch_size)
     marks, tokens, flops = [], 0, []
-    for _ in range(steps):
+    phases = Phases(steps - log_every, skip=log_every)
+    for step in range(1, steps + 1):
+        phases.start()
         batch, n, f = setup.collate(next(it))
+        phases.mark("data")
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = step_fn(**batch)["loss"]
+        phases.mark("forward")
         loss.backward()
+        phases.mark("backward")
         torch.nn.utils.clip_grad_norm_(setup.model.parameters(), setup.cfg.train.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        phases.mark("optimizer")
         tokens += n
         flops.append(f / n)
         marks.append((time.perf_counter(), tokens))
+        phases.mark("bookkeeping")
+        phases.end_step(step)
     return {"tokens_per_s": rate(marks, log_every), "final_loss": loss.item(), "flops_per_token": sum(flops) / len(flops),
-            "params": sum(p.numel() for p in setup.model.parameters())}
+            "params": sum(p.numel() for p in setup.model.parameters()), "profile": phases.report()}
 
 
 def hf_trainer(family: str, overrides: list[str], steps: int, log_every: int, work: Path) -> dict:
@@ -262,17 +274,20 @@ def hf_trainer(family: str, overrides: list[str], steps: int, log_every: int, wo
     return {"tokens_per_s": rate(marks, log_every), "final_loss": out.training_loss, "optimizer": args.optim}
 
 
-def ours(family: str, overrides: list[str], precision: str, compiled: bool, work: Path) -> dict:
+def ours(family: str, overrides: list[str], precision: str, compiled: bool, work: Path, steps: int,
+         log_every: int) -> dict:
     run_dir = work / f"run-{family}-{precision}-{int(compiled)}"
     cmd = [sys.executable, "-m", "pretrain.train", "--config", f"configs/{CONFIGS[family]}.yaml", f"run_dir={run_dir}",
-           f"train.precision={precision}", f"train.compile={str(compiled).lower()}", *overrides]
+           f"train.precision={precision}", f"train.compile={str(compiled).lower()}",
+           f"train.profile_steps={steps - log_every}", *overrides]
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
     recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in recs if r.get("split") != "valid"]
     rates = [r["tokens_per_s"] for r in train[1:]]        # the first window includes warm-up
     data = [r["data_time_frac"] for r in train[1:]]
     return {"tokens_per_s": sum(rates) / len(rates), "final_loss": train[-1]["loss"],
-            "data_time_frac": sum(data) / len(data)}
+            "data_time_frac": sum(data) / len(data),
+            "profile": json.loads((run_dir / "profile.json").read_text(encoding="utf-8"))}
 
 
 # (name, precision group, how to run it)
@@ -298,6 +313,16 @@ def table(res: dict, peaks: dict, fpt: float) -> list[str]:
         data = f"{100 * r['data_time_frac']:.1f}%" if "data_time_frac" in r else "-"
         lines.append(f"| {name} | {r['precision']} | {r['tokens_per_s']:.0f} | {vs} | {100 * r['mfu']:.1f}% | {data} "
                      f"| {r['final_loss']:.3f} |")
+    return lines
+
+
+def profile_table(res: dict) -> list[str]:
+    """Phase shares of one step per runtime (``pretrain.phases``; the HF Trainer is not instrumented)."""
+    rows = [(name, r["profile"]) for name, r in res.items() if r.get("profile")]
+    lines = ["| runtime | " + " | ".join(PHASES) + " | step (ms) |", "|---|" + "---|" * (len(PHASES) + 1)]
+    for name, prof in rows:
+        shares = " | ".join(f"{100 * prof['share'][k]:.1f}%" for k in PHASES)
+        lines.append(f"| {name} | {shares} | {1000 * prof['seconds_per_step']:.0f} |")
     return lines
 
 
@@ -341,13 +366,15 @@ def main(argv=None) -> int:
             for name, group, precision, compiled in OURS:
                 if only and name not in only:
                     continue
-                res[name] = {**ours(family, overrides, precision, compiled, work), "name": name, "precision": group,
-                             "peer": False}
+                res[name] = {**ours(family, overrides, precision, compiled, work, args.steps, args.log_every),
+                             "name": name, "precision": group, "peer": False}
             model = MODELS[family].format(d=args.d_model, n=args.layers)
             lines += ["", f"{family}: {model}, {params / 1e6:.1f}M parameters, batch {args.batch} records, "
                           f"{args.steps} steps", ""] + table(res, peaks, fpt)
+            lines += ["", f"{family}: where a step's time goes (share of step time; data = read + collate + "
+                          f"to tensors)", ""] + profile_table(res)
             out["families"][family] = {"model": model, "params": params, "flops_per_token": fpt, "results": res}
-            print("\n".join(lines[-len(res) - 4:]), flush=True)
+            print("\n".join(lines[-2 * len(res) - 8:]), flush=True)
     out["load_avg_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))

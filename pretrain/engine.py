@@ -23,6 +23,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def dist_backend(cuda: bool) -> str:
+    """gloo on CPU; on GPUs NCCL for CUDA tensors plus gloo for the trainer's small CPU tensors
+    (finite and preemption flags, logged sums), which NCCL alone refuses."""
+    return "cpu:gloo,cuda:nccl" if cuda else "gloo"
+
+
 def init_distributed() -> tuple[int, int, int]:
     """Start torch.distributed through DeepSpeed (gloo on CPU, nccl on GPU); return rank, world, local rank.
 
@@ -41,8 +47,7 @@ def init_distributed() -> tuple[int, int, int]:
         os.environ["MASTER_PORT"] = str(_free_port())
     import deepspeed
 
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    deepspeed.init_distributed(dist_backend=backend, verbose=False)
+    deepspeed.init_distributed(dist_backend=dist_backend(torch.cuda.is_available()), verbose=False)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ["LOCAL_RANK"])
     if torch.cuda.is_available():

@@ -406,7 +406,6 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                 # The update was not applied: count it, do not advance the step.
                 bad_in_a_row, bad_total = count_bad("gradient", "update skipped", step, bad_in_a_row, bad_total)
                 continue
-            grad_norm = _grad_norm(engine, pre_step_norm)
             bad_in_a_row = 0
             step += 1
             if trace is not None:
@@ -428,7 +427,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                     dist.all_reduce(sums)
                 tokens_per_s = sums[0].item() / elapsed
                 rec = {"step": step, "loss": sums[2].item() / world, "lr": scheduler.get_last_lr()[0],
-                       "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
+                       "grad_norm": _grad_norm(engine, pre_step_norm), "tokens_per_s": tokens_per_s,
                        "samples_per_s": sums[1].item() / elapsed,
                        "flops_per_s": sums[3].item() / elapsed, "skipped_steps": bad_total,
                        "data_time_frac": window_data_s / elapsed}
