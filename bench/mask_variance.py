@@ -94,8 +94,9 @@ def variance(work: Path, overrides: list[str], repeats: int, rows: int) -> dict:
     records = next(batches(ShardStream(list_shards(cfg.data.clean_dir, "valid"), 0, 1, shuffle=False, loop=False),
                            rows))
     batch = obj.collate(records)
+    packed = {k: batch[k] for k in ("segment_ids", "position_ids")}
     with torch.no_grad():
-        scores = net(mlm.get_input_embeddings()(batch["input_ids"]), batch["attention_mask"])
+        scores = net(mlm.get_input_embeddings()(batch["input_ids"]), batch["attention_mask"], **packed)
     params = [p for p in mlm.parameters() if p.requires_grad]
     schemes = {
         "uniform k-subset (BERT)": ("uniform", oc.uniform_mix),
@@ -112,7 +113,7 @@ def variance(work: Path, overrides: list[str], repeats: int, rows: int) -> dict:
         for _ in range(repeats):
             mlm.zero_grad(set_to_none=True)
             res = estimate_mlm_loss(mlm, batch["input_ids"], batch["attention_mask"], batch["unit_ids"], scores, oc_s,
-                                    tok.mask_token_id, obj.random_low, sampling, gen)
+                                    tok.mask_token_id, obj.random_low, sampling, gen, **packed)
             res["loss"].backward()
             losses.append(res["loss"].item())
             grads.append(torch.cat([p.grad.flatten() for p in params if p.grad is not None]).double())

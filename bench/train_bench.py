@@ -1,42 +1,40 @@
-"""Training-runtime benchmark: our DeepSpeed runtime against plain transformers + AdamW loops.
+"""Training-runtime benchmark: our runtime against the strongest peer at the same precision.
 
-Three model families, each with the same model, same initial weights (seeded) and the same
-documents in the same order for every runtime, measured in the same run:
+Four model families, each with the same model, the same initial weights (seeded) and the same
+documents in the same order for every runtime, measured in one run:
 
-  t5    T5 v1.1 / mT5 (MT5ForConditionalGeneration) on T5-PEGASUS pseudo-summary pairs
-        plain      a bare loop: model(**batch).loss, backward, clip, torch AdamW step (fp32)
-        zero0/2/3  `python -m pretrain.train` (the DeepSpeed engine), ZeRO stage 0/2/3, fp32
-        zero2-bf16 DeepSpeed bf16 at ZeRO-2 (bf16 weights/activations, fp32 master weights
-                   and optimizer state)
-        zero0-amp-bf16[-compile], zero2-amp-bf16-compile
-                   train.precision=amp-bf16: fp32 weights, gradients and optimizer, matmuls in
-                   bf16 under DeepSpeed's torch_autocast; -compile adds train.compile=true
-                   (torch.compile of the transformer body, dynamic shapes)
-        plain-autocast-bf16  the plain loop under torch.autocast(bfloat16), for reference: what a
-                   user gets from bf16 alone, without the rest of the runtime
-  mlm   BERT masked LM (an encoder objective)
-        plain      what users write: each document cut to the sequence length, padded,
-                   DataCollatorForLanguageModeling masks (15 %, 80/10/10),
-                   BertForMaskedLM(**batch).loss (logits at every position), torch AdamW, fp32
-        plain-autocast-bf16  as for t5
-        zero0 / zero2 / zero2-bf16 / zero*-amp-bf16   our mlm-proposal objective with uniform
-                   BERT masking: documents packed into full rows, vocabulary logits only at the
-                   masked positions, no proposal network
+  t5       T5 v1.1 / mT5 (MT5ForConditionalGeneration) on T5-PEGASUS pseudo-summary pairs
+  mlm      BERT masked LM (the mlm-proposal objective with uniform BERT masking)
+  electra  ELECTRA (generator 1/4 of the discriminator, 15 % masking, loss = MLM + 50 RTD)
+  sim      RoFormer-Sim (UniLM seq2seq + in-batch contrastive loss on sentence pairs)
 
-  electra    ELECTRA (generator 1/4 of the discriminator, 15 % masking, loss = MLM + 50 RTD)
-        plain      the Hugging Face heads as users call them: generator logits at every position
-                   (labels=), torch.multinomial sampling, ElectraForPreTraining's own loss, fp32
-        zero0 / zero2 / zero0-amp-bf16   our electra objective: generator logits at the masked
-                   positions only, inverse-CDF sampling, same masks and documents
+Peers (what users run), each at fp32 and at bf16:
 
-Reports text tokens/s (padding excluded), the speed-up over the plain loop, ZeRO-2/3
-overhead against ZeRO-0, and MFU against this machine's measured matmul peak for the run's
-precision (model FLOPs: 6 x matmul parameters x the tokens each part sees, counted once per
-family and used for every runtime of that family). On CPUs with AVX512-BF16 the bf16 peak is
-several times the fp32 peak, which is where most of the bf16 rows' speed comes from.
+  plain            a bare loop: loss, backward, clip, torch AdamW (fused) step. t5: model(**batch).loss
+                   on padded pairs; mlm: documents truncated to the sequence length, padded,
+                   DataCollatorForLanguageModeling masks, BertForMaskedLM(**batch).loss (logits at
+                   every position); electra: the Hugging Face heads as documented (generator logits
+                   at every position, torch.multinomial sampling, ElectraForPreTraining's loss) on
+                   one padded document per row; sim: one padded UniLM row per sequence
+  plain-bf16-compile  the same loop under torch.autocast(bfloat16) with torch.compile of the
+                   loss computation (what nanoT5 users run)
+  hf-trainer-bf16-compile  transformers' Trainer with bf16=True, torch_compile=True on the same
+                   model, batches and loss
 
-  .venv/bin/python bench/train_bench.py [--family t5,mlm] [--steps 200] [--d-model 256] [--layers 4]
-Writes bench/results/train.json and prints one markdown table per family.
+Ours: ``python -m pretrain.train`` (the DeepSpeed engine, ZeRO-0, one process): fp32, and
+``train.precision=amp-bf16`` with and without ``train.compile``; packing, masked-only
+logits and the objective's own collator are on, as in a real run.
+
+Every row reports text tokens/s (padding excluded; the first ``--log-every`` window of each
+run, compilation included, is left out), its ratio to the strongest peer of the same
+precision, and MFU against this machine's measured matmul peak for that precision (model
+FLOPs: 6 x matmul parameters x the tokens each part sees, counted once per family). A second
+table per family is the one-step profile: the share of step time in data, forward, backward,
+optimizer and bookkeeping (``pretrain.phases``; ours from ``train.profile_steps``).
+
+  .venv/bin/python bench/train_bench.py [--family t5,mlm,electra,sim] [--steps 150] [--d-model 256] [--layers 4]
+Writes bench/results/train.json and prints one markdown table per family. Timings move with
+machine load: run it on a quiet machine.
 """
 from __future__ import annotations
 
@@ -52,20 +50,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from pretrain.phases import PHASES, Phases  # noqa: E402
 
-def matmul_peak_flops(dtype_name: str = "float32", n: int = 2048, repeats: int = 10) -> float:
-    """Measured matmul throughput of this machine with all threads (FLOP/s)."""
-    import torch
-
-    dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+CONFIGS = {"t5": "t5-pegasus", "mlm": "mlm-proposal", "electra": "electra", "sim": "roformer-sim"}
+MODELS = {"t5": "T5 v1.1 d_model={d} layers={n}+{n}, source 192 / target 64",
+          "mlm": "BERT MLM hidden={d} layers={n}, sequence 128",
+          "electra": "ELECTRA discriminator hidden={d} layers={n} + generator 1/4, sequence 128",
+          "sim": "RoFormer-Sim hidden={d} layers={n}, source 64 / target 64"}
 
 
 def prepare(work: Path) -> list[str]:
@@ -78,51 +69,57 @@ def prepare(work: Path) -> list[str]:
 def common_overrides(args) -> list[str]:
     return [f"train.steps={args.steps}", f"train.micro_batch_size={args.batch}", f"train.log_every={args.log_every}",
             "train.eval_every=100000", "train.save_every=100000", "train.eval_generate=0", "train.eval_batches=1",
-            "train.seed=1", "train.warmup_steps=20"]
+            "train.seed=1", "train.warmup_steps=20", "train.zero_stage=0"]
 
 
 def family_overrides(family: str, args) -> list[str]:
     a = args
-    if family == "electra":     # discriminator of this size, generator 1/4 of its width (the recipe)
-        return [f"arch.d_model={a.d_model}", f"arch.d_ff={a.d_model * 4}", f"arch.num_layers={a.layers}",
-                f"arch.num_heads={a.d_model // 64}", "arch.dropout_rate=0.1", "train.max_source_len=128"]
+    encoder = [f"arch.d_model={a.d_model}", f"arch.d_ff={a.d_model * 4}", f"arch.num_layers={a.layers}",
+               f"arch.num_heads={a.d_model // 64}", "arch.dropout_rate=0.1"]
     if family == "t5":
         return [f"arch.d_model={a.d_model}", f"arch.d_ff={a.d_model * 2}", f"arch.num_layers={a.layers}",
                 f"arch.num_decoder_layers={a.layers}", f"arch.num_heads={a.d_model // 64}", "arch.d_kv=64",
                 "train.max_source_len=192", "train.max_target_len=64"]
-    return [f"arch.d_model={a.d_model}", f"arch.d_ff={a.d_model * 4}", f"arch.num_layers={a.layers}",
-            f"arch.num_heads={a.d_model // 64}", "arch.dropout_rate=0.1", "train.max_source_len=128",
-            "objective.sampling=uniform"]
+    if family == "sim":
+        return encoder + ["train.max_source_len=64", "train.max_target_len=64"]
+    return encoder + ["train.max_source_len=128"] + (["objective.sampling=uniform"] if family == "mlm" else [])
 
 
-CONFIGS = {"t5": "t5-pegasus", "mlm": "mlm-proposal", "electra": "electra"}
-
-
-def load_objective(family: str, overrides: list[str]):
+def load_objective(family: str, overrides: list[str], packing: bool = False):
     from pretrain.config import config_path, load_config
 
-
-    cfg = load_config(config_path(CONFIGS[family]), overrides)
+    cfg = load_config(config_path(CONFIGS[family]), [*overrides, f"train.packing={str(packing).lower()}"])
     return cfg, cfg.objective_class(cfg)
 
 
-def mlm_flops_per_token(mlm, tokens: int, masked: int) -> float:
-    """6 x (encoder layer + pooler-free matmul parameters) per token + 6 x LM-head parameters per masked token."""
-    enc = sum(p.numel() for n, p in mlm.named_parameters() if ".encoder.layer." in n or n.startswith("encoder.layer."))
+# ---------------------------------------------------------------- FLOPs per text token (one count per family)
+def _layer_params(model) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if ".encoder.layer." in n or n.startswith("encoder.layer."))
+
+
+def mlm_flops(mlm, tokens: int, masked: int) -> float:
+    """6 x (encoder layer matmul parameters x tokens + LM-head parameters x masked tokens)."""
     head = mlm.config.hidden_size * (mlm.config.hidden_size + mlm.config.vocab_size)
-    return 6.0 * (enc * tokens + head * masked) / max(tokens, 1)
+    return 6.0 * (_layer_params(mlm) * tokens + head * masked)
 
 
-def electra_flops_per_token(pair, tokens: int, masked: int) -> float:
-    """6 x encoder matmul parameters (generator + discriminator) per token, + the generator's
-    vocabulary head per masked token and the discriminator head per token."""
-    enc = sum(p.numel() for n, p in pair.named_parameters() if ".encoder.layer." in n)
+def electra_flops(pair, tokens: int, masked: int) -> float:
+    """6 x encoder matmul parameters (generator + discriminator) x tokens, + the generator's
+    vocabulary head x masked tokens and the discriminator head x tokens."""
     g, d = pair.generator.config, pair.discriminator.config
     gen_head = g.hidden_size * g.embedding_size + g.embedding_size * g.vocab_size
     disc_head = d.hidden_size * d.hidden_size + d.hidden_size
-    return 6.0 * (enc * tokens + gen_head * masked + disc_head * tokens) / max(tokens, 1)
+    return 6.0 * (_layer_params(pair) * tokens + gen_head * masked + disc_head * tokens)
 
 
+def sim_flops(sim, tokens: int, labels: int) -> float:
+    """6 x (encoder layer matmul parameters x tokens + LM-head parameters x target tokens)."""
+    c = sim.lm.config
+    head = c.hidden_size * (c.hidden_size + c.vocab_size)
+    return 6.0 * (_layer_params(sim.lm) * tokens + head * labels)
+
+
+# ---------------------------------------------------------------- the peers' batches and losses
 def plain_electra_loss(pair, batch: dict):
     """What users write with the Hugging Face heads: generator logits at every position
     (``labels=``), torch.multinomial sampling, the discriminator's own BCE loss."""
@@ -139,110 +136,215 @@ def plain_electra_loss(pair, batch: dict):
     return gen.loss + pair.rtd_weight * disc.loss
 
 
-def plain_loop(family: str, overrides: list[str], steps: int, log_every: int, autocast: bool = False) -> dict:
-    """A bare transformers + AdamW loop over the same documents (the baseline users would write).
+class PeerSetup:
+    """One family's model, collator and loss as a peer runs them (no packing, the model's own heads)."""
 
-    ``autocast``: the same loop under torch.autocast(bfloat16), for reference only.
-    """
+    def __init__(self, family: str, overrides: list[str]):
+        import torch
+        from transformers import DataCollatorForLanguageModeling
+
+        self.family = family
+        self.cfg, self.obj = load_objective(family, overrides, packing=False)
+        torch.manual_seed(self.cfg.train.seed)
+        self.model = self.obj.build_mlm() if family == "mlm" else self.obj.build_model()
+        self.mlm_collator = (DataCollatorForLanguageModeling(self.obj.tokenizer, mlm_probability=0.15)
+                             if family == "mlm" else None)
+
+    def collate(self, records: list[dict]) -> tuple[dict, int, float]:
+        """(batch, text tokens, model FLOPs) of a list of records."""
+        if self.family == "mlm":
+            enc = self.obj.tokenizer([r["text"] for r in records], truncation=True,
+                                     max_length=self.cfg.train.max_source_len)
+            batch = self.mlm_collator([{"input_ids": ids} for ids in enc["input_ids"]])
+            n = int(batch["attention_mask"].sum())
+            return batch, n, mlm_flops(self.model, n, int((batch["labels"] != -100).sum()))
+        batch = self.obj.collate(records)
+        if self.family == "t5":
+            return batch, self.obj.tokens_in(batch), self.obj.train_flops(self.model, batch)
+        n = int(batch["attention_mask"].sum())
+        if self.family == "electra":
+            return batch, n, electra_flops(self.model, n, int(batch["mlm_mask"].sum()))
+        return batch, n, sim_flops(self.model, n, int(batch["labels"].numel()))
+
+    def loss(self, model, batch: dict):
+        if self.family == "electra":
+            return plain_electra_loss(model, batch)
+        if self.family == "sim":
+            return self.obj.loss(model, batch)[0]
+        return model(**batch).loss
+
+
+def loss_module(setup: PeerSetup):
+    """The model with the loss computation as its forward (what torch.compile and the Trainer see)."""
     import torch
-    from transformers import DataCollatorForLanguageModeling
 
-    from pretrain.data import ShardStream, batches, list_shards
+    class WithLoss(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = setup.model
 
-    cfg, obj = load_objective(family, overrides)
-    torch.manual_seed(cfg.train.seed)
-    model = obj.build_mlm() if family == "mlm" else obj.build_model()
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
-    stream = ShardStream(list_shards(obj.train_dir, "train"), 0, 1, seed=cfg.train.seed)
-    it = batches(stream, cfg.train.micro_batch_size)
-    tok = obj.tokenizer
-    collator = DataCollatorForLanguageModeling(tok, mlm_probability=0.15) if family == "mlm" else None
-    rates, tokens, start, fpt = [], 0, time.perf_counter(), []
+        def forward(self, **batch):
+            return {"loss": setup.loss(self.model, batch)}
+
+    return WithLoss()
+
+
+def record_stream(setup: PeerSetup):
+    from pretrain.data import ShardStream, list_shards
+    return ShardStream(list_shards(setup.obj.train_dir, "train"), 0, 1, seed=setup.cfg.train.seed)
+
+
+def rate(marks: list[tuple[float, int]], log_every: int) -> float:
+    """Text tokens/s after the first window: marks are (time, tokens so far) after each step."""
+    i = max(min(log_every, len(marks) - 1) - 1, 0)
+    (t0, n0), (t1, n1) = marks[i], marks[-1]
+    return (n1 - n0) / max(t1 - t0, 1e-9)
+
+
+def plain_loop(family: str, overrides: list[str], steps: int, log_every: int, bf16: bool, compiled: bool) -> dict:
+    """A bare loop over the same documents: the baseline users write (bf16 autocast and compile optional)."""
+    import torch
+
+    from pretrain.data import batches
+
+    setup = PeerSetup(family, overrides)
+    setup.model.train()
+    step_fn = loss_module(setup)
+    if compiled:
+        step_fn = torch.compile(step_fn)
+    opt = torch.optim.AdamW(setup.model.parameters(), lr=setup.cfg.train.lr, fused=True)
+    it = batches(record_stream(setup), setup.cfg.train.micro_batch_size)
+    marks, tokens, flops = [], 0, []
+    phases = Phases(steps - log_every, skip=log_every)
     for step in range(1, steps + 1):
-        records = next(it)
-        if family == "t5":
-            batch = obj.collate(records)
-            n_tok = obj.tokens_in(batch)
-            fpt.append(obj.train_flops(model, batch) / n_tok)
-        elif family == "electra":
-            batch = obj.collate(records)
-            n_tok = obj.tokens_in(batch)
-            fpt.append(electra_flops_per_token(model, n_tok, int(batch["mlm_mask"].sum())))
-        else:
-            enc = tok([r["text"] for r in records], truncation=True, max_length=cfg.train.max_source_len)
-            batch = collator([{"input_ids": ids} for ids in enc["input_ids"]])
-            n_tok = int(batch["attention_mask"].sum())
-            fpt.append(mlm_flops_per_token(model, n_tok, int((batch["labels"] != -100).sum())))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss = plain_electra_loss(model, batch) if family == "electra" else model(**batch).loss
+        phases.start()
+        batch, n, f = setup.collate(next(it))
+        phases.mark("data")
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = step_fn(**batch)["loss"]
+        phases.mark("forward")
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        phases.mark("backward")
+        torch.nn.utils.clip_grad_norm_(setup.model.parameters(), setup.cfg.train.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        tokens += n_tok
-        if step % log_every == 0:
-            rates.append(tokens / (time.perf_counter() - start))
-            tokens, start = 0, time.perf_counter()
-    return {"tokens_per_s": sum(rates[1:]) / max(1, len(rates) - 1), "final_loss": loss.item(),
-            "params": sum(p.numel() for p in model.parameters()), "flops_per_token": sum(fpt) / len(fpt)}
+        phases.mark("optimizer")
+        tokens += n
+        flops.append(f / n)
+        marks.append((time.perf_counter(), tokens))
+        phases.mark("bookkeeping")
+        phases.end_step(step)
+    return {"tokens_per_s": rate(marks, log_every), "final_loss": loss.item(), "flops_per_token": sum(flops) / len(flops),
+            "params": sum(p.numel() for p in setup.model.parameters()), "profile": phases.report()}
 
 
-def runtime(family: str, overrides: list[str], zero: int, precision: str, compiled: bool, work: Path) -> dict:
-    run_dir = work / f"run-{family}-zero{zero}-{precision}-{int(compiled)}"
+def hf_trainer(family: str, overrides: list[str], steps: int, log_every: int, work: Path) -> dict:
+    """transformers' Trainer with bf16=True and torch_compile=True: the same model, batches and loss."""
+    import torch
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    setup = PeerSetup(family, overrides)
+    model = loss_module(setup)
+    stream = record_stream(setup)
+
+    class Records(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(stream)
+
+    counted = [0]
+
+    def collate(records):
+        batch, n, _ = setup.collate(records)
+        counted[0] += n
+        return batch
+
+    marks = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            marks.append((time.perf_counter(), counted[0]))
+
+    args = TrainingArguments(output_dir=str(work / f"hf-{family}"), per_device_train_batch_size=setup.cfg.train.micro_batch_size,
+                             max_steps=steps, learning_rate=setup.cfg.train.lr, warmup_steps=setup.cfg.train.warmup_steps,
+                             max_grad_norm=setup.cfg.train.grad_clip, bf16=True, torch_compile=True, use_cpu=True,
+                             logging_steps=10 ** 9, save_strategy="no", report_to=[], dataloader_num_workers=0,
+                             remove_unused_columns=False, disable_tqdm=True, seed=setup.cfg.train.seed)
+    trainer = Trainer(model=model, args=args, train_dataset=Records(), data_collator=collate, callbacks=[Clock()])
+    out = trainer.train()
+    return {"tokens_per_s": rate(marks, log_every), "final_loss": out.training_loss, "optimizer": args.optim}
+
+
+def ours(family: str, overrides: list[str], precision: str, compiled: bool, work: Path, steps: int,
+         log_every: int) -> dict:
+    run_dir = work / f"run-{family}-{precision}-{int(compiled)}"
     cmd = [sys.executable, "-m", "pretrain.train", "--config", f"configs/{CONFIGS[family]}.yaml", f"run_dir={run_dir}",
-           f"train.zero_stage={zero}", f"train.precision={precision}", f"train.compile={str(compiled).lower()}",
-           *overrides]
+           f"train.precision={precision}", f"train.compile={str(compiled).lower()}",
+           f"train.profile_steps={steps - log_every}", *overrides]
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
-    recs = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in recs if r.get("split") != "valid"]
     rates = [r["tokens_per_s"] for r in train[1:]]        # the first window includes warm-up
     data = [r["data_time_frac"] for r in train[1:]]
     return {"tokens_per_s": sum(rates) / len(rates), "final_loss": train[-1]["loss"],
-            "data_time_frac": sum(data) / len(data)}
+            "data_time_frac": sum(data) / len(data),
+            "profile": json.loads((run_dir / "profile.json").read_text(encoding="utf-8"))}
 
 
-# (ZeRO stage, precision, torch.compile). The first window of every run (compilation
-# included) is left out of tokens/s (compilation takes 1-2 min of wall time at start).
-RUNTIMES = {"t5": [(0, "fp32", False), (2, "fp32", False), (3, "fp32", False), (2, "bf16", False),
-                   (0, "amp-bf16", False), (0, "amp-bf16", True), (2, "amp-bf16", True)],
-            "electra": [(0, "fp32", False), (2, "fp32", False), (0, "amp-bf16", False)],
-            "mlm": [(0, "fp32", False), (2, "fp32", False), (2, "bf16", False), (0, "amp-bf16", False),
-                    (2, "amp-bf16", False)]}
+# (name, precision group, how to run it)
+PEERS = [("plain", "fp32"), ("plain-bf16-compile", "bf16"), ("hf-trainer-bf16-compile", "bf16")]
+OURS = [("ours", "fp32", "fp32", False), ("ours-amp-bf16", "bf16", "amp-bf16", False),
+        ("ours-amp-bf16-compile", "bf16", "amp-bf16", True)]
 
 
-def table(family: str, res: dict, peak: float, peak_bf16: float) -> list[str]:
-    """MFU is against the peak of the run's own precision (fp32 or bf16 matmul)."""
-    base = res["plain"]["tokens_per_s"]
-    fpt = res["plain"]["flops_per_token"]
-    lines = ["| runtime | tokens/s | vs plain loop | MFU | overhead vs ZeRO-0 | time in data + tokenization | final loss |",
+def table(res: dict, peaks: dict, fpt: float) -> list[str]:
+    """Each row against the strongest peer of its precision; MFU against that precision's peak."""
+    lines = ["| runtime | precision | tokens/s | vs strongest peer, same precision | MFU | time in data | final loss |",
              "|---|---|---|---|---|---|---|"]
     for name, r in res.items():
-        r["speedup_vs_plain"] = r["tokens_per_s"] / base
-        r["mfu"] = fpt * r["tokens_per_s"] / (peak_bf16 if "bf16" in name else peak)
-        if name in ("zero2", "zero3") and "zero0" in res:
-            r["overhead_vs_zero0"] = res["zero0"]["tokens_per_s"] / r["tokens_per_s"]
-        over = f"{r['overhead_vs_zero0']:.2f}x" if "overhead_vs_zero0" in r else "-"
+        peers = [p for p in res.values() if p["peer"] and p["precision"] == r["precision"]]
+        best = max(peers, key=lambda p: p["tokens_per_s"])
+        r["vs_strongest_peer"] = r["tokens_per_s"] / best["tokens_per_s"]
+        r["strongest_peer"] = best["name"]
+        r["mfu"] = fpt * r["tokens_per_s"] / peaks[r["precision"]]
+        if r["peer"]:
+            vs = "strongest peer" if r is best else f"{r['vs_strongest_peer']:.2f}x"
+        else:
+            vs = f"**{r['vs_strongest_peer']:.2f}x** (vs {best['name']})"
         data = f"{100 * r['data_time_frac']:.1f}%" if "data_time_frac" in r else "-"
-        lines.append(f"| {name} | {r['tokens_per_s']:.0f} | {r['speedup_vs_plain']:.2f}x | {100 * r['mfu']:.1f}% "
-                     f"| {over} | {data} | {r['final_loss']:.3f} |")
+        lines.append(f"| {name} | {r['precision']} | {r['tokens_per_s']:.0f} | {vs} | {100 * r['mfu']:.1f}% | {data} "
+                     f"| {r['final_loss']:.3f} |")
     return lines
 
 
-def main() -> int:
+def profile_table(res: dict) -> list[str]:
+    """Phase shares of one step per runtime (``pretrain.phases``; the HF Trainer is not instrumented)."""
+    rows = [(name, r["profile"]) for name, r in res.items() if r.get("profile")]
+    lines = ["| runtime | " + " | ".join(PHASES) + " | step (ms) |", "|---|" + "---|" * (len(PHASES) + 1)]
+    for name, prof in rows:
+        shares = " | ".join(f"{100 * prof['share'][k]:.1f}%" for k in PHASES)
+        lines.append(f"| {name} | {shares} | {1000 * prof['seconds_per_step']:.0f} |")
+    return lines
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", default="t5,mlm,electra", help="comma list of t5, mlm, electra")
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--family", default="t5,mlm,electra,sim", help="comma list of t5, mlm, electra, sim")
+    ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--d-model", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--only", default="", help="comma list of runtime names to run (default: all)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "train.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+    torch.set_num_threads(os.cpu_count() or 1)
     families = [f for f in args.family.split(",") if f]
-    peak, peak_bf16 = matmul_peak_flops("float32"), matmul_peak_flops("bfloat16")
-    out = {"cpu_count": os.cpu_count(), "matmul_peak_gflops": peak / 1e9, "matmul_peak_bf16_gflops": peak_bf16 / 1e9,
+    only = set(filter(None, args.only.split(",")))
+    from pretrain.train import matmul_peak_flops
+    peaks = {"fp32": matmul_peak_flops("float32", 2048, 10), "bf16": matmul_peak_flops("bfloat16", 2048, 10)}
+    out = {"cpu_count": os.cpu_count(), "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
            "steps": args.steps, "batch": args.batch, "load_avg_start": os.getloadavg(), "families": {}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -250,22 +352,33 @@ def main() -> int:
         data = prepare(work)
         for family in families:
             overrides = data + common_overrides(args) + family_overrides(family, args)
-            res = {"plain": plain_loop(family, overrides, args.steps, args.log_every)}
-            res["plain-autocast-bf16"] = plain_loop(family, overrides, args.steps, args.log_every, autocast=True)
-            for zero, precision, compiled in RUNTIMES[family]:
-                name = f"zero{zero}" + ("" if precision == "fp32" else f"-{precision}") + ("-compile" if compiled else "")
-                res[name] = runtime(family, overrides, zero, precision, compiled, work)
-            model = {"t5": f"T5 v1.1 d_model={args.d_model} layers={args.layers}+{args.layers}, source 192 / target 64",
-                     "mlm": f"BERT MLM hidden={args.d_model} layers={args.layers}, sequence 128",
-                     "electra": f"ELECTRA discriminator hidden={args.d_model} layers={args.layers} + generator 1/4, "
-                                f"sequence 128"}[family]
-            lines += ["", f"{family}: {model}, {res['plain']['params'] / 1e6:.1f}M parameters, batch {args.batch}, "
-                          f"{args.steps} steps", ""] + table(family, res, peak, peak_bf16)
-            out["families"][family] = {"model": model, "params": res["plain"]["params"], "results": res}
+            res, fpt, params = {}, None, None
+            for name, precision in PEERS:
+                if only and name not in only and fpt is not None:
+                    continue
+                if name == "hf-trainer-bf16-compile":
+                    r = hf_trainer(family, overrides, args.steps, args.log_every, work)
+                else:
+                    r = plain_loop(family, overrides, args.steps, args.log_every, bf16=precision == "bf16",
+                                   compiled="compile" in name)
+                    fpt, params = fpt or r["flops_per_token"], params or r["params"]
+                res[name] = {**r, "name": name, "precision": precision, "peer": True}
+            for name, group, precision, compiled in OURS:
+                if only and name not in only:
+                    continue
+                res[name] = {**ours(family, overrides, precision, compiled, work, args.steps, args.log_every),
+                             "name": name, "precision": group, "peer": False}
+            model = MODELS[family].format(d=args.d_model, n=args.layers)
+            lines += ["", f"{family}: {model}, {params / 1e6:.1f}M parameters, batch {args.batch} records, "
+                          f"{args.steps} steps", ""] + table(res, peaks, fpt)
+            lines += ["", f"{family}: where a step's time goes (share of step time; data = read + collate + "
+                          f"to tensors)", ""] + profile_table(res)
+            out["families"][family] = {"model": model, "params": params, "flops_per_token": fpt, "results": res}
+            print("\n".join(lines[-2 * len(res) - 8:]), flush=True)
     out["load_avg_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
-    print(f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s, bf16 {peak_bf16 / 1e9:.0f} GFLOP/s; "
+    print(f"\nfp32 matmul peak {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s; "
           f"load {out['load_avg_start'][0]:.1f} at start, {out['load_avg_end'][0]:.1f} at end")
     print("\n".join(lines))
     return 0

@@ -99,10 +99,13 @@ class TrainConfig:
     save_every: int = 200
     keep_last: int = 3
     max_bad_steps: int = 5                  # consecutive non-finite losses before stopping
+    packing: bool = True                    # several sequences per row, none attending another (pretrain.packing)
     compile: bool = False                   # torch.compile the transformer bodies: ~1-2 min at start
     num_threads: int = 0                    # torch intra-op threads per process; 0 = cores / processes
     trace_samples: bool = False             # write the ids each rank trains on per step (RUN/trace/)
-    peak_tflops: float = 0.0                # per-device peak for the MFU estimate; 0 = known GPUs only
+    peak_tflops: float = 0.0                # per-device peak for the MFU estimate; 0 = known GPUs, measured on CPU
+    profile_steps: int = 0                  # steps whose phase times go to RUN/profile.json (pretrain.phases); 0 = off
+    activation_checkpointing: bool = False  # recompute each layer in backward: memory for time (base sizes)
     probe_every: int = 0                    # every N steps a linear probe of the encoder on probe_task's dev set
     probe_task: str = "thucnews_titles"     #   (pretrain/evaluation/probe.py); 0 = off
 

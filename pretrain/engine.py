@@ -23,6 +23,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def dist_backend(cuda: bool) -> str:
+    """gloo on CPU; on GPUs NCCL for CUDA tensors plus gloo for the trainer's small CPU tensors
+    (finite and preemption flags, logged sums), which NCCL alone refuses."""
+    return "cpu:gloo,cuda:nccl" if cuda else "gloo"
+
+
 def init_distributed() -> tuple[int, int, int]:
     """Start torch.distributed through DeepSpeed (gloo on CPU, nccl on GPU); return rank, world, local rank.
 
@@ -41,8 +47,7 @@ def init_distributed() -> tuple[int, int, int]:
         os.environ["MASTER_PORT"] = str(_free_port())
     import deepspeed
 
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    deepspeed.init_distributed(dist_backend=backend, verbose=False)
+    deepspeed.init_distributed(dist_backend=dist_backend(torch.cuda.is_available()), verbose=False)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local = int(os.environ["LOCAL_RANK"])
     if torch.cuda.is_available():
@@ -63,6 +68,8 @@ def deepspeed_config(cfg: RunConfig) -> dict:
     for key, value in fill.items():
         if ds.get(key) == "auto":
             ds[key] = value
+    if clips_itself(cfg):
+        ds["gradient_clipping"] = 0.0
     ds["bf16"]["enabled"] = t.precision == "bf16"
     ds["fp16"]["enabled"] = t.precision == "fp16"
     if t.precision == "amp-bf16":
@@ -76,6 +83,13 @@ def deepspeed_config(cfg: RunConfig) -> dict:
         # CPU Adam would need a ~140 s JIT build on every fresh machine.
         ds["zero_force_ds_cpu_optimizer"] = False
     return ds
+
+
+def clips_itself(cfg: RunConfig) -> bool:
+    """ZeRO-0 with torch's optimizer (fp32, amp-bf16): the trainer clips with the gradient norm it
+    takes anyway for its finite check (``train.clip_and_norm``: one foreach pass), instead of
+    DeepSpeed's per-parameter norm loop, a second pass."""
+    return cfg.train.zero_stage == 0 and cfg.train.precision in ("fp32", "amp-bf16")
 
 
 def lr_lambda(cfg: RunConfig):
@@ -124,19 +138,37 @@ def compile_transformers(model: torch.nn.Module) -> list[str]:
     The first step compiles (about 1-2 min on a small CPU), eval mode once more; batch shapes
     vary, hence dynamic shapes. Returns the compiled modules' names.
     """
+    names = []
+    for name, module in hf_models(model):
+        module.base_model.compile(dynamic=True)
+        names.append(name)
+    return names
+
+
+def hf_models(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """(name, module) of the outermost Hugging Face models inside ``model`` (itself, if it is one)."""
     from transformers import PreTrainedModel
 
-    names = []
+    found = []
     for name, module in model.named_modules():
-        if isinstance(module, PreTrainedModel) and not any(n == "" or name.startswith(n + ".") for n in names):
-            module.base_model.compile(dynamic=True)
-            names.append(name)
-    return names
+        if isinstance(module, PreTrainedModel) and not any(n == "" or name.startswith(n + ".") for n, _ in found):
+            found.append((name, module))
+    return found
+
+
+def checkpoint_activations(model: torch.nn.Module) -> None:
+    """``train.activation_checkpointing``: every transformer layer recomputes its activations in the
+    backward pass (non-reentrant), trading about a third more compute for activation memory that
+    no longer grows with depth; what fits base sizes' batches on one device."""
+    for _, module in hf_models(model):
+        module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def build_engine(cfg: RunConfig, model: torch.nn.Module):
     import deepspeed
 
+    if cfg.train.activation_checkpointing:
+        checkpoint_activations(model)
     optimizer = build_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     engine, optimizer, _, scheduler = deepspeed.initialize(

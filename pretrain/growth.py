@@ -5,10 +5,20 @@ The model surgery itself (function-preserving depth and width growth) is in
 ``[{at_step: 2000, layers: 12}]``: after optimizer step 2000 the trainer checkpoints,
 enlarges the model, rebuilds the DeepSpeed engine and continues. Everything that needs
 the model of a given step (resume, export, release) asks ``architecture_at``.
+
+An entry may instead say ``when: slope`` (with ``window`` and ``threshold``): the trainer
+grows once the logged training loss flattens, i.e. the mean loss of the last ``window``
+steps is less than ``threshold`` (relative) below the mean of the window before
+(``slope_due``). The step it chose is written to ``RUN/growth.json`` before the model
+grows, so resume, export and release rebuild the same architecture; a replayed run
+decides the same step anyway (its losses are bit-identical).
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+from pathlib import Path
 
 import torch
 
@@ -19,19 +29,110 @@ from pretrain.surgery import GrowthError, GrowthStep, grow_module  # noqa: F401
 log = logging.getLogger("pretrain")
 
 
+RESOLVED_FILE = "growth.json"
+
+
 def schedule(cfg) -> list[GrowthStep]:
-    """``RunConfig.growth`` as GrowthSteps, validated with the config's one-line errors."""
+    """``RunConfig.growth`` as GrowthSteps, validated with the config's one-line errors; ``when: slope``
+    entries carry the step the run chose (``RUN/growth.json``), or at_step 0 while still open."""
     steps = []
+    chosen = resolved_steps(cfg.run_dir)
     for i, raw in enumerate(cfg.growth or []):
         s = build(GrowthStep, raw, "config", prefix=f"growth[{i}].")
-        if not 0 < s.at_step < cfg.train.steps:
-            raise ConfigError(f"config: key 'growth[{i}].at_step' must be in 1..{cfg.train.steps - 1}, got {s.at_step}")
-        if steps and s.at_step <= steps[-1].at_step:
-            raise ConfigError(f"config: key 'growth[{i}].at_step' must be larger than the previous entry's")
+        key = f"config: key 'growth[{i}]"
+        if s.when == "slope":
+            if s.at_step:
+                raise ConfigError(f"{key}.at_step' is chosen by the run with when: slope; leave it out")
+            if s.window <= 0 or s.threshold <= 0:
+                raise ConfigError(f"{key}' (when: slope) needs window > 0 and threshold > 0")
+            if steps and steps[-1].when == "step" and s.max_step and s.max_step <= steps[-1].at_step:
+                raise ConfigError(f"{key}.max_step' must be larger than the previous entry's at_step")
+            s.at_step = chosen[i] if i < len(chosen) else 0
+        elif not 0 < s.at_step < cfg.train.steps:
+            raise ConfigError(f"{key}.at_step' must be in 1..{cfg.train.steps - 1}, got {s.at_step}")
+        if s.at_step and any(p.at_step and s.at_step <= p.at_step for p in steps):
+            raise ConfigError(f"{key}.at_step' must be larger than the previous entry's")
+        if s.when == "step" and any(p.when == "slope" for p in steps):
+            raise ConfigError(f"{key}' follows a when: slope entry, so it must be when: slope too")
         if s.describe() == "no change":
-            raise ConfigError(f"config: key 'growth[{i}]' changes nothing (give layers, hidden, ffn or heads)")
+            raise ConfigError(f"{key}' changes nothing (give layers, hidden, ffn or heads)")
         steps.append(s)
     return steps
+
+
+def resolved_steps(run_dir) -> list[int]:
+    """The growth steps a run chose so far (``RUN/growth.json``), entry by entry."""
+    if not run_dir:
+        return []
+    try:
+        return list(json.loads((Path(run_dir) / RESOLVED_FILE).read_text(encoding="utf-8"))["at_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def slope_due(entry: GrowthStep, history: list[tuple[int, float]], step: int, since: int = 0) -> bool:
+    """Whether a ``when: slope`` entry should grow now, after ``step``.
+
+    ``history`` is (step, training loss) since the last growth (at ``since``). Grow when the
+    mean loss of the last ``window`` steps is less than ``threshold`` (relative) below the mean
+    of the ``window`` steps before, or at ``max_step``; never before ``min_step`` (default:
+    two full windows after the last growth).
+    """
+    if entry.max_step and step >= entry.max_step:
+        return True
+    if step < max(entry.min_step, since + 2 * entry.window):
+        return False
+    last = [v for s, v in history if step - entry.window < s <= step]
+    before = [v for s, v in history if step - 2 * entry.window < s <= step - entry.window]
+    if not last or not before:
+        return False
+    now, prev = sum(last) / len(last), sum(before) / len(before)
+    return (prev - now) / max(abs(now), 1e-12) < entry.threshold
+
+
+class Tracker:
+    """The schedule while a run trains: which entry grows at a step, and the slope decisions.
+
+    ``observe`` is fed the logged (all-rank mean) loss, so every rank decides the same step;
+    rank 0 records it in RUN/growth.json. ``state_dict`` goes into checkpoints (the loss
+    history a pending slope decision reads).
+    """
+
+    def __init__(self, cfg, steps: list[GrowthStep], rank: int):
+        self.cfg, self.steps, self.rank = cfg, steps, rank
+        self.history: list[tuple[int, float]] = []
+
+    def due(self, step: int) -> GrowthStep | None:
+        return next((s for s in self.steps if s.at_step and s.at_step == step), None)
+
+    def observe(self, step: int, loss: float) -> None:
+        pending = next((i for i, s in enumerate(self.steps) if not s.at_step), None)
+        if pending is None:
+            return
+        since = max([s.at_step for s in self.steps if s.at_step] + [0])
+        if step <= since:          # this loss belongs to the model before the last growth
+            return
+        self.history.append((step, loss))
+        if slope_due(self.steps[pending], self.history, step, since) and step < self.cfg.train.steps:
+            self.steps[pending].at_step = step
+            self.history = []
+            log.info("growth[%d] (when: slope): the loss flattened at step %d; growing there", pending, step)
+            if self.rank == 0:
+                self._record()
+
+    def _record(self) -> None:
+        path = Path(self.cfg.run_dir) / RESOLVED_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        chosen = [s.at_step for s in self.steps]
+        tmp.write_text(json.dumps({"at_step": chosen[:next((i for i, c in enumerate(chosen) if not c), len(chosen))]}),
+                       encoding="utf-8")
+        os.replace(tmp, path)
+
+    def state_dict(self) -> dict:
+        return {"history": [list(h) for h in self.history]}
+
+    def load_state_dict(self, state: dict | None) -> None:
+        self.history = [tuple(h) for h in (state or {}).get("history", [])]
 
 
 def grow_seed(cfg, s: GrowthStep) -> int:
@@ -46,7 +147,7 @@ def architecture_at(cfg, objective, step: int, steps: list[GrowthStep] | None = 
     """
     model = objective.build_model()
     for s in schedule(cfg) if steps is None else steps:
-        if s.at_step < step:
+        if 0 < s.at_step < step:
             model = grow_module(model, s, grow_seed(cfg, s))
     return model
 

@@ -38,6 +38,13 @@ Width (Net2Net: duplicate units, divide what is then summed over the copies):
   Tied output embeddings read the duplicated stream k times: the LayerNorm in front of
   them is divided by k (T5: the final norm also absorbs the d_model**-0.5 rescaling).
 
+``method: aki`` (bert2BERT's advanced knowledge initialization, Chen et al. 2022): the new
+FFN units and attention heads of block ``l`` take their input weights from block ``l + 1``
+(the last block from itself) instead of copying block ``l``'s. Copies of one unit then
+compute different features from the start (faster to train, the paper's finding), at the
+price of exactness: the function changes a little. The residual stream (hidden size) is
+always copied, so LayerNorm statistics stay exact.
+
 ``grow(model, GrowthStep(...))`` returns a new model of the same class;
 ``grow_module`` also handles containers of models (ELECTRA's generator +
 discriminator, grown consistently with their shared embeddings re-tied).
@@ -48,6 +55,7 @@ import copy
 import logging
 import re
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -71,9 +79,18 @@ class GrowthStep:
     ffn: int = 0                # new FFN size
     heads: int = 0              # new number of heads (BERT family: follows hidden; T5: free)
     at: list = field(default_factory=list)   # insertion points 0..L in the old stack (default: spread)
+    method: Literal["fpi", "aki"] = "fpi"     # aki: new FFN units / heads from the next block (inexact)
+    # schedule only: "step" grows after at_step; "slope" when the training loss flattens (pretrain.growth)
+    when: Literal["step", "slope"] = "step"
+    window: int = 0             # slope: steps per window of the relative-decrease test
+    threshold: float = 0.0      # slope: grow when a window's loss is less than this much below the last one's
+    min_step: int = 0           # slope: not before this step (0: two windows after the previous growth)
+    max_step: int = 0           # slope: at the latest after this step (0: no limit)
+
+    NOT_SIZES = ("at_step", "method", "when", "window", "threshold", "min_step", "max_step")
 
     def describe(self) -> str:
-        parts = [f"{k}={v}" for k, v in asdict(self).items() if v and k != "at_step"]
+        parts = [f"{k}={v}" for k, v in asdict(self).items() if v and k not in self.NOT_SIZES]
         return ", ".join(parts) or "no change"
 
 
@@ -317,7 +334,10 @@ def grow(model, step: GrowthStep, seed: int = 0, noise: float = 0.1):
             out[key] = target
             continue
         kinds = next((k for pattern, k in rules if re.search(pattern, key)), ())
-        value = widen(old_sd[src].detach().float(), kinds, exps, gen, noise).to(target.dtype)
+        value = widen(old_sd[src].detach().float(), kinds, exps, gen, noise)
+        if step.method == "aki":
+            value = _aki(value, _next_block_key(src, old_sd), old_sd, kinds, exps, gen, noise)
+        value = value.to(target.dtype)
         if value.shape != target.shape:
             raise GrowthError(f"no growth rule gives {key} its new shape {tuple(target.shape)} "
                               f"(from {tuple(old_sd[src].shape)})")
@@ -343,6 +363,37 @@ def grow(model, step: GrowthStep, seed: int = 0, noise: float = 0.1):
     if getattr(model, "generation_config", None) is not None and getattr(grown, "generation_config", None) is not None:
         grown.generation_config = copy.deepcopy(model.generation_config)
     return grown
+
+
+AKI_KINDS = ("F", "A")        # unit kinds whose new copies come from the next block (not the residual H)
+
+
+def _next_block_key(src: str, old_sd: dict) -> str | None:
+    """The same parameter one block up in its stack (None outside a stack or past its top)."""
+    m = STACK_RE.match(src)
+    if not m:
+        return None
+    key = f"{m.group(1)}{int(m.group(2)) + 1}.{m.group(3)}"
+    return key if key in old_sd else None
+
+
+def _aki(value: torch.Tensor, upper: str | None, old_sd: dict, kinds, exps: dict, gen, noise: float) -> torch.Tensor:
+    """bert2BERT AKI: along each produced F/A axis, the new copies (positions past the old size)
+    take the next block's values, widened the same way; the original units keep their own."""
+    if upper is None:
+        return value
+    nxt = None
+    for axis, kind in enumerate(kinds):
+        e = exps.get(kind) if kind in AKI_KINDS else None
+        if e is None or e.new == e.old:
+            continue
+        if nxt is None:
+            nxt = widen(old_sd[upper].detach().float(), kinds, exps, gen, noise)
+        new_units = torch.arange(e.new) >= e.old
+        shape = [1] * value.dim()
+        shape[axis] = -1
+        value = torch.where(new_units.view(shape), nxt, value)
+    return value
 
 
 def _init_created(out: dict, created: list, exps: dict, fam: str) -> None:

@@ -28,6 +28,7 @@ from pretrain import checkpoint as ckpt
 from pretrain import growth
 from pretrain.config import ConfigError, RunConfig, load_config, load_run_config, save_config
 from pretrain.data import DataError, ShardStream, batches, list_shards
+from pretrain.phases import Phases
 
 log = logging.getLogger("pretrain")
 EXIT_PREEMPTED = 0
@@ -38,15 +39,22 @@ class TrainingError(RuntimeError):
 
 
 # ---------------------------------------------------------------- utilities
-def zero0_grad_norm(engine, world: int) -> float:
-    """Global gradient norm before a ZeRO-0 step (inf if any gradient is inf/NaN).
+def clip_and_norm(engine, world: int, max_norm: float = 0.0) -> float:
+    """Global gradient norm before a ZeRO-0 step (inf if any gradient is inf/NaN), clipping to
+    ``max_norm`` with it when > 0 (``engine.clips_itself``).
 
     ZeRO-0 has no overflow check of its own and clears the gradients inside step(), so the
     norm that metrics.jsonl reports is taken here. One foreach norm instead of an isfinite
-    pass per tensor (~15x cheaper); the gradients are already averaged over ranks.
+    pass per tensor (~15x cheaper); the gradients are already averaged over ranks. Reading
+    it is the step's one host sync.
     """
     grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
-    norm = float(torch.nn.utils.get_total_norm(grads)) if grads else 0.0
+    if not grads:
+        norm = 0.0
+    elif max_norm > 0:
+        norm = float(torch.nn.utils.clip_grad_norm_(engine.module.parameters(), max_norm, foreach=True))
+    else:
+        norm = float(torch.nn.utils.get_total_norm(grads))
     flag = torch.tensor([norm if math.isfinite(norm) else float("inf")], dtype=torch.float64)
     if world > 1:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -148,6 +156,9 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "A800": 312.0, "H800
 
 
 def peak_device_flops(cfg: RunConfig) -> float:
+    """The MFU denominator: train.peak_tflops, the dense bf16 peak of a known GPU, or on a CPU this
+    process's measured matmul throughput in the run's matmul precision (at start, so machine load
+    moves it)."""
     if cfg.train.peak_tflops > 0:
         return cfg.train.peak_tflops * 1e12
     if torch.cuda.is_available():
@@ -155,7 +166,21 @@ def peak_device_flops(cfg: RunConfig) -> float:
         for key, tflops in PEAK_TFLOPS.items():
             if key in name:
                 return tflops * 1e12
-    return 0.0
+        return 0.0
+    return matmul_peak_flops("float32" if cfg.train.precision == "fp32" else "bfloat16")
+
+
+def matmul_peak_flops(dtype_name: str = "float32", n: int = 1024, repeats: int = 5) -> float:
+    """Measured square-matmul throughput of this process's threads (FLOP/s): the best of ``repeats``."""
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
 
 
 def count_params(model) -> int:
@@ -199,7 +224,7 @@ def validate(engine, objective, cfg: RunConfig, rank: int, world: int, device) -
 def train(cfg: RunConfig, config_source: str = "") -> int:
     from tqdm import tqdm
 
-    from pretrain.engine import build_engine, init_distributed
+    from pretrain.engine import build_engine, clips_itself, init_distributed
 
     rank, world, local = init_distributed()
     threads = cfg.train.num_threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world)))
@@ -240,6 +265,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
     engine, optimizer, scheduler = build_engine(cfg, model)
 
     stream = ShardStream(list_shards(objective.train_dir, "train"), rank, world, seed=cfg.train.seed)
+    tracker = growth.Tracker(cfg, schedule, rank)
     step = 0
     if latest:
         tag, step = latest
@@ -253,6 +279,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                                 f"resuming with {world}; exact resume needs the same world size")
         stream.load_state_dict(mine["stream"])
         set_rng_state(mine["rng"])
+        tracker.load_state_dict(client.get("growth"))
         if rank == 0:
             log.info("resumed from %s (step %d)", ckpt_dir / tag, step)
             if steps_before is not None and steps_before != total:
@@ -267,6 +294,8 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
 
     metrics = MetricsLog(run_dir, rank)
     peak_flops = peak_device_flops(cfg)
+    phases = Phases(cfg.train.profile_steps, skip=step + cfg.train.log_every)   # after the compile / warm-up window
+    own_clip = clips_itself(cfg)
     trace = None
     if cfg.train.trace_samples:
         (run_dir / "trace").mkdir(parents=True, exist_ok=True)
@@ -280,7 +309,8 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
 
     def save_now():
         state = gather_states({"stream": stream.state_dict(), "rng": rng_state()}, world)
-        ckpt.save(engine, ckpt_dir, step, {"ranks": state, "step": step}, cfg.train.keep_last, rank)
+        ckpt.save(engine, ckpt_dir, step, {"ranks": state, "step": step, "growth": tracker.state_dict()},
+                  cfg.train.keep_last, rank)
 
     def count_bad(what: str, action: str, step: int, in_a_row: int, total_bad: int) -> tuple[int, int]:
         """Count a non-finite loss/gradient; stop the run after max_bad_steps in a row."""
@@ -309,7 +339,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                 bar.close()
                 metrics.close()
                 return EXIT_PREEMPTED
-            grow_now = next((s for s in schedule if s.at_step == step), None)
+            grow_now = tracker.due(step)
             if grow_now:   # pretrain.growth: checkpoint, enlarge, rebuild engine + optimizer
                 if last_saved != step:
                     save_now()
@@ -319,26 +349,36 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                 n_params = count_params(engine.module)
                 engine.train()
             # One optimizer step = grad_accum micro-batches; DeepSpeed wants step() after each
-            # backward and applies the update at the accumulation boundary.
+            # backward and applies the update at the accumulation boundary. Host syncs: the loss
+            # value once per micro-batch (finite check), the ZeRO-0 gradient norm once per step;
+            # terms stay on the device until a log step.
             step_loss, step_terms, micro, step_ids = 0.0, {}, 0, []
             pre_step_norm = 0.0
             grad_overflow = False
+            phases.start()
             while micro < cfg.train.grad_accum:
                 t_data = time.perf_counter()
                 records = next(it)
-                batch = to_device(objective.collate(records), device)
+                cpu_batch = objective.collate(records)
+                n_tokens, n_flops = objective.tokens_in(cpu_batch), objective.train_flops(engine.module, cpu_batch)
+                batch = to_device(cpu_batch, device)
                 window_data_s += time.perf_counter() - t_data   # reading + on-the-fly tokenization
+                phases.mark("data")
                 loss, terms = objective.loss(engine, batch)
-                finite = torch.tensor([1.0 if torch.isfinite(loss).item() else 0.0])
+                phases.mark("forward")
+                loss_value = loss.detach().float().item()
+                finite = torch.tensor([1.0 if math.isfinite(loss_value) else 0.0])
                 if world > 1:
                     dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+                phases.mark("bookkeeping")
                 if finite.item() < 1:
                     # Every rank drops this micro-batch (no backward, no step) and counts it.
                     bad_in_a_row, bad_total = count_bad("loss", "micro-batch skipped", step, bad_in_a_row, bad_total)
                     continue
                 engine.backward(loss)
+                phases.mark("backward")
                 if cfg.train.zero_stage == 0 and engine.is_gradient_accumulation_boundary():
-                    pre_step_norm = zero0_grad_norm(engine, world)
+                    pre_step_norm = clip_and_norm(engine, world, cfg.train.grad_clip if own_clip else 0.0)
                     if not math.isfinite(pre_step_norm):
                         # Neutralize the update: zero gradients and a zero learning rate for this step
                         # (the scheduler sets the next step's rate again inside engine.step()).
@@ -350,20 +390,22 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                         grad_overflow = True
                 skipped_before = engine.skipped_steps
                 engine.step()
+                phases.mark("optimizer")
                 grad_overflow = grad_overflow or engine.skipped_steps > skipped_before   # ZeRO>=1 skips by itself
                 micro += 1
-                step_loss += loss.item() / cfg.train.grad_accum
-                for k, v in terms.items():
+                step_loss += loss_value / cfg.train.grad_accum
+                for k, v in terms.items():     # floats or device tensors (read at the next log step)
+                    v = v.detach() if torch.is_tensor(v) else v
                     step_terms[k] = step_terms.get(k, 0.0) + v / cfg.train.grad_accum
-                window_tokens += objective.tokens_in(batch)
-                window_flops += objective.train_flops(engine.module, batch)
+                window_tokens += n_tokens
+                window_flops += n_flops
                 window_samples += len(records)
                 step_ids += [r.get("id") for r in records]
+                phases.mark("bookkeeping")
             if grad_overflow:
                 # The update was not applied: count it, do not advance the step.
                 bad_in_a_row, bad_total = count_bad("gradient", "update skipped", step, bad_in_a_row, bad_total)
                 continue
-            grad_norm = _grad_norm(engine, pre_step_norm)
             bad_in_a_row = 0
             step += 1
             if trace is not None:
@@ -380,12 +422,12 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                 names = sorted(window_terms)
                 # Loss and terms are averaged over ranks; tokens and samples are summed.
                 sums = torch.tensor([float(window_tokens), float(window_samples), sum(window_losses) / n, window_flops]
-                                    + [window_terms[k] / n for k in names], dtype=torch.float64)
+                                    + [float(window_terms[k]) / n for k in names], dtype=torch.float64)
                 if world > 1:
                     dist.all_reduce(sums)
                 tokens_per_s = sums[0].item() / elapsed
                 rec = {"step": step, "loss": sums[2].item() / world, "lr": scheduler.get_last_lr()[0],
-                       "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
+                       "grad_norm": _grad_norm(engine, pre_step_norm), "tokens_per_s": tokens_per_s,
                        "samples_per_s": sums[1].item() / elapsed,
                        "flops_per_s": sums[3].item() / elapsed, "skipped_steps": bad_total,
                        "data_time_frac": window_data_s / elapsed}
@@ -393,9 +435,14 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                     rec["mfu"] = rec["flops_per_s"] / (peak_flops * world)
                 rec.update({k: sums[4 + i].item() / world for i, k in enumerate(names)})
                 metrics.write(rec)
+                tracker.observe(step, rec["loss"])       # growth when: slope (the same decision on every rank)
+                phases.mark("bookkeeping")
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
                 window_tokens, window_samples, window_start = 0, 0, time.perf_counter()
                 window_terms, window_losses, window_data_s, window_flops = {}, [], 0.0, 0.0
+
+            phases.mark("bookkeeping")
+            phases.end_step(step)
 
             if step % cfg.train.eval_every == 0 or step == total:
                 vals = validate(engine, objective, cfg, rank, world, device)
@@ -421,6 +468,8 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
         bar.close()       # the bar ends its line before any error message
     if last_saved != step:
         save_now()
+    if rank == 0:
+        phases.write(run_dir / "profile.json")
     export(engine, objective, cfg, ckpt_dir, step, rank, schedule)
     metrics.close()
     lock and lock.close()

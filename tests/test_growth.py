@@ -214,3 +214,79 @@ def test_growth_schedule_in_deepspeed_run_survives_kill_and_resume(tmp_path, t5_
         assert torch.equal(p, released.state_dict()[name]), name
     assert subprocess.run([sys.executable, "-m", "pretrain.release", "--verify", str(run_dir / "release")],
                           cwd=REPO, capture_output=True, text=True, timeout=120).returncode == 0
+
+
+# ------------------------------------------------------------ bert2BERT AKI, growth points by loss slope
+def test_aki_takes_new_units_from_the_next_block(batch):
+    vocab, ids, mask = batch
+    small = perturbed(build("bert", vocab))
+    big = grow(small, GrowthStep(hidden=64, ffn=96, method="aki"), noise=0.0)
+    w = lambda m, i: m.bert.encoder.layer[i].intermediate.dense.weight.detach()
+    old = small.bert.encoder.layer
+    # new FFN units (rows 48..95) of block 0 are block 1's units, widened like everything else (columns split)
+    torch.testing.assert_close(w(big, 0)[48:, :32] * 2, w(small, 1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(w(big, 0)[:48, :32] * 2, w(small, 0), atol=1e-6, rtol=0)
+    torch.testing.assert_close(w(big, 1)[48:, :32] * 2, w(small, 1), atol=1e-6, rtol=0)   # the top block: itself
+    q = big.bert.encoder.layer[0].attention.self.query.weight.detach()
+    torch.testing.assert_close(q[32:, :32] * 2, old[1].attention.self.query.weight.detach(), atol=1e-6, rtol=0)
+    fpi = max_difference(small, grow(small, GrowthStep(hidden=64, ffn=96), noise=0.0), ids, mask)["logits"]
+    aki = max_difference(small, big, ids, mask)["logits"]
+    assert fpi <= TOL < aki          # AKI trades exactness for copies that differ from the start
+
+
+def test_slope_rule_grows_when_the_loss_flattens():
+    from pretrain.growth import slope_due
+    rule = GrowthStep(when="slope", window=10, threshold=0.01)
+    falling = [(s, 10.0 - 0.1 * s) for s in range(1, 41)]           # 1 %+ per step: keep training small
+    flat = [(s, 5.0 + 0.001 * (s % 2)) for s in range(1, 41)]
+    assert not slope_due(rule, falling, 40)
+    assert slope_due(rule, flat, 40)
+    assert not slope_due(rule, flat, 15)                              # two full windows first
+    assert not slope_due(rule, flat, 40, since=25)                    # ... after the last growth
+    assert slope_due(GrowthStep(when="slope", window=10, threshold=0.01, max_step=30), falling, 30)
+
+
+def test_slope_entries_are_validated_and_resolved_from_the_run(tmp_path, tiny_data):
+    from pretrain.config import ConfigError, load_config
+    from pretrain.growth import Tracker, architecture_at, resolved_steps, schedule
+    from pretrain.objectives.mlm_proposal import MLMProposalObjective
+
+    def cfg(growth):
+        return load_config(REPO / "configs" / "mlm-proposal.yaml",
+                           [*tiny_data, f"run_dir={tmp_path}", "train.steps=100", f"growth={growth}"])
+    for bad, words in (("[{when: slope, layers: 4}]", "window > 0"),
+                       ("[{when: slope, window: 5, threshold: 0.1, at_step: 9, layers: 4}]", "chosen by the run"),
+                       ("[{when: slope, window: 5, threshold: 0.1, layers: 3}, {at_step: 50, layers: 4}]",
+                        "when: slope too")):
+        with pytest.raises(ConfigError, match=words):
+            cfg(bad)
+    c = cfg("[{when: slope, window: 5, threshold: 0.01, layers: 3}, {when: slope, window: 5, threshold: 0.01, "
+            "layers: 4}]")
+    steps = schedule(c)
+    assert [s.at_step for s in steps] == [0, 0]                       # open until the run decides
+    tracker = Tracker(c, steps, rank=0)
+    for step in range(1, 31):
+        tracker.observe(step, 6.0 if step > 12 else 9.0 - 0.2 * step)
+        if tracker.due(step):
+            break
+    assert steps[0].at_step == step == 20 and steps[1].at_step == 0
+    assert resolved_steps(tmp_path) == [20]
+    assert [s.at_step for s in schedule(c)] == [20, 0]                # what resume and export read
+    obj = MLMProposalObjective(c)
+    assert architecture_at(c, obj, 20, schedule(c)).mlm.config.num_hidden_layers == 2
+    assert architecture_at(c, obj, 21, schedule(c)).mlm.config.num_hidden_layers == 3
+
+
+def test_activation_checkpointing_gives_the_same_gradients(batch):
+    from pretrain.engine import checkpoint_activations
+    vocab, ids, mask = batch
+    grads = []
+    for checkpointing in (False, True):
+        model = build("bert", vocab).train()
+        if checkpointing:
+            checkpoint_activations(model)
+            assert model.bert.encoder.gradient_checkpointing
+        model(input_ids=ids, attention_mask=mask, labels=ids).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, atol=1e-6, rtol=1e-5)

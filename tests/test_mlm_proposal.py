@@ -31,14 +31,20 @@ EASY = torch.arange(LOW, 20)     # tokens the fixed model predicts well (low los
 
 
 def test_pack_rows_units_and_word_cuts():
-    ids, mask, units = pack_rows([[10, 11, 12], [13, 14]], 5, cls_id=2, sep_id=3, pad_id=0)
-    assert ids.tolist() == [[2, 10, 11, 12, 3], [2, 13, 14, 3, 0]]
-    assert mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
-    assert units.tolist() == [[-1, 0, 1, 2, -1], [-1, 0, 1, -1, -1]]
-    # Whole words: tokens of one word share a unit; a word cut by a row boundary becomes two units.
-    _, _, units = pack_rows([[10, 11, 12, 13, 14]], 4, 2, 3, 0, doc_units=[[0, 0, 1, 1, 1]])
-    assert units.tolist() == [[-1, 0, 0, 1], [-1, 0, 0, -1]]
-    assert pack_rows([[1] * 50], 5, 2, 3, 0, max_rows=3)[0].shape == (3, 5)
+    rows = pack_rows([[10, 11, 12], [13, 14], [15]], 5, cls_id=2, sep_id=3, pad_id=0)
+    assert rows["input_ids"].tolist() == [[2, 10, 11, 12, 3], [2, 13, 14, 3, 0], [2, 15, 3, 0, 0]]
+    assert rows["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 0, 0]]
+    assert rows["unit_ids"].tolist() == [[-1, 0, 1, 2, -1], [-1, 0, 1, -1, -1], [-1, 0, -1, -1, -1]]
+    # Documents share a row as separate segments (first-fit decreasing): positions restart, units go on.
+    rows = pack_rows([[10, 11], [13], [14, 15]], 9, cls_id=2, sep_id=3, pad_id=0)
+    assert rows["input_ids"].tolist() == [[2, 10, 11, 3, 2, 14, 15, 3], [2, 13, 3, 0, 0, 0, 0, 0]]   # longest row
+    assert rows["segment_ids"].tolist() == [[0, 0, 0, 0, 2, 2, 2, 2], [1, 1, 1, -1, -1, -1, -1, -1]]
+    assert rows["position_ids"].tolist()[0] == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert rows["unit_ids"].tolist()[0] == [-1, 0, 1, -1, -1, 2, 3, -1]
+    # Whole words: tokens of one word share a unit; a word cut by a piece boundary becomes two units.
+    units = pack_rows([[10, 11, 12, 13, 14]], 5, 2, 3, 0, doc_units=[[0, 0, 1, 1, 1]])["unit_ids"]
+    assert units.tolist() == [[-1, 0, 0, 1, -1], [-1, 0, 0, -1, -1]]
+    assert pack_rows([[1] * 50], 5, 2, 3, 0, max_rows=3)["input_ids"].shape == (3, 5)
 
 
 def test_objective_section_is_validated():

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from conftest import REPO
 
 STEPS = 8
+UNPACKED = "train.packing=false"       # the row-layout tests read one sequence per row (packing: test_packing.py)
 
 
 def launch(tmp, data, run, *extra, nproc=1):
@@ -44,7 +45,7 @@ def objective(tiny_data):
     from pretrain.config import load_config
     from pretrain.objectives.roformer_sim import RoFormerSimObjective
 
-    cfg = load_config(REPO / "configs" / "roformer-sim.yaml", [*tiny_data, "arch.dropout_rate=0.0"])
+    cfg = load_config(REPO / "configs" / "roformer-sim.yaml", [*tiny_data, UNPACKED, "arch.dropout_rate=0.0"])
     return RoFormerSimObjective(cfg)
 
 
@@ -140,7 +141,7 @@ def test_collate_hard_negative_rows(tiny_data, tmp_path):
 
     (tmp_path / "p.tsv").write_text("今天天气很好\t天气不错\t1\n我们去公园散步\t我们不去公园\t0\n", encoding="utf-8")
     cfg = load_config(REPO / "configs" / "roformer-sim.yaml",
-                      [*tiny_data, f"objective.pair_file={tmp_path / 'p.tsv'}", "objective.pair_file_ratio=1.0",
+                      [*tiny_data, UNPACKED, f"objective.pair_file={tmp_path / 'p.tsv'}", "objective.pair_file_ratio=1.0",
                        "objective.pair_negative_ratio=1.0"])
     objective = RoFormerSimObjective(cfg)
     random.seed(0)
@@ -178,7 +179,7 @@ def test_collate_cosent_rows(tiny_data, tmp_path):
     (tmp_path / "p.tsv").write_text("今天天气很好\t天气不错\t5\n我们去公园散步\t我们不去公园\t1\n", encoding="utf-8")
     (tmp_path / "same.tsv").write_text("没有标签\t也相似\n", encoding="utf-8")   # nothing to rank: never drawn
     cfg = load_config(REPO / "configs" / "roformer-sim.yaml",
-                      [*tiny_data, f"objective.pair_file={tmp_path / 'p.tsv'},{tmp_path / 'same.tsv'}",
+                      [*tiny_data, UNPACKED, f"objective.pair_file={tmp_path / 'p.tsv'},{tmp_path / 'same.tsv'}",
                        "objective.pair_file_ratio=0.0", "objective.cosent_weight=1.0", "objective.cosent_rows=3"])
     objective = RoFormerSimObjective(cfg)
     random.seed(0)
@@ -214,7 +215,7 @@ def test_swap_words_makes_paws_style_negatives(tiny_data, tmp_path):
         assert swapped != text and sorted(swapped) == sorted(text)          # same characters, other order
     assert swap_words("好", rng) is None and swap_words("我 我", rng) is None   # nothing different to swap
     cfg = load_config(REPO / "configs" / "roformer-sim.yaml",
-                      [*tiny_data, "objective.swap_negative_prob=1.0", "objective.neighbor_prob=0.0"])
+                      [*tiny_data, UNPACKED, "objective.swap_negative_prob=1.0", "objective.neighbor_prob=0.0"])
     objective = RoFormerSimObjective(cfg)
     random.seed(0)
     batch = objective.collate([{"text": "我们明天去公园散步。"}, {"text": "今天天气很好。"}])

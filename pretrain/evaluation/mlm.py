@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from pretrain.objectives.mlm_proposal import MLMProposalConfig, corrupt, draw_units, pack_rows
+from pretrain.packing import encoder_kwargs
 
 
 def read_texts(path: str | Path) -> list[str]:
@@ -69,20 +70,23 @@ def run(model_dir: str, data: str | None, max_rows: int = 256, seq_len: int = 12
         budget -= len(docs[-1]) + 1
         if budget <= 0:
             break
-    ids, mask, units = pack_rows(docs, seq_len, tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, max_rows)
+    rows = pack_rows(docs, seq_len, tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, max_rows)
+    ids, units = rows["input_ids"], rows["unit_ids"]
     oc = MLMProposalConfig(mask_prob=mask_prob, replace_mask=1.0 if replace == "mask" else 0.8,
                            replace_random=0.0 if replace == "mask" else 0.1)
     gen = torch.Generator().manual_seed(seed)
     random_low = max(tok.all_special_ids) + 1
     total_ce, correct, count = 0.0, 0, 0
     for start in range(0, ids.shape[0], batch_size):
-        b_ids, b_mask, b_units = ids[start:start + batch_size], mask[start:start + batch_size], units[start:start + batch_size]
+        part = slice(start, start + batch_size)
+        b_ids, b_units = ids[part], units[part]
         n_units = (b_units.amax(dim=1) + 1).clamp_min(0)
         k = torch.clamp((mask_prob * n_units.double()).round().long(), min=1) * (n_units > 0)
         draws, valid, _ = draw_units(None, n_units, k, max(int(n_units.max()), 1), gen)
         corrupted, selected = corrupt(b_ids, b_units, draws, valid, oc, tok.mask_token_id, random_low,
                                       model.config.vocab_size, gen)
-        logits = model(input_ids=corrupted, attention_mask=b_mask).logits[selected].float()
+        kw = encoder_kwargs(model, rows["attention_mask"][part], rows["segment_ids"][part], rows["position_ids"][part])
+        logits = model(input_ids=corrupted, **kw).logits[selected].float()
         labels = b_ids[selected]
         total_ce += F.cross_entropy(logits, labels, reduction="sum").item()
         correct += int((logits.argmax(-1) == labels).sum())

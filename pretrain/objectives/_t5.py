@@ -9,18 +9,75 @@ import torch
 from pretrain.metrics import corpus_rouge
 from pretrain.models import build_t5, t5_generation_config, t5_special_ids, t5_train_flops
 from pretrain.objectives.base import Objective, pad_batch
+from pretrain.packing import first_fit, model_mask, pack
 
 
 def seq2seq_batch(tokenizer, sources: list[str], targets: list[str], max_source_len: int,
-                  max_target_len: int) -> dict[str, torch.Tensor]:
+                  max_target_len: int, packing: bool = False) -> dict[str, torch.Tensor]:
     """Encoder inputs (the tokenizer's own template) and decoder labels ``y[:max_target_len - 1] eos``;
     the model inserts the decoder start token ([CLS], or T5's pad) when it shifts labels right."""
-    src = tokenizer(sources, max_length=max_source_len, truncation=True, padding=True, return_tensors="pt")
+    src = tokenizer(sources, max_length=max_source_len, truncation=True)["input_ids"]
     eos = t5_special_ids(tokenizer)["eos"]
     rows = [ids[:max_target_len - 1] + [eos] for ids in tokenizer(targets, add_special_tokens=False)["input_ids"]]
-    labels = pad_batch(rows, tokenizer.pad_token_id)
-    return {"input_ids": src["input_ids"], "attention_mask": src["attention_mask"],
-            "labels": labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100)}
+    return pair_batch(tokenizer, src, rows, max_source_len, max_target_len, packing)
+
+
+def pair_batch(tokenizer, sources: list[list[int]], targets: list[list[int]], max_source_len: int,
+               max_target_len: int, packing: bool = False) -> dict[str, torch.Tensor]:
+    """(source, target) token lists as a batch: one pair per padded row, or packed.
+
+    Packed (``pretrain.packing``): pairs share rows while their sources fit in max_source_len and
+    their targets in max_target_len; ``segment_ids`` / ``decoder_segment_ids`` say which pair a
+    token belongs to, and each target is shifted right inside its own segment (the decoder
+    start token begins every segment), so ``T5Objective.loss`` computes exactly the unpacked loss.
+    """
+    pad = tokenizer.pad_token_id
+    if not packing:
+        enc = pad_batch(sources, pad)
+        labels = pad_batch(targets, pad)
+        enc["labels"] = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100)
+        return enc
+    start = t5_special_ids(tokenizer)["start"]
+    caps = (max([max_source_len, *map(len, sources)]), max([max_target_len, *map(len, targets)]))
+    rows = first_fit([(len(s), len(t)) for s, t in zip(sources, targets)], caps, decreasing=True)
+    enc = pack([[sources[i] for i in r] for r in rows], pad, rows)
+    dec = pack([[[start, *targets[i][:-1]] for i in r] for r in rows], pad, rows)
+    labels = pack([[targets[i] for i in r] for r in rows], pad, rows)
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "segment_ids": enc["segment_ids"],
+            "decoder_input_ids": dec["input_ids"], "decoder_segment_ids": dec["segment_ids"],
+            "labels": labels["input_ids"].masked_fill(labels["segment_ids"] < 0, -100)}
+
+
+CROSS_MASK = "packed_cross_attention_mask"
+
+
+def _route_cross_mask(module, args, kwargs):
+    """Decoder pre-hook: a packed batch's cross-attention mask replaces the encoder mask, which
+    (MT5ForConditionalGeneration passes the encoder's own mask to the decoder) has the wrong shape."""
+    mask = kwargs.pop(CROSS_MASK, None)
+    if mask is not None:
+        kwargs["encoder_attention_mask"] = mask
+    return args, kwargs
+
+
+def _drop_cross_mask(module, args, kwargs):
+    kwargs.pop(CROSS_MASK, None)
+    return args, kwargs
+
+
+def packed_forward(model, batch: dict):
+    """The Hugging Face T5 forward (through ``model``, e.g. the DeepSpeed engine) on a packed batch:
+    block-diagonal encoder, causal block-diagonal decoder, cross-attention to the pair's own source."""
+    module = getattr(model, "module", model)
+    if not getattr(module, "_packing_hooks", False):
+        module.encoder.register_forward_pre_hook(_drop_cross_mask, with_kwargs=True)
+        module.decoder.register_forward_pre_hook(_route_cross_mask, with_kwargs=True)
+        module._packing_hooks = True
+    enc, dec = batch["segment_ids"], batch["decoder_segment_ids"]
+    return model(input_ids=batch["input_ids"], attention_mask=model_mask(module, enc),
+                 decoder_input_ids=batch["decoder_input_ids"],
+                 decoder_attention_mask=model_mask(module, dec, causal=True), labels=batch["labels"],
+                 use_cache=False, **{CROSS_MASK: model_mask(module, dec, enc)})
 
 
 class T5Objective(Objective):
@@ -46,6 +103,8 @@ class T5Objective(Objective):
         return t5_train_flops(model, batch, self.__dict__.setdefault("_flops_cache", {}))
 
     def loss(self, model, batch: dict):
+        if "segment_ids" in batch:
+            return packed_forward(model, batch).loss, {}
         return model(**batch).loss, {}
 
     @torch.no_grad()

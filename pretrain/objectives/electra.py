@@ -29,7 +29,8 @@ from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTrainin
 
 from pipeline.typed_config import ConfigError, InvalidValue
 from pretrain.models import EncoderArch, encoder_config_kwargs
-from pretrain.objectives.base import Objective, ObjectiveSpec, Options, mask_budget, pad_batch, uniform_order
+from pretrain.objectives.base import Objective, ObjectiveSpec, Options, mask_budget, uniform_order
+from pretrain.packing import encoder_kwargs, pack_sequences
 
 
 @dataclass
@@ -67,8 +68,9 @@ def mask_tokens(input_ids: torch.Tensor, maskable: torch.Tensor, mask_prob: floa
     return masked, chosen
 
 
-def replace_tokens(input_ids: torch.Tensor, mlm_mask: torch.Tensor, sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Discriminator input and labels: sampled tokens at the masked positions.
+def replace_tokens(input_ids: torch.Tensor, mlm_mask, sampled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Discriminator input and labels: sampled tokens at the masked positions (a boolean mask, or
+    (rows, columns) index tensors).
 
     Label 1 = replaced, i.e. the token differs from the original; a sample that
     happens to equal the original is labelled original (ELECTRA paper, sec. 2).
@@ -93,7 +95,10 @@ def rtd_counts(logits: torch.Tensor, labels: torch.Tensor, active: torch.Tensor)
     }
 
 
-def _ratio(num, den) -> float:
+def _ratio(num, den):
+    """num / den (0 when den is 0): a float, or a device tensor when given tensors (no host sync)."""
+    if torch.is_tensor(num) or torch.is_tensor(den):
+        return torch.as_tensor(num).float() / torch.as_tensor(den).float().clamp(min=1)
     den = float(den)
     return float(num) / den if den > 0 else 0.0
 
@@ -149,19 +154,26 @@ class ElectraPair(torch.nn.Module):
         self.generator.electra.embeddings = shared
         self.generator.generator_lm_head.weight = shared.word_embeddings.weight
 
-    def forward(self, input_ids, attention_mask, masked_input_ids, mlm_mask):
+    def forward(self, input_ids, attention_mask, masked_input_ids, mlm_mask, segment_ids=None, position_ids=None,
+                mlm_positions=None):
+        """``mlm_positions`` (2, K): the masked (row, column) pairs in row-major order, as the collator
+        computed them on the CPU, so nothing here waits for the device (else taken from mlm_mask)."""
         gen = self.generator
-        hidden = gen.electra(masked_input_ids, attention_mask=attention_mask).last_hidden_state
+        rows, cols = mlm_positions if mlm_positions is not None else mlm_mask.nonzero(as_tuple=True)
+        kw = encoder_kwargs(gen, attention_mask, segment_ids, position_ids)
+        hidden = gen.electra(masked_input_ids, **kw).last_hidden_state
         # Predict only the masked positions: the vocabulary projection is the costly part.
-        logits = gen.generator_lm_head(gen.generator_predictions(hidden[mlm_mask])).float()
-        targets = input_ids[mlm_mask]
+        logits = gen.generator_lm_head(gen.generator_predictions(hidden[rows, cols])).float()
+        targets = input_ids[rows, cols]
         mlm_loss = F.cross_entropy(logits, targets)
         with torch.no_grad():
             sampled = sample_tokens(logits.detach(), self.temperature)
-        fake, labels = replace_tokens(input_ids, mlm_mask, sampled)
-        disc_logits = self.discriminator(fake, attention_mask=attention_mask).logits.float()
-        active = attention_mask.bool()
-        rtd_loss = F.binary_cross_entropy_with_logits(disc_logits[active], labels[active].float())
+        fake, labels = replace_tokens(input_ids, (rows, cols), sampled)
+        kw = encoder_kwargs(self.discriminator, attention_mask, segment_ids, position_ids)
+        disc_logits = self.discriminator(fake, **kw).logits.float()
+        active = attention_mask.float()
+        rtd = F.binary_cross_entropy_with_logits(disc_logits, labels.float(), reduction="none")
+        rtd_loss = (rtd * active).sum() / active.sum().clamp(min=1)
         with torch.no_grad():
             counts = rtd_counts(disc_logits, labels, attention_mask)
             counts["mlm_correct"] = (logits.argmax(-1) == targets).sum()
@@ -249,7 +261,9 @@ class ElectraObjective(Objective):
 
     # -- data --------------------------------------------------------------
     def collate(self, records: list[dict]) -> dict[str, torch.Tensor]:
-        """[CLS] window [SEP] per document (a random window of a long one), padded, then masked."""
+        """[CLS] window [SEP] per document (a random window of a long one), packed into rows of
+        max_source_len (``train.packing``, no document attending another) or one per padded row;
+        then masked."""
         tok, room = self.tokenizer, self.cfg.train.max_source_len - 2
         rows = []
         for ids in tok([r["text"] for r in records], add_special_tokens=False, verbose=False)["input_ids"]:
@@ -257,17 +271,16 @@ class ElectraObjective(Objective):
                 start = int(torch.randint(0, len(ids) - room + 1, ()).item())
                 ids = ids[start:start + room]
             rows.append([tok.cls_token_id, *ids, tok.sep_token_id])
-        batch = pad_batch(rows, tok.pad_token_id)
+        batch = pack_sequences(rows, self.cfg.train.max_source_len, tok.pad_token_id, packing=self.cfg.train.packing)
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         maskable = attention_mask.bool() & ~torch.isin(input_ids, self.special_ids)
         masked, mlm_mask = mask_tokens(input_ids, maskable, self.opts.mask_prob, tok.mask_token_id)
-        return {"input_ids": input_ids, "attention_mask": attention_mask,
-                "masked_input_ids": masked, "mlm_mask": mlm_mask}
+        return {**batch, "masked_input_ids": masked, "mlm_mask": mlm_mask, "mlm_positions": mlm_mask.nonzero().T}
 
     def loss(self, model, batch: dict):
         out = model(**batch)
         c = out["counts"]
-        terms = {"mlm_loss": out["mlm_loss"].item(), "rtd_loss": out["rtd_loss"].item(),
+        terms = {"mlm_loss": out["mlm_loss"].detach(), "rtd_loss": out["rtd_loss"].detach(),
                  "mlm_acc": _ratio(c["mlm_correct"], c["mlm_total"]), **rtd_metrics(c)}
         terms.pop("rtd_precision")
         return out["loss"], terms

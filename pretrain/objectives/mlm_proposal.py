@@ -41,8 +41,8 @@ the logits, the paper's gradient-norm proxy) or the cross-entropy; unit scores
 are the log of the mean predicted target, ``q = softmax(scores)`` over units.
 
 Training data: the cleaned corpus shards (``data.clean_dir``); each
-micro-batch's documents are packed into ``[CLS] doc [SEP] doc [SEP] ...`` rows
-of ``train.max_source_len`` tokens.
+micro-batch's documents become ``[CLS] doc [SEP]`` segments packed into rows of
+``train.max_source_len`` tokens, none attending another (``pack_rows``).
 """
 from __future__ import annotations
 
@@ -60,6 +60,7 @@ from transformers import BertConfig, BertForMaskedLM, RoFormerConfig, RoFormerFo
 from pipeline.typed_config import InvalidValue, build
 from pretrain.models import EncoderArch, encoder_config_kwargs
 from pretrain.objectives.base import Objective, ObjectiveSpec, Options, mask_budget, uniform_order
+from pretrain.packing import attention_mask_4d, encoder_kwargs, pack_sequences
 
 
 @dataclass
@@ -91,39 +92,32 @@ class MLMProposalConfig(Options):
 
 # ---------------------------------------------------------------- packing
 def pack_rows(docs: list[list[int]], seq_len: int, cls_id: int, sep_id: int, pad_id: int,
-              max_rows: int = 0, doc_units: list[list[int]] | None = None):
-    """Pack token lists into rows ``[CLS] a.. [SEP] b.. [SEP] ...`` of seq_len tokens.
+              max_rows: int = 0, doc_units: list[list[int]] | None = None, packing: bool = True) -> dict[str, torch.Tensor]:
+    """Documents as ``[CLS] piece [SEP]`` segments packed into rows of seq_len tokens (``pretrain.packing``:
+    no segment attends another, positions restart in each).
 
-    Returns (input_ids, attention_mask, unit_ids) tensors; unit_ids numbers the
-    maskable units of each row 0..n-1 (-1 on [CLS]/[SEP]/pad). ``doc_units``
-    gives each token's word index in its document (whole-word masking); a word
-    cut by a row boundary becomes two units.
+    A document longer than a row is cut into pieces of seq_len - 2 tokens; pieces are packed
+    first-fit, and with ``max_rows`` what does not fit is left out. Returns input_ids,
+    attention_mask, segment_ids, position_ids and unit_ids, which numbers each row's maskable
+    units 0..n-1 (-1 on [CLS]/[SEP]/pad). ``doc_units`` gives each token's word index in its
+    document (whole-word masking); a word cut by a piece boundary becomes two units.
+    ``packing=False``: one piece per (padded) row.
     """
-    stream, words = [], []
+    body = seq_len - 2
+    pieces, words = [], []
     for d, toks in enumerate(docs):
-        stream += list(toks) + [sep_id]
-        units = doc_units[d] if doc_units is not None else range(len(toks))
-        words += [(d, u) for u in units] + [None]
-    body = seq_len - 1
-    n_rows = math.ceil(len(stream) / body) if stream else 0
-    if max_rows:
-        n_rows = min(n_rows, max_rows)
-    ids = torch.full((n_rows, seq_len), pad_id, dtype=torch.long)
-    unit_ids = torch.full((n_rows, seq_len), -1, dtype=torch.long)
-    for r in range(n_rows):
-        chunk, wchunk = stream[r * body:(r + 1) * body], words[r * body:(r + 1) * body]
-        ids[r, 0] = cls_id
-        ids[r, 1:1 + len(chunk)] = torch.tensor(chunk, dtype=torch.long)
-        u, prev = -1, object()
-        for j, w in enumerate(wchunk):
-            if w is None:
-                prev = object()
-                continue
-            if w != prev:
-                u += 1
-                prev = w
-            unit_ids[r, 1 + j] = u
-    return ids, (ids != pad_id).long(), unit_ids
+        units = list(doc_units[d]) if doc_units is not None else list(range(len(toks)))
+        for start in range(0, len(toks), body):
+            pieces.append([cls_id, *toks[start:start + body], sep_id])
+            words.append([-1, *units[start:start + body], -1])
+    out = pack_sequences(pieces, seq_len, pad_id, max_rows, extra={"words": words}, packing=packing)
+    word, seg = out.pop("words"), out["segment_ids"]
+    word = word.masked_fill(seg < 0, -1)
+    maskable = word >= 0
+    new_unit = maskable.clone()
+    new_unit[:, 1:] &= (word[:, 1:] != word[:, :-1]) | (seg[:, 1:] != seg[:, :-1])
+    out["unit_ids"] = torch.where(maskable, new_unit.long().cumsum(dim=1) - 1, torch.full_like(word, -1))
+    return out
 
 
 def word_index(text: str, offsets: list[tuple[int, int]]) -> list[int]:
@@ -208,15 +202,17 @@ def corrupt(input_ids: torch.Tensor, unit_ids: torch.Tensor, draws: torch.Tensor
     return out, selected
 
 
-def masked_lm_logits(mlm, input_ids, attention_mask, selected):
+def masked_lm_logits(mlm, input_ids, attention_mask, selected, segment_ids=None, position_ids=None):
     """Logits at the selected positions only (the vocabulary projection is the expensive part)."""
-    hidden = mlm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    kw = encoder_kwargs(mlm, attention_mask, segment_ids, position_ids)
+    hidden = mlm.base_model(input_ids=input_ids, **kw).last_hidden_state
     return mlm.cls(hidden[selected])
 
 
 def estimate_mlm_loss(mlm, input_ids, attention_mask, unit_ids, token_scores, oc: MLMProposalConfig,
                       mask_id: int, random_low: int, sampling: str | None = None,
-                      generator: torch.Generator | None = None, with_grad_norm: bool = True) -> dict:
+                      generator: torch.Generator | None = None, with_grad_norm: bool = True,
+                      segment_ids=None, position_ids=None) -> dict:
     """Sample masks, run the encoder, return the (importance-weighted) MLM loss estimate and its parts.
 
     Keys: ``loss`` (pooled estimate), ``row_estimate`` (B,), ``plain_loss``
@@ -235,7 +231,7 @@ def estimate_mlm_loss(mlm, input_ids, attention_mask, unit_ids, token_scores, oc
     draws, valid, weights = draw_units(q_mix if sampling == "proposal" else None, n_units, budget, n_max, generator)
     vocab_size = mlm.config.vocab_size
     corrupted, selected = corrupt(input_ids, unit_ids, draws, valid, oc, mask_id, random_low, vocab_size, generator)
-    logits = masked_lm_logits(mlm, corrupted, attention_mask, selected).float()
+    logits = masked_lm_logits(mlm, corrupted, attention_mask, selected, segment_ids, position_ids).float()
     labels = input_ids[selected]
     token_ce = F.cross_entropy(logits, labels, reduction="none")
     # Unit loss = mean CE over the unit's selected tokens; row/unit index of every selected token.
@@ -278,10 +274,16 @@ class MaskProposalNet(nn.Module):
         nn.init.zeros_(self.out.weight)   # start uniform: q = uniform until the net has learned something
         nn.init.constant_(self.out.bias, math.log(0.5))
 
-    def forward(self, embeddings: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        pos = torch.arange(embeddings.shape[1], device=embeddings.device)
-        h = self.inp(embeddings) + self.pos(pos)[None]
-        h = self.body(h, src_key_padding_mask=attention_mask == 0)
+    def forward(self, embeddings: torch.Tensor, attention_mask: torch.Tensor, segment_ids=None,
+                position_ids=None) -> torch.Tensor:
+        if position_ids is None:
+            position_ids = torch.arange(embeddings.shape[1], device=embeddings.device)[None]
+        h = self.inp(embeddings) + self.pos(position_ids)
+        mask = None
+        if segment_ids is not None:     # packed rows: True = may not attend (nn.MultiheadAttention's convention)
+            heads = self.body.layers[0].self_attn.num_heads
+            mask = ~attention_mask_4d(segment_ids)[:, 0].repeat_interleave(heads, dim=0)
+        h = self.body(h, mask=mask, src_key_padding_mask=attention_mask == 0)
         return self.out(h).squeeze(-1)
 
 
@@ -293,18 +295,19 @@ class MaskedLMWithProposal(nn.Module):
         self.mlm, self.proposal = mlm, proposal
         self.oc, self.mask_id, self.random_low = oc, mask_id, random_low
 
-    def forward(self, input_ids, attention_mask, unit_ids, sampling: str | None = None,
-                generator: torch.Generator | None = None):
+    def forward(self, input_ids, attention_mask, unit_ids, segment_ids=None, position_ids=None,
+                sampling: str | None = None, generator: torch.Generator | None = None):
+        packed = {"segment_ids": segment_ids, "position_ids": position_ids}
         if (sampling or self.oc.sampling) == "uniform":
             # Uniform masks need no proposal: skip its forward pass, its regression and the
             # full-vocabulary softmax of its target (plain MLM speed).
             return estimate_mlm_loss(self.mlm, input_ids, attention_mask, unit_ids, None, self.oc, self.mask_id,
-                                     self.random_low, "uniform", generator, with_grad_norm=False)
+                                     self.random_low, "uniform", generator, with_grad_norm=False, **packed)
         emb = self.mlm.get_input_embeddings()(input_ids).detach()
-        scores = self.proposal(emb, attention_mask)
+        scores = self.proposal(emb, attention_mask, **packed)
         out = estimate_mlm_loss(self.mlm, input_ids, attention_mask, unit_ids, scores.detach(), self.oc,
                                 self.mask_id, self.random_low, sampling, generator,
-                                with_grad_norm=self.oc.proposal_target == "grad_norm")
+                                with_grad_norm=self.oc.proposal_target == "grad_norm", **packed)
         target = out["grad_norm"] if self.oc.proposal_target == "grad_norm" else out["token_ce"].detach()
         pred = scores[out["selected"]]
         out["proposal_loss"] = F.mse_loss(pred, torch.log(target + 1e-3)) if pred.numel() else scores.sum() * 0
@@ -319,9 +322,11 @@ def q_stats(out: dict) -> dict[str, float]:
         return {}
     ent = -(q.double() * torch.log(q.double().clamp_min(1e-30))).sum(dim=1)
     keep = n > 1
-    rel = (ent[keep] / torch.log(n[keep])).mean().item() if keep.any() else 1.0
-    w = out["weights"][out["valid"]]
-    return {"q_entropy": rel, "max_weight": float(w.max().item()) if w.numel() else 1.0}
+    rel = torch.where(keep, ent / torch.log(n.clamp(min=2)), torch.zeros_like(ent)).sum() / keep.sum().clamp(min=1)
+    rel = torch.where(keep.any(), rel, torch.ones_like(rel))
+    w = out["weights"].masked_fill(~out["valid"], 0.0)
+    top = w.max() if w.numel() else torch.zeros(())
+    return {"q_entropy": rel, "max_weight": torch.where(out["valid"].any(), top, torch.ones_like(top))}
 
 
 # ---------------------------------------------------------------- the objective
@@ -378,9 +383,8 @@ class MLMProposalObjective(Objective):
         units = None
         if self.oc.whole_word:
             units = [word_index(text, offs) for text, offs in zip(texts, enc["offset_mapping"])]
-        ids, mask, unit_ids = pack_rows(enc["input_ids"], t.max_source_len, tok.cls_token_id, tok.sep_token_id,
-                                        tok.pad_token_id, self.oc.max_rows or t.micro_batch_size, units)
-        return {"input_ids": ids, "attention_mask": mask, "unit_ids": unit_ids}
+        return pack_rows(enc["input_ids"], t.max_source_len, tok.cls_token_id, tok.sep_token_id, tok.pad_token_id,
+                         self.oc.max_rows or t.micro_batch_size, units, t.packing)
 
     def train_flops(self, model, batch: dict) -> float:
         """6 x masked-LM parameters x tokens, plus the proposal net's when it runs (sampling: proposal);
@@ -398,12 +402,12 @@ class MLMProposalObjective(Objective):
             return out["loss"], {"mlm_acc": out["accuracy"].item()}
         out = model(**batch)
         total = out["loss"]
-        terms = {"mlm_loss": out["loss"].item(), "mlm_loss_plain": out["plain_loss"].item(),
-                 "mlm_acc": out["accuracy"].item(),
-                 "masked_frac": (out["selected"].sum() / (batch["unit_ids"] >= 0).sum().clamp_min(1)).item()}
+        terms = {"mlm_loss": out["loss"].detach(), "mlm_loss_plain": out["plain_loss"].detach(),
+                 "mlm_acc": out["accuracy"],
+                 "masked_frac": out["selected"].sum() / (batch["unit_ids"] >= 0).sum().clamp_min(1)}
         if "proposal_loss" in out:         # sampling: proposal
             total = total + self.oc.proposal_weight * out["proposal_loss"]
-            terms["proposal_loss"] = out["proposal_loss"].item()
+            terms["proposal_loss"] = out["proposal_loss"].detach()
         terms.update(q_stats(out))
         return total, terms
 

@@ -26,4 +26,4 @@ class T5PegasusObjective(T5Objective):
     def collate(self, records: list[dict]) -> dict[str, torch.Tensor]:
         t = self.cfg.train
         return seq2seq_batch(self.tokenizer, [r["source"] for r in records], [r["target"] for r in records],
-                             t.max_source_len, t.max_target_len)
+                             t.max_source_len, t.max_target_len, t.packing)

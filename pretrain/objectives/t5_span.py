@@ -19,8 +19,8 @@ import torch
 
 from pipeline.typed_config import ConfigError, InvalidValue
 from pretrain.models import T5Arch, t5_special_ids
-from pretrain.objectives._t5 import T5Objective
-from pretrain.objectives.base import ObjectiveSpec, Options, pad_batch
+from pretrain.objectives._t5 import T5Objective, pair_batch
+from pretrain.objectives.base import ObjectiveSpec, Options
 
 
 @dataclass
@@ -98,7 +98,4 @@ class T5SpanObjective(T5Objective):
             src, tgt = corrupt(ids, mask, self.sentinels)
             sources.append([*src, eos])
             targets.append([*tgt[:t.max_target_len], eos])
-        enc = pad_batch(sources, tok.pad_token_id)
-        labels = pad_batch(targets, tok.pad_token_id)
-        enc["labels"] = labels["input_ids"].masked_fill(labels["attention_mask"] == 0, -100)
-        return enc
+        return pair_batch(tok, sources, targets, t.max_source_len, t.max_target_len, t.packing)

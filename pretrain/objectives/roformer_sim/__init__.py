@@ -63,10 +63,12 @@ from transformers import RoFormerConfig
 
 from pipeline.typed_config import ConfigError
 from pretrain.models import EncoderArch, encoder_config_kwargs
-from pretrain.objectives.base import Objective, ObjectiveSpec, Options, pad_batch
+from pretrain.objectives.base import Objective, ObjectiveSpec, Options
 from pretrain.objectives.roformer_sim.inference import encode, generate_similar  # noqa: F401
 from pretrain.objectives.roformer_sim.model import (POOLINGS, SimModel, additive_mask, contrastive_loss,  # noqa: F401
-                                                    cosent_loss, cosine_matrix, pool, run_encoder, unilm_mask)
+                                                    cosent_loss, cosine_matrix, pool, pool_segments, run_encoder,
+                                                    unilm_mask)
+from pretrain.packing import model_mask, pack_sequences
 from pretrain.objectives.roformer_sim.pairs import (bart_noise, load_pair_files, make_pair,  # noqa: F401
                                                     neighbor_pairs, pair_file_paths, swap_words)
 
@@ -158,10 +160,13 @@ class RoFormerSimObjective(Objective):
         return bart_noise(ids, self.opt, self.tokenizer.mask_token_id, rng)
 
     def encode_pairs(self, pairs: list[tuple[str, str]], rng: random.Random | None = None,
-                     negatives: list[str] = (), scored: list[tuple[str, str, float, int]] = ()) -> dict:
-        """2B UniLM sequences: rows [0, B) are a_i -> b_i, rows [B, 2B) are b_i -> a_i;
-        then one source-only row ``[CLS] n [SEP]`` per hard negative (no target, no noise);
-        then, for K labeled (a, b, score, file) rows for CoSENT, K source-only rows of the a's and K of the b's."""
+                     negatives: list[str] = (), scored: list[tuple[str, str, float, int]] = (),
+                     packing: bool = False) -> dict:
+        """2B UniLM sequences: [0, B) are a_i -> b_i, [B, 2B) are b_i -> a_i;
+        then one source-only sequence ``[CLS] n [SEP]`` per hard negative (no target, no noise);
+        then, for K labeled (a, b, score, file) rows for CoSENT, K source-only sequences of the a's and K
+        of the b's. One sequence per padded row, or with ``packing`` several per row
+        (``pretrain.packing``: ``segment_ids`` number the sequences in this order)."""
         rng = rng or random
         t, tok = self.cfg.train, self.tokenizer
         texts = [a for a, _ in pairs] + [b for _, b in pairs] + list(negatives)
@@ -178,13 +183,15 @@ class RoFormerSimObjective(Objective):
         for neg in ids[2 * n:]:
             rows.append([cls, *neg[:t.max_source_len], sep])
             types.append([0] * len(rows[-1]))
-        batch = pad_batch(rows, tok.pad_token_id, types)
+        width = t.max_source_len + t.max_target_len + 3
+        batch = pack_sequences(rows, width, tok.pad_token_id, extra={"token_type_ids": types}, packing=packing)
         input_ids, token_type_ids, attention_mask = batch["input_ids"], batch["token_type_ids"], batch["attention_mask"]
         # Position p predicts token p+1 wherever p+1 is a (non-pad) target token.
         is_label = torch.zeros_like(attention_mask, dtype=torch.bool)
         is_label[:, :-1] = (token_type_ids[:, 1:] == 1) & (attention_mask[:, 1:] == 1)
         rows_idx, cols_idx = is_label.nonzero(as_tuple=True)
         return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
+                "segment_ids": batch["segment_ids"], "num_sequences": len(rows), "anchors": 2 * n,
                 "label_positions": torch.stack([rows_idx, cols_idx]),
                 "labels": input_ids[rows_idx, cols_idx + 1],
                 "cosent_scores": torch.tensor([float(r[2]) for r in scored]),
@@ -209,7 +216,7 @@ class RoFormerSimObjective(Objective):
             for _ in range(self.opt.cosent_rows):
                 g, rows = one_file or rng.choice(self.scored)
                 scored.append((*rng.choice(rows), g))
-        return self.encode_pairs(pairs, rng, negatives, scored)
+        return self.encode_pairs(pairs, rng, negatives, scored, self.cfg.train.packing)
 
     def draw_labeled(self, rng: random.Random) -> tuple[tuple[str, str], str | None]:
         """One pair_file row: ((a, b), None) for a similar pair, ((a, a), n) for a hard negative n of a."""
@@ -224,23 +231,23 @@ class RoFormerSimObjective(Objective):
     def loss(self, model, batch: dict):
         o = self.opt
         vectors, logits = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
-                                batch["label_positions"])
+                                batch["label_positions"], batch["segment_ids"], batch["num_sequences"])
         seq2seq = F.cross_entropy(logits.float(), batch["labels"])
-        anchors = int((batch["token_type_ids"] == 1).any(1).sum())   # pair rows; then hard negatives, CoSENT rows
+        anchors = batch["anchors"]            # pair sequences; then hard negatives, CoSENT rows
         k = len(batch.get("cosent_scores", ()))
         contrastive, acc = contrastive_loss(vectors[:len(vectors) - 2 * k], o.scale, anchors)
         loss = o.seq2seq_weight * seq2seq + o.contrastive_weight * contrastive
-        terms = {"seq2seq_loss": seq2seq.item(), "contrastive_loss": contrastive.item(), "contrastive_acc": acc.item()}
+        terms = {"seq2seq_loss": seq2seq.detach(), "contrastive_loss": contrastive.detach(), "contrastive_acc": acc}
         if k:
             cosent = cosent_loss(vectors[-2 * k:-k], vectors[-k:], batch["cosent_scores"], batch["cosent_groups"],
                                  o.cosent_scale)
             loss = loss + o.cosent_weight * cosent
-            terms["cosent_loss"] = cosent.item()
+            terms["cosent_loss"] = cosent.detach()
         if o.teacher:
             distill = self.distill_loss(vectors, batch)
             loss = loss + o.distill_weight * distill
-            terms["distill_loss"] = distill.item()
-        return loss, terms
+            terms["distill_loss"] = distill.detach()
+        return loss, terms      # device tensors: the trainer reads them at log steps
 
     def teacher(self, device):
         """The frozen teacher encoder (loaded once, on the batch's device)."""
@@ -260,9 +267,11 @@ class RoFormerSimObjective(Objective):
         with torch.no_grad():
             teacher = self.teacher(ids.device)
             t_pooling = getattr(teacher.config, "sentence_pooling", "cls")
-            states, _ = run_encoder(teacher, t_pooling, input_ids=ids, attention_mask=source.long(),
+            seg = batch["segment_ids"]      # each source alone: its own segment's source keys only
+            mask = model_mask(teacher, seg, allowed=source[:, None, :].expand(-1, seg.shape[1], -1))
+            states, _ = run_encoder(teacher, t_pooling, input_ids=ids, attention_mask=mask,
                                     token_type_ids=torch.zeros_like(ids))
-            t_vec = pool(states, source, t_pooling)
+            t_vec = pool_segments(states, seg, source, t_pooling, len(vectors))
         off = ~torch.eye(len(vectors), dtype=torch.bool, device=vectors.device)
         return F.mse_loss(cosine_matrix(vectors)[off], cosine_matrix(t_vec)[off])
 

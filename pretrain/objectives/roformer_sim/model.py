@@ -7,6 +7,8 @@ from torch import nn
 from transformers import RoFormerConfig, RoFormerForCausalLM
 from transformers.utils import logging as hf_logging
 
+from pretrain.packing import model_mask, segment_pool
+
 
 def unilm_mask(token_type_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Boolean (B, L, L): query i may attend key j iff j is source (type 0), or target with j <= i.
@@ -64,12 +66,28 @@ def pool(hidden: torch.Tensor | tuple, mask: torch.Tensor, pooling: str) -> torc
 
     ``hidden`` is the last (B, L, H) states, or all hidden states (embeddings first) for first-last-avg.
     """
-    if pooling == "first-last-avg":
-        hidden = (hidden[0] + hidden[-1]) / 2
+    hidden = _pool_states(hidden, pooling)
     if pooling == "cls":
         return hidden[:, 0]
     m = mask[..., None].to(hidden.dtype)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def _pool_states(hidden: torch.Tensor | tuple, pooling: str) -> torch.Tensor:
+    return (hidden[0] + hidden[-1]) / 2 if pooling == "first-last-avg" else hidden
+
+
+def pool_segments(hidden: torch.Tensor | tuple, segment_ids: torch.Tensor, source: torch.Tensor, pooling: str,
+                  n: int) -> torch.Tensor:
+    """``pool`` per sequence of packed rows (``pretrain.packing``): (n, H) in sequence order; the [CLS]
+    state is each segment's first, the means run over each segment's ``source`` positions."""
+    return segment_pool(_pool_states(hidden, pooling), segment_ids, n, keep=source, first=pooling == "cls")
+
+
+def row_segments(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Segment ids of unpacked rows: the row index on tokens, -1 on padding."""
+    rows = torch.arange(attention_mask.shape[0], device=attention_mask.device)[:, None].expand_as(attention_mask)
+    return torch.where(attention_mask.bool(), rows, torch.full_like(rows, -1))
 
 
 def run_encoder(encoder, pooling: str, **inputs):
@@ -98,13 +116,18 @@ class SimModel(nn.Module):
         hf_logging.set_verbosity_warning()
         self.pooling = getattr(config, "sentence_pooling", "cls")
 
-    def forward(self, input_ids, token_type_ids, attention_mask, label_positions=None):
-        dtype = next(self.parameters()).dtype
-        mask = additive_mask(unilm_mask(token_type_ids, attention_mask), dtype)
+    def forward(self, input_ids, token_type_ids, attention_mask, label_positions=None, segment_ids=None,
+                num_sequences: int | None = None):
+        """Rows may hold several packed sequences (``segment_ids``); the UniLM mask then holds inside
+        each, no sequence sees another, and the vectors come back one per sequence, in order."""
+        if segment_ids is None:
+            segment_ids = row_segments(attention_mask)
+        mask = model_mask(self.lm, segment_ids, allowed=unilm_mask(token_type_ids, attention_mask))
         states, hidden = run_encoder(self.lm.roformer, self.pooling, input_ids=input_ids,
                                      token_type_ids=token_type_ids, attention_mask=mask)
         logits = None
         if label_positions is not None:
             logits = self.lm.cls(hidden[label_positions[0], label_positions[1]])
         source = (token_type_ids == 0) & (attention_mask == 1)
-        return pool(states, source, self.pooling), logits
+        n = num_sequences if num_sequences is not None else int(segment_ids.max()) + 1
+        return pool_segments(states, segment_ids, source, self.pooling, n), logits

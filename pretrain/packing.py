@@ -1,0 +1,169 @@
+"""Packing several sequences into one row without letting them see each other.
+
+Padding every sequence of a batch to the longest one wastes the compute of the pad
+positions (on real data 30-70 %, BENCHMARKS.md). Packing puts several sequences
+(segments) into one row; three things keep it exact:
+
+* attention: a query attends only keys of its own segment (block-diagonal, and causal or
+  UniLM-shaped inside a segment where the model says so), given to the Hugging Face
+  model as a 4D mask: boolean for SDPA / FlashAttention-style kernels, additive for the
+  eager path (``attention_mask_4d``);
+* positions: absolute position ids restart at 0 in every segment (``position_ids`` of
+  ``pack``); T5's relative buckets and RoFormer's rotary embeddings depend only on the
+  distance between two tokens of one segment, which packing does not change;
+* losses and pooling: computed per token or per segment id, never per row.
+
+A row's segment ids are the indices of the original sequences (pads: -1), so pooled
+vectors come back in the original order. Pad queries attend every key (their output is
+never used), so no softmax row is empty.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def first_fit(lengths: list[tuple[int, ...]], caps: tuple[int, ...], max_rows: int = 0,
+              decreasing: bool = False) -> list[list[int]]:
+    """Rows of item indices whose lengths sum to at most ``caps`` in every dimension.
+
+    First fit: each item goes to the first row it fits in, else a new row; ``decreasing`` takes
+    the longest items first (first-fit decreasing: fuller rows). Deterministic, so a resumed run
+    packs exactly as before. With ``max_rows``, items that fit in no allowed row are left out.
+    An item longer than ``caps`` must be truncated by the caller.
+    """
+    rows: list[list[int]] = []
+    used: list[list[int]] = []
+    order = range(len(lengths))
+    if decreasing:
+        order = sorted(order, key=lambda i: -sum(lengths[i]))
+    for i in order:
+        length = lengths[i]
+        if any(n > c for n, c in zip(length, caps)):
+            raise ValueError(f"item {i} has lengths {length} > row capacity {caps}")
+        for r, u in enumerate(used):
+            if all(a + n <= c for a, n, c in zip(u, length, caps)):
+                rows[r].append(i)
+                used[r] = [a + n for a, n in zip(u, length)]
+                break
+        else:
+            if max_rows and len(rows) >= max_rows:
+                continue
+            rows.append([i])
+            used.append(list(length))
+    return rows
+
+
+def pack(rows: list[list[list[int]]], pad_id: int, segment_index: list[list[int]] | None = None,
+         extra: dict[str, list[list[list[int]]]] | None = None) -> dict[str, torch.Tensor]:
+    """Right-padded packed rows: ``input_ids``, ``attention_mask`` (1 on tokens), ``segment_ids``
+    (the segment's index, -1 on pads) and ``position_ids`` (0, 1, ... within each segment).
+
+    ``rows[r]`` lists row r's segments (token lists); ``segment_index[r][k]`` names segment k of
+    row r (default: numbered in order over the batch). ``extra`` packs per-token companions
+    the same way (e.g. token types), padded with 0.
+    """
+    width = max((sum(map(len, segs)) for segs in rows), default=0)
+    n = len(rows)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    seg = torch.full((n, width), -1, dtype=torch.long)
+    pos = torch.zeros((n, width), dtype=torch.long)
+    more = {k: torch.zeros((n, width), dtype=torch.long) for k in extra or {}}
+    counter = 0
+    for r, segs in enumerate(rows):
+        col = 0
+        for k, tokens in enumerate(segs):
+            end = col + len(tokens)
+            ids[r, col:end] = torch.tensor(tokens, dtype=torch.long)
+            seg[r, col:end] = segment_index[r][k] if segment_index is not None else counter
+            pos[r, col:end] = torch.arange(len(tokens))
+            for key, values in (extra or {}).items():
+                more[key][r, col:end] = torch.tensor(values[r][k], dtype=torch.long)
+            col, counter = end, counter + 1
+    return {"input_ids": ids, "attention_mask": (seg >= 0).long(), "segment_ids": seg, "position_ids": pos, **more}
+
+
+def pack_sequences(seqs: list[list[int]], width: int, pad_id: int, max_rows: int = 0,
+                   extra: dict[str, list[list[int]]] | None = None, packing: bool = True) -> dict[str, torch.Tensor]:
+    """``first_fit`` + ``pack`` for one-part sequences (each at most ``width`` tokens); segment ids
+    are the sequences' indices. ``packing=False``: one sequence per padded row (same keys)."""
+    if packing:
+        rows = first_fit([(len(s),) for s in seqs], (width,), max_rows, decreasing=True)
+    else:
+        rows = [[i] for i in range(len(seqs))][:max_rows or None]
+    grouped = {k: [[v[i] for i in row] for row in rows] for k, v in (extra or {}).items()}
+    return pack([[seqs[i] for i in row] for row in rows], pad_id, rows, grouped)
+
+
+def attention_mask_4d(q_segments: torch.Tensor, k_segments: torch.Tensor | None = None, causal: bool = False,
+                      allowed: torch.Tensor | None = None, implementation: str = "sdpa",
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B, 1, Lq, Lk) mask: query i may attend key j iff both are in the same segment (and j <= i
+    when ``causal``, and ``allowed[b, i, j]`` when given). Pad queries attend everything.
+
+    Boolean (True = attend) for SDPA / flex / flash; additive (0 or the dtype's minimum) for
+    ``eager`` implementations, which add the mask to the scores.
+    """
+    k_segments = q_segments if k_segments is None else k_segments
+    ok = (q_segments[:, :, None] == k_segments[:, None, :]) & (k_segments[:, None, :] >= 0)
+    if causal:
+        lq, lk = q_segments.shape[1], k_segments.shape[1]
+        ok &= torch.ones(lq, lk, dtype=torch.bool, device=ok.device).tril()
+    if allowed is not None:
+        ok &= allowed
+    ok |= (q_segments < 0)[:, :, None]
+    ok = ok[:, None]
+    if implementation == "eager":
+        return torch.zeros(ok.shape, dtype=dtype, device=ok.device).masked_fill(~ok, torch.finfo(dtype).min)
+    return ok
+
+
+def model_mask(model, q_segments: torch.Tensor, k_segments: torch.Tensor | None = None, **kw) -> torch.Tensor:
+    """``attention_mask_4d`` in the form ``model``'s attention implementation wants."""
+    impl = getattr(model.config, "_attn_implementation", "eager") or "eager"
+    dtype = next(model.parameters()).dtype
+    return attention_mask_4d(q_segments, k_segments, implementation=impl, dtype=dtype, **kw)
+
+
+ROTARY = ("roformer",)      # rotary positions: relative by construction, the model takes no position ids
+
+
+def encoder_kwargs(model, attention_mask: torch.Tensor, segment_ids: torch.Tensor | None = None,
+                   position_ids: torch.Tensor | None = None) -> dict:
+    """Keyword arguments for a Hugging Face encoder call: the plain 2D mask, or for packed rows the
+    segment mask and the restarting position ids (where the model has absolute positions)."""
+    if segment_ids is None:
+        return {"attention_mask": attention_mask}
+    kw = {"attention_mask": model_mask(model, segment_ids)}
+    if position_ids is not None and model.config.model_type not in ROTARY:
+        kw["position_ids"] = position_ids
+    return kw
+
+
+def padding_waste(token_counts: list[int], row_width: int, rows: int) -> float:
+    """Share of a padded batch's cells that are padding."""
+    cells = row_width * rows
+    return 1.0 - sum(token_counts) / cells if cells else 0.0
+
+
+def segment_pool(states: torch.Tensor, segment_ids: torch.Tensor, n: int, keep: torch.Tensor | None = None,
+                 first: bool = False) -> torch.Tensor:
+    """(n, H) per-segment vectors: the mean of ``states`` over each segment's positions where
+    ``keep`` (default all), or its first position with ``first``. Segments are rows 0..n-1.
+
+    Index arithmetic only (no boolean indexing): nothing waits for the device. Positions that
+    count for no segment are summed into a spare row n, which is dropped.
+    """
+    flat_seg = segment_ids.reshape(-1)
+    flat = states.reshape(-1, states.shape[-1])
+    sel = flat_seg >= 0
+    if keep is not None:
+        sel = sel & keep.reshape(-1).bool()
+    if first:
+        sel = sel & torch.cat([torch.ones(1, dtype=torch.bool, device=sel.device), flat_seg[1:] != flat_seg[:-1]])
+    index = torch.where(sel, flat_seg, torch.full_like(flat_seg, n))
+    weight = sel.to(flat.dtype)
+    total = flat.new_zeros(n + 1, flat.shape[-1]).index_add(0, index, flat * weight[:, None])[:n]
+    if first:
+        return total
+    count = flat.new_zeros(n + 1).index_add(0, index, weight)[:n]
+    return total / count.clamp(min=1)[:, None]
