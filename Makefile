@@ -62,7 +62,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 # The unit tier: no pipeline, trainer or cluster runs (under a minute on 2 cores).
 test-fast: setup

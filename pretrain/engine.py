@@ -14,7 +14,7 @@ import socket
 
 import torch
 
-from pretrain.config import CONFIG_DIR, RunConfig
+from pretrain.config import CONFIG_DIR, ConfigError, RunConfig
 
 
 def _free_port() -> int:
@@ -53,6 +53,17 @@ def init_distributed() -> tuple[int, int, int]:
     if torch.cuda.is_available():
         torch.cuda.set_device(local)
     return rank, world, local
+
+
+def check_precision(cfg: RunConfig) -> None:
+    """Refuse a precision this machine's accelerator lacks, before any data stage runs
+    (DeepSpeed's CPU accelerator has bf16 but no fp16; its own error is a rank traceback)."""
+    if cfg.train.precision != "fp16":
+        return
+    from deepspeed.accelerator import get_accelerator
+    if not get_accelerator().is_fp16_supported():
+        raise ConfigError(f"train.precision=fp16 is not supported on this machine's accelerator "
+                          f"({get_accelerator().device_name()}); use bf16 or amp-bf16")
 
 
 def deepspeed_config(cfg: RunConfig) -> dict:

@@ -643,7 +643,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         from pretrain.stages import resolve
-        cfg = resolve(load_config(args.config, args.overrides, size=args.size))
+        cfg = load_config(args.config, args.overrides, size=args.size)
+        from pretrain.engine import check_precision
+        check_precision(cfg)
+        cfg = resolve(cfg)
         return train(cfg, args.config)
     except (ConfigError, DataError, TrainingError, ckpt.CheckpointError) as exc:
         if int(os.environ.get("RANK", "0")) == 0:    # one line, from one process

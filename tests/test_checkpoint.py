@@ -1,6 +1,7 @@
 """Checkpoint integrity: unfinished or damaged checkpoints are never loaded."""
 import json
 
+from pipeline.corpus import sha256_file
 from pretrain import checkpoint as ckpt
 
 
@@ -8,7 +9,7 @@ def fake_checkpoint(root, step, payload=b"weights"):
     folder = root / ckpt.tag_for(step)
     folder.mkdir(parents=True)
     (folder / "model.pt").write_bytes(payload)
-    files = {"model.pt": {"size": len(payload), "sha256": ckpt._sha256(folder / "model.pt")}}
+    files = {"model.pt": {"size": len(payload), "sha256": sha256_file(folder / "model.pt")}}
     (folder / ckpt.MARKER).write_text(json.dumps({"step": step, "files": files}))
     return folder
 

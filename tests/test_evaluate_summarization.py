@@ -16,7 +16,7 @@ def tiny_export(tmp_path_factory, t5_data):
     cfg = load_config(config_path("t5-pegasus"), [*t5_data, "arch.d_model=64", "arch.d_ff=128", "arch.num_heads=2",
                                                   "arch.d_kv=32", "arch.num_layers=1", "arch.num_decoder_layers=1"])
     obj = T5PegasusObjective(cfg)
-    obj.export(obj.build_model().state_dict(), out)
+    obj.export(obj.build_model(), out)
     return out
 
 

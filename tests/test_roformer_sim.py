@@ -355,10 +355,15 @@ def clean_pairs(objective, pairs):
         objective.opt.noise_prob = saved
 
 
-def test_export_loads_in_auto_classes_with_matching_outputs(runs, objective):
+def test_export_loads_in_auto_classes_with_matching_outputs(runs, sim_data):
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    from pretrain.objectives.roformer_sim import SimModel, additive_mask, encode, unilm_mask
+    from pretrain.config import load_config
+    from pretrain.objectives.roformer_sim import RoFormerSimObjective, SimModel, additive_mask, encode, unilm_mask
+
+    # the objective of the runs' own data and tokenizer (the session's tiny_data has another vocabulary)
+    objective = RoFormerSimObjective(load_config(REPO / "configs" / "roformer-sim.yaml",
+                                                 [*sim_data, "arch.dropout_rate=0.0"]))
 
     export = runs / "zero2x2" / "export"
     tok = AutoTokenizer.from_pretrained(export)
