@@ -8,7 +8,7 @@ import torch
 
 from pretrain.metrics import corpus_rouge
 from pretrain.models import build_t5, t5_generation_config, t5_train_flops
-from pretrain.objectives.base import Objective
+from pretrain.objectives.base import Objective, pad_batch
 
 
 def seq2seq_batch(tokenizer, sources: list[str], targets: list[str], max_source_len: int,
@@ -20,6 +20,16 @@ def seq2seq_batch(tokenizer, sources: list[str], targets: list[str], max_source_
     labels = tgt["input_ids"][:, 1:].clone()
     labels[tgt["attention_mask"][:, 1:] == 0] = -100
     return {"input_ids": src["input_ids"], "attention_mask": src["attention_mask"], "labels": labels}
+
+
+def seq2seq_token_batch(tokenizer, sources: list[list[int]], targets: list[list[int]], max_source_len: int,
+                        max_target_len: int) -> dict[str, torch.Tensor]:
+    """``seq2seq_batch`` from token ids: the same truncation, special tokens, padding and labels."""
+    cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    enc = pad_batch([[cls, *s[:max_source_len - 2], sep] for s in sources], pad)
+    tgt = pad_batch([[*t[:max_target_len - 1], sep] for t in targets], pad)
+    enc["labels"] = tgt["input_ids"].masked_fill(tgt["attention_mask"] == 0, -100)
+    return enc
 
 
 class T5Objective(Objective):

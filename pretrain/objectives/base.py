@@ -11,6 +11,9 @@ torchtitan's ``TrainSpec``:
 ``spec.arch``             architecture family: dataclass of the ``arch:`` section
 ``spec.data``             records it trains on: ``clean`` (cleaned documents) or
                           ``pairs`` (pseudo-summary pairs, ``pipeline.pairs``)
+``spec.tokens``           record kind of its token shards (``data.tokens``, ``pretrain.token_shards``):
+                          ``docs`` (documents packed into rows), ``pairs`` (source/target),
+                          ``sentences`` (a document's sentences, or a labeled pair)
 ``spec.eval_tasks``       ``pretrain.evaluate`` tasks for ``make release``'s model card
 ``spec.intended_use``     the model card's intended-use paragraph
 ``spec.required_tokens``  special tokens the tokenizer must have
@@ -27,6 +30,14 @@ Methods (``self.cfg`` is the run's RunConfig, ``self.opts`` its typed ``objectiv
 ``hf_parts(model)``            ``{subfolder: PreTrainedModel}`` that ``export`` writes
 ``export(model, out_dir)``     the Hugging Face folder(s) of a trained module
 ``check(cfg, where)``          cross-section checks at config load (classmethod)
+
+The token path (``data.tokens``) adds three, so a record is tokenized once, offline:
+
+``token_options(cfg)``         options that change the token shards besides kind and vocabulary
+``encode_records(records, encoder)``  token arrays (``Encoded``) of text records, or a reject reason
+``collate_tokens(samples, seed)``  a batch from token samples; its randomness comes from ``seed``,
+                               which the loader derives from the samples' global position, so
+                               background workers draw exactly what a resumed run draws
 """
 from __future__ import annotations
 
@@ -37,6 +48,7 @@ from typing import ClassVar, Literal
 import torch
 
 from pipeline.typed_config import ConfigError
+from pretrain.token_shards import Encoded
 
 
 @dataclass
@@ -51,6 +63,7 @@ class ObjectiveSpec:
     arch: type
     options: type = Options
     data: Literal["clean", "pairs"] = "clean"
+    tokens: Literal["docs", "pairs", "sentences"] = "docs"
     eval_tasks: tuple = ()
     intended_use: str = "Chinese language modelling research."
     required_tokens: tuple = ("pad", "cls", "sep", "mask")
@@ -90,6 +103,40 @@ class Objective:
 
     def evaluate(self, model, records: list[dict]) -> dict:
         return {}
+
+    # -- the token path ----------------------------------------------------------
+    @classmethod
+    def token_options(cls, cfg) -> dict:
+        """What besides the record kind and the vocabulary changes this objective's token shards."""
+        return {}
+
+    def window(self) -> int:
+        """``docs`` kind: tokens per packed sample (the collator adds [CLS] or the closing [SEP])."""
+        return self.cfg.train.max_source_len - 1
+
+    def encode_records(self, records: list[dict], encoder) -> list[Encoded | str]:
+        """Each record's token arrays (``docs``: text + [SEP]; ``pairs``: source, target), or why not."""
+        kind, sep = self.spec.tokens, self.tokenizer.sep_token_id
+        fields = {"docs": ("text",), "pairs": ("source", "target")}.get(kind)
+        if fields is None:
+            raise NotImplementedError(f"{type(self).__name__} must define encode_records for '{kind}' records")
+        ok = [all(isinstance(r.get(f), str) for f in fields) for r in records]
+        texts = [r[f] for r, good in zip(records, ok) if good for f in fields]
+        if kind == "docs" and self.token_options(self.cfg).get("whole_word"):
+            words = iter(encoder.words(texts))
+
+            def make():
+                ids, starts = next(words)
+                return Encoded([[*ids, sep]], [[*starts, 1]])
+        else:
+            ids = iter(encoder.encode(texts))
+
+            def make():
+                return Encoded([[*next(ids), sep]] if kind == "docs" else [next(ids), next(ids)])
+        return [make() if good else "no_text" for good in ok]
+
+    def collate_tokens(self, samples: list[dict], seed: int) -> dict:
+        raise NotImplementedError(f"{type(self).__name__} has no token path (data.tokens=false)")
 
     # -- export ----------------------------------------------------------------
     def hf_parts(self, model) -> dict:

@@ -217,10 +217,20 @@ class ElectraObjective(Objective):
                 start = int(torch.randint(0, len(ids) - room + 1, ()).item())
                 ids = ids[start:start + room]
             rows.append([tok.cls_token_id, *ids, tok.sep_token_id])
+        return self.masked_batch(rows)
+
+    def collate_tokens(self, samples: list[dict], seed: int) -> dict[str, torch.Tensor]:
+        """[CLS] + a packed window (documents separated by [SEP]), padded, then masked."""
+        cls = self.tokenizer.cls_token_id
+        return self.masked_batch([[cls, *s["ids"].tolist()] for s in samples], torch.Generator().manual_seed(seed))
+
+    def masked_batch(self, rows: list[list[int]], generator: torch.Generator | None = None) -> dict:
+        """Padded rows with mask_prob of their non-special tokens masked (the trainer's RNG if no generator)."""
+        tok = self.tokenizer
         batch = pad_batch(rows, tok.pad_token_id)
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         maskable = attention_mask.bool() & ~torch.isin(input_ids, self.special_ids)
-        masked, mlm_mask = mask_tokens(input_ids, maskable, self.opts.mask_prob, tok.mask_token_id)
+        masked, mlm_mask = mask_tokens(input_ids, maskable, self.opts.mask_prob, tok.mask_token_id, generator)
         return {"input_ids": input_ids, "attention_mask": attention_mask,
                 "masked_input_ids": masked, "mlm_mask": mlm_mask}
 

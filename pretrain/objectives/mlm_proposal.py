@@ -59,7 +59,7 @@ from transformers import BertConfig, BertForMaskedLM, RoFormerConfig, RoFormerFo
 
 from pipeline.typed_config import InvalidValue, build
 from pretrain.models import EncoderArch, encoder_config_kwargs
-from pretrain.objectives.base import Objective, ObjectiveSpec, Options, mask_budget, uniform_order
+from pretrain.objectives.base import Objective, ObjectiveSpec, Options, mask_budget, pad_batch, uniform_order
 
 
 @dataclass
@@ -364,6 +364,26 @@ class MLMProposalObjective(Objective):
             units = [word_index(text, offs) for text, offs in zip(texts, enc["offset_mapping"])]
         ids, mask, unit_ids = pack_rows(enc["input_ids"], t.max_source_len, tok.cls_token_id, tok.sep_token_id,
                                         tok.pad_token_id, self.oc.max_rows or t.micro_batch_size, units)
+        return {"input_ids": ids, "attention_mask": mask, "unit_ids": unit_ids}
+
+    @classmethod
+    def token_options(cls, cfg) -> dict:
+        return {"whole_word": cfg.objective.whole_word}
+
+    def collate_tokens(self, samples: list[dict], seed: int) -> dict[str, torch.Tensor]:
+        """Rows [CLS] + a packed window, as pack_rows makes them; masks are drawn in the model (the
+        proposal needs its scores), so this collator is deterministic and ``seed`` is unused."""
+        tok = self.tokenizer
+        batch = pad_batch([[tok.cls_token_id, *s["ids"].tolist()] for s in samples], tok.pad_token_id)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        units = mask.bool() & (ids != tok.sep_token_id)
+        units[:, 0] = False                                            # [CLS]
+        starts = units.clone()
+        if self.oc.whole_word:   # a word starts where the shard says, and at the row start (a cut word: two units)
+            flags = pad_batch([[1, *s["starts"].tolist()] for s in samples], 0)["input_ids"].bool()
+            starts &= flags
+            starts[:, 1] = units[:, 1]
+        unit_ids = torch.where(units, starts.long().cumsum(dim=1) - 1, torch.full_like(ids, -1))
         return {"input_ids": ids, "attention_mask": mask, "unit_ids": unit_ids}
 
     def loss(self, model, batch: dict):

@@ -82,18 +82,27 @@ class T5SpanObjective(T5Objective):
             raise ValueError(f"{cfg.tokenizer.dir}: tokenizer has no <extra_id_N> sentinel tokens")
 
     def collate(self, records: list[dict]) -> dict[str, torch.Tensor]:
+        docs = self.tokenizer([r["text"] for r in records], add_special_tokens=False, verbose=False)["input_ids"]
+        return self.corrupted_batch(docs, random, window=True)
+
+    def collate_tokens(self, samples: list[dict], seed: int) -> dict[str, torch.Tensor]:
+        """Packed windows of ``max_source_len - 1`` tokens (T5's own preprocessing), span-corrupted."""
+        return self.corrupted_batch([s["ids"].tolist() for s in samples], random.Random(seed))
+
+    def corrupted_batch(self, docs: list[list[int]], rng, window: bool = False) -> dict[str, torch.Tensor]:
+        """Span-corrupt each document (first a random window of a longer one, when ``window``)."""
         t, o, tok = self.cfg.train, self.opts, self.tokenizer
         room = t.max_source_len - 1
         sources, targets = [], []
-        for ids in tok([r["text"] for r in records], add_special_tokens=False, verbose=False)["input_ids"]:
-            if len(ids) > room:
-                start = random.randrange(len(ids) - room + 1)
+        for ids in docs:
+            if window and len(ids) > room:
+                start = rng.randrange(len(ids) - room + 1)
                 ids = ids[start:start + room]
-            mask = noise_mask(len(ids), o.noise_density, o.mean_noise_span_length, random)
+            mask = noise_mask(len(ids), o.noise_density, o.mean_noise_span_length, rng)
             # at most one span per sentinel the vocabulary has
             spans = sum(1 for i, m in enumerate(mask) if m and (i == 0 or not mask[i - 1]))
             if spans > len(self.sentinels):
-                mask = noise_mask(len(ids), o.noise_density, len(ids) / len(self.sentinels), random)
+                mask = noise_mask(len(ids), o.noise_density, len(ids) / len(self.sentinels), rng)
             src, tgt = corrupt(ids, mask, self.sentinels)
             sources.append([*src, tok.sep_token_id])
             targets.append([*tgt[:t.max_target_len], tok.sep_token_id])
