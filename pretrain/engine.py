@@ -104,7 +104,8 @@ def parameter_groups(model: torch.nn.Module) -> tuple[list[str], list[str]]:
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(name)
+            ndim = len(getattr(p, "ds_shape", p.shape))        # ZeRO-3 keeps a partitioned model's shapes there
+            (no_decay if ndim < 2 or "norm" in name.lower() else decay).append(name)
     return decay, no_decay
 
 

@@ -202,8 +202,8 @@ def run_forwarding_signals(cmd: list[str]) -> int:
     SIGTERM (PR_SET_PDEATHSIG) and we pass it on, so the trainer checkpoints and exits.
     Should this process itself be killed, the trainer gets SIGTERM the same way.
     """
-    _die_with_parent()
-    child = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
+    die_with_parent()
+    child = subprocess.Popen(cmd, preexec_fn=die_with_parent)
 
     def forward(signum, frame):
         if signum != signal.SIGINT:      # Ctrl-C already reached the whole process group
@@ -221,7 +221,7 @@ def run_forwarding_signals(cmd: list[str]) -> int:
             continue
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask the kernel for SIGTERM when our parent process dies (Linux)."""
     if not sys.platform.startswith("linux"):
         return

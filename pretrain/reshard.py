@@ -143,6 +143,9 @@ def load(engine, folder: str | Path, scheduler) -> dict:
         for flat in flats:
             for key in keys:
                 base.state[flat].setdefault(key, torch.zeros_like(flat, dtype=torch.float32))
+        link = getattr(optimizer, "_lazy_init_hp_params_optimizer_state", None)   # ZeRO-1/2, bf16: what the
+        if link is not None:                                                      # first step would do
+            link()
     with torch.no_grad():
         for name, p in named.items():
             value = c.params[name]

@@ -252,10 +252,14 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                 log.info("train.steps changed from %d to %d: the %s learning-rate schedule now ends at step %d; "
                          "from step %d on, lr = %.3g (was %.3g)", steps_before, total, cfg.train.schedule, total,
                          step, scheduler.get_last_lr()[0], _lr_at(cfg, steps_before, step))
-    # Records logged after the checkpoint we start from (a killed run, or a run that never saved).
+    # Records logged after the checkpoint we start from (a killed run, or a run that never saved);
+    # rank 0 also cuts the traces of ranks a run on more processes had.
     truncate_jsonl(run_dir / "trace" / f"rank-{rank}.jsonl", step)
     if rank == 0:
         truncate_jsonl(run_dir / "metrics.jsonl", step)
+        for extra in (run_dir / "trace").glob("rank-*.jsonl"):
+            if int(extra.stem.split("-")[1]) >= world:
+                truncate_jsonl(extra, step)
         save_config(cfg, run_dir / "config.yaml")
 
     metrics = MetricsLog(run_dir, rank)
@@ -598,6 +602,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.steps=50")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # torchrun starts its workers in sessions of their own, so `kill -9` of make's process group
+    # stops torchrun but not them: each worker asks for SIGTERM when its parent dies (a checkpoint).
+    from pretrain.launch import die_with_parent
+    die_with_parent()
     logging.basicConfig(level=logging.INFO, force=True, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     for noisy in ("DeepSpeed", "deepspeed", "torch.distributed"):
