@@ -138,7 +138,7 @@ def memory_child(model: str, corpus: str, copies: int, release: bool) -> dict:
     before = rss_kb()
     seen = 0
     for _, meta in data:
-        seen += len(meta["ids"])
+        seen += len(meta.ids)
         if seen >= total:
             break
     after = rss_kb()

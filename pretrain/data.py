@@ -160,15 +160,23 @@ class Order:
                 self._perms.popitem(last=False)
         return self._perms[key]
 
-    def locate(self, index: int) -> tuple[int, int]:
-        """(shard, sample in shard) of the source's ``index``-th sample (any epoch)."""
-        epoch, k = divmod(int(index), self.total)
-        order, ends = self._shards(epoch)
-        slot = int(np.searchsorted(ends, k, side="right"))
-        shard = int(order[slot])
-        within = k - int(ends[slot] - self.sizes[shard])
-        perm = self._perm(epoch, shard)
-        return shard, int(perm[within]) if perm is not None else within
+    def locate(self, index) -> tuple[np.ndarray, np.ndarray]:
+        """(shard, sample in shard) of each of the source's ``index``-th samples (any epochs), vectorized."""
+        index = np.asarray(index, dtype=np.int64)
+        epochs, k = np.divmod(index, self.total)
+        shard, local = np.empty_like(index), np.empty_like(index)
+        for epoch in np.unique(epochs).tolist():
+            sel = epochs == epoch
+            order, ends = self._shards(epoch)
+            slot = np.searchsorted(ends, k[sel], side="right")
+            shard[sel] = order[slot]
+            local[sel] = k[sel] - (ends[slot] - self.sizes[order[slot]])
+            for s in np.unique(shard[sel]).tolist():
+                perm = self._perm(epoch, s)
+                if perm is not None:
+                    mine = sel & (shard == s)
+                    local[mine] = perm[local[mine]]
+        return shard, local
 
 
 # ---------------------------------------------------------------- the global order and this rank's share
@@ -219,6 +227,17 @@ def plans(weights: list[float], state: dict, world: int, rank: int, micro_batch:
                    batch_seed(seed, first), {"consumed": consumed, "counts": list(counts)})
 
 
+@dataclass
+class Meta:
+    """What came with a batch: its sample ids, the global position of its first sample, the
+    position after its global micro-batch, and how many samples each source gave (a plain
+    object, so the DataLoader passes it through without converting every element)."""
+    ids: list
+    first: int
+    after: dict
+    sources: list
+
+
 class Reader:
     """Samples of plans: each source's order locates them, its shards give them."""
 
@@ -226,16 +245,19 @@ class Reader:
         self.sources, self.orders, self.names = sources, orders, names
 
     def fetch(self, plan: Plan) -> tuple[list, list]:
+        sources, indices = np.asarray(plan.sources, dtype=np.int64), np.asarray(plan.indices, dtype=np.int64)
+        where = np.empty((len(indices), 2), dtype=np.int64)
+        for s in np.unique(sources).tolist():
+            where[sources == s] = np.stack(self.orders[s].locate(indices[sources == s]), axis=1)
         samples, ids = [], []
-        for s, i in zip(plan.sources, plan.indices):
-            sample, sid = self.sources[s].read(*self.orders[s].locate(i))
+        for s, (shard, local) in zip(sources.tolist(), where.tolist()):
+            sample, sid = self.sources[s].read(shard, local)
             samples.append(sample)
             ids.append(sid if len(self.sources) == 1 else f"{self.names[s]}:{sid}")
         return samples, ids
 
-    def meta(self, plan: Plan, ids: list) -> dict:
-        return {"ids": ids, "first": plan.first, "after": plan.after,
-                "sources": np.bincount(plan.sources, minlength=len(self.sources)).tolist()}
+    def meta(self, plan: Plan, ids: list) -> Meta:
+        return Meta(ids, plan.first, plan.after, np.bincount(plan.sources, minlength=len(self.sources)).tolist())
 
 
 class _TokenBatches:
@@ -250,7 +272,7 @@ class _TokenBatches:
 
 
 class TrainData:
-    """This rank's training batches from a position: ``for batch, meta in data``; ``data.state`` is
+    """This rank's training batches from a position: ``for batch, meta in data`` (``Meta``); ``data.state`` is
     the position after the last batch handed out (what a checkpoint saves)."""
 
     def __init__(self, cfg, objective, rank: int, world: int, state: dict | None = None, pin_memory: bool = False):
@@ -287,7 +309,7 @@ class TrainData:
             _TokenBatches(self.reader, self.objective), sampler=steps, batch_size=None, num_workers=workers,
             pin_memory=self.pin, prefetch_factor=self.cfg.data.prefetch if workers else None)
         for batch, meta in loader:
-            self.state = meta["after"]
+            self.state = meta.after
             yield batch, meta
 
 
@@ -331,7 +353,8 @@ class ShardStream:
             if not self.loop and plan.indices[0] >= order.total:
                 return
             self.state = plan.after
-            yield source.read(*order.locate(plan.indices[0]))[0]
+            shard, local = order.locate(plan.indices)
+            yield source.read(int(shard[0]), int(local[0]))[0]
 
     def state_dict(self) -> dict:
         return dict(self.state)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import mmap
 import struct
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -47,7 +48,7 @@ FORMAT = "zh-tokens/1"
 KINDS = ("docs", "pairs", "sentences")
 EXT = "tok"
 ALIGN = 64
-RELEASE_BYTES = 64 << 20
+RELEASE_BYTES = 16 << 20
 
 
 class TokenShardError(RuntimeError):
@@ -178,12 +179,28 @@ class TokenShard:
         first, last = int(self.records[k]), int(self.records[k + 1])
         if self.kind == "pairs":
             return {"source_ids": self.segment(first), "target_ids": self.segment(first + 1)}
-        return {"sentence_ids": [self.segment(j) for j in range(first, last)],
+        return {"sentence_ids": Segments(self, first, last),
                 "labeled": bool(self.flags[k]) if self.flags is not None else False}
 
     def document(self, k: int) -> list[list[int]]:
         """Record ``k``'s segments as id lists (for checks and decoding)."""
         return [self.segment(j).tolist() for j in range(int(self.records[k]), int(self.records[k + 1]))]
+
+
+class Segments(Sequence):
+    """A record's segments, each copied out of the map only when used (a pair uses two of a
+    document's sentences)."""
+
+    def __init__(self, shard: TokenShard, first: int, last: int):
+        self.shard, self.first, self.last = shard, first, last
+
+    def __len__(self) -> int:
+        return self.last - self.first
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        return self.shard.segment(self.first + i % len(self))
 
 
 # ---------------------------------------------------------------- encoding text

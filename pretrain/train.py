@@ -359,10 +359,10 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                     step_terms[k] = step_terms.get(k, 0.0) + v / cfg.train.grad_accum
                 window_tokens += objective.tokens_in(batch)
                 window_flops += objective.train_flops(engine.module, batch)
-                window_samples += len(meta["ids"])
-                window_sources = [a + b for a, b in zip(window_sources, meta["sources"])]
-                step_ids += meta["ids"]
-                step_pos += [meta["first"] + j for j in range(len(meta["ids"]))]
+                window_samples += len(meta.ids)
+                window_sources = [a + b for a, b in zip(window_sources, meta.sources)]
+                step_ids += meta.ids
+                step_pos += [meta.first + j for j in range(len(meta.ids))]
             if grad_overflow:
                 # The update was not applied: count it, do not advance the step.
                 bad_in_a_row, bad_total = count_bad("gradient", "update skipped", step, bad_in_a_row, bad_total)

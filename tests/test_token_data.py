@@ -67,7 +67,7 @@ def test_each_sample_once_per_epoch_when_the_number_of_processes_changes():
     third, _ = take(state, world=3, micro=1, n=6)                    # and 18 on 3 ranks
     seen = sorted(first + second + third)
     assert [pos for pos, _ in seen] == list(range(42))               # no position skipped or repeated
-    samples = [order.locate(i) for _, i in seen]
+    samples = list(zip(*(a.tolist() for a in order.locate([i for _, i in seen]))))
     assert sorted(samples[:21]) == sorted(samples[21:]) == [(s, k) for s, n in enumerate([7, 5, 9]) for k in range(n)]
     assert samples[:21] != samples[21:]                              # each epoch shuffled anew
     assert samples[:21] != sorted(samples[:21])
@@ -157,9 +157,9 @@ def test_background_workers_give_the_batches_the_trainer_would_make(tiny_data, t
     cfg.data.loader_workers = 2
     background = batches(TrainData(cfg, objective, rank=1, world=2), 5)
     assert same_batches(inline, background)
-    assert [m["first"] for _, m in inline] == [4, 12, 20, 28, 36]          # rank 1's slices of 2 x 4
+    assert [m.first for _, m in inline] == [4, 12, 20, 28, 36]          # rank 1's slices of 2 x 4
     assert all(int(b["mlm_mask"].sum()) > 0 for b, _ in inline)            # masked, from the position's seed
-    resumed = TrainData(cfg, objective, rank=1, world=2, state=inline[2][1]["after"])
+    resumed = TrainData(cfg, objective, rank=1, world=2, state=inline[2][1].after)
     assert same_batches(batches(resumed, 2), background[3:])               # the position resumes exactly
 
 
@@ -170,9 +170,28 @@ def test_mixed_sources_are_drawn_by_weight_with_epochs_per_source(tiny_data, tmp
                     for n, w in (("big", 3.0), ("small", 1.0))]
     data = TrainData(cfg, objective, rank=0, world=1)
     n = data.orders[0].total
-    drawn = [i for _, meta in batches(data, 2 * n // 5 + 1) for i in meta["ids"]]
+    drawn = [i for _, meta in batches(data, 2 * n // 5 + 1) for i in meta.ids]
     big, small = [i for i in drawn if i.startswith("big:")], [i for i in drawn if i.startswith("small:")]
     assert abs(len(big) - 3 * len(small)) <= 3
     assert len(big) > n and len(set(big[:n])) == n and set(big[n:]) <= set(big[:n])   # a second epoch of big
     assert len(set(small)) == len(small)                                                # small still in its first
     assert data.epochs()["big"] == pytest.approx(len(big) / n)
+
+
+def test_span_corruption_puts_every_token_back_in_place():
+    import random
+
+    from pretrain.objectives.t5_span import corrupt, noise_mask
+
+    rng = random.Random(0)
+    for length in [0, 1, 2, 7, 50, 191]:
+        ids = [rng.randrange(100, 900) for _ in range(length)]
+        mask = noise_mask(length, 0.15, 3.0, rng)
+        assert mask.sum() == (min(max(1, round(length * 0.15)), length - 1) if length >= 2 else 0)
+        inputs, target = corrupt(ids, mask, sentinels=list(range(1, 60)))
+        spans, k = {}, None                                    # the target: sentinel, span, sentinel, span ...
+        for t in target:
+            k = t if t < 100 else k
+            spans.setdefault(k, []).extend([] if t < 100 else [t])
+        rebuilt = [t for x in inputs for t in (spans[x] if x < 100 else [x])]
+        assert rebuilt == ids and len(set(spans)) == sum(1 for x in inputs if x < 100)

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 
 from pipeline.typed_config import ConfigError
@@ -161,20 +162,22 @@ def load_tokenizer(cfg, tokenizer=None, required=("pad", "cls", "sep", "mask")):
     return tokenizer
 
 
-def pad_batch(rows: list[list[int]], pad_id: int, types: list[list[int]] | None = None) -> dict:
-    """Right-padded ``input_ids`` and ``attention_mask`` (and ``token_type_ids`` when types are given)."""
+def pad_batch(rows: list, pad_id: int, types: list | None = None) -> dict:
+    """Right-padded ``input_ids`` and ``attention_mask`` (and ``token_type_ids`` when types are given).
+
+    Rows are id lists or arrays; filled in numpy (one copy per row, not one tensor per row)."""
     width = max(map(len, rows)) if rows else 0
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    token_type_ids = torch.zeros((len(rows), width), dtype=torch.long) if types is not None else None
+    input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+    token_type_ids = np.zeros((len(rows), width), dtype=np.int64) if types is not None else None
     for i, r in enumerate(rows):
-        input_ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        input_ids[i, :len(r)] = r
         attention_mask[i, :len(r)] = 1
         if token_type_ids is not None:
-            token_type_ids[i, :len(r)] = torch.tensor(types[i], dtype=torch.long)
-    out = {"input_ids": input_ids, "attention_mask": attention_mask}
+            token_type_ids[i, :len(r)] = types[i]
+    out = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
     if token_type_ids is not None:
-        out["token_type_ids"] = token_type_ids
+        out["token_type_ids"] = torch.from_numpy(token_type_ids)
     return out
 
 

@@ -52,6 +52,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -374,13 +375,14 @@ class MLMProposalObjective(Objective):
         """Rows [CLS] + a packed window, as pack_rows makes them; masks are drawn in the model (the
         proposal needs its scores), so this collator is deterministic and ``seed`` is unused."""
         tok = self.tokenizer
-        batch = pad_batch([[tok.cls_token_id, *s["ids"].tolist()] for s in samples], tok.pad_token_id)
+        cls, one = np.array([tok.cls_token_id]), np.ones(1, np.uint8)
+        batch = pad_batch([np.concatenate([cls, s["ids"]]) for s in samples], tok.pad_token_id)
         ids, mask = batch["input_ids"], batch["attention_mask"]
         units = mask.bool() & (ids != tok.sep_token_id)
         units[:, 0] = False                                            # [CLS]
         starts = units.clone()
         if self.oc.whole_word:   # a word starts where the shard says, and at the row start (a cut word: two units)
-            flags = pad_batch([[1, *s["starts"].tolist()] for s in samples], 0)["input_ids"].bool()
+            flags = pad_batch([np.concatenate([one, s["starts"]]) for s in samples], 0)["input_ids"].bool()
             starts &= flags
             starts[:, 1] = units[:, 1]
         unit_ids = torch.where(units, starts.long().cumsum(dim=1) - 1, torch.full_like(ids, -1))

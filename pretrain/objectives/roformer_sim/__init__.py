@@ -212,8 +212,9 @@ class RoFormerSimObjective(Objective):
         rng = random.Random(seed)
         pairs = []
         for s in samples:
-            sents = [x.tolist() for x in s["sentence_ids"]]
-            pairs.append((sents[0], sents[1]) if s["labeled"] else pick_pair(sents, self.opt, rng))
+            sents = s["sentence_ids"]             # copied from the shard when picked
+            a, b = (sents[0], sents[1]) if s["labeled"] else pick_pair(sents, self.opt, rng)
+            pairs.append((a.tolist(), b.tolist()))
         return self.pair_batch(pairs, rng)
 
     def pair_batch(self, pairs: list[tuple], rng) -> dict[str, torch.Tensor]:
