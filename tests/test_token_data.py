@@ -195,3 +195,30 @@ def test_span_corruption_puts_every_token_back_in_place():
             spans.setdefault(k, []).extend([] if t < 100 else [t])
         rebuilt = [t for x in inputs for t in (spans[x] if x < 100 else [x])]
         assert rebuilt == ids and len(set(spans)) == sum(1 for x in inputs if x < 100)
+
+
+def test_the_token_stage_writes_the_tokenizers_ids(t5_tokens):
+    """The real stage (Beam, bulk encoder) on T5-PEGASUS pairs: every record's source and target ids
+    are the tokenizer's, except where two segmentations tie (tokenizer.bulk's documented difference)."""
+    from pathlib import Path
+
+    from pretrain.config import config_path, load_config
+    from tokenizer.agreement import bulk_vs_tokenizer_json
+
+    cfg = load_config(config_path("t5-pegasus"), t5_tokens)
+    tok = cfg.objective_class(cfg).tokenizer
+    folder = Path(cfg.data.tokens_dir)
+    manifest, stats = (json.loads((folder / f).read_text()) for f in ("manifest.json", "stats.json"))
+    assert stats["engine"] == ["bulk"] and stats["read"] == stats["written"] + sum(stats["rejected"].values())
+    differ, checked = [], 0
+    for entry in manifest["shards"]:
+        shard = TokenShard(folder / entry["path"])
+        records = read_shard(f"{cfg.data.pairs_dir}/{entry['path']}".replace(".tok", ".jsonl.gz"))
+        assert len(shard) == len(records) == entry["documents"] and len(shard.tokens) == entry["tokens"]
+        for k, record in enumerate(records):
+            want = tok([record["source"], record["target"]], add_special_tokens=False)["input_ids"]
+            differ += [t for t, a, b in zip((record["source"], record["target"]), shard.document(k), want) if a != b]
+            checked += 2
+    ties = bulk_vs_tokenizer_json(cfg.tokenizer.dir, differ)
+    assert checked > 300 and len(differ) <= checked // 50
+    assert ties["identical_documents"] == 0 and ties["same_text_when_different"] and ties["largest_score_gap"] < 1e-3
