@@ -231,11 +231,16 @@ def shard_entries(data_dir: str, level: str = "size") -> list[dict]:
     return entries
 
 
-def list_shards(data_dir: str, split: str, level: str = "size") -> list[str]:
-    """Full paths of a split's non-empty shards, in manifest order, checked at ``level``."""
+def split_entries(data_dir: str, split: str, level: str = "size") -> list[dict]:
+    """Manifest entries (with ``url``) of a split's non-empty shards, in manifest order, checked at ``level``."""
     entries = [e for e in read_manifest(data_dir) if e["split"] == split]
     _check(entries, data_dir, level)
-    return [e["url"] for e in entries if e.get("documents", 1) > 0]
+    return [e for e in entries if e.get("documents", 1) > 0]
+
+
+def list_shards(data_dir: str, split: str, level: str = "size") -> list[str]:
+    """Full paths of a split's non-empty shards, in manifest order, checked at ``level``."""
+    return [e["url"] for e in split_entries(data_dir, split, level)]
 
 
 def iter_lines(path: str) -> Iterator[tuple[int, str]]:

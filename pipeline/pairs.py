@@ -214,7 +214,7 @@ class BuildPseudoSummaryPairs(beam.PTransform):
 ShardKey = tuple[str, int, int]
 
 
-def _input_shards(data_dir: str) -> list[tuple[ShardKey, str]]:
+def input_shards(data_dir: str) -> list[tuple[ShardKey, str]]:
     """Output shard key for every input shard (manifest paths confined to
     the folder, sizes checked): pairs keep their document's split and shard."""
     by_split: dict[str, list[str]] = {}
@@ -342,7 +342,7 @@ def build_pairs(
 
     config = PairConfig(**cfg)
     data_dir, out_dir = corpus.absolute(data_dir), corpus.absolute(out_dir)
-    shards = _input_shards(data_dir)
+    shards = input_shards(data_dir)
     corpus.check_output_apart(out_dir, [data_dir], [data_dir])
     corpus.clear_outputs(out_dir)
     with corpus.scratch_tmpdir():

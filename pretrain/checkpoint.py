@@ -85,7 +85,9 @@ def _hash_share(folder: Path, rank: int, world: int) -> dict:
             for i, p in enumerate(files) if i % world == rank}
 
 
-def save(engine, root: str | Path, step: int, client_state: dict, keep_last: int, rank: int) -> Path:
+def save(engine, root: str | Path, step: int, client_state: dict, keep_last: int, rank: int,
+         layout: dict | None = None) -> Path:
+    """Save atomically; ``layout`` (e.g. ZeRO stage, optimizer) goes into COMPLETE.json with the world size."""
     root = Path(root)
     tag = tag_for(step)
     partial = root / f"{tag}.partial"
@@ -118,7 +120,7 @@ def save(engine, root: str | Path, step: int, client_state: dict, keep_last: int
     final = root / tag
     if rank == 0:
         files = {k: v for share in shares for k, v in share.items()}
-        _write_atomic(partial / MARKER, json.dumps({"step": step, "world_size": world,
+        _write_atomic(partial / MARKER, json.dumps({"step": step, "world_size": world, **(layout or {}),
                                                     "files": dict(sorted(files.items()))}, indent=1))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
@@ -176,11 +178,17 @@ def verify(folder: Path, full: bool = True) -> str | None:
     return None
 
 
-def saved_world_size(folder: Path) -> int | None:
+def saved_layout(folder: Path) -> dict:
+    """What a checkpoint was saved with: ``world_size`` and, since elastic resume, ``zero_stage``, ``optimizer``."""
     try:
-        return json.loads((folder / MARKER).read_text(encoding="utf-8")).get("world_size")
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        return None
+        return {}
+    layout = {k: marker[k] for k in ("world_size", "zero_stage", "optimizer") if k in marker}
+    if "zero_stage" not in layout:          # saved before layouts were recorded: its files tell
+        layout["zero_stage"] = (3 if any(folder.glob("zero_pp_rank_*_model_states.pt")) else
+                                2 if any(folder.glob("*_optim_states.pt")) else 0)
+    return layout
 
 
 def find_latest(root: str | Path, local_rank: int = 0) -> tuple[str, int] | None:

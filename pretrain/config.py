@@ -40,6 +40,22 @@ CONFIG_DIR = _config_dir()
 
 
 @dataclass
+class MixSource:
+    """One entry of ``data.mix``: a prepared corpus (what ``make data`` writes) and its sampling weight."""
+    path: str = ""                          # folder with manifest.json and train/valid shards
+    weight: float = 1.0
+    name: str = ""                          # its name in metrics.jsonl (default: the folder's name)
+    pairs_dir: str = ""                     # its objective data / token shards; "" = content-addressed
+    tokens_dir: str = ""                    #   stage folders, built by the launcher
+
+    def __post_init__(self):
+        if not self.path:
+            raise InvalidValue("path", "is required (a prepared corpus folder)")
+        if not self.weight > 0:
+            raise InvalidValue("weight", f"must be > 0, got {self.weight}")
+
+
+@dataclass
 class DataConfig:
     corpus: str = "data/sample/*.jsonl"     # glob(s), comma-separated, a folder, or hf:NAME
     clean_dir: str = ""                     # cleaned corpus; "" = <stages_dir>/clean-<fingerprint of its inputs>
@@ -51,9 +67,21 @@ class DataConfig:
     pipeline_config: str = "configs/pipeline.yaml"
     verify: Literal["full", "size", "off"] = "full"   # shard check at run start: sha256 + size (one process
                                             # per node), size only, or existence only (huge corpora)
+    tokens: bool = True                     # pre-tokenized, memory-mapped token shards (a stage); false:
+                                            # tokenize each batch in the trainer (the tiny presets)
+    tokens_dir: str = ""                    # "" = data/stages/tokens-<fingerprint of its inputs>
+    loader_workers: int = 2                 # background processes reading token batches (0 = in the trainer)
+    prefetch: int = 4                       # batches each of them prepares ahead
+    mix: list[MixSource] = field(default_factory=list)   # [{path, weight}]: train on these corpora, by weight
     text_field: str = ""                    # how to read the corpus when its layout cannot be inferred
     format: str = ""                        #   (make pretrain TEXT_FIELD= FORMAT= ENCODING=; "" = detect)
     encoding: str = ""
+
+    def __post_init__(self):
+        if self.loader_workers < 0:
+            raise InvalidValue("loader_workers", f"must be >= 0, got {self.loader_workers}")
+        if self.prefetch < 1:
+            raise InvalidValue("prefetch", f"must be >= 1, got {self.prefetch}")
 
 
 @dataclass

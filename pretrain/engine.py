@@ -124,12 +124,20 @@ def lr_lambda(cfg: RunConfig):
     return f
 
 
-def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    t = cfg.train
+def parameter_groups(model: torch.nn.Module) -> tuple[list[str], list[str]]:
+    """Names of the parameters with and without weight decay, in the optimizer's order."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+            ndim = len(getattr(p, "ds_shape", p.shape))        # ZeRO-3 keeps a partitioned model's shapes there
+            (no_decay if ndim < 2 or "norm" in name.lower() else decay).append(name)
+    return decay, no_decay
+
+
+def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    t = cfg.train
+    params = dict(model.named_parameters())
+    decay, no_decay = ([params[n] for n in names] for names in parameter_groups(model))
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if t.optimizer == "adafactor":
         from transformers.optimization import Adafactor

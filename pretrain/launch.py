@@ -8,7 +8,9 @@ Stages (each reused when its inputs did not change, see ``pretrain.stages``):
   1. clean    the Beam pipeline over the corpus          -> data/stages/clean-<fingerprint>
   2. vocab    the word+character vocabulary and tokenizer -> artifacts/tokenizer-<fingerprint>
   3. pairs    (objectives whose spec.data is "pairs") pseudo-summary pairs -> data/stages/pairs-<fingerprint>
-  4. train    ``pretrain.train`` in 1 process, or NPROC under torchrun
+  4. tokens   (data.tokens) token shards of the objective's data    -> data/stages/tokens-<fingerprint>
+     (with data.mix, 3 and 4 for each mixed corpus)
+  5. train    ``pretrain.train`` in 1 process, or NPROC under torchrun
 
 An existing RUN is checked first: a different corpus, size, vocabulary or model, or a
 RUN another training holds, stops with one line before any work.
@@ -47,7 +49,7 @@ def _top_rejects(stats: dict, n: int = 3) -> str:
 
 def prepare_data(cfg: RunConfig, workers: int) -> None:
     """Run the clean / vocab / objective-data stages that are stale (cfg's folders are resolved)."""
-    from pretrain.stages import plan, run_stage
+    from pretrain.stages import data_dir, plan, run_stage
 
     d, tk, p = cfg.data, cfg.tokenizer, cfg.pairs
     stages = plan(cfg).stages
@@ -80,14 +82,22 @@ def prepare_data(cfg: RunConfig, workers: int) -> None:
     if not (cfg.init.path and cfg.init.vocab == "keep"):
         run_stage("vocab", tk.dir, stages["vocab"][1], vocab)
 
-    if "pairs" in stages:
-        def pairs():
-            from dataclasses import asdict
+    for name, (out_dir, spec) in stages.items():    # objective data, then token shards, of each source
+        kind = name.partition(":")[0]
+        if kind == "pairs":
+            def pairs(src=data_dir(cfg, name), out=str(out_dir)):
+                from dataclasses import asdict
 
-            from pipeline.pairs import build_pairs
-            build_pairs(d.clean_dir, d.pairs_dir, runner="DirectRunner", workers=workers, **asdict(p))
+                from pipeline.pairs import build_pairs
+                build_pairs(src, out, runner="DirectRunner", workers=workers, **asdict(p))
 
-        run_stage("pairs", d.pairs_dir, stages["pairs"][1], pairs)
+            run_stage(name, out_dir, spec, pairs)
+        elif kind == "tokens":
+            def tokens(src=data_dir(cfg, name), out=str(out_dir)):
+                from pretrain.token_stage import build_tokens
+                build_tokens(cfg, src, out, workers=workers)
+
+            run_stage(name, out_dir, spec, tokens)
 
 
 def train_command(cfg_file: str, size: str, overrides: list[str], nproc: int) -> list[str]:
@@ -98,10 +108,11 @@ def train_command(cfg_file: str, size: str, overrides: list[str], nproc: int) ->
             "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *args]
 
 
-def check_existing_run(cfg: RunConfig, nproc: int) -> None:
-    """Refuse, before any work, a RUN trained with other inputs, held by a live training, or saved by
-    another number of processes."""
+def check_existing_run(cfg: RunConfig) -> None:
+    """Refuse, before any work, a RUN trained with other inputs, held by a live training, or saved in a
+    layout it cannot resume in (another number of processes or ZeRO stage is fine: pretrain.reshard)."""
     from pretrain import checkpoint as ckpt
+    from pretrain.reshard import ReshardError, check_supported
     from pretrain.runinfo import check_identity, identity, run_in_use
 
     run_dir = Path(cfg.run_dir)
@@ -111,10 +122,13 @@ def check_existing_run(cfg: RunConfig, nproc: int) -> None:
         raise ConfigError(f"{run_dir} is in use by a running training ({holder}); wait for it, stop it, "
                           f"or use another RUN")
     tags = ckpt.valid_tags(run_dir / "checkpoints")
-    saved = ckpt.saved_world_size(run_dir / "checkpoints" / tags[-1]) if tags else None
-    if saved and saved != nproc:
-        raise ConfigError(f"{run_dir} was checkpointed with NPROC={saved}; resuming needs the same number of "
-                          f"processes (NPROC={saved}), or start a new RUN")
+    if tags:
+        saved = ckpt.saved_layout(run_dir / "checkpoints" / tags[-1])
+        try:
+            check_supported(saved["zero_stage"], cfg.train.zero_stage, saved.get("optimizer", cfg.train.optimizer),
+                            str(run_dir))
+        except ReshardError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from pretrain.stages import resolve
         cfg = resolve(load_config(cfg_file, overrides, size=args.size or None))
-        check_existing_run(cfg, nproc)
+        check_existing_run(cfg)
         t0 = time.perf_counter()
         prepare_data(cfg, ints.get("workers", 1))
         log.info("data stages ready in %.1f s", time.perf_counter() - t0)
@@ -183,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.prepare_only:
         return 0
     resolved = [f"run_dir={cfg.run_dir}", f"data.clean_dir={cfg.data.clean_dir}", f"tokenizer.dir={cfg.tokenizer.dir}"]
-    if cfg.data.pairs_dir:
-        resolved.append(f"data.pairs_dir={cfg.data.pairs_dir}")
+    resolved += [f"data.{k}={getattr(cfg.data, k)}" for k in ("pairs_dir", "tokens_dir") if getattr(cfg.data, k)]
     keys = {r.partition("=")[0] for r in resolved}
     cmd = train_command(cfg_file, args.size, [o for o in overrides if o.partition("=")[0] not in keys] + resolved, nproc)
     log.info("launching: %s", " ".join(cmd))
@@ -199,8 +212,8 @@ def run_forwarding_signals(cmd: list[str]) -> int:
     SIGTERM (PR_SET_PDEATHSIG) and we pass it on, so the trainer checkpoints and exits.
     Should this process itself be killed, the trainer gets SIGTERM the same way.
     """
-    _die_with_parent()
-    child = subprocess.Popen(cmd, preexec_fn=_die_with_parent)
+    die_with_parent()
+    child = subprocess.Popen(cmd, preexec_fn=die_with_parent)
 
     def forward(signum, frame):
         if signum != signal.SIGINT:      # Ctrl-C already reached the whole process group
@@ -218,7 +231,7 @@ def run_forwarding_signals(cmd: list[str]) -> int:
             continue
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask the kernel for SIGTERM when our parent process dies (Linux)."""
     if not sys.platform.startswith("linux"):
         return

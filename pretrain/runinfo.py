@@ -16,11 +16,12 @@ from pipeline.typed_config import ConfigError
 FILE = "run.json"
 LABELS = {"model": "MODEL", "size": "SIZE", "corpus": "CORPUS", "data": "cleaned corpus (CORPUS or data.*)",
           "vocab": "vocabulary (tokenizer.*)", "pairs": "pair data (pairs.*)", "arch": "architecture (arch.*)",
-          "vocab_size": "vocabulary size"}
+          "vocab_size": "vocabulary size", "tokens": "sample kind (data.tokens: token shards or on the fly)",
+          "mix": "data mixture (data.mix)"}
 
 
 def identity(cfg) -> dict:
-    from pretrain.stages import plan
+    from pretrain.stages import file_sha, plan
 
     p = plan(cfg)
     out = {"model": cfg.model, "size": cfg.size, "corpus": cfg.data.corpus, "data": p.fingerprint("clean"),
@@ -29,6 +30,11 @@ def identity(cfg) -> dict:
     if "pairs" in p.stages:
         out["pairs"] = p.fingerprint("pairs")
         out["artifacts"]["pairs_dir"] = cfg.data.pairs_dir
+    # What a sample is (a record, or a packed row of token shards) and where samples come from: the
+    # data position in a checkpoint means nothing under another of either.
+    out["tokens"] = cfg.data.tokens
+    if cfg.data.mix:
+        out["mix"] = [[m.name or Path(m.path).name, m.weight, file_sha(Path(m.path) / "manifest.json")] for m in cfg.data.mix]
     return out
 
 

@@ -1,11 +1,13 @@
-"""Data stages keyed by their inputs: clean corpus, vocabulary, objective data (pairs).
+"""Data stages keyed by their inputs: clean corpus, vocabulary, objective data (pairs), token shards.
 
 Each stage's folder is named by a fingerprint of everything it is built from (corpus
 files by path/size/mtime, upstream stage, parameters, the stage's own code), e.g.
 ``data/stages/clean-3f2a…``, ``artifacts/tokenizer-9b1c…``. Two models, corpora or
 sizes therefore never overwrite each other's artifacts, and a run records which ones it
 used (RUN/run.json). A folder named explicitly in the config (``data.clean_dir``,
-``tokenizer.dir``, ``data.pairs_dir``) is used as it is, with the same fingerprint check.
+``tokenizer.dir``, ``data.pairs_dir``, ``data.tokens_dir``) is used as it is, with the same
+fingerprint check. Each ``data.mix`` source, a prepared corpus named by the sha256 of its
+manifest, gets its own pairs and token stages (``pairs:NAME``, ``tokens:NAME``).
 
 A stage folder is valid only when its ``.stage.json`` carries the current fingerprint
 and the checksum of the stage's main output (manifest.json / tokenizer.json), written
@@ -30,11 +32,13 @@ from pretrain.config import REPO_ROOT
 log = logging.getLogger("pretrain")
 STAMP = ".stage.json"
 # The files whose checksum proves a stage folder holds what its stamp says.
-OUTPUT_OF = {"clean": "manifest.json", "pairs": "manifest.json", "vocab": "vocab.txt"}
+OUTPUT_OF = {"clean": "manifest.json", "pairs": "manifest.json", "vocab": "vocab.txt", "tokens": "manifest.json"}
 # The code each stage runs (a change rebuilds it).
 CODE_OF = {"clean": ("pipeline/*.py",),
            "vocab": ("tokenizer/*.py", "pipeline/clean.py"),
-           "pairs": ("pipeline/pairs.py", "pipeline/sentences.py", "pipeline/lcs.py", "pipeline/corpus.py")}
+           "pairs": ("pipeline/pairs.py", "pipeline/sentences.py", "pipeline/lcs.py", "pipeline/corpus.py"),
+           "tokens": ("pretrain/token_shards.py", "pretrain/token_stage.py", "tokenizer/bulk.py", "pipeline/corpus.py",
+                      "pipeline/sentences.py")}
 
 
 def corpus_files(corpus: str) -> list[str]:
@@ -108,10 +112,22 @@ def plan(cfg) -> Plan:
         # folder is never written into).
         stages["vocab"] = (Path(cfg.init.path), {"kept": str(Path(cfg.init.path).resolve()),
                                                  "tokenizer": _tokenizer_signature(cfg.init.path)})
-    if cfg.objective_class.spec.data == "pairs":
-        pairs = {"clean": fp_clean, "pairs": dataclasses.asdict(p), "code": code_signature(*CODE_OF["pairs"])}
-        stages["pairs"] = (Path(d.pairs_dir) if d.pairs_dir else Path(d.stages_dir) / f"pairs-{fingerprint(pairs)[:16]}",
-                           pairs)
+    fp_vocab = fingerprint(stages["vocab"][1])
+    spec = cfg.objective_class.spec
+    inputs = [("", fp_clean, d.pairs_dir, d.tokens_dir)]
+    inputs += [(f":{m.name or Path(m.path).name}", fingerprint({"manifest": file_sha(Path(m.path) / "manifest.json")}),
+                m.pairs_dir, m.tokens_dir) for m in d.mix]
+    for suffix, fp_data, pairs_dir, tokens_dir in inputs:
+        if spec.data == "pairs":
+            pairs = {"clean": fp_data, "pairs": dataclasses.asdict(p), "code": code_signature(*CODE_OF["pairs"])}
+            fp_data = fingerprint(pairs)
+            stages["pairs" + suffix] = (Path(pairs_dir) if pairs_dir else Path(d.stages_dir) / f"pairs-{fp_data[:16]}",
+                                        pairs)
+        if d.tokens:
+            tokens = {"data": fp_data, "vocab": fp_vocab, "kind": spec.tokens,
+                      "options": cfg.objective_class.token_options(cfg), "code": code_signature(*CODE_OF["tokens"])}
+            stages["tokens" + suffix] = (Path(tokens_dir) if tokens_dir else
+                                         Path(d.stages_dir) / f"tokens-{fingerprint(tokens)[:16]}", tokens)
     return Plan(stages)
 
 
@@ -128,7 +144,23 @@ def resolve(cfg):
     cfg.tokenizer.dir = str(stages["vocab"][0])
     if "pairs" in stages:
         cfg.data.pairs_dir = str(stages["pairs"][0])
+    if "tokens" in stages:
+        cfg.data.tokens_dir = str(stages["tokens"][0])
+    for m in cfg.data.mix:
+        name = m.name or Path(m.path).name
+        m.pairs_dir = str(stages[f"pairs:{name}"][0]) if f"pairs:{name}" in stages else m.pairs_dir
+        m.tokens_dir = str(stages[f"tokens:{name}"][0]) if f"tokens:{name}" in stages else m.tokens_dir
     return cfg
+
+
+def data_dir(cfg, stage: str) -> str:
+    """The folder a pairs or tokens stage reads: for a mix source (``stage:NAME``) its corpus or pairs."""
+    kind, _, name = stage.partition(":")
+    pairs = kind == "tokens" and cfg.objective_class.spec.data == "pairs"
+    if not name:
+        return cfg.data.pairs_dir if pairs else cfg.data.clean_dir
+    m = next(m for m in cfg.data.mix if (m.name or Path(m.path).name) == name)
+    return m.pairs_dir if pairs else m.path
 
 
 def is_current(name: str, out_dir: Path, fp: str) -> bool:
@@ -137,7 +169,12 @@ def is_current(name: str, out_dir: Path, fp: str) -> bool:
         stamp = json.loads((out_dir / STAMP).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return stamp.get("fingerprint") == fp and stamp.get("output_sha256") == file_sha(out_dir / OUTPUT_OF[name])
+    return stamp.get("fingerprint") == fp and stamp.get("output_sha256") == file_sha(out_dir / output_of(name))
+
+
+def output_of(name: str) -> str:
+    """The file whose checksum proves a stage is complete (``tokens:NAME`` is a ``tokens`` stage)."""
+    return OUTPUT_OF[name.partition(":")[0]]
 
 
 def run_stage(name: str, out_dir: str | Path, spec: dict, build: Callable[[], object]) -> bool:
@@ -164,7 +201,7 @@ def run_stage(name: str, out_dir: str | Path, spec: dict, build: Callable[[], ob
         build()
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / (STAMP + ".tmp")
-        tmp.write_text(json.dumps({"fingerprint": fp, "output_sha256": file_sha(out_dir / OUTPUT_OF[name]),
+        tmp.write_text(json.dumps({"fingerprint": fp, "output_sha256": file_sha(out_dir / output_of(name)),
                                    "spec": spec}, indent=1, ensure_ascii=False, default=str), encoding="utf-8")
         os.replace(tmp, out_dir / STAMP)
     return True

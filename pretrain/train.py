@@ -3,7 +3,8 @@
 Launch: ``python -m pretrain.train --config configs/t5-pegasus.yaml [key=value ...]``
 directly (one process) or under ``torchrun`` / ``deepspeed`` / ``srun``. Re-running
 the same command on an existing run directory resumes from its latest intact
-checkpoint: model, optimizer, scheduler, RNG states, data position and step.
+checkpoint: model, optimizer, scheduler, RNG states, data position and step; on another
+number of processes or ZeRO stage too (``pretrain.reshard``; the data position is global).
 SIGTERM / SIGUSR1 (SLURM's preemption warning) make every rank save a
 checkpoint at the next step boundary and exit.
 """
@@ -27,7 +28,7 @@ import torch.distributed as dist
 from pretrain import checkpoint as ckpt
 from pretrain import growth
 from pretrain.config import ConfigError, RunConfig, load_config, load_run_config, save_config
-from pretrain.data import DataError, ShardStream, batches, list_shards
+from pretrain.data import DataError, ShardStream, TrainData, list_shards, sources, valid_batches
 from pretrain.phases import Phases
 
 log = logging.getLogger("pretrain")
@@ -138,8 +139,8 @@ class MetricsLog:
             self.tb.close()
 
 
-def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+def to_device(batch: dict, device, non_blocking: bool = False) -> dict:
+    return {k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def gather_states(state: dict, world: int) -> list:
@@ -199,11 +200,10 @@ def validate(engine, objective, cfg: RunConfig, rank: int, world: int, device) -
     shards = list_shards(objective.valid_dir, "valid")
     if not shards:
         return {}
-    stream = ShardStream(shards, rank, world, seed=0, shuffle=False, loop=False)
     engine.eval()
     total, n = torch.zeros(2), 0
-    for records in batches(stream, cfg.train.micro_batch_size):
-        loss, _ = objective.loss(engine, to_device(objective.collate(records), device))
+    for batch in valid_batches(cfg, objective, rank, world):
+        loss, _ = objective.loss(engine, to_device(batch, device))
         total += torch.tensor([loss.float().item(), 1.0])
         n += 1
         if n >= cfg.train.eval_batches:
@@ -244,8 +244,11 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
     objective = cfg.objective_class(cfg)
     _check_run_identity(cfg, objective, run_dir, rank)
     from pipeline.corpus import verify   # the manifests' sha256 sums, once per node (every rank checks sizes on open)
-    together(lambda: [verify(d, cfg.data.verify) for d in sorted({objective.train_dir, objective.valid_dir})],
-             local == 0, world)
+    folders = {objective.train_dir, objective.valid_dir,
+               *(f for s in sources(cfg, objective) for f in (s.data_dir, s.tokens_dir) if f)}
+    if cfg.data.tokens:
+        folders.add(cfg.data.tokens_dir)
+    together(lambda: [verify(d, cfg.data.verify) for d in sorted(folders)], local == 0, world)
     steps_before = _saved_steps(run_dir)
     latest = ckpt.find_latest(ckpt_dir, local)
     schedule = growth.schedule(cfg)
@@ -264,21 +267,12 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
         return 0
     engine, optimizer, scheduler = build_engine(cfg, model)
 
-    stream = ShardStream(list_shards(objective.train_dir, "train"), rank, world, seed=cfg.train.seed)
     tracker = growth.Tracker(cfg, schedule, rank)
-    step = 0
+    step, position = 0, None
     if latest:
         tag, step = latest
-        _, client = engine.load_checkpoint(str(ckpt_dir), tag=tag, load_optimizer_states=True,
-                                           load_lr_scheduler_states=True)
-        if client is None:
-            raise TrainingError(f"{ckpt_dir / tag}: checkpoint could not be loaded")
-        mine = client["ranks"][rank] if len(client["ranks"]) == world else None
-        if mine is None:
-            raise TrainingError(f"{ckpt_dir / tag}: saved with {len(client['ranks'])} processes, "
-                                f"resuming with {world}; exact resume needs the same world size")
-        stream.load_state_dict(mine["stream"])
-        set_rng_state(mine["rng"])
+        client = resume(engine, scheduler, cfg, ckpt_dir / tag, rank, world)
+        position = data_position(client)
         tracker.load_state_dict(client.get("growth"))
         if rank == 0:
             log.info("resumed from %s (step %d)", ckpt_dir / tag, step)
@@ -286,10 +280,14 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                 log.info("train.steps changed from %d to %d: the %s learning-rate schedule now ends at step %d; "
                          "from step %d on, lr = %.3g (was %.3g)", steps_before, total, cfg.train.schedule, total,
                          step, scheduler.get_last_lr()[0], _lr_at(cfg, steps_before, step))
-    # Records logged after the checkpoint we start from (a killed run, or a run that never saved).
+    # Records logged after the checkpoint we start from (a killed run, or a run that never saved);
+    # rank 0 also cuts the traces of ranks a run on more processes had.
     truncate_jsonl(run_dir / "trace" / f"rank-{rank}.jsonl", step)
     if rank == 0:
         truncate_jsonl(run_dir / "metrics.jsonl", step)
+        for extra in (run_dir / "trace").glob("rank-*.jsonl"):
+            if int(extra.stem.split("-")[1]) >= world:
+                truncate_jsonl(extra, step)
         save_config(cfg, run_dir / "config.yaml")
 
     metrics = MetricsLog(run_dir, rank)
@@ -307,10 +305,13 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
         log.info("%s %s: %.2fM parameters, world %d, ZeRO-%d, %s, %d threads/process", cfg.model, cfg.size,
                  n_params / 1e6, world, cfg.train.zero_stage, cfg.train.precision, threads)
 
+    data = TrainData(cfg, objective, rank, world, position, pin_memory=device.type == "cuda")
+    layout = {"zero_stage": cfg.train.zero_stage, "optimizer": cfg.train.optimizer}
+
     def save_now():
-        state = gather_states({"stream": stream.state_dict(), "rng": rng_state()}, world)
-        ckpt.save(engine, ckpt_dir, step, {"ranks": state, "step": step, "growth": tracker.state_dict()},
-                  cfg.train.keep_last, rank)
+        state = gather_states({"rng": rng_state()}, world)
+        ckpt.save(engine, ckpt_dir, step, {"ranks": state, "step": step, "data": data.state,
+                                           "growth": tracker.state_dict()}, cfg.train.keep_last, rank, layout)
 
     def count_bad(what: str, action: str, step: int, in_a_row: int, total_bad: int) -> tuple[int, int]:
         """Count a non-finite loss/gradient; stop the run after max_bad_steps in a row."""
@@ -323,9 +324,10 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
         return in_a_row, total_bad
 
     try:
-        it = batches(stream, cfg.train.micro_batch_size)
+        it = iter(data)
         bad_in_a_row, bad_total = 0, 0
         window_tokens, window_samples, window_start = 0, 0, time.perf_counter()
+        window_sources = [0] * len(data.names)
         window_data_s, window_flops = 0.0, 0.0
         window_terms: dict[str, float] = {}
         window_losses: list[float] = []
@@ -352,17 +354,16 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
             # backward and applies the update at the accumulation boundary. Host syncs: the loss
             # value once per micro-batch (finite check), the ZeRO-0 gradient norm once per step;
             # terms stay on the device until a log step.
-            step_loss, step_terms, micro, step_ids = 0.0, {}, 0, []
+            step_loss, step_terms, micro, step_ids, step_pos = 0.0, {}, 0, [], []
             pre_step_norm = 0.0
             grad_overflow = False
             phases.start()
             while micro < cfg.train.grad_accum:
                 t_data = time.perf_counter()
-                records = next(it)
-                cpu_batch = objective.collate(records)
+                cpu_batch, meta = next(it)
                 n_tokens, n_flops = objective.tokens_in(cpu_batch), objective.train_flops(engine.module, cpu_batch)
-                batch = to_device(cpu_batch, device)
-                window_data_s += time.perf_counter() - t_data   # reading + on-the-fly tokenization
+                batch = to_device(cpu_batch, device, non_blocking=data.pin)
+                window_data_s += time.perf_counter() - t_data   # waiting for the batch (+ tokenizing, on the fly)
                 phases.mark("data")
                 loss, terms = objective.loss(engine, batch)
                 phases.mark("forward")
@@ -399,8 +400,10 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                     step_terms[k] = step_terms.get(k, 0.0) + v / cfg.train.grad_accum
                 window_tokens += n_tokens
                 window_flops += n_flops
-                window_samples += len(records)
-                step_ids += [r.get("id") for r in records]
+                window_samples += len(meta.ids)
+                window_sources = [a + b for a, b in zip(window_sources, meta.sources)]
+                step_ids += meta.ids
+                step_pos += [meta.first + j for j in range(len(meta.ids))]
                 phases.mark("bookkeeping")
             if grad_overflow:
                 # The update was not applied: count it, do not advance the step.
@@ -409,7 +412,8 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
             bad_in_a_row = 0
             step += 1
             if trace is not None:
-                trace.write(json.dumps({"step": step, "loss": step_loss, "ids": step_ids}, ensure_ascii=False) + "\n")
+                trace.write(json.dumps({"step": step, "loss": step_loss, "ids": step_ids, "pos": step_pos},
+                                       ensure_ascii=False) + "\n")
                 trace.flush()
             bar.update(1)
             window_losses.append(step_loss)
@@ -422,7 +426,8 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                 names = sorted(window_terms)
                 # Loss and terms are averaged over ranks; tokens and samples are summed.
                 sums = torch.tensor([float(window_tokens), float(window_samples), sum(window_losses) / n, window_flops]
-                                    + [float(window_terms[k]) / n for k in names], dtype=torch.float64)
+                                    + [float(window_terms[k]) / n for k in names] + window_sources,
+                                    dtype=torch.float64)
                 if world > 1:
                     dist.all_reduce(sums)
                 tokens_per_s = sums[0].item() / elapsed
@@ -434,12 +439,16 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                 if peak_flops:
                     rec["mfu"] = rec["flops_per_s"] / (peak_flops * world)
                 rec.update({k: sums[4 + i].item() / world for i, k in enumerate(names)})
+                if len(data.names) > 1:     # data.mix: samples drawn per source in this window, epochs so far
+                    rec.update({f"samples_{n}": int(sums[4 + len(names) + i].item()) for i, n in enumerate(data.names)})
+                    rec.update({f"epoch_{n}": e for n, e in data.epochs().items()})
                 metrics.write(rec)
                 tracker.observe(step, rec["loss"])       # growth when: slope (the same decision on every rank)
                 phases.mark("bookkeeping")
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
                 window_tokens, window_samples, window_start = 0, 0, time.perf_counter()
                 window_terms, window_losses, window_data_s, window_flops = {}, [], 0.0, 0.0
+                window_sources = [0] * len(data.names)
 
             phases.mark("bookkeeping")
             phases.end_step(step)
@@ -503,6 +512,48 @@ def run_probe(engine, objective, cfg: RunConfig, rank: int) -> dict:
         dist.broadcast_object_list(flag, src=0)
         cfg.train.probe_every = flag[0]
     return result
+
+
+def resume(engine, scheduler, cfg: RunConfig, folder: Path, rank: int, world: int) -> dict:
+    """Load a checkpoint into the engine and restore this rank's RNG; returns its client state.
+
+    The same number of processes and ZeRO stage: DeepSpeed's own loader (bit-exact resume).
+    Otherwise ``pretrain.reshard`` consolidates the checkpoint and loads it into this layout;
+    a rank the checkpoint had keeps its RNG stream, a new rank starts one of its own.
+    """
+    from pretrain import reshard
+
+    saved = ckpt.saved_layout(folder)
+    same = saved.get("world_size") == world and saved.get("zero_stage") == cfg.train.zero_stage
+    if same:
+        _, client = engine.load_checkpoint(str(folder.parent), tag=folder.name, load_optimizer_states=True,
+                                           load_lr_scheduler_states=True)
+        if client is None:
+            raise TrainingError(f"{folder}: checkpoint could not be loaded")
+    else:
+        try:
+            reshard.check_supported(saved["zero_stage"], cfg.train.zero_stage,
+                                    saved.get("optimizer", cfg.train.optimizer), str(folder))
+            client = reshard.load(engine, folder, scheduler)
+        except reshard.ReshardError as exc:
+            raise TrainingError(str(exc)) from None
+        if rank == 0:
+            log.info("resharded %s: %s processes, ZeRO-%s -> %d processes, ZeRO-%d", folder,
+                     saved.get("world_size"), saved["zero_stage"], world, cfg.train.zero_stage)
+    ranks = client["ranks"]
+    if rank < len(ranks):
+        set_rng_state(ranks[rank]["rng"])
+    else:
+        seed_everything(cfg.train.seed + rank + 7919 * client.get("step", 0))
+    return client
+
+
+def data_position(client: dict) -> dict:
+    """The global data position of a checkpoint (older ones kept a per-rank stream position)."""
+    if "data" in client:
+        return client["data"]
+    consumed = sum(r["stream"]["consumed"] for r in client["ranks"])
+    return {"consumed": consumed, "counts": [consumed]}
 
 
 def _grad_norm(engine, pre_step_norm: float) -> float:
@@ -637,6 +688,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.steps=50")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # torchrun starts its workers in sessions of their own, so `kill -9` of make's process group
+    # stops torchrun but not them: each worker asks for SIGTERM when its parent dies (a checkpoint).
+    from pretrain.launch import die_with_parent
+    die_with_parent()
     logging.basicConfig(level=logging.INFO, force=True, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     for noisy in ("DeepSpeed", "deepspeed", "torch.distributed"):

@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Fixtures that run the real pipeline, trainer or a cluster: a test using one is in the slow tier
 # (`make test` runs everything; `make test-fast` / `pytest -m "not slow"` skips these).
-SLOW_FIXTURES = {"t5_data", "t5_run", "real_run", "sim_data", "runs", "first_run", "built", "news"}
+SLOW_FIXTURES = {"t5_data", "t5_tokens", "t5_run", "real_run", "sim_data", "runs", "first_run", "built", "news"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -93,6 +93,19 @@ def t5_data(tmp_path_factory) -> list[str]:
     root = tmp_path_factory.mktemp("t5data")
     overrides = [f"data.clean_dir={root / 'clean'}", f"tokenizer.dir={root / 'tok'}",
                  f"data.pairs_dir={root / 'pairs'}"]
+    proc = subprocess.run([sys.executable, "-m", "pretrain.launch", "--model", "t5-pegasus", "--prepare-only",
+                           *overrides], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return overrides
+
+
+@pytest.fixture(scope="session")
+def t5_tokens(t5_data, tmp_path_factory) -> list[str]:
+    """t5_data plus its token shards, built by the launcher's token stage (Beam, bulk encoder)."""
+    import subprocess
+    import sys
+
+    overrides = [*t5_data, "data.tokens=true", f"data.tokens_dir={tmp_path_factory.mktemp('t5tokens') / 'tokens'}"]
     proc = subprocess.run([sys.executable, "-m", "pretrain.launch", "--model", "t5-pegasus", "--prepare-only",
                            *overrides], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -53,9 +53,12 @@ def kill_after_checkpoint(cmd, run_dir, step, timeout=300):
     return proc.returncode
 
 
-@pytest.mark.parametrize("zero, nproc", [(2, 1), (3, 2)])
-def test_kill9_and_resume_is_exact(tmp_path, t5_data, zero, nproc):
-    extra = [f"train.zero_stage={zero}"]
+@pytest.mark.slow
+@pytest.mark.parametrize("zero, nproc, data", [(2, 1, "t5_data"), (3, 2, "t5_data"), (2, 2, "t5_tokens")])
+def test_kill9_and_resume_is_exact(tmp_path, request, zero, nproc, data):
+    """On the fly, and from token shards read by background workers (t5_tokens)."""
+    t5_data = request.getfixturevalue(data)
+    extra = [f"train.zero_stage={zero}", "data.loader_workers=2"]
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     run(command(straight, t5_data, nproc, extra))
     assert kill_after_checkpoint(command(broken, t5_data, nproc, extra), broken, 20) == -signal.SIGKILL

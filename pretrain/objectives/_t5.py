@@ -80,6 +80,24 @@ def packed_forward(model, batch: dict):
                  use_cache=False, **{CROSS_MASK: model_mask(module, dec, enc)})
 
 
+def template(tokenizer) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer's template puts before and after a sequence ([CLS] x [SEP], or mT5's x </s>)."""
+    inner = tokenizer("一", add_special_tokens=False)["input_ids"]
+    full = tokenizer("一")["input_ids"]
+    at = next(i for i in range(len(full)) if full[i:i + len(inner)] == inner)
+    return full[:at], full[at + len(inner):]
+
+
+def seq2seq_token_batch(tokenizer, sources: list[list[int]], targets: list[list[int]], max_source_len: int,
+                        max_target_len: int, packing: bool = False) -> dict[str, torch.Tensor]:
+    """``seq2seq_batch`` from token ids: the same truncation, special tokens, padding (or packing) and labels."""
+    pre, post = template(tokenizer)
+    keep = max_source_len - len(pre) - len(post)
+    eos = t5_special_ids(tokenizer)["eos"]
+    return pair_batch(tokenizer, [[*pre, *s[:keep], *post] for s in sources],
+                      [[*t[:max_target_len - 1], eos] for t in targets], max_source_len, max_target_len, packing)
+
+
 class T5Objective(Objective):
     """What every T5 objective shares: the mT5 model, FLOPs, generation ROUGE and the export."""
 

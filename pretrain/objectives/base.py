@@ -11,6 +11,9 @@ torchtitan's ``TrainSpec``:
 ``spec.arch``             architecture family: dataclass of the ``arch:`` section
 ``spec.data``             records it trains on: ``clean`` (cleaned documents) or
                           ``pairs`` (pseudo-summary pairs, ``pipeline.pairs``)
+``spec.tokens``           record kind of its token shards (``data.tokens``, ``pretrain.token_shards``):
+                          ``docs`` (documents packed into rows), ``pairs`` (source/target),
+                          ``sentences`` (a document's sentences, or a labeled pair)
 ``spec.eval_tasks``       ``pretrain.evaluate`` tasks for ``make release``'s model card
 ``spec.finetune_suite``   ``make eval``'s downstream fine-tuning tasks
 ``spec.intended_use``     the model card's intended-use paragraph
@@ -31,6 +34,15 @@ Methods (``self.cfg`` is the run's RunConfig, ``self.opts`` its typed ``objectiv
 ``init_state(state, config)``  a base checkpoint's tensors under this module's parameter names
 ``initial_model()``            the model a fresh run starts from: ``build_model()``, loaded from
                                ``init.path`` when the run starts from a checkpoint (``pretrain.init``)
+``probe_model(model)``         the Hugging Face model a training-time probe reads features from
+
+The token path (``data.tokens``) adds three, so a record is tokenized once, offline:
+
+``token_options(cfg)``         options that change the token shards besides kind and vocabulary
+``encode_records(records, encoder)``  token arrays (``Encoded``) of text records, or a reject reason
+``collate_tokens(samples, seed)``  a batch from token samples; its randomness comes from ``seed``,
+                               which the loader derives from the samples' global position, so
+                               background workers draw exactly what a resumed run draws
 """
 from __future__ import annotations
 
@@ -38,9 +50,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
+import numpy as np
 import torch
 
 from pipeline.typed_config import ConfigError
+from pretrain.token_shards import Encoded
 
 
 @dataclass
@@ -57,6 +71,7 @@ class ObjectiveSpec:
     data: Literal["clean", "pairs"] = "clean"
     eval_tasks: tuple = ()                  # pretrain.evaluate tasks for the release card
     finetune_suite: tuple = ()              # make eval's default downstream tasks (pretrain/evaluation/tasks.py)
+    tokens: Literal["docs", "pairs", "sentences"] = "docs"   # record kind of its token shards
     intended_use: str = "Chinese language modelling research."
     required_tokens: tuple = ("pad", "cls", "sep", "mask")
 
@@ -118,6 +133,39 @@ class Objective:
     def probe_model(self, model):
         """The Hugging Face model a training-time probe reads features from (the export's main part)."""
         return self.hf_parts(model)[""]
+    # -- the token path ----------------------------------------------------------
+    @classmethod
+    def token_options(cls, cfg) -> dict:
+        """What besides the record kind and the vocabulary changes this objective's token shards."""
+        return {}
+
+    def window(self) -> int:
+        """``docs`` kind: tokens per packed sample (the collator adds [CLS] or the closing [SEP])."""
+        return self.cfg.train.max_source_len - 1
+
+    def encode_records(self, records: list[dict], encoder) -> list[Encoded | str]:
+        """Each record's token arrays (``docs``: text + [SEP]; ``pairs``: source, target), or why not."""
+        kind, sep = self.spec.tokens, self.tokenizer.sep_token_id
+        fields = {"docs": ("text",), "pairs": ("source", "target")}.get(kind)
+        if fields is None:
+            raise NotImplementedError(f"{type(self).__name__} must define encode_records for '{kind}' records")
+        ok = [all(isinstance(r.get(f), str) for f in fields) for r in records]
+        texts = [r[f] for r, good in zip(records, ok) if good for f in fields]
+        if kind == "docs" and self.token_options(self.cfg).get("whole_word"):
+            words = iter(encoder.words(texts))
+
+            def make():
+                ids, starts = next(words)
+                return Encoded([[*ids, sep]], [[*starts, 1]])
+        else:
+            ids = iter(encoder.encode(texts))
+
+            def make():
+                return Encoded([[*next(ids), sep]] if kind == "docs" else [next(ids), next(ids)])
+        return [make() if good else "no_text" for good in ok]
+
+    def collate_tokens(self, samples: list[dict], seed: int) -> dict:
+        raise NotImplementedError(f"{type(self).__name__} has no token path (data.tokens=false)")
 
     # -- export ----------------------------------------------------------------
     def hf_parts(self, model) -> dict:
@@ -149,20 +197,22 @@ def load_tokenizer(cfg, tokenizer=None, required=("pad", "cls", "sep", "mask")):
     return tokenizer
 
 
-def pad_batch(rows: list[list[int]], pad_id: int, types: list[list[int]] | None = None) -> dict:
-    """Right-padded ``input_ids`` and ``attention_mask`` (and ``token_type_ids`` when types are given)."""
+def pad_batch(rows: list, pad_id: int, types: list | None = None) -> dict:
+    """Right-padded ``input_ids`` and ``attention_mask`` (and ``token_type_ids`` when types are given).
+
+    Rows are id lists or arrays; filled in numpy (one copy per row, not one tensor per row)."""
     width = max(map(len, rows)) if rows else 0
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    token_type_ids = torch.zeros((len(rows), width), dtype=torch.long) if types is not None else None
+    input_ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+    token_type_ids = np.zeros((len(rows), width), dtype=np.int64) if types is not None else None
     for i, r in enumerate(rows):
-        input_ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        input_ids[i, :len(r)] = r
         attention_mask[i, :len(r)] = 1
         if token_type_ids is not None:
-            token_type_ids[i, :len(r)] = torch.tensor(types[i], dtype=torch.long)
-    out = {"input_ids": input_ids, "attention_mask": attention_mask}
+            token_type_ids[i, :len(r)] = types[i]
+    out = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
     if token_type_ids is not None:
-        out["token_type_ids"] = token_type_ids
+        out["token_type_ids"] = torch.from_numpy(token_type_ids)
     return out
 
 

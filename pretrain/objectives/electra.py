@@ -61,7 +61,8 @@ def mask_tokens(input_ids: torch.Tensor, maskable: torch.Tensor, mask_prob: floa
 
     Returns (generator input with [MASK] at the chosen positions, boolean mask of them).
     """
-    rank = uniform_order(maskable, generator).argsort(dim=1)   # position's rank in a random order
+    order = uniform_order(maskable, generator)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
     k = mask_budget(maskable.sum(dim=1), mask_prob)
     chosen = (rank < k[:, None]) & maskable
     masked = input_ids.masked_fill(chosen, mask_id)
@@ -244,7 +245,8 @@ class ElectraObjective(Objective):
 
     def __init__(self, cfg, tokenizer=None):
         super().__init__(cfg, tokenizer)
-        self.special_ids = torch.tensor(sorted(set(self.tokenizer.all_special_ids)))
+        self.is_special = torch.zeros(len(self.tokenizer), dtype=torch.bool)     # a lookup: faster than isin
+        self.is_special[sorted(set(self.tokenizer.all_special_ids))] = True
 
     # -- model -------------------------------------------------------------
     def discriminator_config(self) -> ElectraConfig:
@@ -271,10 +273,21 @@ class ElectraObjective(Objective):
                 start = int(torch.randint(0, len(ids) - room + 1, ()).item())
                 ids = ids[start:start + room]
             rows.append([tok.cls_token_id, *ids, tok.sep_token_id])
+        return self.masked_batch(rows)
+
+    def collate_tokens(self, samples: list[dict], seed: int) -> dict[str, torch.Tensor]:
+        """[CLS] + a packed window (documents separated by [SEP]), padded (or packed), then masked."""
+        cls = [self.tokenizer.cls_token_id]
+        return self.masked_batch([cls + s["ids"].tolist() for s in samples], torch.Generator().manual_seed(seed))
+
+    def masked_batch(self, rows: list, generator: torch.Generator | None = None) -> dict:
+        """Rows padded or packed (train.packing), with mask_prob of their non-special tokens masked
+        (the trainer's RNG if no generator)."""
+        tok = self.tokenizer
         batch = pack_sequences(rows, self.cfg.train.max_source_len, tok.pad_token_id, packing=self.cfg.train.packing)
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-        maskable = attention_mask.bool() & ~torch.isin(input_ids, self.special_ids)
-        masked, mlm_mask = mask_tokens(input_ids, maskable, self.opts.mask_prob, tok.mask_token_id)
+        maskable = attention_mask.bool() & ~self.is_special[input_ids]
+        masked, mlm_mask = mask_tokens(input_ids, maskable, self.opts.mask_prob, tok.mask_token_id, generator)
         return {**batch, "masked_input_ids": masked, "mlm_mask": mlm_mask, "mlm_positions": mlm_mask.nonzero().T}
 
     def loss(self, model, batch: dict):

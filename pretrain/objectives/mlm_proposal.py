@@ -52,6 +52,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,7 +60,7 @@ from transformers import BertConfig, BertForMaskedLM, RoFormerConfig, RoFormerFo
 
 from pipeline.typed_config import InvalidValue, build
 from pretrain.models import EncoderArch, encoder_config_kwargs
-from pretrain.objectives.base import Objective, ObjectiveSpec, Options, mask_budget, uniform_order
+from pretrain.objectives.base import Objective, ObjectiveSpec, Options, mask_budget, pad_batch, uniform_order
 from pretrain.packing import attention_mask_4d, encoder_kwargs, pack_sequences
 
 
@@ -392,6 +393,27 @@ class MLMProposalObjective(Objective):
         size = lambda m: sum(getattr(p, "ds_numel", p.numel()) for p in {id(p): p for p in m.parameters()}.values())
         params = size(model.mlm) + (size(model.proposal) if self.oc.sampling == "proposal" else 0)
         return 6.0 * params * self.tokens_in(batch)
+
+    @classmethod
+    def token_options(cls, cfg) -> dict:
+        return {"whole_word": cfg.objective.whole_word}
+
+    def collate_tokens(self, samples: list[dict], seed: int) -> dict[str, torch.Tensor]:
+        """Rows [CLS] + a packed window, as pack_rows makes them; masks are drawn in the model (the
+        proposal needs its scores), so this collator is deterministic and ``seed`` is unused."""
+        tok = self.tokenizer
+        cls, one = np.array([tok.cls_token_id]), np.ones(1, np.uint8)
+        batch = pad_batch([np.concatenate([cls, s["ids"]]) for s in samples], tok.pad_token_id)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        units = mask.bool() & (ids != tok.sep_token_id)
+        units[:, 0] = False                                            # [CLS]
+        starts = units.clone()
+        if self.oc.whole_word:   # a word starts where the shard says, and at the row start (a cut word: two units)
+            flags = pad_batch([np.concatenate([one, s["starts"]]) for s in samples], 0)["input_ids"].bool()
+            starts &= flags
+            starts[:, 1] = units[:, 1]
+        unit_ids = torch.where(units, starts.long().cumsum(dim=1) - 1, torch.full_like(ids, -1))
+        return {"input_ids": ids, "attention_mask": mask, "unit_ids": unit_ids}
 
     def loss(self, model, batch: dict):
         """Training: the sampled, reweighted MLM estimate + proposal regression. Eval: uniform masks, fixed seed."""

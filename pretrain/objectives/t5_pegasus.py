@@ -11,13 +11,13 @@ from __future__ import annotations
 import torch
 
 from pretrain.models import T5Arch
-from pretrain.objectives._t5 import T5Objective, seq2seq_batch
+from pretrain.objectives._t5 import T5Objective, seq2seq_batch, seq2seq_token_batch
 from pretrain.objectives.base import ObjectiveSpec
 
 
 class T5PegasusObjective(T5Objective):
     spec = ObjectiveSpec(
-        name="t5-pegasus", arch=T5Arch, data="pairs", eval_tasks=("summarization",),
+        name="t5-pegasus", arch=T5Arch, data="pairs", tokens="pairs", eval_tasks=("summarization",),
         finetune_suite=("thucnews_titles", "lcqmc"), required_tokens=("pad",),
         intended_use="Chinese text generation: fine-tune for summarization, title generation, question "
                      "generation or other sequence-to-sequence tasks (the pretraining task is writing the "
@@ -27,3 +27,9 @@ class T5PegasusObjective(T5Objective):
         t = self.cfg.train
         return seq2seq_batch(self.tokenizer, [r["source"] for r in records], [r["target"] for r in records],
                              t.max_source_len, t.max_target_len, t.packing)
+
+    def collate_tokens(self, samples: list[dict], seed: int) -> dict[str, torch.Tensor]:
+        t = self.cfg.train
+        return seq2seq_token_batch(self.tokenizer, [s["source_ids"].tolist() for s in samples],
+                                   [s["target_ids"].tolist() for s in samples], t.max_source_len, t.max_target_len,
+                                   t.packing)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from pipeline.typed_config import ConfigError, InvalidValue
@@ -41,29 +42,34 @@ def _partition(total: int, parts: int, rng: random.Random) -> list[int]:
     return [b - a for a, b in zip([0, *cuts], [*cuts, total])]
 
 
-def noise_mask(length: int, density: float, mean_span: float, rng: random.Random) -> list[bool]:
+def noise_mask(length: int, density: float, mean_span: float, rng: random.Random) -> np.ndarray:
     """T5's random_spans_noise_mask: ``round(length * density)`` noise tokens (at least one, and at
     least one kept) in ``round(noise / mean_span)`` spans; the mask starts with kept tokens."""
     if length < 2:
-        return [False] * length
+        return np.zeros(length, dtype=bool)
     noise = min(max(1, round(length * density)), length - 1)
     spans = max(1, min(round(noise / mean_span), noise, length - noise))
-    mask = []
-    for keep, drop in zip(_partition(length - noise, spans, rng), _partition(noise, spans, rng)):
-        mask += [False] * keep + [True] * drop
-    return mask
+    runs = [n for pair in zip(_partition(length - noise, spans, rng), _partition(noise, spans, rng)) for n in pair]
+    return np.repeat(np.tile([False, True], spans), runs)
+
+
+def span_starts(mask) -> np.ndarray:
+    """True where a noise span begins."""
+    mask = np.asarray(mask, dtype=bool)
+    before = np.zeros_like(mask)
+    before[1:] = mask[:-1]
+    return mask & ~before
 
 
 def corrupt(ids: list[int], mask: list[bool], sentinels: list[int]) -> tuple[list[int], list[int]]:
     """(input with each noise span replaced by its sentinel, target of sentinel + span per span)."""
-    inputs, target, k = [], [], -1
-    for i, (tok, noisy) in enumerate(zip(ids, mask)):
-        if noisy and (i == 0 or not mask[i - 1]):
-            k += 1
-            inputs.append(sentinels[k])
-            target.append(sentinels[k])
-        (target if noisy else inputs).append(tok)
-    return inputs, target
+    ids, mask = np.asarray(ids, dtype=np.int64), np.asarray(mask, dtype=bool)
+    start = span_starts(mask)
+    span_sentinels = np.asarray(sentinels, dtype=np.int64)[:int(start.sum())]
+    inputs = ids.copy()
+    inputs[start] = span_sentinels
+    target = np.insert(ids[mask], (np.cumsum(mask) - 1)[start], span_sentinels)
+    return inputs[~mask | start].tolist(), target.tolist()
 
 
 class T5SpanObjective(T5Objective):
@@ -83,18 +89,25 @@ class T5SpanObjective(T5Objective):
             raise ConfigError(f"{cfg.tokenizer.dir}: tokenizer has no <extra_id_N> sentinel tokens (t5-span needs them)")
 
     def collate(self, records: list[dict]) -> dict[str, torch.Tensor]:
+        docs = self.tokenizer([r["text"] for r in records], add_special_tokens=False, verbose=False)["input_ids"]
+        return self.corrupted_batch(docs, random, window=True)
+
+    def collate_tokens(self, samples: list[dict], seed: int) -> dict[str, torch.Tensor]:
+        """Packed windows of ``max_source_len - 1`` tokens (T5's own preprocessing), span-corrupted."""
+        return self.corrupted_batch([s["ids"] for s in samples], random.Random(seed))
+
+    def corrupted_batch(self, docs: list, rng, window: bool = False) -> dict[str, torch.Tensor]:
+        """Span-corrupt each document (first a random window of a longer one, when ``window``)."""
         t, o, tok = self.cfg.train, self.opts, self.tokenizer
         room, eos = t.max_source_len - 1, t5_special_ids(tok)["eos"]
         sources, targets = [], []
-        for ids in tok([r["text"] for r in records], add_special_tokens=False, verbose=False)["input_ids"]:
-            if len(ids) > room:
-                start = random.randrange(len(ids) - room + 1)
+        for ids in docs:
+            if window and len(ids) > room:
+                start = rng.randrange(len(ids) - room + 1)
                 ids = ids[start:start + room]
-            mask = noise_mask(len(ids), o.noise_density, o.mean_noise_span_length, random)
-            # at most one span per sentinel the vocabulary has
-            spans = sum(1 for i, m in enumerate(mask) if m and (i == 0 or not mask[i - 1]))
-            if spans > len(self.sentinels):
-                mask = noise_mask(len(ids), o.noise_density, len(ids) / len(self.sentinels), random)
+            mask = noise_mask(len(ids), o.noise_density, o.mean_noise_span_length, rng)
+            if span_starts(mask).sum() > len(self.sentinels):    # at most one span per sentinel the vocabulary has
+                mask = noise_mask(len(ids), o.noise_density, len(ids) / len(self.sentinels), rng)
             src, tgt = corrupt(ids, mask, self.sentinels)
             sources.append([*src, eos])
             targets.append([*tgt[:t.max_target_len], eos])

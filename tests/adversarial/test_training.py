@@ -182,18 +182,21 @@ def test_changing_the_corpus_or_size_of_a_run_is_refused_before_any_work(tmp_pat
     run.mkdir()
     cfg = resolve(load_config(config_path("t5-pegasus"), [f"run_dir={run}"]))
     write_identity(run, identity(cfg))
-    check_existing_run(cfg, 1)                                          # same inputs: fine
+    check_existing_run(cfg)                                             # same inputs: fine
     for override, word in (("data.corpus=data/sample/news.jsonl", "CORPUS"), ("tokenizer.vocab_size=999", "vocabulary")):
         other = resolve(load_config(config_path("t5-pegasus"), [f"run_dir={run}", override]))
         with pytest.raises(ConfigError) as err:
-            check_existing_run(other, 1)
+            check_existing_run(other)
         assert word in str(err.value) and "start a new run" in str(err.value) and "\n" not in str(err.value)
     small = resolve(load_config(config_path("t5-pegasus"), [f"run_dir={run}"], size="small"))
     with pytest.raises(ConfigError, match="SIZE"):
-        check_existing_run(small, 1)
-    _fake_checkpoint(run / "checkpoints", 4)
-    with pytest.raises(ConfigError, match="NPROC=1"):
-        check_existing_run(cfg, 2)
+        check_existing_run(small)
+    _fake_checkpoint(run / "checkpoints", 4)              # a ZeRO-0 checkpoint (no optimizer partitions)
+    check_existing_run(cfg)                               # any NPROC, and ZeRO-2 with AdamW: resharded
+    adafactor = resolve(load_config(config_path("t5-pegasus"), [f"run_dir={run}", "train.optimizer=adafactor"]))
+    with pytest.raises(ConfigError, match="Adafactor under ZeRO-0") as err:
+        check_existing_run(adafactor)                     # the one layout change that is refused
+    assert "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------- through the real trainer

@@ -70,7 +70,9 @@ from pretrain.objectives.roformer_sim.model import (POOLINGS, SimModel, additive
                                                     unilm_mask)
 from pretrain.packing import model_mask, pack_sequences
 from pretrain.objectives.roformer_sim.pairs import (bart_noise, load_pair_files, make_pair,  # noqa: F401
-                                                    neighbor_pairs, pair_file_paths, swap_words)
+                                                    neighbor_pairs, pair_file_paths, pick_pair, sentences_of,
+                                                    swap_words)
+from pretrain.token_shards import Encoded
 
 @dataclass
 class RoFormerSimConfig(Options):
@@ -103,8 +105,8 @@ class RoFormerSimConfig(Options):
 
 class RoFormerSimObjective(Objective):
     spec = ObjectiveSpec(
-        name="roformer-sim", arch=EncoderArch, options=RoFormerSimConfig, data="clean", eval_tasks=("sts",),
-        finetune_suite=("thucnews_titles", "lcqmc", "bq"),
+        name="roformer-sim", arch=EncoderArch, options=RoFormerSimConfig, data="clean", tokens="sentences",
+        eval_tasks=("sts",), finetune_suite=("thucnews_titles", "lcqmc", "bq"),
         intended_use="Chinese sentence similarity and retrieval (sentence vectors compared by cosine, pooled as "
                      "`sentence_pooling` in config.json says: mean over tokens, [CLS], or first-last-avg; "
                      "`pretrain.objectives.roformer_sim.encode` does it) and paraphrase generation.")
@@ -162,16 +164,16 @@ class RoFormerSimObjective(Objective):
     def encode_pairs(self, pairs: list[tuple[str, str]], rng: random.Random | None = None,
                      negatives: list[str] = (), scored: list[tuple[str, str, float, int]] = (),
                      packing: bool = False) -> dict:
-        """2B UniLM sequences: [0, B) are a_i -> b_i, [B, 2B) are b_i -> a_i;
+        """2B UniLM sequences (texts or token ids): [0, B) are a_i -> b_i, [B, 2B) are b_i -> a_i;
         then one source-only sequence ``[CLS] n [SEP]`` per hard negative (no target, no noise);
         then, for K labeled (a, b, score, file) rows for CoSENT, K source-only sequences of the a's and K
         of the b's. One sequence per padded row, or with ``packing`` several per row
         (``pretrain.packing``: ``segment_ids`` number the sequences in this order)."""
         rng = rng or random
         t, tok = self.cfg.train, self.tokenizer
-        texts = [a for a, _ in pairs] + [b for _, b in pairs] + list(negatives)
-        texts += [r[0] for r in scored] + [r[1] for r in scored]
-        ids = tok(texts, add_special_tokens=False)["input_ids"]
+        items = [a for a, _ in pairs] + [b for _, b in pairs] + list(negatives)
+        items += [r[0] for r in scored] + [r[1] for r in scored]
+        ids = self.token_ids(items)
         n = len(pairs)
         cls, sep = tok.cls_token_id, tok.sep_token_id
         rows, types = [], []
@@ -197,9 +199,50 @@ class RoFormerSimObjective(Objective):
                 "cosent_scores": torch.tensor([float(r[2]) for r in scored]),
                 "cosent_groups": torch.tensor([int(r[3]) for r in scored], dtype=torch.long)}
 
+    def token_ids(self, items: list) -> list[list[int]]:
+        """Token ids of texts (one tokenizer call) and of id sequences (as they are), in order."""
+        texts = [x for x in items if isinstance(x, str)]
+        encoded = iter(self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else ())
+        return [next(encoded) if isinstance(x, str) else list(x) for x in items]
+
     def collate(self, records: list[dict]) -> dict[str, torch.Tensor]:
         rng = random  # the trainer seeds and checkpoints Python's RNG: pairs and noise resume exactly
-        pairs, negatives = [self.make_pair(r, rng) for r in records], []
+        return self.pair_batch([self.make_pair(r, rng) for r in records], rng)
+
+    @classmethod
+    def token_options(cls, cfg) -> dict:
+        o = cfg.objective
+        return {"min_sentence_chars": o.min_sentence_chars, "max_sentence_chars": o.max_sentence_chars}
+
+    def encode_records(self, records: list[dict], encoder) -> list[Encoded | str]:
+        """Each document's sentences (``sentences_of``) as token ids; a labeled text_a/text_b record
+        as its two sentences, flagged."""
+        shapes, texts = [], []
+        for r in records:
+            if isinstance(r.get("text_a"), str) and isinstance(r.get("text_b"), str):
+                sents, flag = [r["text_a"], r["text_b"]], 1
+            elif isinstance(r.get("text"), str):
+                sents, flag = sentences_of(r["text"], self.opt), 0
+            else:
+                shapes.append("no_text")
+                continue
+            shapes.append((len(sents), flag))
+            texts += sents
+        ids = iter(encoder.encode(texts))
+        return [s if isinstance(s, str) else Encoded([next(ids) for _ in range(s[0])], flag=s[1]) for s in shapes]
+
+    def collate_tokens(self, samples: list[dict], seed: int) -> dict[str, torch.Tensor]:
+        rng = random.Random(seed)
+        pairs = []
+        for s in samples:
+            sents = s["sentence_ids"]             # copied from the shard when picked
+            a, b = (sents[0], sents[1]) if s["labeled"] else pick_pair(sents, self.opt, rng)
+            pairs.append((a.tolist(), b.tolist()))
+        return self.pair_batch(pairs, rng)
+
+    def pair_batch(self, pairs: list[tuple], rng) -> dict[str, torch.Tensor]:
+        """The batch of these pairs plus the pair_file rows, word-swap negatives and CoSENT rows drawn here."""
+        negatives = []
         if self.pair_sets:
             for i in range(len(pairs)):
                 if rng.random() < self.opt.pair_file_ratio:
@@ -208,7 +251,7 @@ class RoFormerSimObjective(Objective):
         if self.opt.swap_negative_prob > 0:
             for a, _ in pairs:
                 if rng.random() < self.opt.swap_negative_prob:
-                    swapped = swap_words(a, rng)
+                    swapped = swap_words(a if isinstance(a, str) else self.tokenizer.decode(a), rng)
                     negatives += [swapped] if swapped is not None else []
         scored = []
         if self.opt.cosent_weight > 0 and self.scored:

@@ -13,9 +13,19 @@ def make_pair(record: dict, opt, rng: random.Random) -> tuple[str, str]:
     the sentence with itself (a SimCSE dropout positive whose seq2seq side is BART denoising)."""
     if "text_a" in record and "text_b" in record:
         return record["text_a"], record["text_b"]
+    return pick_pair(sentences_of(record["text"], opt), opt, rng)
+
+
+def sentences_of(text: str, opt) -> list[str]:
+    """The sentences pairs are drawn from: min/max_sentence_chars long, or the text's head if none is."""
     from pipeline.sentences import split_sentences
-    sents = [s for s in split_sentences(record["text"], max_len=opt.max_sentence_chars)
-             if len(s) >= opt.min_sentence_chars] or [record["text"][:opt.max_sentence_chars]]
+    return [s for s in split_sentences(text, max_len=opt.max_sentence_chars)
+            if len(s) >= opt.min_sentence_chars] or [text[:opt.max_sentence_chars]]
+
+
+def pick_pair(sents: list, opt, rng: random.Random) -> tuple:
+    """A sentence and, with probability ``neighbor_prob``, its neighbour (else itself); sentences
+    may be texts or token ids."""
     i = rng.randrange(len(sents))
     if len(sents) > 1 and rng.random() < opt.neighbor_prob:
         j = i + 1 if i + 1 < len(sents) and (i == 0 or rng.random() < 0.5) else i - 1
