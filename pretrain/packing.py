@@ -94,6 +94,21 @@ def pack_sequences(seqs: list[list[int]], width: int, pad_id: int, max_rows: int
     return pack([[seqs[i] for i in row] for row in rows], pad_id, rows, grouped)
 
 
+def window_segments(input_ids: torch.Tensor, attention_mask: torch.Tensor, sep_id: int) -> dict[str, torch.Tensor]:
+    """``segment_ids`` / ``position_ids`` for token-shard windows (``[CLS]`` + documents joined by
+    ``[SEP]``): a new segment starts after each [SEP], so with ``train.packing`` no document
+    attends another there either. Segments are numbered over the batch; pads get -1."""
+    ends = (input_ids == sep_id) & attention_mask.bool()
+    starts = torch.zeros_like(ends)
+    starts[:, 1:] = ends[:, :-1]
+    starts[:, 0] = True
+    seg = starts.long().flatten().cumsum(0).view_as(input_ids) - 1
+    seg = seg.masked_fill(~attention_mask.bool(), -1)
+    col = torch.arange(input_ids.shape[1]).expand_as(input_ids)
+    first = torch.where(starts, col, torch.zeros_like(col)).cummax(dim=1).values
+    return {"segment_ids": seg, "position_ids": (col - first).masked_fill(~attention_mask.bool(), 0)}
+
+
 def attention_mask_4d(q_segments: torch.Tensor, k_segments: torch.Tensor | None = None, causal: bool = False,
                       allowed: torch.Tensor | None = None, implementation: str = "sdpa",
                       dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -124,21 +124,34 @@ def test_pairs_from_tokens_collate_exactly_as_from_text(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("model", ["mlm-proposal", "bert-wwm"])
-def test_packed_token_rows_are_the_rows_pack_rows_makes(tiny_data, tmp_path, model):
-    from pretrain.objectives.mlm_proposal import pack_rows, word_index
-
+def test_token_windows_are_the_documents_in_order_and_attend_only_themselves(tiny_data, tmp_path, model):
+    """A row is [CLS] + the next window of the shard's documents joined by [SEP]; units are the
+    word (or token) starts; with train.packing each document is its own segment with positions
+    from 0, as on the text path (pack_rows)."""
     cfg, objective, _ = token_folder(tiny_data, tmp_path, model, "train.max_source_len=40")
     tok = objective.tokenizer
     records = read_shard(f"{cfg.data.clean_dir}/train/shard-00000-of-00001.jsonl.gz")[:30]
     enc = tok([r["text"] for r in records], add_special_tokens=False, return_offsets_mapping=True)
-    units = [word_index(r["text"], o) for r, o in zip(records, enc["offset_mapping"])] if cfg.objective.whole_word else None
-    ids, mask, unit_ids = pack_rows(enc["input_ids"], 40, tok.cls_token_id, tok.sep_token_id, tok.pad_token_id,
-                                    doc_units=units)
+    stream = [t for ids in enc["input_ids"] for t in [*ids, tok.sep_token_id]]
     shard = TokenShard(tmp_path / f"tokens-{model}" / "train" / "shard-00000-of-00001.tok")
-    full = len(ids) - 1                                  # the last packed row is partial in pack_rows only
-    batch = objective.collate_tokens([shard.sample(k, objective.window()) for k in range(full)], seed=0)
-    assert torch.equal(batch["input_ids"], ids[:full]) and torch.equal(batch["attention_mask"], mask[:full])
-    assert torch.equal(batch["unit_ids"], unit_ids[:full])
+    width = objective.window()
+    n = len(stream) // width
+    batch = objective.collate_tokens([shard.sample(k, width) for k in range(n)], seed=0)
+    ids, seg, pos = batch["input_ids"], batch["segment_ids"], batch["position_ids"]
+    assert (ids[:, 0] == tok.cls_token_id).all() and ids[:, 1:].flatten().tolist() == stream[:n * width]
+    units = batch["unit_ids"]
+    special = (ids == tok.cls_token_id) | (ids == tok.sep_token_id)
+    assert ((units < 0) == special).all()
+    for row in units:                                   # units 0, 1, ... in order, each start once
+        kept = row[row >= 0]
+        assert kept[0] == 0 and ((kept.diff() == 0) | (kept.diff() == 1)).all()
+    if not cfg.objective.whole_word:
+        assert (units[~special] >= 0).all() and all((r[r >= 0].diff() == 1).all() for r in units)
+    after_sep = torch.zeros_like(special)
+    after_sep[:, 1:] = ids[:, :-1] == tok.sep_token_id
+    assert (pos[after_sep] == 0).all() and (pos[:, 0] == 0).all()
+    assert ((seg[:, 1:] != seg[:, :-1]) == after_sep[:, 1:]).all()     # a new segment exactly after [SEP]
+
 
 
 def batches(data, n):

@@ -30,7 +30,7 @@ from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTrainin
 from pipeline.typed_config import ConfigError, InvalidValue
 from pretrain.models import EncoderArch, encoder_config_kwargs
 from pretrain.objectives.base import Objective, ObjectiveSpec, Options, mask_budget, uniform_order
-from pretrain.packing import encoder_kwargs, pack_sequences
+from pretrain.packing import encoder_kwargs, pack_sequences, window_segments
 
 
 @dataclass
@@ -278,7 +278,10 @@ class ElectraObjective(Objective):
     def collate_tokens(self, samples: list[dict], seed: int) -> dict[str, torch.Tensor]:
         """[CLS] + a packed window (documents separated by [SEP]), padded (or packed), then masked."""
         cls = [self.tokenizer.cls_token_id]
-        return self.masked_batch([cls + s["ids"].tolist() for s in samples], torch.Generator().manual_seed(seed))
+        batch = self.masked_batch([cls + s["ids"].tolist() for s in samples], torch.Generator().manual_seed(seed))
+        if self.cfg.train.packing:        # a document attends only itself, as on the text path
+            batch.update(window_segments(batch["input_ids"], batch["attention_mask"], self.tokenizer.sep_token_id))
+        return batch
 
     def masked_batch(self, rows: list, generator: torch.Generator | None = None) -> dict:
         """Rows padded or packed (train.packing), with mask_prob of their non-special tokens masked

@@ -61,7 +61,7 @@ from transformers import BertConfig, BertForMaskedLM, RoFormerConfig, RoFormerFo
 from pipeline.typed_config import InvalidValue, build
 from pretrain.models import EncoderArch, encoder_config_kwargs
 from pretrain.objectives.base import Objective, ObjectiveSpec, Options, mask_budget, pad_batch, uniform_order
-from pretrain.packing import attention_mask_4d, encoder_kwargs, pack_sequences
+from pretrain.packing import attention_mask_4d, encoder_kwargs, pack_sequences, window_segments
 
 
 @dataclass
@@ -413,7 +413,10 @@ class MLMProposalObjective(Objective):
             starts &= flags
             starts[:, 1] = units[:, 1]
         unit_ids = torch.where(units, starts.long().cumsum(dim=1) - 1, torch.full_like(ids, -1))
-        return {"input_ids": ids, "attention_mask": mask, "unit_ids": unit_ids}
+        out = {"input_ids": ids, "attention_mask": mask, "unit_ids": unit_ids}
+        if self.cfg.train.packing:        # a document attends only itself, as on the text path
+            out.update(window_segments(ids, mask, tok.sep_token_id))
+        return out
 
     def loss(self, model, batch: dict):
         """Training: the sampled, reweighted MLM estimate + proposal regression. Eval: uniform masks, fixed seed."""
