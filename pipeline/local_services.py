@@ -64,7 +64,7 @@ class Services:
             proc.terminate()
         for proc in reversed(self.procs):
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=5)         # a dask process may linger reconnecting: then it is killed
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()

@@ -129,6 +129,7 @@ class TrainConfig:
     max_bad_steps: int = 5                  # consecutive non-finite losses before stopping
     packing: bool = True                    # several sequences per row, none attending another (pretrain.packing)
     compile: bool = False                   # torch.compile the transformer bodies: ~1-2 min at start
+    compile_backend: str = "inductor"       # torch.compile backend (inductor; aot_eager traces without code generation)
     num_threads: int = 0                    # torch intra-op threads per process; 0 = cores / processes
     trace_samples: bool = False             # write the ids each rank trains on per step (RUN/trace/)
     peak_tflops: float = 0.0                # per-device peak for the MFU estimate; 0 = known GPUs, measured on CPU
@@ -146,6 +147,12 @@ class TrainConfig:
                 raise InvalidValue(key, f"must be > 0, got {getattr(self, key)!r}")
         if self.offload and self.zero_stage == 0:
             raise InvalidValue("offload", "needs train.zero_stage >= 1")
+        if self.compile and self.compile_backend != "inductor":
+            import torch._dynamo
+            known = torch._dynamo.list_backends(exclude_tags=())
+            if self.compile_backend not in known:
+                raise InvalidValue("compile_backend", f"'{self.compile_backend}' is not a torch.compile backend "
+                                                      f"(known: {', '.join(known)})")
 
 
 @dataclass

@@ -148,7 +148,7 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optim
     return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps, fused=True)
 
 
-def compile_transformers(model: torch.nn.Module) -> list[str]:
+def compile_transformers(model: torch.nn.Module, backend: str = "inductor") -> list[str]:
     """torch.compile (in place) the transformer body of every Hugging Face model inside ``model``.
 
     Objectives wrap their networks in code that samples masks or replacements (random draws,
@@ -159,7 +159,7 @@ def compile_transformers(model: torch.nn.Module) -> list[str]:
     """
     names = []
     for name, module in hf_models(model):
-        module.base_model.compile(dynamic=True)
+        module.base_model.compile(dynamic=True, backend=backend)
         names.append(name)
     return names
 
@@ -196,7 +196,7 @@ def build_engine(cfg: RunConfig, model: torch.nn.Module):
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg))
     if cfg.train.compile:
-        names = compile_transformers(engine.module)
+        names = compile_transformers(engine.module, cfg.train.compile_backend)
         logging.getLogger("pretrain").info("torch.compile: transformer bodies of %s (compiles on the first step)",
                                            ", ".join(n or "the model" for n in names))
     return engine, optimizer, scheduler

@@ -174,32 +174,6 @@ def test_real_text_run_logs_electra_terms_and_learns(real_run):
     assert valid["rtd_acc"] >= valid["rtd_baseline_acc"] - 0.02, valid
 
 
-def test_discriminator_beats_the_all_original_baseline_on_real_text(real_run):
-    """A short single-process run on the same news text: the discriminator scores above the
-    all-"original" baseline over all non-padding tokens, with recall on replaced tokens.
-
-    Sampling temperature 3 flattens the generator's softmax, so replacements stay detectable
-    from the first steps (the win shows in 150 steps, about a minute). With the published
-    temperature 1 the tiny generator reaches unigram quality within ~200 steps and the
-    discriminator needs context to beat the baseline: ~1,000 steps at batch 128
-    (bench/electra_rtd.py, BENCHMARKS.md).
-    """
-    run = real_run / "beat"
-    cmd = [sys.executable, "-m", "pretrain.train", "--config", "configs/electra.yaml", "--size", "tiny",
-           f"run_dir={run}", f"data.clean_dir={real_run / 'clean'}", f"tokenizer.dir={real_run / 'tok'}",
-           "train.steps=150", "train.micro_batch_size=64", "train.lr=1e-3", "train.warmup_steps=30",
-           "train.zero_stage=0", "train.log_every=50", "train.eval_every=150", "train.save_every=150",
-           "train.eval_generate=256", "objective.temperature=3.0"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    valid = [r for r in records if r.get("split") == "valid"][-1]
-    assert valid["step"] == 150
-    assert 0.8 < valid["rtd_baseline_acc"] < 0.95, valid
-    assert valid["rtd_acc"] > valid["rtd_baseline_acc"] + 0.002, valid     # measured: +0.007
-    assert valid["rtd_recall"] > 0.05 and valid["rtd_precision"] > 0.5, valid   # measured: 0.107 / 0.64
-
-
 def test_exports_load_and_share_embeddings_after_round_trip(real_run):
     from transformers import AutoTokenizer, ElectraForMaskedLM, ElectraForPreTraining
 
