@@ -69,6 +69,7 @@ def test_second_launch_reuses_stages_and_resumes(first_run):
     assert (tmp / "run" / "metrics.jsonl").read_text() == before   # nothing retrained
 
 
+@pytest.mark.slow   # three launcher subprocesses
 def test_bad_model_and_size_stop_with_one_line():
     from pretrain.config import models
     for args, needle in ((["--model", "gpt-9"], "|".join(models())),

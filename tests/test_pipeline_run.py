@@ -157,6 +157,7 @@ def test_two_workers_same_checksums(corpus, first_run, tmp_path):
     assert (tmp_path / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
 
 
+@pytest.mark.slow   # the pipeline CLI end to end
 def test_cli(corpus, tmp_path, capsys):
     root, _ = corpus
     rc = main(["--input", str(root / "a.jsonl"), "--output", str(tmp_path), "--valid-fraction", "0.5",

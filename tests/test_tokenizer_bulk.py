@@ -137,6 +137,7 @@ def test_other_recipes_are_refused(built, tmp_path):  # noqa: F811
         BulkEncoder(other)
 
 
+@pytest.mark.slow   # a second tokenizer build
 def test_no_lowercase_build(tmp_path):
     """--no-lowercase: the rules keep case, and ids still equal tokenizer.json's."""
     from test_tokenizer_build import write_corpus
