@@ -180,10 +180,7 @@ def checkpoint_activations(model: torch.nn.Module) -> None:
     backward pass (non-reentrant), trading about a third more compute for activation memory that
     no longer grows with depth; what fits base sizes' batches on one device."""
     for _, module in hf_models(model):
-        if hasattr(module, "activation_checkpointing_enable"):          # transformers >= 5.2x
-            module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
 def build_engine(cfg: RunConfig, model: torch.nn.Module):

@@ -286,7 +286,7 @@ def test_activation_checkpointing_gives_the_same_gradients(batch):
         model = build("bert", vocab).train()
         if checkpointing:
             checkpoint_activations(model)
-            assert model.is_gradient_checkpointing
+            assert model.is_activation_checkpointing
         model(input_ids=ids, attention_mask=mask, labels=ids).loss.backward()
         grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
     for name, g in grads[0].items():
