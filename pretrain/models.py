@@ -53,12 +53,15 @@ class T5Arch:
                 raise InvalidValue(key, f"must be > 0, got {getattr(self, key)}")
 
 
-def encoder_config_kwargs(arch: EncoderArch, vocab_size: int, pad_id: int, max_positions: int) -> dict:
-    """The keyword arguments BERT, RoFormer and ELECTRA configs share."""
+def encoder_config_kwargs(arch: EncoderArch, vocab_size: int, pad_id: int, max_positions: int,
+                          bos_id: int | None = None, eos_id: int | None = None) -> dict:
+    """The keyword arguments BERT, RoFormer and ELECTRA configs share. The tokenizer's BOS/EOS ids go
+    into the config too, so ``transformers.Trainer`` finds nothing to realign (and warns about) on load."""
+    ids = {k: v for k, v in (("bos_token_id", bos_id), ("eos_token_id", eos_id)) if v is not None}
     return dict(vocab_size=vocab_size, hidden_size=arch.d_model, num_hidden_layers=arch.num_layers,
                 num_attention_heads=arch.num_heads, intermediate_size=arch.d_ff, hidden_act=arch.feed_forward_proj,
                 hidden_dropout_prob=arch.dropout_rate, attention_probs_dropout_prob=arch.dropout_rate,
-                max_position_embeddings=max_positions, pad_token_id=pad_id)
+                max_position_embeddings=max_positions, pad_token_id=pad_id, **ids)
 
 
 def t5_special_ids(tokenizer) -> dict[str, int]:

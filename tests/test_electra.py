@@ -9,7 +9,7 @@ import torch
 
 from conftest import REPO, SHARED_DATA
 from pretrain.config import config_path, load_config
-from pretrain.objectives.electra import ElectraObjective, mask_tokens, replace_tokens, sample_tokens
+from pretrain.objectives.electra import ElectraObjective, mask_tokens, replace_tokens, rtd_auc, sample_tokens
 
 CLS, SEP, PAD, MASK = 2, 3, 0, 4
 
@@ -44,6 +44,14 @@ def test_replaced_token_labels_count_a_sampled_original_as_original():
     fake, labels = replace_tokens(ids, mlm_mask, sampled)
     assert fake.tolist() == [[CLS, 10, 99, 12, 98, SEP, PAD]]
     assert labels.tolist() == [[0, 0, 1, 0, 1, 0, 0]]
+
+
+def test_rtd_auc_counts_pairs_and_half_ties():
+    """AUC by hand: the share of (replaced, original) pairs the replaced token wins, ties half."""
+    assert rtd_auc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1])) == 0.75   # 3 of 4 pairs
+    assert rtd_auc(torch.tensor([0.0, 1.0, 1.0, 2.0]), torch.tensor([0, 1, 0, 1])) == 0.875  # one tie: 3.5 / 4
+    assert rtd_auc(torch.ones(4), torch.tensor([0, 0, 1, 1])) == 0.5
+    assert rtd_auc(torch.tensor([0.3, 0.2]), torch.tensor([0, 0])) == 0.5                    # no replaced token
 
 
 def test_sampled_replacements_follow_the_generator_softmax():

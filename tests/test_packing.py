@@ -30,6 +30,42 @@ def test_first_fit_packs_in_order_within_every_capacity():
         first_fit([(9,)], (8,))
 
 
+def _first_fit_scan(lengths, caps, max_rows=0, decreasing=False):
+    """The plain definition: scan every row, in order, for each item."""
+    rows, used = [], []
+    order = sorted(range(len(lengths)), key=lambda i: -sum(lengths[i])) if decreasing else range(len(lengths))
+    for i in order:
+        for r, u in enumerate(used):
+            if all(a + n <= c for a, n, c in zip(u, lengths[i], caps)):
+                rows[r].append(i)
+                used[r] = [a + n for a, n in zip(u, lengths[i])]
+                break
+        else:
+            if not (max_rows and len(rows) >= max_rows):
+                rows.append([i])
+                used.append(list(lengths[i]))
+    return rows
+
+
+def test_first_fit_equals_the_plain_scan_and_pack_fills_every_token():
+    import random
+    rnd = random.Random(0)
+    for _ in range(200):
+        caps = tuple(rnd.randint(4, 30) for _ in range(rnd.choice([1, 2])))
+        lengths = [tuple(rnd.randint(0, c) for c in caps) for _ in range(rnd.randint(0, 40))]
+        kw = {"max_rows": rnd.choice([0, 3]), "decreasing": rnd.random() < 0.5}
+        rows = first_fit(lengths, caps, **kw)
+        assert rows == _first_fit_scan(lengths, caps, **kw)
+        toks = [[rnd.randint(1, 99) for _ in range(n[0])] for n in lengths]
+        out = pack([[toks[i] for i in r] for r in rows], 0, rows)
+        for r, row in enumerate(rows):
+            flat = [t for i in row for t in toks[i]]
+            assert out["input_ids"][r, :len(flat)].tolist() == flat
+            assert out["segment_ids"][r, :len(flat)].tolist() == [i for i in row for _ in toks[i]]
+            assert out["position_ids"][r, :len(flat)].tolist() == [p for i in row for p in range(len(toks[i]))]
+            assert not out["attention_mask"][r, len(flat):].any()
+
+
 def test_pack_restarts_positions_and_numbers_segments():
     out = pack([[[7, 8, 9], [4, 5]], [[6]]], pad_id=0)
     assert out["input_ids"].tolist() == [[7, 8, 9, 4, 5], [6, 0, 0, 0, 0]]

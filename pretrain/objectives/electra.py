@@ -111,6 +111,20 @@ def rtd_metrics(c: dict) -> dict[str, float]:
             "rtd_precision": _ratio(c["hit"], c["flagged"])}
 
 
+def rtd_auc(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Probability that a replaced token scores above an original one (ties count half): the
+    discriminator's ranking quality, which accuracy at threshold 0 hides while replaced tokens are
+    a small minority (a young discriminator ranks well long before any score crosses 0)."""
+    pos, neg = int(labels.sum()), int((labels == 0).sum())
+    if not pos or not neg:
+        return 0.5
+    order = logits.double().argsort()
+    _, inverse, counts = torch.unique_consecutive(logits.double()[order], return_inverse=True, return_counts=True)
+    ranks = torch.empty(len(logits), dtype=torch.float64)
+    ranks[order] = (counts.cumsum(0) - (counts - 1) / 2).double()[inverse]     # mean rank of each tie group
+    return float((ranks[labels.bool()].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
 def sample_tokens(logits: torch.Tensor, temperature: float = 1.0,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """One token per row from softmax(logits / temperature), by inverse-CDF lookup.
@@ -180,7 +194,7 @@ class ElectraPair(torch.nn.Module):
             counts["mlm_correct"] = (logits.argmax(-1) == targets).sum()
             counts["mlm_total"] = targets.new_tensor(targets.numel())
         return {"loss": mlm_loss + self.rtd_weight * rtd_loss, "mlm_loss": mlm_loss, "rtd_loss": rtd_loss,
-                "counts": counts}
+                "counts": counts, "rtd_logits": disc_logits.detach(), "rtd_labels": labels}
 
 
 # ---------------------------------------------------------------- the objective
@@ -252,7 +266,8 @@ class ElectraObjective(Objective):
     def discriminator_config(self) -> ElectraConfig:
         a, o, tok = self.cfg.arch, self.opts, self.tokenizer
         return ElectraConfig(embedding_size=o.embedding_size or a.d_model,
-                             **encoder_config_kwargs(a, len(tok), tok.pad_token_id, o.max_position_embeddings))
+                             **encoder_config_kwargs(a, len(tok), tok.pad_token_id, o.max_position_embeddings,
+                                                    tok.bos_token_id, tok.eos_token_id))
 
     def generator_config(self) -> ElectraConfig:
         return scaled_generator_config(self.discriminator_config(), self.opts.generator_size)
@@ -311,13 +326,19 @@ class ElectraObjective(Objective):
         was_training = model.training
         model.eval()
         total: dict[str, float] = {}
+        scores, truth = [], []
         bs = self.cfg.train.micro_batch_size
         for i in range(0, len(records), bs):
             batch = {k: v.to(device) for k, v in self.collate(records[i:i + bs]).items()}
-            for k, v in model(**batch)["counts"].items():
+            out = model(**batch)
+            for k, v in out["counts"].items():
                 total[k] = total.get(k, 0.0) + float(v)
+            active = batch["attention_mask"].bool()
+            scores.append(out["rtd_logits"][active].float().cpu())
+            truth.append(out["rtd_labels"][active].cpu())
         model.train(was_training)
-        return {**rtd_metrics(total), "mlm_acc": _ratio(total["mlm_correct"], total["mlm_total"])}
+        return {**rtd_metrics(total), "rtd_auc": rtd_auc(torch.cat(scores), torch.cat(truth)),
+                "mlm_acc": _ratio(total["mlm_correct"], total["mlm_total"])}
 
     # -- export ------------------------------------------------------------
     def hf_parts(self, model: ElectraPair) -> dict:

@@ -361,7 +361,8 @@ class MLMProposalObjective(Objective):
     # -- model -------------------------------------------------------------
     def model_config(self):
         a, t, tok = self.cfg.arch, self.cfg.train, self.tokenizer
-        common = encoder_config_kwargs(a, len(tok), tok.pad_token_id, max(512, t.max_source_len))
+        common = encoder_config_kwargs(a, len(tok), tok.pad_token_id, max(512, t.max_source_len),
+                                       tok.bos_token_id, tok.eos_token_id)
         if self.oc.encoder == "roformer":
             return RoFormerConfig(embedding_size=a.d_model, **common)
         return BertConfig(**common)

@@ -177,8 +177,9 @@ class RoFormerSimObjective(Objective):
         n = len(pairs)
         cls, sep = tok.cls_token_id, tok.sep_token_id
         rows, types = [], []
+        mask_id = tok.mask_token_id                  # a tokenizer attribute lookup costs more than the noise
         for k in range(2 * n):
-            src = self.noise(ids[k][:t.max_source_len], rng)
+            src = bart_noise(ids[k][:t.max_source_len], self.opt, mask_id, rng)
             tgt = ids[(k + n) % (2 * n)][:t.max_target_len]
             rows.append([cls, *src, sep, *tgt, sep])
             types.append([0] * (len(src) + 2) + [1] * (len(tgt) + 1))
