@@ -70,7 +70,8 @@ class DataConfig:
     tokens: bool = True                     # pre-tokenized, memory-mapped token shards (a stage); false:
                                             # tokenize each batch in the trainer (the tiny presets)
     tokens_dir: str = ""                    # "" = data/stages/tokens-<fingerprint of its inputs>
-    loader_workers: int = 2                 # background processes reading token batches (0 = in the trainer)
+    loader_workers: int = -1                # background processes reading token batches; 0 = in the trainer;
+                                            # -1 = 2 on a GPU, 0 on CPU (bench/data_bench.py, BENCHMARKS.md)
     prefetch: int = 4                       # batches each of them prepares ahead
     mix: list[MixSource] = field(default_factory=list)   # [{path, weight}]: train on these corpora, by weight
     text_field: str = ""                    # how to read the corpus when its layout cannot be inferred
@@ -78,8 +79,8 @@ class DataConfig:
     encoding: str = ""
 
     def __post_init__(self):
-        if self.loader_workers < 0:
-            raise InvalidValue("loader_workers", f"must be >= 0, got {self.loader_workers}")
+        if self.loader_workers < -1:
+            raise InvalidValue("loader_workers", f"must be >= 0, or -1 (auto), got {self.loader_workers}")
         if self.prefetch < 1:
             raise InvalidValue("prefetch", f"must be >= 1, got {self.prefetch}")
 

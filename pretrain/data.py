@@ -305,6 +305,8 @@ class TrainData:
         import torch.utils.data
 
         workers = self.cfg.data.loader_workers
+        if workers < 0:   # auto: on CPU, workers only take cores from the trainer's threads (measured: more wait, not less)
+            workers = 2 if self.pin else 0
         loader = torch.utils.data.DataLoader(
             _TokenBatches(self.reader, self.objective), sampler=steps, batch_size=None, num_workers=workers,
             pin_memory=self.pin, prefetch_factor=self.cfg.data.prefetch if workers else None)

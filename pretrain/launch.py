@@ -49,18 +49,23 @@ def _top_rejects(stats: dict, n: int = 3) -> str:
 
 def prepare_data(cfg: RunConfig, workers: int) -> None:
     """Run the clean / vocab / objective-data stages that are stale (cfg's folders are resolved)."""
-    from pretrain.stages import data_dir, plan, run_stage
+    from pretrain.stages import corpus_files, corpus_specs, data_dir, plan, run_stage
 
     d, tk, p = cfg.data, cfg.tokenizer, cfg.pairs
     stages = plan(cfg).stages
-    if not d.corpus.startswith("hf:") and not stages["clean"][1]["files"]:
-        raise ConfigError(f"CORPUS '{d.corpus}' matches no file")
+    if not d.corpus.startswith("hf:"):
+        for spec in corpus_specs(d.corpus):      # each comma-separated part must name something
+            if not corpus_files(spec):
+                raise ConfigError(f"CORPUS '{d.corpus}': '{spec}' matches no file" if spec != d.corpus
+                                  else f"CORPUS '{d.corpus}' matches no file")
+        if not stages["clean"][1]["files"]:
+            raise ConfigError(f"CORPUS '{d.corpus}' matches no file")
 
     def clean():
         from pipeline.run import run_pipeline
         from pretrain.stages import read_overrides
         output = {"valid_fraction": d.valid_fraction, **({"num_shards": d.num_shards} if d.num_shards else {})}
-        stats = run_pipeline(d.corpus, d.clean_dir, config_path=d.pipeline_config, runner="DirectRunner",
+        stats = run_pipeline(corpus_specs(d.corpus), d.clean_dir, config_path=d.pipeline_config, runner="DirectRunner",
                              workers=workers, overrides={"output": output, "read": read_overrides(d)})
         if not stats.get("written"):
             raise ConfigError(f"CORPUS '{d.corpus}': the cleaning stage wrote 0 documents of {stats.get('read', 0):,} "

@@ -41,6 +41,13 @@ CODE_OF = {"clean": ("pipeline/*.py",),
                       "pipeline/sentences.py")}
 
 
+def corpus_specs(corpus: str) -> list[str]:
+    """The comma-separated parts of a CORPUS value (globs, files, folders), or the one hf: spec."""
+    if corpus.startswith("hf:"):
+        return [corpus]
+    return [p for p in (p.strip() for p in corpus.split(",")) if p]
+
+
 def corpus_files(corpus: str) -> list[str]:
     """The files a CORPUS spec names (comma-separated globs, files or folders); none for hf: specs."""
     from pipeline.readers import expand_input
@@ -48,7 +55,7 @@ def corpus_files(corpus: str) -> list[str]:
     if corpus.startswith("hf:"):
         return []
     paths = []
-    for pattern in filter(None, (p.strip() for p in corpus.split(","))):
+    for pattern in corpus_specs(corpus):
         try:
             paths += [p for p in expand_input(pattern) if not p.startswith("hf:")]
         except (OSError, ValueError):

@@ -82,6 +82,18 @@ def test_bad_model_and_size_stop_with_one_line():
         assert len(lines) == 1 and needle in lines[0], proc.stderr
 
 
+def test_a_comma_separated_corpus_names_the_part_that_matches_nothing():
+    from pretrain.stages import corpus_specs
+    assert corpus_specs(" data/a.jsonl, data/b ,,") == ["data/a.jsonl", "data/b"]
+    assert corpus_specs("hf:user/set,config") == ["hf:user/set,config"]
+    proc = subprocess.run([sys.executable, "-m", "pretrain.launch", "--model", "electra", "--prepare-only",
+                           "data.corpus=data/sample/news.jsonl,data/sample/nothing-*.jsonl"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr
+    assert "'data/sample/nothing-*.jsonl' matches no file" in lines[0], lines
+
+
 @pytest.mark.slow
 def test_models_keep_their_own_artifacts_and_a_rerun_reuses_everything(tmp_path):
     """make pretrain MODEL=t5-pegasus, then MODEL=electra, then MODEL=t5-pegasus again: the third run

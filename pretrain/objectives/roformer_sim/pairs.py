@@ -56,8 +56,9 @@ def bart_noise(ids: list[int], opt, mask_id: int, rng: random.Random) -> list[in
     """BART-style corruption of a source (with probability ``noise_prob``): token deletion, then [MASK]."""
     if not ids or rng.random() >= opt.noise_prob:
         return ids
-    kept = [t for t in ids if rng.random() >= opt.delete_ratio] or ids[:1]
-    return [mask_id if rng.random() < opt.mask_ratio else t for t in kept]
+    draw, delete, mask = rng.random, opt.delete_ratio, opt.mask_ratio     # locals: this runs per token
+    kept = [t for t in ids if draw() >= delete] or ids[:1]
+    return [mask_id if draw() < mask else t for t in kept]
 
 
 def swap_words(text: str, rng: random.Random) -> str | None:
