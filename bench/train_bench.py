@@ -139,11 +139,11 @@ def plain_electra_loss(pair, batch: dict):
 class PeerSetup:
     """One family's model, collator and loss as a peer runs them (no packing, the model's own heads)."""
 
-    def __init__(self, family: str, overrides: list[str]):
+    def __init__(self, family: str, overrides: list[str], fixed_shapes: bool = False):
         import torch
         from transformers import DataCollatorForLanguageModeling
 
-        self.family = family
+        self.family, self.fixed_shapes = family, fixed_shapes
         self.cfg, self.obj = load_objective(family, overrides, packing=False)
         torch.manual_seed(self.cfg.train.seed)
         self.model = self.obj.build_mlm() if family == "mlm" else self.obj.build_model()
@@ -151,7 +151,28 @@ class PeerSetup:
                              if family == "mlm" else None)
 
     def collate(self, records: list[dict]) -> tuple[dict, int, float]:
-        """(batch, text tokens, model FLOPs) of a list of records."""
+        """(batch, text tokens, model FLOPs) of a list of records; with ``fixed_shapes`` (the compiled
+        peers, T5 and MLM) padded to the configured lengths, as users who compile do (nanoT5 trains on
+        fixed lengths): a new shape per batch would make torch.compile recompile or go dynamic."""
+        batch, n, f = self._collate(records)
+        if self.fixed_shapes and self.family in ("t5", "mlm"):
+            batch = self.pad_fixed(batch)
+        return batch, n, f
+
+    def pad_fixed(self, batch: dict) -> dict:
+        import torch.nn.functional as F
+
+        t, pad = self.cfg.train, self.obj.tokenizer.pad_token_id
+        target = {"labels": t.max_target_len, "decoder_attention_mask": t.max_target_len,
+                  "decoder_input_ids": t.max_target_len} if self.family == "t5" else {}
+        fill = {"input_ids": pad, "decoder_input_ids": pad, "labels": -100}
+        out = {}
+        for key, v in batch.items():
+            width = target.get(key, t.max_source_len)
+            out[key] = F.pad(v, (0, width - v.shape[1]), value=fill.get(key, 0)) if v.dim() == 2 else v
+        return out
+
+    def _collate(self, records: list[dict]) -> tuple[dict, int, float]:
         if self.family == "mlm":
             enc = self.obj.tokenizer([r["text"] for r in records], truncation=True,
                                      max_length=self.cfg.train.max_source_len)
@@ -207,7 +228,7 @@ def plain_loop(family: str, overrides: list[str], steps: int, log_every: int, bf
 
     from pretrain.data import batches
 
-    setup = PeerSetup(family, overrides)
+    setup = PeerSetup(family, overrides, fixed_shapes=compiled)
     setup.model.train()
     step_fn = loss_module(setup)
     if compiled:
@@ -243,7 +264,7 @@ def hf_trainer(family: str, overrides: list[str], steps: int, log_every: int, wo
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    setup = PeerSetup(family, overrides)
+    setup = PeerSetup(family, overrides, fixed_shapes=True)
     model = loss_module(setup)
     stream = record_stream(setup)
 
