@@ -47,7 +47,7 @@ def first_fit(lengths: list[tuple[int, ...]], caps: tuple[int, ...], max_rows: i
         i = int(too_long[0])
         raise ValueError(f"item {i} has lengths {tuple(lengths[i])} > row capacity {tuple(caps)}")
     order = np.argsort(-need.sum(axis=1), kind="stable") if decreasing else np.arange(n)
-    free = np.empty((n, len(caps)), dtype=np.int64)   # room left in each row (first `count` are rows)
+    free = np.empty((n, len(caps)), dtype=np.int64)   # room left in each row (the first len(rows) entries)
     rows: list[list[int]] = []
     dims = range(1, len(caps))
     for i in order.tolist():
