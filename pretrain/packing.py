@@ -79,11 +79,11 @@ def pack(rows: list[list[list[int]]], pad_id: int, segment_index: list[list[int]
     segment k of row r (default: numbered in order over the batch). ``extra`` packs per-token
     companions the same way (e.g. token types), padded with 0. Filled by flat numpy scatters.
     """
-    seg_len = np.array([len(t) for segs in rows for t in segs], dtype=np.int64)
-    seg_row = np.repeat(np.arange(len(rows)), [len(segs) for segs in rows])
-    row_len = np.bincount(seg_row, weights=seg_len, minlength=len(rows)).astype(np.int64) if len(rows) else seg_len
-    width = int(row_len.max()) if len(rows) else 0
     n = len(rows)
+    seg_len = np.array([len(t) for segs in rows for t in segs], dtype=np.int64)
+    seg_row = np.repeat(np.arange(n), [len(segs) for segs in rows])
+    row_len = np.bincount(seg_row, weights=seg_len, minlength=n).astype(np.int64)
+    width = int(row_len.max(initial=0))
     total = int(seg_len.sum())
     seg_flat_start = np.cumsum(seg_len) - seg_len                    # each segment's offset in the flat token list
     row_flat_start = np.cumsum(row_len) - row_len
