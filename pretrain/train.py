@@ -196,10 +196,22 @@ def count_params(model) -> int:
 # ---------------------------------------------------------------- validation
 @torch.no_grad()
 def validate(engine, objective, cfg: RunConfig, rank: int, world: int, device) -> dict:
-    """Mean loss over the first eval_batches of each rank's slice of the validation shards."""
+    """Mean loss over the first eval_batches of each rank's slice of the validation shards.
+
+    Masks, noise and pair draws come from a fixed seed, so every validation scores the same
+    batches (losses at different steps are comparable) and training's RNG streams are untouched."""
     shards = list_shards(objective.valid_dir, "valid")
     if not shards:
         return {}
+    saved = rng_state()
+    seed_everything(cfg.train.seed + 7919 * (rank + 1))
+    try:
+        return _validate(engine, objective, cfg, rank, world, device, shards)
+    finally:
+        set_rng_state(saved)
+
+
+def _validate(engine, objective, cfg: RunConfig, rank: int, world: int, device, shards) -> dict:
     engine.eval()
     total, n = torch.zeros(2), 0
     for batch in valid_batches(cfg, objective, rank, world):

@@ -52,6 +52,10 @@ def test_export_loads_offline_and_generates(first_run):
     model = AutoModelForSeq2SeqLM.from_pretrained(export)
     assert model.config.model_type == "mt5"
     assert not torch.equal(model.lm_head.weight, model.shared.weight)   # untied LM head (mT5)
+    # the file says what the checkpoint holds (transformers 5.x still forces the flag on load: #42815)
+    assert json.loads((export / "config.json").read_text())["tie_word_embeddings"] is False
+    from safetensors.torch import load_file
+    assert torch.equal(model.lm_head.weight, load_file(export / "model.safetensors")["lm_head.weight"])
     inputs = tok(["今天上午，市图书馆举办了一场关于传统手工艺的讲座，吸引了许多市民参加。"], return_tensors="pt")
     out = model.generate(**inputs, max_new_tokens=12)
     assert out.shape[0] == 1 and out.shape[1] > 1

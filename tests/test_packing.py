@@ -199,7 +199,7 @@ def test_roformer_sim_packed_rows_match_unpacked(tiny_data):
     from pretrain.config import load_config
     from pretrain.objectives.roformer_sim import RoFormerSimObjective
     cfg = load_config(REPO / "configs" / "roformer-sim.yaml",
-                      [*tiny_data, "arch.dropout_rate=0.0", "objective.noise_prob=0.0", "train.max_source_len=24",
+                      [*tiny_data, "objective.pair_file=", "arch.dropout_rate=0.0", "objective.noise_prob=0.0", "train.max_source_len=24",
                        "train.max_target_len=24"])
     obj = RoFormerSimObjective(cfg)
     torch.manual_seed(0)

@@ -19,6 +19,7 @@ from conftest import REPO
 
 STEPS = 8
 UNPACKED = "train.packing=false"       # the row-layout tests read one sequence per row (packing: test_packing.py)
+CORPUS_ONLY = "objective.pair_file="   # without the tiny preset's sample pair file: batches of corpus pairs only
 
 
 def launch(tmp, data, run, *extra, nproc=1):
@@ -45,7 +46,7 @@ def objective(tiny_data):
     from pretrain.config import load_config
     from pretrain.objectives.roformer_sim import RoFormerSimObjective
 
-    cfg = load_config(REPO / "configs" / "roformer-sim.yaml", [*tiny_data, UNPACKED, "arch.dropout_rate=0.0"])
+    cfg = load_config(REPO / "configs" / "roformer-sim.yaml", [*tiny_data, UNPACKED, CORPUS_ONLY, "arch.dropout_rate=0.0"])
     return RoFormerSimObjective(cfg)
 
 
@@ -215,7 +216,7 @@ def test_swap_words_makes_paws_style_negatives(tiny_data, tmp_path):
         assert swapped != text and sorted(swapped) == sorted(text)          # same characters, other order
     assert swap_words("好", rng) is None and swap_words("我 我", rng) is None   # nothing different to swap
     cfg = load_config(REPO / "configs" / "roformer-sim.yaml",
-                      [*tiny_data, UNPACKED, "objective.swap_negative_prob=1.0", "objective.neighbor_prob=0.0"])
+                      [*tiny_data, UNPACKED, CORPUS_ONLY, "objective.swap_negative_prob=1.0", "objective.neighbor_prob=0.0"])
     objective = RoFormerSimObjective(cfg)
     random.seed(0)
     batch = objective.collate([{"text": "我们明天去公园散步。"}, {"text": "今天天气很好。"}])
@@ -363,7 +364,7 @@ def test_export_loads_in_auto_classes_with_matching_outputs(runs, sim_data):
 
     # the objective of the runs' own data and tokenizer (the session's tiny_data has another vocabulary)
     objective = RoFormerSimObjective(load_config(REPO / "configs" / "roformer-sim.yaml",
-                                                 [*sim_data, "arch.dropout_rate=0.0"]))
+                                                 [*sim_data, CORPUS_ONLY, "arch.dropout_rate=0.0"]))
 
     export = runs / "zero2x2" / "export"
     tok = AutoTokenizer.from_pretrained(export)
@@ -398,7 +399,7 @@ def test_distillation_matches_teacher_cosines(runs, sim_data):
 
     export = runs / "single" / "export"
     cfg = load_config(REPO / "configs" / "roformer-sim.yaml",
-                      [*sim_data, "arch.dropout_rate=0.0", f"objective.teacher={export}", "objective.noise_prob=0.0"])
+                      [*sim_data, CORPUS_ONLY, "arch.dropout_rate=0.0", f"objective.teacher={export}", "objective.noise_prob=0.0"])
     obj = RoFormerSimObjective(cfg)
     torch.manual_seed(0)
     student = obj.build_model().eval()

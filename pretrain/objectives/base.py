@@ -256,4 +256,23 @@ def save_hf(model, tokenizer, out_dir: str | Path) -> None:
     """One Hugging Face folder: safetensors weights, config (and generation config), tokenizer."""
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir, safe_serialization=True)
+    mark_untied_head(model, out_dir / "config.json")
     tokenizer.save_pretrained(out_dir)
+
+
+def mark_untied_head(model, config_file: Path) -> None:
+    """Write ``tie_word_embeddings: false`` when the saved LM head is its own tensor (mT5 / T5 v1.1).
+
+    transformers 5.x's MT5Config forces the flag to true on load whatever the file says
+    (huggingface/transformers#42815) and, finding two different tensors, loads them untied with a
+    warning, as it does for google/mt5-small itself. The file states what the checkpoint holds, so
+    readers that honour the flag (transformers 4.x, serving stacks reading config.json) get it right."""
+    import json
+
+    head, embed = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is None or embed is None or head.weight is embed.weight:
+        return
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if config.get("tie_word_embeddings", True):
+        config["tie_word_embeddings"] = False
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")

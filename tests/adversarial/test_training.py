@@ -244,7 +244,7 @@ def test_steps_at_or_below_the_current_step_and_changed_steps_say_so(tmp_path, t
 
 def test_objective_config_errors_are_one_line(tmp_path, t5_data):
     proc = train(tmp_path / "run", [o for o in t5_data if not o.startswith("data.pairs_dir")], "train.steps=2",
-                 "objective.cosent_weight=1.0", config="configs/roformer-sim.yaml")
+                 "objective.pair_file=", "objective.cosent_weight=1.0", config="configs/roformer-sim.yaml")
     errors = ONE_LINE(proc.stderr)
     assert proc.returncode == 2 and len(errors) == 1 and "cosent_weight" in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr

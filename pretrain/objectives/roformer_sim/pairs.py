@@ -85,12 +85,20 @@ def swap_words(text: str, rng: random.Random) -> str | None:
 
 
 def pair_file_paths(spec: str) -> list[str]:
-    """``objective.pair_file``: comma-separated files or globs, each of which must match."""
+    """``objective.pair_file``: comma-separated files or globs, each of which must match.
+
+    A relative path is looked up from the working directory, then from the repository root,
+    so the presets' shipped sample (data/sample-pairs) is found from any directory a launcher uses."""
     import glob
+    import os
+
+    from pretrain.config import REPO_ROOT
 
     paths = []
     for item in filter(None, (x.strip() for x in spec.split(","))):
         found = sorted(glob.glob(item))
+        if not found and not os.path.isabs(item):
+            found = sorted(glob.glob(str(REPO_ROOT / item)))
         if not found:
             raise ConfigError(f"objective.pair_file: {item} matches no file")
         paths += found
