@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -29,6 +30,10 @@ from pathlib import Path
 from pretrain.config import ConfigError, RunConfig, config_path, load_config, models, preset_names
 
 log = logging.getLogger("pretrain")
+
+# The data stages run Beam in this process (gRPC threads); the trainer is then forked. gRPC's fork
+# handlers are not needed by the child and log "skipping fork() handlers" on every launch.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 def fail(message: str, code: int = 2) -> int:

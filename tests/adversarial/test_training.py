@@ -48,8 +48,10 @@ def test_stage_folders_are_keyed_by_their_inputs():
     electra = resolve(load_config(config_path("electra")))
     again = resolve(load_config(config_path("t5-pegasus")))
     assert t5.data.clean_dir == again.data.clean_dir and t5.tokenizer.dir == again.tokenizer.dir
-    # valid_fraction differs (0.05 vs 0.02): separate cleaned corpora and vocabularies
-    assert t5.data.clean_dir != electra.data.clean_dir and t5.tokenizer.dir != electra.tokenizer.dir
+    # the tiny presets clean the same corpus the same way: one cleaned corpus and vocabulary, reused
+    assert t5.data.clean_dir == electra.data.clean_dir and t5.tokenizer.dir == electra.tokenizer.dir
+    other = resolve(load_config(config_path("electra"), ["data.valid_fraction=0.02"]))   # another split
+    assert other.data.clean_dir != electra.data.clean_dir and other.tokenizer.dir != electra.tokenizer.dir
     assert t5.data.clean_dir.startswith("data/stages/clean-") and t5.tokenizer.dir.startswith("artifacts/tokenizer-")
     small = resolve(load_config(config_path("t5-pegasus"), ["data.corpus=data/sample/news.jsonl"]))
     assert small.data.clean_dir != t5.data.clean_dir and small.data.pairs_dir != t5.data.pairs_dir
