@@ -152,24 +152,31 @@ class PeerSetup:
 
     def collate(self, records: list[dict]) -> tuple[dict, int, float]:
         """(batch, text tokens, model FLOPs) of a list of records; with ``fixed_shapes`` (the compiled
-        peers, T5 and MLM) padded to the configured lengths, as users who compile do (nanoT5 trains on
+        peers) padded to the configured lengths, as users who compile do (nanoT5 trains on
         fixed lengths): a new shape per batch would make torch.compile recompile or go dynamic."""
         batch, n, f = self._collate(records)
-        if self.fixed_shapes and self.family in ("t5", "mlm"):
+        if self.fixed_shapes:
             batch = self.pad_fixed(batch)
         return batch, n, f
 
     def pad_fixed(self, batch: dict) -> dict:
+        """Every per-token tensor padded on the right to the family's configured row width (the
+        label count of ELECTRA's masked tokens and Sim's targets still varies, as in users' loops)."""
         import torch.nn.functional as F
 
         t, pad = self.cfg.train, self.obj.tokenizer.pad_token_id
+        row = t.max_source_len + t.max_target_len + 3 if self.family == "sim" else t.max_source_len
         target = {"labels": t.max_target_len, "decoder_attention_mask": t.max_target_len,
                   "decoder_input_ids": t.max_target_len} if self.family == "t5" else {}
-        fill = {"input_ids": pad, "decoder_input_ids": pad, "labels": -100}
+        per_token = {"input_ids", "attention_mask", "labels", "decoder_input_ids", "decoder_attention_mask",
+                     "token_type_ids", "segment_ids", "position_ids", "masked_input_ids", "mlm_mask"}
+        fill = {"input_ids": pad, "decoder_input_ids": pad, "masked_input_ids": pad,
+                "labels": -100 if self.family in ("t5", "mlm") else 0}
         out = {}
         for key, v in batch.items():
-            width = target.get(key, t.max_source_len)
-            out[key] = F.pad(v, (0, width - v.shape[1]), value=fill.get(key, 0)) if v.dim() == 2 else v
+            if key in per_token and getattr(v, "dim", lambda: 0)() == 2:
+                v = F.pad(v, (0, target.get(key, row) - v.shape[1]), value=fill.get(key, 0))
+            out[key] = v
         return out
 
     def _collate(self, records: list[dict]) -> tuple[dict, int, float]:

@@ -309,7 +309,10 @@ class TrainData:
             workers = 2 if self.pin else 0
         loader = torch.utils.data.DataLoader(
             _TokenBatches(self.reader, self.objective), sampler=steps, batch_size=None, num_workers=workers,
-            pin_memory=self.pin, prefetch_factor=self.cfg.data.prefetch if workers else None)
+            pin_memory=self.pin, prefetch_factor=self.cfg.data.prefetch if workers else None,
+            # the workers' base seed comes from this generator, not the global one: a resumed run
+            # starts the loader after restoring the RNG, and one extra draw would shift dropout
+            generator=torch.Generator().manual_seed(t.seed))
         for batch, meta in loader:
             self.state = meta.after
             yield batch, meta

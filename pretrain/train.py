@@ -174,7 +174,8 @@ def peak_device_flops(cfg: RunConfig) -> float:
 def matmul_peak_flops(dtype_name: str = "float32", n: int = 1024, repeats: int = 5) -> float:
     """Measured square-matmul throughput of this process's threads (FLOP/s): the best of ``repeats``."""
     dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    gen = torch.Generator().manual_seed(0)    # its own stream: a resumed run measures after restoring the RNG
+    a, b = (torch.randn(n, n, generator=gen).to(dtype) for _ in range(2))
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):

@@ -106,10 +106,10 @@ def test_models_keep_their_own_artifacts_and_a_rerun_reuses_everything(tmp_path)
 
     roots = [f"data.stages_dir={tmp_path / 'stages'}", f"tokenizer.root={tmp_path / 'artifacts'}"]
 
-    def launch(model):
+    def launch(model, *extra, run=None):
         proc = subprocess.run([sys.executable, "-m", "pretrain.launch", "--model", model, "--steps", "2",
-                               "--run", str(tmp_path / model), *roots, "train.save_every=2", "train.eval_every=2",
-                               "train.eval_generate=0", "train.micro_batch_size=4"],
+                               "--run", str(tmp_path / (run or model)), *roots, "train.save_every=2", "train.eval_every=2",
+                               "train.eval_generate=0", "train.micro_batch_size=4", *extra],
                               cwd=REPO, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stderr
@@ -120,9 +120,15 @@ def test_models_keep_their_own_artifacts_and_a_rerun_reuses_everything(tmp_path)
     launch("t5-pegasus")
     used = json.loads((tmp_path / "t5-pegasus" / "run.json").read_text())["artifacts"]
     vocab_before = digest(Path(used["tokenizer_dir"]))
-    launch("electra")
+    # the tiny presets clean the sample the same way: ELECTRA reuses that corpus and vocabulary
+    second = launch("electra")
     electra = json.loads((tmp_path / "electra" / "run.json").read_text())["artifacts"]
-    assert electra["tokenizer_dir"] != used["tokenizer_dir"] and electra["clean_dir"] != used["clean_dir"]
+    assert electra["tokenizer_dir"] == used["tokenizer_dir"] and electra["clean_dir"] == used["clean_dir"]
+    assert "clean: up to date, reusing" in second and "vocab: up to date, reusing" in second
+    # another split is another cleaned corpus and vocabulary, in folders of their own
+    launch("electra", "data.valid_fraction=0.02", run="electra-split")
+    split = json.loads((tmp_path / "electra-split" / "run.json").read_text())["artifacts"]
+    assert split["tokenizer_dir"] != used["tokenizer_dir"] and split["clean_dir"] != used["clean_dir"]
     third = launch("t5-pegasus")
     for stage in ("clean", "vocab", "pairs"):
         assert f"{stage}: up to date, reusing" in third, stage
