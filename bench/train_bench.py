@@ -403,9 +403,9 @@ def main(argv=None) -> int:
                           f"to tensors)", ""] + profile_table(res)
             out["families"][family] = {"model": model, "params": params, "flops_per_token": fpt, "results": res}
             print("\n".join(lines[-2 * len(res) - 8:]), flush=True)
-    out["load_avg_end"] = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+            out["load_avg_end"] = os.getloadavg()
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(out, indent=1))   # after each family: a later failure keeps it
     print(f"\nfp32 matmul peak {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s; "
           f"load {out['load_avg_start'][0]:.1f} at start, {out['load_avg_end'][0]:.1f} at end")
     print("\n".join(lines))
