@@ -265,7 +265,7 @@ def mark_untied_head(model, config_file: Path) -> None:
 
     transformers 5.x's MT5Config forces the flag to true on load whatever the file says
     (huggingface/transformers#42815) and, finding two different tensors, loads them untied with a
-    warning, as it does for google/mt5-small itself. The file states what the checkpoint holds, so
+    warning, as for any untied mT5 checkpoint. The file states what the checkpoint holds, so
     readers that honour the flag (transformers 4.x, serving stacks reading config.json) get it right."""
     import json
 
