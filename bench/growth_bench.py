@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--fresh", action="store_true", help="ignore runs already in --out")
     args = ap.parse_args(argv)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))  # taskset-aware
     specs = variants(args.hidden, args.layers, args.slope_window, args.slope_threshold)
     names = [n for n in (args.variants.split(",") if args.variants else specs) if n]
     names = ["scratch"] + [n for n in names if n != "scratch"]

@@ -7,12 +7,28 @@ few numpy operations.
 
 from __future__ import annotations
 
+import sys
 
 import numpy as np
 
 
 def codepoints(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+
+
+_ALNUM: list = []
+
+
+def alnum_table() -> np.ndarray:
+    """Code point -> ``str.isalnum()``: what survives the regex ``[\\W_]+`` removal of spaces,
+    punctuation and "_" (near-dedup shingles, decontamination), as one numpy lookup over a
+    whole batch; built once per process (planes 4-13 hold no assigned characters)."""
+    if not _ALNUM:
+        table = np.zeros(sys.maxunicode + 1, bool)
+        for lo, hi in ((0, 0x40000), (0xE0000, sys.maxunicode + 1)):
+            table[[cp for cp in range(lo, hi) if chr(cp).isalnum()]] = True
+        _ALNUM.append(table)
+    return _ALNUM[0]
 
 
 _BASE = 0x9E3779B97F4A7C15
@@ -73,17 +89,20 @@ class HashTable:
 
     def lookup(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, values; ``empty_val`` where not found) for an array of hashes. Each
-        call costs a dozen numpy operations per probe round: look up whole batches at once."""
-        h = np.where(h == 0, np.uint64(1), h)
+        call costs a few numpy operations per probe round: look up whole batches at once.
+        The first round runs on the whole array without index arrays; most lookups end there."""
+        if not h.all():
+            h = np.where(h == 0, np.uint64(1), h)
         slot = self._slot(h)
-        found = np.zeros(h.size, bool)
-        pending = np.arange(h.size)
+        k = self.keys[slot]
+        found = k == h
+        pending = np.flatnonzero((k != 0) ^ found)     # occupied by another key: probe on
         while pending.size:
+            slot[pending] = (slot[pending] + 1) & self.mask
             k = self.keys[slot[pending]]
             hit = k == h[pending]
             found[pending[hit]] = True
             pending = pending[(k != 0) & ~hit]
-            slot[pending] = (slot[pending] + 1) & self.mask
         return found, self.vals[slot]
 
 

@@ -33,7 +33,8 @@ class Checks:
         self.langid = LanguageIdentifier(cfg.langid) if cfg.langid.enabled else None
         self.wordlists = WordlistMatcher.from_config(cfg.wordlists)
         self.pii = PiiMasker(cfg.pii) if cfg.pii.enabled else None
-        self.decontam = Decontaminator(cfg.decontam, simplify=not cfg.clean.traditional_to_simplified) \
+        self.decontam = Decontaminator(cfg.decontam, simplify=not cfg.clean.traditional_to_simplified,
+                                      nfkc=not cfg.clean.unicode_nfkc) \
             if cfg.decontam.enabled else None
         self.quality = QualityScorer(cfg.quality) if cfg.quality.model else None
         self.exact = cfg.dedup.exact
@@ -51,16 +52,17 @@ def run_checks(batch: list, checks: Checks) -> tuple[list, list, dict, dict]:
     re-keyed, rejects, counts per decision, {key: record fields})."""
     rejects, counts = [], {}
     survivors = []
+    langs: dict[str, int] = {}
     for key, doc in batch:
         doc_id, text, source, line = doc[:4]
-        fields_in = doc[4] if len(doc) > 4 else {}
-        fields: dict[str, Any] = dict(fields_in)
+        fields: dict[str, Any] = dict(doc[4]) if len(doc) > 4 else {}
         reason: Optional[str] = None
         if checks.langid is not None:
             ok, lang, score = checks.langid.keep(text)
-            fields.update(lang=lang, lang_score=round(score, 3))
-            _add(counts, ("langid", lang))
-            reason = None if ok else f"lang_{lang}"
+            fields["lang"], fields["lang_score"] = lang, round(score, 3)
+            langs[lang] = langs.get(lang, 0) + 1
+            if not ok:
+                reason = f"lang_{lang}"
         if reason is None and checks.wordlists is not None:
             reason = checks.wordlists.reason(text)
         if reason is None and checks.pii is not None:
@@ -76,6 +78,8 @@ def run_checks(batch: list, checks: Checks) -> tuple[list, list, dict, dict]:
             rejects.append((reason, doc_id, source, line, doc[1][:checks.snippet], None))
             continue
         survivors.append((key, (doc_id, text, source, line), fields))
+    if langs:
+        counts["langid"] = langs
     if checks.decontam is not None and survivors:
         verdicts = checks.decontam.batch([doc[1] for _, doc, _ in survivors])
         rest = []
@@ -91,17 +95,20 @@ def run_checks(batch: list, checks: Checks) -> tuple[list, list, dict, dict]:
         survivors = rest
     if checks.quality is not None and survivors:
         scores = checks.quality.batch([doc[1] for _, doc, _ in survivors])
-        rest = []
+        rest, ppls, buckets = [], {}, {}
         for (key, doc, fields), (ppl, bucket, reason) in zip(survivors, scores):
-            src = counts.setdefault("quality", {}).setdefault(doc[2], {"hist": [0] * (len(quality.HIST_EDGES) - 1),
-                                                                        "buckets": {}})
-            src["hist"] = [a + b for a, b in zip(src["hist"], quality.histogram([ppl]))]
-            _add(src, ("buckets", bucket))
+            ppls.setdefault(doc[2], []).append(ppl)
+            buckets[doc[2], bucket] = buckets.get((doc[2], bucket), 0) + 1
             if reason is not None:
                 rejects.append((reason, doc[0], doc[2], doc[3], doc[1][:checks.snippet], None))
                 continue
-            fields.update(ppl=ppl, quality_bucket=bucket)
+            fields["ppl"], fields["quality_bucket"] = ppl, bucket
             rest.append((key, doc, fields))
+        per_source = counts["quality"] = {}
+        for source, values in ppls.items():      # one histogram per source and batch
+            per_source[source] = {"buckets": {}, "hist": quality.histogram(values)}
+        for (source, bucket), n in buckets.items():
+            per_source[source]["buckets"][bucket] = n
         survivors = rest
     # The fields travel with the document (a fifth element) to the shard writer, which adds them to
     # the record: language, score, perplexity bucket, contaminated sets.

@@ -40,8 +40,9 @@ NFKC_PLACEHOLDERS: dict[str, str] = {
     c: chr(0xFDD0 + i)
     for i, c in enumerate(c for c in CJK_PUNCTUATION if unicodedata.normalize("NFKC", c) != c)
 }
-_PROTECT = str.maketrans(NFKC_PLACEHOLDERS)
-_UNPROTECT = str.maketrans({p: c for c, p in NFKC_PLACEHOLDERS.items()})
+
+
+_PLACEHOLDER_RE = re.compile("[" + "".join(NFKC_PLACEHOLDERS.values()) + "]")
 
 
 def normalize_unicode(text: str, keep_cjk_punctuation: bool = True) -> str:
@@ -49,10 +50,20 @@ def normalize_unicode(text: str, keep_cjk_punctuation: bool = True) -> str:
     forms folded) while keeping Chinese punctuation ，。！？；：（）“” as is."""
     if text.isascii():
         return text
+    if unicodedata.is_normalized("NFKC", text) and not _PLACEHOLDER_RE.search(text):   # quick checks, far
+        return text                                                                      # cheaper than NFKC
     if not keep_cjk_punctuation:
         return unicodedata.normalize("NFKC", text)
-    protected = text.translate(_PROTECT)
-    return unicodedata.normalize("NFKC", protected).translate(_UNPROTECT)
+    # str.replace per kept character: a few fast scans beat str.translate's per-character dict lookups
+    for c, p in NFKC_PLACEHOLDERS.items():
+        if c in text:
+            text = text.replace(c, p)
+    if not unicodedata.is_normalized("NFKC", text):
+        text = unicodedata.normalize("NFKC", text)
+    for c, p in NFKC_PLACEHOLDERS.items():
+        if p in text:
+            text = text.replace(p, c)
+    return text
 
 
 # --------------------------------------------------------------------------
@@ -72,7 +83,8 @@ _CR_RE = re.compile(r"\r\n?")
 
 def remove_control_chars(text: str) -> str:
     """Drop control, format (zero-width, bidi, BOM) characters; CR/CRLF → LF."""
-    text = _CR_RE.sub("\n", text)
+    if "\r" in text:
+        text = _CR_RE.sub("\n", text)
     return _CONTROL_RE.sub("", text)
 
 
@@ -99,9 +111,12 @@ _EMPTY_BRACKETS_RE = re.compile(
 )
 
 
+_BRACKET_RE = re.compile("[（()《「『【\\[〈]")
+
+
 def remove_empty_brackets(text: str) -> str:
     """Remove empty brackets (also those holding only separators such as （，）)."""
-    if not any(c in text for c in "（()《「『【[〈"):
+    if not _BRACKET_RE.search(text):      # one scan instead of nine substring tests
         return text
     return _EMPTY_BRACKETS_RE.sub("", text)
 

@@ -14,6 +14,7 @@ filter already handles text without Chinese characters.
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import pycld2
@@ -23,6 +24,7 @@ from pipeline.config import LangIdConfig, section
 MAX_CHARS = 20_000          # CLD2 reads the start of long documents; enough to decide
 
 
+@functools.lru_cache(maxsize=None)
 def _code(cld2_code: str) -> str:
     """CLD2 codes to ISO 639-1 style: zh-Hant -> zh, un stays un."""
     return cld2_code.split("-")[0].lower()
@@ -45,8 +47,11 @@ class LanguageIdentifier:
         except pycld2.error:     # invalid UTF-8 sequences CLD2 refuses (lone surrogates)
             return "un", 0.0, False
         code = _code(details[0][1])
-        share = sum(p for _, c, p, _ in details if _code(c) == code) / 100.0
-        return code, share, reliable
+        share = 0
+        for _, c, p, _ in details:       # a plain loop: this runs once per document
+            if _code(c) == code:
+                share += p
+        return code, share / 100.0, reliable
 
     def keep(self, text: str) -> tuple[bool, str, float]:
         """(kept, language, score) - language and score go into the output record."""

@@ -29,19 +29,25 @@ from pipeline.charhash import HashTable, codepoints, prefix_sums, span_hashes
 
 DISCOUNT = 0.75
 BOS = 0x02                   # control characters never survive cleaning, so this marks the start
+_BOS_CHAR = chr(BOS)
 BUCKETS = ("head", "middle", "tail")
 
 
-def _batch_positions(texts: list[str], order: int) -> tuple[list, list, np.ndarray]:
-    """Position-aligned hashes for a batch, from ONE prefix sum over the texts joined (each
-    after ``order - 1`` start markers): the k-grams (k = 1..order) ending at every character,
-    the contexts of the 2..order-grams, and the length of each text."""
+def _positions(texts: list[str], order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ONE prefix sum over the texts joined (each after ``order - 1`` start markers), the
+    position of every character in it, and the length of each text."""
     pad = chr(BOS) * (order - 1)
-    cp = codepoints("".join(pad + t for t in texts))
-    prefix = prefix_sums(cp)
+    prefix = prefix_sums(codepoints("".join(pad + t for t in texts)))
     lengths = np.array([len(t) for t in texts], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths + order - 1)[:-1]]) + order - 1 if len(texts) else lengths
     pos = np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+    return prefix, pos, lengths
+
+
+def _batch_positions(texts: list[str], order: int) -> tuple[list, list, np.ndarray]:
+    """Position-aligned hashes for a batch: the k-grams (k = 1..order) ending at every
+    character, the contexts of the 2..order-grams, and the length of each text."""
+    prefix, pos, lengths = _positions(texts, order)
     grams = [span_hashes(prefix, pos - k + 1, k) for k in range(1, order + 1)]
     ctxs = [span_hashes(prefix, pos - k + 1, k - 1) for k in range(2, order + 1)]
     return grams, ctxs, lengths
@@ -58,6 +64,7 @@ class NgramModel:
     # ---------------------------------------------------------------- scoring
     def __post_init__(self):
         self._tables: dict = {}
+        self._by_order: dict = {}    # k -> merged k-gram table (``_merged``); -k -> start-context weight
 
     def _lookup(self, table, h):
         """(found, value) of hashes ``h`` in a (keys, values) table, through a HashTable."""
@@ -68,34 +75,99 @@ class NgramModel:
 
     def score_positions(self, grams: list, ctxs: list) -> np.ndarray:
         """log p(w | h) from the 1..K-gram hashes ending at each position (K = len(grams)) and
-        the contexts of the 2..K-grams, backing off ARPA-style: a seen K-gram's stored value,
-        else the context's back-off weight plus the (K-1)-gram's score."""
-        res = None
-        for k, h in enumerate(grams, 1):
-            hit, val = self._lookup(self.logp[k - 1], h)
-            if k == 1:
-                res = np.where(hit, val, self.unk_logp)
-                continue
-            miss = np.flatnonzero(~hit)        # the back-off weight matters only where the k-gram is unseen
-            _, weight = self._lookup(self.backoff[k - 2], ctxs[k - 2][miss])   # 0.0 where the context is unseen
-            res = np.where(hit, val, res)
-            res[miss] += weight
+        the contexts of the 2..K-grams (``ctxs[k - 2]``): see ``score_lazy``."""
+        return self.score_lazy(len(grams), len(grams[0]), lambda k, idx: grams[k - 1][idx],
+                               lambda k, idx: ctxs[k - 2][idx])
+
+    def score_lazy(self, order: int, n: int, gram, ctx) -> np.ndarray:
+        """log p(w | h) at ``n`` positions, backing off ARPA-style: a seen K-gram's stored value,
+        else the context's back-off weight plus the (K-1)-gram's score. Top down: a position
+        found at order k needs no lower order, so most positions cost one lookup, and
+        ``gram(k, idx)`` / ``ctx(k, idx)`` hash only the positions ``idx`` that back off."""
+        idx = np.arange(n)
+        levels = []                  # per order K..2: (hit mask over idx, stored value, back-off weight of misses)
+        for k in range(order, 1, -1):
+            hit, val = self._lookup(self.logp[k - 1], gram(k, idx))
+            miss = np.flatnonzero(~hit)
+            _, weight = self._lookup(self.backoff[k - 2], ctx(k, idx[miss]))   # 0.0 where the context is unseen
+            levels.append((hit, val, miss, weight))
+            idx = idx[miss]
+        hit, val = self._lookup(self.logp[0], gram(1, idx))
+        res = np.where(hit, val, self.unk_logp)
+        for hit, val, miss, weight in reversed(levels):
+            lower = res
+            res = val.copy()
+            res[miss] = lower + weight
         return res
 
     def char_logprobs(self, text: str) -> np.ndarray:
         """Natural-log probability of every character of ``text`` given the previous ones."""
-        grams, ctxs, _ = _batch_positions([text], self.order)
-        return self.score_positions(grams, ctxs)
+        return self._score_texts([text])[0]
+
+    def _merged(self, k: int) -> HashTable:
+        """The k-grams as one table: log p when a k-gram was seen (NaN when it was seen only as a
+        context) and the back-off weight when it was seen as a context of a (k+1)-gram (0.0 when
+        not), packed in one uint64, so a single lookup answers both questions."""
+        if k not in self._by_order:
+            tables = [self.logp[k - 1]] + ([self.backoff[k - 1]] if k < self.order else [])
+            keys = np.unique(np.concatenate([t[0] for t in tables]))
+            packed = np.zeros((keys.size, 2), np.float32)
+            packed[:, 0] = np.nan
+            for col, (tk, tv) in enumerate(tables):
+                packed[np.searchsorted(keys, tk), col] = tv
+            empty = np.array([np.nan, 0.0], np.float32).view(np.uint64)[0]
+            self._by_order[k] = HashTable(keys, packed.view(np.uint64).ravel(), empty)
+            # back-off weight of the all-start-marker context: the context of a text's first character
+            bos = prefix_sums(codepoints(chr(BOS) * k))
+            _, w = self._lookup(self.backoff[k - 1], span_hashes(bos, np.array([0]), k)) if k < self.order else (0, [0.0])
+            self._by_order[-k] = np.float32(w[0])
+        return self._by_order[k]
+
+    def _score_texts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(log p of every character of the texts laid end to end, length of each text).
+
+        The same values as ``score_lazy`` (ARPA back-off), computed bottom up: a k-gram can have
+        been seen only if the (k-1)-gram ending at the same character was seen and its context
+        (the (k-1)-gram ending one character earlier) was seen as a context, so each order looks
+        up only those candidates, one merged table lookup apiece (``_merged``)."""
+        prefix, pos, lengths = _positions(texts, self.order)
+        if any(_BOS_CHAR in t for t in texts):     # start markers inside a text (cleaning drops them)
+            return self.score_lazy(self.order, pos.size, lambda k, idx: span_hashes(prefix, pos[idx] - k + 1, k),
+                                   lambda k, idx: span_hashes(prefix, pos[idx] - k + 1, k - 1)), lengths
+        n = pos.size
+        first = np.zeros(n, bool)
+        first[(np.cumsum(lengths) - lengths)[lengths > 0]] = True
+        res = seen = weight = None
+        for k in range(1, self.order + 1):
+            if k == 1:
+                cand = np.arange(n)
+            else:
+                ctx = np.empty(n, np.float32)               # back-off weight of each position's context
+                ctx[1:] = weight[:-1]
+                ctx[first] = self._by_order[-(k - 1)]
+                cand = np.flatnonzero(seen & (ctx != 0))
+            found, packed = self._merged(k).lookup(span_hashes(prefix, pos[cand] - k + 1, k))
+            vals = packed.view(np.float32).reshape(-1, 2)
+            hit = found & ~np.isnan(vals[:, 0])
+            seen = np.zeros(n, bool)
+            seen[cand[hit]] = True
+            weight = np.zeros(n, np.float32)
+            weight[cand] = vals[:, 1]
+            if k == 1:
+                res = np.full(n, self.unk_logp, np.float32)
+            else:
+                res = res + ctx                              # ctx is 0.0 where the context was not seen
+            res[cand[hit]] = vals[hit, 0]
+        return res, lengths
 
     def perplexity(self, text: str) -> float:
         return self.perplexities([text])[0]
 
     def perplexities(self, texts: list[str]) -> list[float]:
         """Per-character perplexity of each text, the whole batch scored in one pass."""
-        grams, ctxs, lengths = _batch_positions(texts, self.order)
+        logp, lengths = self._score_texts(texts)
         if not lengths.sum():
             return [float("inf")] * len(texts)
-        logp = self.score_positions(grams, ctxs)
         sums = np.bincount(np.repeat(np.arange(len(texts)), lengths), weights=logp, minlength=len(texts))
         return [float(math.exp(-s / n)) if n else float("inf") for s, n in zip(sums.tolist(), lengths.tolist())]
 
@@ -197,6 +269,9 @@ class QualityScorer:
 
         c = section(QualityConfig, cfg)
         self.model = NgramModel.load(c.model) if c.model else None
+        if self.model is not None:
+            for k in range(1, self.model.order + 1):      # the lookup tables, once per worker
+                self.model._merged(k)
         self.max_perplexity = c.max_perplexity
 
     def batch(self, texts: list[str]) -> list[tuple[float, str, Optional[str]]]:

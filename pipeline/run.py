@@ -206,9 +206,8 @@ def clean_and_filter(batch, clean, active_filters, exact: bool, snippet: int) ->
     """Doc batch → (batch of (text key, cleaned doc), rejects): each document
     failing a filter is rejected, naming the first failing filter."""
     out, rejects = [], []
-    for doc_id, raw, source, line in batch:
-        text = clean(raw)
-        reason = filters.first_failure(text, active_filters)
+    texts = [clean(doc[1]) for doc in batch]
+    for (doc_id, raw, source, line), text, reason in zip(batch, texts, filters.first_failures(texts, active_filters)):
         if reason is not None:
             rejects.append((reason, doc_id, source, line, raw[:snippet], None))
             continue

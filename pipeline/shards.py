@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from json.encoder import encode_basestring
 import io
 import math
 import posixpath
@@ -85,6 +86,30 @@ def assign_split(doc_id: str, key: str, plan: dict, valid_fraction: float) -> tu
     return split, shard_value % plan["shards"][split]
 
 
+_FIXED = ("id", "text", "source")
+_encode_fields = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+
+
+def shard_lines(docs: list) -> bytes:
+    """The JSON lines of (id, text, key, source[, fields]) documents: the bytes ``jsonl_bytes``
+    writes for ``{"id", "text", "source", **fields}``, with the three strings escaped directly
+    (half the time of encoding a dict per line)."""
+    out = []
+    for d in docs:
+        fields = d[4] if len(d) > 4 else None
+        if fields and any(k in fields for k in _FIXED):
+            out.append(_encode_fields({"id": d[0], "text": d[1], "source": d[3], **fields}))
+            continue
+        try:
+            line = f'{{"id": {encode_basestring(d[0])}, "text": {encode_basestring(d[1])}, "source": {encode_basestring(d[3])}'
+        except TypeError:           # a value that is not a string: the general encoder
+            out.append(_encode_fields({"id": d[0], "text": d[1], "source": d[3], **(fields or {})}))
+            continue
+        out.append(f"{line}, {_encode_fields(fields)[1:-1]}}}" if fields else line + "}")
+    out.append("")
+    return "\n".join(out).encode("utf-8")
+
+
 def write_shard(output: str, split: str, index: int, count: int, docs: Iterable[tuple],
                 gzip_level: int = 6, parquet: bool = False) -> dict:
     """Write one shard of (id, text, key, source[, fields]) documents as ``{"id", "text", "source",
@@ -92,8 +117,7 @@ def write_shard(output: str, split: str, index: int, count: int, docs: Iterable[
     ``ppl``, ``quality_bucket``, ``contaminated``); returns its manifest entry."""
     docs = sorted(docs, key=lambda d: (d[0], d[2]))
     rel = shard_path(split, index, count)
-    data = gzip_bytes(jsonl_bytes({"id": d[0], "text": d[1], "source": d[3], **(d[4] if len(d) > 4 else {})}
-                                  for d in docs), gzip_level)
+    data = gzip_bytes(shard_lines(docs), gzip_level)
     write_bytes(join(output, rel), data)
     entry = shard_entry(rel, split, data, len(docs), sum(len(d[1]) for d in docs))
     if parquet:

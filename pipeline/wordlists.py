@@ -88,6 +88,9 @@ class WordlistMatcher:
         n = _visible(text)
         if self.empty or n == 0:
             return None
+        matches = self.automaton.iter(text.lower())
+        if next(matches, None) is None:        # most texts: no listed word at all
+            return None
         for spec, (hits, cov) in zip(self.specs, self.scores(text)):
             if hits >= spec.min_hits and cov / n > spec.max_ratio:
                 return f"wordlist_{spec.name}"

@@ -77,6 +77,23 @@ def test_short_text_signature():
     assert signature("").shape == (128,)
 
 
+def test_batch_signatures_equal_one_text_signatures():
+    """The batch path (one encode, a code-point table, grouped windows) gives each text's own
+    signature: long and short texts, punctuation only, case folding that changes length."""
+    a, b = dedup.minhash_params(CFG["num_perm"], CFG["seed"])
+    texts = WRITTEN + ["", "好", "，。！", "İSTANBUL 2024", "ab_cd", "短文"] + [d[:7] for d in WRITTEN] + [d * 12 for d in WRITTEN[:2]]
+    batch = dedup.minhash_signatures(texts, CFG["ngram"], a, b)
+    assert np.array_equal(batch, np.stack([signature(t) for t in texts]))
+    assert np.array_equal(dedup.minhash_signatures(texts, CFG["ngram"], a, b, max_windows=64), batch)
+
+
+def test_candidate_pairs_single_member_buckets():
+    words = np.array([[1, 2], [3, 4], [5, 6]], dtype=np.uint64)
+    assert dedup.candidate_pairs(np.array([7, 8, 9], dtype=np.uint64), words).shape == (0, 4)
+    got = dedup.candidate_pairs(np.array([7, 8, 7], dtype=np.uint64), words)
+    assert got.tolist() == [[1, 2, 5, 6]]
+
+
 def reference_pairs(ids, keys, max_bucket_size):
     """Candidate pairs the slow, obvious way: per bucket, all pairs of its
     distinct keys, or a star around the smallest when it is too large."""

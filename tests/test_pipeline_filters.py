@@ -76,3 +76,21 @@ def test_build_filters_and_switch_off():
     assert filters.first_failure(GOOD, fs) is None
     names = [n for n, _ in filters.build_filters({"min_chinese_ratio": None})]
     assert "chinese_ratio" not in names
+
+
+def test_batch_decisions_equal_one_text_decisions(shared_data):
+    """``first_failures`` (length and ratio filters in numpy over the batch) names the same
+    filter as ``first_failure`` text by text: real reviews and headlines, and the edge cases of
+    number separators, punctuation runs and text boundaries."""
+    from pipeline.clean import build_cleaner
+
+    cleaner = build_cleaner()
+    path = shared_data / "corpus/thucnews_cnews_subset/cnews.val.txt"
+    texts = [cleaner(line.split("\t", 1)[-1][:400]) for line in path.read_text(encoding="utf-8").splitlines()[:1500]]
+    texts += ["", "好", "1.2.3 ab", "？？？", "。。好", "3-4居 19500元", "价格1,000.5元-2", "1.", ".1", "12:30", "！",
+              "a b\tc\n", "中文" * 40 + "？" * 30, "9" * 30, "??好??", "每次失眠都?想起?去的得?失"]
+    fs = filters.build_filters({"min_chars": 5, "max_digit_ratio": 0.2, "max_punctuation_ratio": 0.2})
+    expected = [filters.first_failure(t, fs) for t in texts]
+    assert filters.first_failures(texts, fs) == expected
+    assert filters.first_failures(texts[::-1], fs) == expected[::-1]
+    assert len({r for r in expected if r}) >= 4

@@ -56,3 +56,21 @@ def test_reference_ranks_real_text(tmp_path, shared_data):
         weibo = [r["review"] for r in csv.DictReader(f)][:200]
     med = [np.median(m.perplexities(t)) for t in (wiki[50:], news, weibo)]
     assert med[0] < med[1] < med[2], med
+
+
+def test_bottom_up_scores_equal_the_arpa_reference(shared_data):
+    """The pipeline's scorer (merged tables, bottom up) gives the very floats of the plain ARPA
+    back-off (``score_lazy``), on real text, short texts, empty ones and texts holding the
+    start marker (which take the reference path)."""
+    from pipeline.charhash import span_hashes
+
+    wiki = shared_data / "corpus/zhwiki_sample/wiki_00_a.jsonl"
+    texts = [json.loads(line)["text"] for line in wiki.open(encoding="utf-8")][:400]
+    m = quality.fit(texts[::2], order=4)
+    batch = texts[1::2] + ["", "a", "的", "今天天气很好", "x\x02\x02y"]
+    for part in (batch[:-1], batch):
+        prefix, pos, lengths = quality._positions(part, m.order)
+        ref = m.score_lazy(m.order, pos.size, lambda k, idx: span_hashes(prefix, pos[idx] - k + 1, k),
+                           lambda k, idx: span_hashes(prefix, pos[idx] - k + 1, k - 1))
+        got, _ = m._score_texts(part)
+        assert got.dtype == ref.dtype and np.array_equal(got, ref)
