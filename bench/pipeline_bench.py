@@ -27,7 +27,11 @@ depend on the load.  ``--repeat N`` runs the whole sequence N times,
 interleaved, keeps each run's fastest (all in ``seconds_all``) and checks
 that every re-run wrote the same files.
 
-    python bench/pipeline_bench.py [--mb 50] [--runs plain,mem,1,2] [--repeat 1] [--keep]
+    python bench/pipeline_bench.py [--mb 50] [--runs plain,mem,1,2] [--repeat 1] [--keep] [--every-step]
+
+``--every-step`` adds the quality score (a character 4-gram model fitted on the Wikipedia
+sample) to the default checks, so every data-quality step runs (#22), and writes
+bench/results/pipeline_every_step.json instead.
 
 ``--memory 1,4`` measures memory instead: peak RSS of the runner process and
 of its largest worker, each Beam mode in a fresh process, on real texts only
