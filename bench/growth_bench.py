@@ -12,6 +12,8 @@ optimizer starts afresh with a short warm-up.
 Variants (each an ingredient added to the one before, except ``depth``, the old recipe):
 
   scratch      the target model from scratch (the baseline)
+  small        half width, half depth from scratch for the whole budget (a control: how much of a
+               grown run's saving a smaller model would give alone at this scale)
   depth        target width, half depth for half the budget, then 2 -> 4 layers (the old recipe)
   width+depth  half width and half depth for a third of the budget, then both at once
   stages       half width, half depth -> half width, full depth -> target (two growths)
@@ -157,6 +159,7 @@ def variants(h: int, n: int, window: int, threshold: float) -> dict[str, list[St
     slope = GrowthStep(when="slope", window=window, threshold=threshold)
     return {
         "scratch": [Stage(h, n)],
+        "small": [Stage(h // 2, n // 2)],      # control: the first stage's model alone, the whole budget
         "depth": [Stage(h, n // 2, 0.5), Stage(h, n)],
         "width+depth": [Stage(h // 2, n // 2, 1 / 3), Stage(h, n)],
         "stages": [Stage(h // 2, n // 2, 0.2), Stage(h // 2, n, 0.4), Stage(h, n)],
