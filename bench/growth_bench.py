@@ -295,7 +295,7 @@ def main(argv=None) -> int:
             saved["runs"][key] = {"curve": run.curve, "growths": run.growths, "train": run.train,
                                   "seconds": time.time() - t0}
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(saved, indent=1), encoding="utf-8")
+            out.write_text(json.dumps(saved, separators=(",", ":")) + "\n", encoding="utf-8")   # compact: curves of 20+ runs
             print(f"{key}: final valid loss {run.curve[-1]['valid_loss']:.4f}, {time.time() - t0:.0f} s", flush=True)
     lines = summary(saved["runs"], names, seeds)
     print(f"\nBERT MLM, target hidden {args.hidden} x {args.layers} layers, sequence {args.seq}, batch {args.batch}, "
