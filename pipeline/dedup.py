@@ -36,7 +36,6 @@ exact dedup, so duplicate input ids cannot confuse the clustering.
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Iterable, Iterator, NamedTuple
 
 import apache_beam as beam
@@ -45,10 +44,6 @@ import numpy as np
 from pipeline.charhash import alnum_table, codepoints
 from pipeline.events import DOCS, REJECTS, Select
 from pipeline.filters import ngram_hashes
-
-# Punctuation/symbols ignored by near-dedup shingles, so that re-punctuated
-# copies still match.
-_PUNCT_RE = re.compile(r"[\W_]+")
 
 
 def normalize_for_hash(text: str) -> str:
@@ -79,11 +74,6 @@ _PAD = "\U0010ffff"  # a noncharacter: pads texts shorter than n to one n-gram
 _MASK32 = np.uint64(0xFFFFFFFF)
 
 
-def _normalize_for_shingles(text: str, n: int) -> str:
-    text = _PUNCT_RE.sub("", text.lower())
-    return text if len(text) >= n else text + _PAD * (n - len(text))
-
-
 def _mix32(h: np.ndarray) -> np.ndarray:
     """splitmix-style finalizer, low 32 bits: well-spread shingle values."""
     h = h ^ (h >> np.uint64(29))
@@ -95,8 +85,7 @@ def shingle_hashes(text: str, n: int = 5) -> np.ndarray:
     """Distinct 32-bit hashes (as uint64) of the character n-grams of the text
     lowercased, with whitespace and punctuation removed (texts shorter than n
     are one padded n-gram)."""
-    text = _normalize_for_shingles(text, n)
-    cp = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    cp, _ = _shingle_codepoints([text], n)
     return np.unique(_mix32(ngram_hashes(cp, n)))
 
 
@@ -147,8 +136,9 @@ def minhash_signatures(texts: list[str], n: int, a: np.ndarray, b: np.ndarray, m
 
 
 def _shingle_codepoints(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``_normalize_for_shingles`` of every text as code points laid end to end, and their
-    lengths: one encode and a table lookup for the batch instead of a regex per text."""
+    """Every text lowercased, without spaces, punctuation and "_" (what ``[\\W_]+`` removes), as
+    code points laid end to end, and their lengths (a text shorter than n padded to one n-gram):
+    one encode and a table lookup for the whole batch."""
     lowered = [t.lower() for t in texts]
     lengths = np.fromiter(map(len, lowered), dtype=np.int64, count=len(lowered))
     cp = codepoints("".join(lowered))

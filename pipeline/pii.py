@@ -240,6 +240,8 @@ _DETECTORS = {
 }
 
 
+_NO_DIGIT_DETECTORS = {**_DETECTORS, "ip": lambda t: _ips(t, v4=False)}   # IPv4 needs digits
+
 # Every type but e-mail, WeChat ids and IPv6 needs four digits close together: most texts are done
 # after this one search.
 _DIGITS = re.compile(r"\d(?:\D{0,3}\d){3}")
@@ -268,7 +270,7 @@ def find(text: str, types: tuple[str, ...] = TYPES) -> list[Span]:
                       (t != "ip" or "::" in text or text.count(":") >= 7))
         if not types:
             return spans
-        detectors = {**_DETECTORS, "ip": lambda t: _ips(t, v4=False)}   # IPv4 needs digits
+        detectors = _NO_DIGIT_DETECTORS
     for kind in (t for t in PRIORITY if t in types):
         for start, end in detectors[kind](text):
             if any(s < end and start < e for s, e in taken):

@@ -64,7 +64,8 @@ class NgramModel:
     # ---------------------------------------------------------------- scoring
     def __post_init__(self):
         self._tables: dict = {}
-        self._by_order: dict = {}    # k -> merged k-gram table (``_merged``); -k -> start-context weight
+        self._by_order: dict = {}    # k -> merged k-gram table (``_merged``)
+        self._start_weight: dict = {}   # k -> back-off weight of the k start markers before a text
 
     def _lookup(self, table, h):
         """(found, value) of hashes ``h`` in a (keys, values) table, through a HashTable."""
@@ -120,7 +121,7 @@ class NgramModel:
             # back-off weight of the all-start-marker context: the context of a text's first character
             bos = prefix_sums(codepoints(chr(BOS) * k))
             _, w = self._lookup(self.backoff[k - 1], span_hashes(bos, np.array([0]), k)) if k < self.order else (0, [0.0])
-            self._by_order[-k] = np.float32(w[0])
+            self._start_weight[k] = np.float32(w[0])
         return self._by_order[k]
 
     def _score_texts(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +145,7 @@ class NgramModel:
             else:
                 ctx = np.empty(n, np.float32)               # back-off weight of each position's context
                 ctx[1:] = weight[:-1]
-                ctx[first] = self._by_order[-(k - 1)]
+                ctx[first] = self._start_weight[k - 1]
                 cand = np.flatnonzero(seen & (ctx != 0))
             found, packed = self._merged(k).lookup(span_hashes(prefix, pos[cand] - k + 1, k))
             vals = packed.view(np.float32).reshape(-1, 2)
