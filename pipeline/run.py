@@ -129,6 +129,7 @@ import logging
 import math
 import sys
 import time
+import zlib
 from typing import Iterable, Iterator, Sequence
 
 import apache_beam as beam
@@ -337,10 +338,11 @@ class SplitPlanFn(beam.CombineFn):
 
 
 def _census_items(survivors: list, partitions: int) -> Iterator[tuple[int, list]]:
-    """Survivor items → (partition of the id, items): one id, one partition."""
+    """Survivor items → (partition of the id, items): one id, one partition (CRC-32 of the id:
+    stable across processes, unlike ``hash``, and a tenth of the cost of the text key's digest)."""
     parts: dict[int, list] = {}
     for item in survivors:
-        parts.setdefault(dedup.partition_of(dedup.exact_key(item[1]), partitions), []).append(item)
+        parts.setdefault(zlib.crc32(item[1].encode("utf-8", "surrogatepass")) % partitions, []).append(item)
     yield from parts.items()
 
 
