@@ -8,10 +8,11 @@ which holds start-up and compilation, is left out). The preset's dimensions, seq
 objective are kept; only the micro-batch is cut (``--batch``, default 8 sequences) so that a step
 takes seconds on a CPU, which changes no matmul shape except the row count.
 
-MFU is reported against two denominators measured in this process, both 2048^3 matmuls:
+MFU is reported against two denominators:
 
-* the peak of the run's matmul precision (bf16 for amp-bf16): what ``metrics.jsonl`` logs;
-* the machine's best matmul peak over fp32 and bf16. On a CPU without AMX, bf16 matmuls can
+* the peak of the run's matmul precision (bf16 for amp-bf16), as the trainer measures it at start
+  (1024^3 matmuls in the training process): the ``mfu`` that ``metrics.jsonl`` logs;
+* the machine's best matmul peak over fp32 and bf16, measured here (2048^3). On a CPU without AMX, bf16 matmuls can
   be *slower* than fp32 (this host: see the printed peaks), and MFU against the bf16 peak alone
   would then flatter the run.
 
