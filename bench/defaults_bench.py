@@ -58,7 +58,12 @@ def main() -> int:
         shown = ", ".join(f"{k}={r[k]:.3f}" for k in SHOW if k in r)
         print(f"| {model} | {r['seconds']:.0f} | {r['steps']} | {r['valid_first']:.3f} -> {r['valid_last']:.3f} "
               f"(steps {r['valid_steps'][0]}..{r['valid_steps'][-1]}) | {shown} |")
-    (REPO / "bench" / "results" / "defaults.json").write_text(json.dumps(results, indent=1))
+    # --models a,b re-measures those rows only: the file keeps the other models' earlier rows
+    path = REPO / "bench" / "results" / "defaults.json"
+    earlier = json.loads(path.read_text()).get("models", {}) if path.is_file() else {}
+    for model, row in results["models"].items():
+        row["load_avg_start"] = results["load_avg_start"]
+    path.write_text(json.dumps({**results, "models": {**earlier, **results["models"]}}, indent=1))
     return 0
 
 
