@@ -471,7 +471,9 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                 if vals:
                     metrics.write({"step": step, "split": "valid", **vals})
                     if rank == 0:
-                        bar.write(f"step {step} valid " + " ".join(f"{k}={v:.4f}" for k, v in vals.items()))
+                        bar.write(f"step {step} valid " + " ".join(
+                            f"{k}={int(v)}" if float(v).is_integer() and abs(v) >= 1 else f"{k}={v:.4f}"
+                            for k, v in vals.items()))
                 window_start = time.perf_counter()
 
             if cfg.train.probe_every and (step % cfg.train.probe_every == 0 or step == total):
