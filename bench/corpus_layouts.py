@@ -105,6 +105,10 @@ def run_folder(folder: Path, out: Path) -> dict:
     }
 
 
+def _share(x) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folders", default="", help="comma-separated folder names (default: all)")
@@ -127,7 +131,7 @@ def main() -> int:
             rejected = ", ".join(f"{k} {v:,}" for k, v in sorted(row["rejected"].items(), key=lambda kv: -kv[1]))
             print(f"| {row['folder']} | {row['records']:,} | {row['real_chinese_records']:,} | {row['written']:,} | "
                   f"{row['duplicates']:,} | {rejected or '-'} | "
-                  f"{row['kept_share']:.1%} | {row['kept_share_of_non_eval']:.1%} |" + (f" rc {row['rc']}: {row['error']}" if row["rc"] else ""), flush=True)
+                  f"{_share(row['kept_share'])} | {_share(row['kept_share_of_non_eval'])} |" + (f" rc {row['rc']}: {row['error']}" if row["rc"] else ""), flush=True)
     Path(args.results).write_text(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
     return 0 if all(r["rc"] == 0 for r in rows) else 1
 
