@@ -61,7 +61,7 @@ def main() -> int:
     # --models a,b re-measures those rows only: the file keeps the other models' earlier rows
     path = REPO / "bench" / "results" / "defaults.json"
     earlier = json.loads(path.read_text()).get("models", {}) if path.is_file() else {}
-    for model, row in results["models"].items():
+    for row in results["models"].values():
         row["load_avg_start"] = results["load_avg_start"]
     path.write_text(json.dumps({**results, "models": {**earlier, **results["models"]}}, indent=1))
     return 0
