@@ -72,7 +72,7 @@ data: setup
 	@test -n "$$CORPUS" || { echo "error: CORPUS is required, e.g. make data CORPUS='data/sample/*.jsonl' OUT=data/clean" >&2; exit 2; }
 	@set -f; $(PY) -m pipeline --input "$$CORPUS" --output "$${OUT:-data/clean}" --runner "$$RUNNER" --workers "$$WORKERS" \
 		$${TEXT_FIELD:+--text-field "$$TEXT_FIELD"} $${FORMAT:+--format "$$FORMAT"} $${ENCODING:+--encoding "$$ENCODING"} \
-		$$RUNNER_ARGS
+		$$(for kv in $$SET; do printf -- '--set %s ' "$$kv"; done) $$RUNNER_ARGS
 
 tokenizer: setup
 	@$(PY) -m tokenizer --data "$$DATA" --out "$${OUT:-artifacts/tokenizer}" --vocab-size "$$VOCAB_SIZE" --algo "$$ALGO"

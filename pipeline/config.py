@@ -32,7 +32,7 @@ class ReadConfig:
     max_record_bytes: int = 10_000_000
     max_record_lines: int = 1000       # CSV: a quoted field running over more lines is a runaway_field
     encoding: str = "auto"             # auto (BOM, UTF-8, else charset-normalizer) | a codec
-    warn_reject_share: float = 0.2     # warn about a file with a larger share of rejected records
+    warn_reject_share: float = 0.2     # warn about a file, or a run, with a larger share of rejected records
 
 
 @dataclass
@@ -70,7 +70,7 @@ class CleanConfig:
 @dataclass
 class FilterConfig:
     """A threshold set to null switches its filter off."""
-    min_chars: Optional[int] = 10
+    min_chars: Optional[int] = 4                     # bench/length_bench.py: real posts of 4-9 characters
     max_chars: Optional[int] = 100_000
     min_chinese_ratio: Optional[float] = 0.3
     max_punctuation_ratio: Optional[float] = 0.5     # punctuation runs per unit (！！！！ is one run)

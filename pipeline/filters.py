@@ -76,7 +76,7 @@ def _visible_length(text: str) -> int:
     return len(text) - sum(map(text.count, (" ", "\n", "\t")))
 
 
-def length_filter(text: str, min_chars: int = 10, max_chars: int = 100_000) -> Optional[str]:
+def length_filter(text: str, min_chars: int = 4, max_chars: int = 100_000) -> Optional[str]:
     """``too_short`` / ``too_long`` by non-whitespace character count."""
     n = _visible_length(text)
     if n < min_chars:

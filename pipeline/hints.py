@@ -71,7 +71,33 @@ def reject_hint(reason: str, layouts: Sequence, extra_fields: Iterable[str] = ()
     text = _differs(layouts, "text")
     if text:
         return f"{found}; {try_setting('text', text)}"
-    return f"{found}; see rejects/{reason}.jsonl.gz, set TEXT_FIELD if the text is elsewhere, or relax filters.* in --config"
+    key, example = setting_for(reason) or ("filters.KEY", "N")
+    return (f"{found}; see rejects/{reason}.jsonl.gz, set TEXT_FIELD if the text is elsewhere, "
+            f"or relax {key}: SET='{key}={example}' (--set {key}={example})")
+
+
+_SETTINGS = {   # reject reason (a trailing _ matches a prefix) -> (the config key that decides it, an example)
+    "too_short": ("filters.min_chars", "2"), "too_long": ("filters.max_chars", "1000000"),
+    "low_chinese_ratio": ("filters.min_chinese_ratio", "0.1"),
+    "too_much_punctuation": ("filters.max_punctuation_ratio", "0.7"),
+    "too_many_digits": ("filters.max_digit_ratio", "0.6"), "mojibake": ("filters.max_mojibake_ratio", "0.2"),
+    "repeated_lines": ("filters.max_repeated_line_ratio", "0.5"),
+    "repeated_ngrams": ("filters.max_repeated_ngram_ratio", "0.7"),
+    "lang_": ("langid.languages", "[zh,en]"), "wordlist_": ("wordlists.enabled", "false"),
+    "decontam_": ("decontam.action", "flag"),
+    "high_perplexity": ("quality.max_perplexity", "null"),
+}
+
+
+def setting_for(reason: str) -> Optional[tuple[str, str]]:
+    """(config key, example value) behind a filter or check's reject reason; None for read and
+    dedup reasons."""
+    if reason.startswith("pii_"):
+        return f"pii.{reason[4:]}", "mask"
+    for name, setting in _SETTINGS.items():
+        if reason == name or (name.endswith("_") and reason.startswith(name)):
+            return setting
+    return None
 
 
 def zero_output_message(stats: dict, layouts: Sequence) -> Optional[str]:
@@ -83,6 +109,18 @@ def zero_output_message(stats: dict, layouts: Sequence) -> Optional[str]:
         return f"0 documents written from {stats.get('read', 0):,} records"
     top = max(rejected, key=lambda r: (rejected[r], r))
     return (f"0 documents written from {stats.get('read', 0):,} records: {top_reasons(rejected)}; "
+            f"{reject_hint(top, layouts)}")
+
+
+def high_reject_message(stats: dict, layouts: Sequence, threshold: float) -> Optional[str]:
+    """One line for a run that wrote documents but rejected more than ``threshold`` of what it
+    read (duplicates are not rejects), naming the top reasons and the setting behind the first."""
+    read, rejected = stats.get("read", 0), dict(stats.get("rejected", {}))
+    count = sum(rejected.values())
+    if not stats.get("written") or not read or count / read <= threshold:
+        return None
+    top = max(rejected, key=lambda r: (rejected[r], r))
+    return (f"{count:,} of {read:,} records rejected ({count / read:.0%}: {top_reasons(rejected)}); "
             f"{reject_hint(top, layouts)}")
 
 

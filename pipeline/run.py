@@ -140,7 +140,7 @@ from pipeline import checks as checks_mod
 from pipeline import clean as clean_mod
 from pipeline import corpus, dedup, filters, hints, readers, shards
 from pipeline.config import PipelineConfig, as_dict, load_config
-from pipeline.typed_config import ConfigError, build
+from pipeline.typed_config import ConfigError, build, parse_overrides
 from pipeline.events import DOCS, REJECTS, Keep, ReadEach, Select, Tag, events, step
 
 log = logging.getLogger("pipeline")
@@ -591,6 +591,9 @@ def run_pipeline(
     empty = hints.zero_output_message(stats, layouts)
     if empty:
         raise readers.InputError(empty)
+    many = hints.high_reject_message(stats, layouts, cfg["read"]["warn_reject_share"])
+    if many:
+        print(f"warning: {many}", file=sys.stderr, flush=True)
     return stats
 
 
@@ -643,12 +646,19 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
     parser.add_argument("--encoding", default=None, help="input encoding, e.g. gb18030, big5, utf-16 (default: detected per file)")
     parser.add_argument("--text-unit", default=None, choices=["line", "block"], help="plain text: document per line or per blank-line block")
     parser.add_argument("--parquet", action="store_true", help="also write Parquet shards")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, e.g. --set filters.min_chars=2 (may repeat; "
+                             "an unknown key is an error)")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_known_args(argv)
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
-    over: dict = {"read": {}, "output": {}}
+    """``--set`` pairs, then the named flags over them."""
+    over: dict = parse_overrides(list(getattr(args, "set", None) or []), "--set")
+    for name in ("read", "output"):
+        if not isinstance(over.setdefault(name, {}), dict):
+            raise ConfigError(f"--set: '{name}' is a config section, set one of its keys ({name}.KEY=VALUE)")
     if args.text_field is not None:
         over["read"]["text_field"] = args.text_field
     if args.id_field is not None:

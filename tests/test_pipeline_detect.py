@@ -213,6 +213,20 @@ def test_hints_name_the_fields_and_the_setting():
     assert "relax filters" in hints.reject_hint("too_short", [ok])
 
 
+def test_filter_rejects_name_their_setting_and_a_run_with_many_warns():
+    ok = detect.Layout("csv", text="review", fields=("label", "review"), suggested_text="review")
+    assert hints.reject_hint("too_short", [ok]).endswith(
+        "or relax filters.min_chars: SET='filters.min_chars=2' (--set filters.min_chars=2)")
+    assert hints.setting_for("lang_en") == ("langid.languages", "[zh,en]")
+    assert hints.setting_for("pii_id_card") == ("pii.id_card", "mask")
+    assert hints.setting_for("duplicate_exact") is None
+    stats = {"read": 100, "written": 50, "rejected": {"too_short": 40, "mojibake": 10}}
+    assert hints.high_reject_message(stats, [ok], 0.2).startswith(
+        "50 of 100 records rejected (50%: too_short 40, mojibake 10); fields found: label, review;")
+    assert hints.high_reject_message({**stats, "rejected": {"too_short": 20}}, [ok], 0.2) is None
+    assert hints.high_reject_message({**stats, "written": 0}, [ok], 0.2) is None   # the zero-output error says it
+
+
 def test_file_warning_above_the_threshold_only():
     lt = detect.Layout("jsonl", text="text", fields=("id", "body"), suggested_text="text")
     assert hints.file_warning("a.jsonl", {"missing_text": 1}, 10, lt, 0.2) is None
@@ -261,6 +275,46 @@ def test_cli_zero_documents_exit_non_zero_with_the_hint_then_succeed(tmp_path, c
     gbk.write_bytes("\n".join(SIMP).encode("gbk"))
     assert main(["--input", str(gbk), "--output", str(tmp_path / "out2"), "--encoding", "gb18030"]) == 0
     assert json.loads((tmp_path / "out2" / "stats.json").read_text())["written"] == 3
+
+
+@pytest.mark.slow
+def test_cli_set_overrides_a_key_and_warns_about_many_rejects(tmp_path, capsys):
+    from pipeline.run import main
+
+    path = tmp_path / "posts.txt"
+    path.write_text("\n".join(["不敢相信", "味道巴适", "好评！"] + SIMP) + "\n", encoding="utf-8")
+    assert main(["--input", str(path), "--output", str(tmp_path / "out")]) == 0
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["rejected"] == {"too_short": 1} and stats["written"] == 5
+    assert not [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning")]
+    assert main(["--input", str(path), "--output", str(tmp_path / "out"), "--set", "filters.min_chars=12"]) == 0
+    warn = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning")]
+    assert json.loads((tmp_path / "out" / "stats.json").read_text())["rejected"] == {"too_short": 3}
+    assert len(warn) == 1 and warn[0].startswith("warning: 3 of 6 records rejected (50%: too_short 3);")
+    assert warn[0].endswith("(--set filters.min_chars=2)")
+    assert main(["--input", str(path), "--output", str(tmp_path / "o2"), "--set", "filters.min_char=2"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("error: pipeline config: unknown key 'filters.min_char'")
+    assert not (tmp_path / "o2" / "stats.json").exists()
+
+
+def test_make_data_passes_set_as_separate_arguments(tmp_path):
+    """SET='k=v ...' becomes --set k=v per word, never shell text: a bad key is one line, and
+    a shell expression in a value is not run."""
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    (tmp_path / "a.txt").write_text("\n".join(SIMP) + "\n", encoding="utf-8")
+    proc = subprocess.run(["make", "-s", "-o", "setup", "-o", ".venv/.setup-stamp", "data",
+                           f"CORPUS={tmp_path}/a.txt", f"OUT={tmp_path}/out",
+                           # make turns $$ into $: the shell would see `touch${IFS}.../p` if it evaluated it
+                           f"SET=filters.min_char=2 read.id_field=`touch$${{IFS}}{tmp_path}/p`"],
+                          cwd=repo, capture_output=True, text=True, timeout=120)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error")]
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr
+    assert errors[0].startswith("error: pipeline config: unknown key 'filters.min_char'"), errors
+    assert not (tmp_path / "p").exists() and not (tmp_path / "out" / "stats.json").exists()
 
 
 # -- the real corpora ------------------------------------------------------------------------
