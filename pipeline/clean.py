@@ -319,6 +319,47 @@ def collapse_whitespace(text: str, remove_cjk_spaces: bool = True) -> str:
     return out
 
 
+def collapse_doubled(text: str, probe: int = 50) -> str:
+    """Keep one copy of a text that ends with the same block twice in a row (``title + body +
+    body``: a scraping artefact in 33 of 1,000 THUCNews articles), when the two copies cover at
+    least half the text; three copies become one too. Such a text would otherwise go whole as
+    ``repeated_ngrams``; a short repeat (a refrain, a repeated line) is left to the filters. The
+    copies may be split by one space or newline. Left whole: four copies or more, and a copy that
+    repeats itself (boilerplate, spam), for the filters to reject."""
+    from pipeline.filters import repeated_ngram_ratio
+
+    out = text
+    for _ in range(3):
+        shorter = _drop_last_copy(out, probe)
+        if shorter is out:
+            break
+        out = shorter
+    else:
+        return text
+    return out if out is text or repeated_ngram_ratio(out) <= 0.5 else text
+
+
+def _drop_last_copy(text: str, probe: int, tries: int = 8) -> str:
+    n = len(text)
+    if n < 2 * probe:
+        return text
+    tail, end = text[-probe:], n - 1
+    for _ in range(tries):
+        j = text.rfind(tail, 0, end)
+        if j < 0:
+            return text
+        size = n - (j + probe)              # the second copy: text[n - size:]
+        if 4 * size < n:                    # walk left to where a first copy would end
+            end = j + probe - 1
+            continue
+        for s, gap in ((size, 0), (size - 1, 1)):    # the copies back to back, or split by " " / "\n"
+            start = n - 2 * s - gap
+            if start >= 0 and (not gap or text[n - s - 1] in " \n") and text[start:start + s] == text[n - s:]:
+                return text[:n - s - gap]
+        end = j + probe - 1
+    return text
+
+
 # --------------------------------------------------------------------------
 # Composition
 # --------------------------------------------------------------------------
@@ -337,6 +378,7 @@ STEP_ORDER = (
     "remove_empty_brackets",
     "to_simplified",
     "collapse_whitespace",
+    "collapse_doubled",
     "one_sentence_per_line",
 )
 
@@ -386,6 +428,8 @@ def cleaning_steps(cfg: "CleanConfig | dict | None" = None) -> list[tuple[str, C
         steps.append(("to_simplified", functools.partial(to_simplified, config=c.opencc_config)))
     if c.collapse_whitespace:
         steps.append(("collapse_whitespace", functools.partial(collapse_whitespace, remove_cjk_spaces=c.remove_cjk_spaces)))
+    if c.collapse_doubled:
+        steps.append(("collapse_doubled", collapse_doubled))
     if c.split_sentences:
         steps.append(("one_sentence_per_line", functools.partial(one_sentence_per_line, max_len=c.max_sentence_chars)))
     return steps

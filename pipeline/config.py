@@ -63,6 +63,7 @@ class CleanConfig:
     opencc_config: Literal["t2s", "tw2s", "hk2s", "tw2sp"] = "t2s"
     collapse_whitespace: bool = True
     remove_cjk_spaces: bool = True
+    collapse_doubled: bool = True      # "title + body + body" keeps one body (see clean.collapse_doubled)
     split_sentences: bool = False
     max_sentence_chars: int = 256
 
