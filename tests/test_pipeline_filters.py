@@ -70,6 +70,16 @@ def test_headlines_and_reviews_kept(shared_data):
     assert len(lines) == 10000 and rejected <= 5, rejected
 
 
+def test_punctuation_runs_are_emphasis_not_repeats():
+    """A run of one punctuation mark is a run of identical n-grams; counted once, an emphatic
+    review passes, and copy-pasted or padded text is still caught."""
+    assert filters.repeated_ngrams_filter("不错，送货速度快，值得购买" + "！" * 30) is None
+    assert filters.repeated_ngrams_filter("物流很慢" + "。" * 40 + "客服也不回复" + "." * 20) is None
+    assert filters.repeated_ngrams_filter("送礼自用都不错，值得推荐！" * 4) == "repeated_ngrams"
+    assert filters.repeated_ngrams_filter("贵了点。" + "20字" * 12) == "repeated_ngrams"
+    assert filters.repeated_ngram_ratio("!" * 40) == filters.repeated_ngram_ratio("")   # a run alone: nothing left
+
+
 def test_repeated_lines():
     boiler = "\n".join(["本词条由网友编辑，仅供参考。"] * 5 + ["火山是地下岩浆冲出地表形成的。"])
     assert filters.repeated_lines_filter(boiler) == "repeated_lines"
