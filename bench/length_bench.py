@@ -29,18 +29,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from pipeline import clean, filters  # noqa: E402
 from pipeline.config import FilterConfig  # noqa: E402
-from shared_corpora import SHARED, documents  # noqa: E402
+from shared_corpora import SHARED, documents, labels as load_labels  # noqa: E402
 
 CANDIDATES = (1, 2, 3, 4, 5, 6, 8, 10)
-
-
-def load_labels(path: Path) -> list[tuple[str, int, str]]:
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line and not line.startswith("#"):
-            src, idx, label = line.split("\t")
-            rows.append((src, int(idx), label))
-    return rows
 
 
 def verdict(text: str, chain: list) -> str | None:
@@ -60,7 +51,7 @@ def main() -> int:
     if not (SHARED / "corpus").is_dir():
         print(f"shared data not found under {SHARED} (set ZH_SHARED_DATA)", file=sys.stderr)
         return 2
-    labels = load_labels(ROOT / "bench/data/length_labels.tsv")
+    labels = [(src, idx, label) for (src, idx), label in load_labels(ROOT / "bench/data/length_labels.tsv").items()]
     position = {(src, idx): k for k, (src, idx, _) in enumerate(labels)}
     chains = {m: filters.build_filters({"min_chars": m}) for m in CANDIDATES}
     cleaner = clean.build_cleaner({})

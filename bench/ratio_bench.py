@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from pipeline import clean, filters  # noqa: E402
-from shared_corpora import SHARED, documents  # noqa: E402
+from shared_corpora import SHARED, documents, labels as load_labels  # noqa: E402
 
 
 def old_rule(text: str):
@@ -45,11 +45,7 @@ def main() -> int:
     if not (SHARED / "corpus").is_dir():
         print(f"shared data not found under {SHARED} (set ZH_SHARED_DATA)", file=sys.stderr)
         return 2
-    labels = {}
-    for line in (ROOT / "bench/data/ratio_labels.tsv").read_text(encoding="utf-8").splitlines():
-        if line and not line.startswith("#"):
-            src, idx, label = line.split("\t")
-            labels[(src, int(idx))] = label
+    labels = load_labels(ROOT / "bench/data/ratio_labels.tsv")
     cleaner = clean.build_cleaner({})
     seen: dict[str, int] = {}
     rows = {"before": [0, 0, 0, 0], "after": [0, 0, 0, 0]}    # keep rejected, keep, junk caught, junk
@@ -88,11 +84,7 @@ def main() -> int:
 def repeated_table() -> None:
     """``repeated_ngrams`` before (every character counts) and after (the smaller of that and
     the same with each punctuation run counted once), on ``bench/data/repeated_labels.tsv``."""
-    labels = {}
-    for line in (ROOT / "bench/data/repeated_labels.tsv").read_text(encoding="utf-8").splitlines():
-        if line and not line.startswith("#"):
-            src, idx, label = line.split("\t")
-            labels[(src, int(idx))] = label
+    labels = load_labels(ROOT / "bench/data/repeated_labels.tsv")
     cleaner = clean.build_cleaner({})
     rules = {"before": lambda t: filters._repeated_ratio("".join(t.split()), 10) > 0.5,
              "after": lambda t: filters.repeated_ngrams_filter(t) is not None}

@@ -46,3 +46,14 @@ def documents() -> Iterator[tuple[str, str]]:
     for f in sorted(glob.glob(c + "/chinese_poetry/*.json")):
         for doc in json.loads(Path(f).read_text(encoding="utf-8")):
             yield os.path.basename(f), "\n".join(doc.get("paragraphs", []))
+
+
+def labels(path: Path) -> dict[tuple[str, int], str]:
+    """A team label file (``source<TAB>index<TAB>label`` lines, ``#`` comments) as
+    {(source, index in :func:`documents` order): label}, in file order."""
+    out: dict[tuple[str, int], str] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            src, idx, label = line.split("\t")
+            out[(src, int(idx))] = label
+    return out
