@@ -11,8 +11,9 @@ filter); "after" is ``pipeline.filters`` with the ``filters:`` defaults (numbers
 runs count as one unit; "?"/U+FFFD inside Chinese text > 0.1). Also: all 20,000 THUCNews
 headlines (every one a real headline), rejected before and after.
 
-Second table: the repeated-n-gram filter, whose measure now counts a run of one punctuation mark
-once (``值得购买！！！！！！`` is emphasis, not a repeated phrase), on ``bench/data/repeated_labels.tsv``.
+Second and third tables: the repeated-n-gram and Chinese-ratio filters, whose measures now count
+a punctuation run once (``值得购买！！！！！！`` is emphasis, not a repeated phrase nor a text without
+Chinese), on ``bench/data/repeated_labels.tsv`` and ``bench/data/chinese_ratio_labels.tsv``.
 """
 from __future__ import annotations
 
@@ -81,13 +82,28 @@ def main() -> int:
     return 0
 
 
+def _old_chinese_ratio(text: str) -> float:
+    n, cjk, _, _ = filters.char_class_counts(text)
+    return cjk / n if n else 0.0
+
+
 def repeated_table() -> None:
     """``repeated_ngrams`` before (every character counts) and after (the smaller of that and
-    the same with each punctuation run counted once), on ``bench/data/repeated_labels.tsv``."""
-    labels = load_labels(ROOT / "bench/data/repeated_labels.tsv")
+    the same with each punctuation run counted once), on ``bench/data/repeated_labels.tsv``;
+    ``low_chinese_ratio`` before (Han / visible characters) and after (a punctuation run counts
+    as one character), on ``bench/data/chinese_ratio_labels.tsv``."""
+    labelled_table("Repeated-n-gram filter", "repeated_labels.tsv",
+                   lambda t: filters._repeated_ratio("".join(t.split()), 10) > 0.5,
+                   lambda t: filters.repeated_ngrams_filter(t) is not None)
+    labelled_table("Chinese-ratio filter", "chinese_ratio_labels.tsv",
+                   lambda t: _old_chinese_ratio(t) < 0.3,
+                   lambda t: filters.chinese_ratio_filter(t) is not None)
+
+
+def labelled_table(title: str, label_file: str, before, after) -> None:
+    labels = load_labels(ROOT / "bench/data" / label_file)
     cleaner = clean.build_cleaner({})
-    rules = {"before": lambda t: filters._repeated_ratio("".join(t.split()), 10) > 0.5,
-             "after": lambda t: filters.repeated_ngrams_filter(t) is not None}
+    rules = {"before": before, "after": after}
     rows = {k: [0, 0, 0, 0] for k in rules}    # keep rejected, keep, junk caught, junk
     seen: dict[str, int] = {}
     for src, raw in documents():
@@ -106,7 +122,7 @@ def repeated_table() -> None:
                 rows[k][2] += hit
                 rows[k][3] += 1
     print()
-    print(f"Repeated-n-gram filter on {sum(rows['after'][1::2])} labelled real documents the old measure rejected "
+    print(f"{title} on {sum(rows['after'][1::2])} labelled real documents the old measure rejected "
           f"({rows['after'][1]} keep, {rows['after'][3]} reject)")
     print("| measure | false rejects (keep-labelled rejected) | junk caught |")
     print("|---|---:|---:|")

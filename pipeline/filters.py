@@ -87,8 +87,12 @@ def length_filter(text: str, min_chars: int = 4, max_chars: int = 100_000) -> Op
 
 
 def chinese_ratio(text: str) -> float:
-    n, cjk, _, _ = char_class_counts(text)
-    return cjk / n if n else 0.0
+    """Han characters / visible characters, a run of punctuation counted as one character (as
+    the punctuation filter counts it): ``满意！！！！！！！`` is an emphatic review, not a text
+    without Chinese."""
+    n, cjk, punct, _, _, runs = _class_stats(text)
+    units = n - punct + runs
+    return cjk / units if units else 0.0
 
 
 def chinese_ratio_filter(text: str, min_ratio: float = 0.3) -> Optional[str]:
@@ -289,7 +293,8 @@ def _batch_ratios(texts: list[str]) -> dict[str, np.ndarray]:
     visible = lengths - counts[:, WS]
     words = visible - counts[:, PUNCT] - counts[:, DIGIT] - counts[:, LATIN] + numbers + runs(cls == LATIN)
     return {"layout": lengths - np.bincount(doc[np.isin(cp, _LAYOUT)], minlength=n), "visible": visible,
-            "cjk": counts[:, CJK], "punct_runs": runs(cls == PUNCT), "numbers": numbers, "words": words}
+            "cjk": counts[:, CJK], "punct": counts[:, PUNCT], "punct_runs": runs(cls == PUNCT), "numbers": numbers,
+            "words": words}
 
 
 _NUMBER_SEPARATORS = np.array([ord(c) for c in ".,:/-"], np.uint32)
@@ -308,7 +313,8 @@ def _batch_reasons(fn, r: dict) -> Optional[np.ndarray]:
     if f is length_filter:
         return np.where(r["layout"] < kw["min_chars"], "too_short", np.where(r["layout"] > kw["max_chars"], "too_long", ""))
     if f is chinese_ratio_filter:
-        return np.where(_ratio(r["cjk"], r["visible"]) < kw["min_ratio"], "low_chinese_ratio", "")
+        return np.where(_ratio(r["cjk"], r["visible"] - r["punct"] + r["punct_runs"]) < kw["min_ratio"],
+                        "low_chinese_ratio", "")
     if f is punctuation_filter:
         units = r["words"] + r["punct_runs"]
         return np.where(_ratio(r["punct_runs"], units) > kw["max_ratio"], "too_much_punctuation", "")

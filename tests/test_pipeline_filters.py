@@ -37,6 +37,11 @@ def test_chinese_ratio():
     assert filters.chinese_ratio_filter("This is an English sentence with 中文 words.") == "low_chinese_ratio"
     assert filters.chinese_ratio_filter(GOOD) is None
     assert filters.chinese_ratio("中文ab") == 0.5
+    # a punctuation run counts as one character: emphasis, not a text without Chinese
+    assert filters.chinese_ratio("满意！！！！！！！") == 2 / 3
+    assert filters.chinese_ratio_filter("物流很快" + "。" * 30) is None
+    assert filters.chinese_ratio_filter("ok!!!!!!!! 好") == "low_chinese_ratio"
+    assert filters.chinese_ratio("！！！") == 0.0
 
 
 def test_punctuation_and_digits():
