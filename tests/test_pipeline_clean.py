@@ -208,7 +208,7 @@ def test_empty_brackets_left_by_markup(shared_data):
 
 
 def test_doubled_body_keeps_one_copy(shared_data):
-    """33 of the 1,000 THUCNews articles are "title + body + body"; collapsed, they pass the
+    """34 of the 1,000 THUCNews articles are "title + body + body"; collapsed, they pass the
     repeated-n-gram filter that used to reject them whole. Short repeats are left alone, and no
     article that passed before changes."""
     from pipeline import filters
