@@ -78,7 +78,7 @@ def main() -> int:
     for k, r in rows.items():
         print(f"| {k} | {r[0]} / {r[1]} ({r[0] / r[1]:.1%}) | {r[2]} / {r[3]} ({r[2] / r[3]:.1%}) | "
               f"{headlines[k]} / {headlines['n']} ({headlines[k] / headlines['n']:.2%}) |")
-    repeated_table()
+    punctuation_run_tables()
     return 0
 
 
@@ -87,7 +87,7 @@ def _old_chinese_ratio(text: str) -> float:
     return cjk / n if n else 0.0
 
 
-def repeated_table() -> None:
+def punctuation_run_tables() -> None:
     """``repeated_ngrams`` before (every character counts) and after (the smaller of that and
     the same with each punctuation run counted once), on ``bench/data/repeated_labels.tsv``;
     ``low_chinese_ratio`` before (Han / visible characters) and after (a punctuation run counts

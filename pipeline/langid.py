@@ -64,8 +64,9 @@ class LanguageIdentifier:
 
     def top(self, text: str) -> tuple[str, float, bool]:
         """(main language code, share of the text in it 0..1, CLD2's reliability flag)."""
+        text = text[:MAX_CHARS]
         try:
-            reliable, _, details = pycld2.detect(text[:MAX_CHARS].replace("\n", " "))
+            reliable, _, details = pycld2.detect(text.replace("\n", " "))
         except pycld2.error:     # invalid UTF-8 sequences CLD2 refuses (lone surrogates)
             return "un", 0.0, False
         code = _code(details[0][1])
@@ -73,7 +74,7 @@ class LanguageIdentifier:
         for _, c, p, _ in details:       # a plain loop: this runs once per document
             if _code(c) == code:
                 share += p
-        if not script_allows(code, text[:MAX_CHARS]):
+        if not script_allows(code, text):
             code = "zh"                  # Han-only text CLD2 called ja/ko: its share, relabelled
         return code, share / 100.0, reliable
 

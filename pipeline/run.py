@@ -655,7 +655,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
     """``--set`` pairs, then the named flags over them."""
-    over: dict = parse_overrides(list(getattr(args, "set", None) or []), "--set")
+    over: dict = parse_overrides(args.set, "--set")
     for name in ("read", "output"):
         if not isinstance(over.setdefault(name, {}), dict):
             raise ConfigError(f"--set: '{name}' is a config section, set one of its keys ({name}.KEY=VALUE)")
