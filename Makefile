@@ -81,7 +81,7 @@ pretrain: setup
 	@set -f; $(PY) -m pretrain.launch --model "$$MODEL" --size "$$SIZE" --nproc "$${NPROC:-1}" --workers "$$WORKERS" \
 		--steps "$$STEPS" --zero "$$ZERO" --run "$$RUN" --corpus "$$CORPUS" --save-every "$$SAVE_EVERY" \
 		--log-every "$$LOG_EVERY" --text-field "$$TEXT_FIELD" --format "$$FORMAT" --encoding "$$ENCODING" \
-		--init "$$INIT" --vocab "$$VOCAB" $$ARGS
+		--init "$$INIT" --vocab "$$VOCAB" $$(for kv in $$SET; do printf -- '--set %s ' "$$kv"; done) $$ARGS
 
 release: setup
 	@set -f; $(PY) -m pretrain.release --model "$$MODEL" --run "$$RUN" $$ARGS

@@ -65,6 +65,8 @@ class DataConfig:
     valid_fraction: float = 0.02
     workers: int = 1                        # Beam DirectRunner worker processes
     pipeline_config: str = "configs/pipeline.yaml"
+    pipeline_set: list[str] = field(default_factory=list)   # KEY=VALUE overrides of pipeline_config for the
+                                            # clean stage (make pretrain SET='filters.min_chars=2 ...')
     verify: Literal["full", "size", "off"] = "full"   # shard check at run start: sha256 + size (one process
                                             # per node), size only, or existence only (huge corpora)
     tokens: bool = True                     # pre-tokenized, memory-mapped token shards (a stage); false:

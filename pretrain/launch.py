@@ -18,6 +18,7 @@ RUN another training holds, stops with one line before any work.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -52,6 +53,15 @@ def _top_rejects(stats: dict, n: int = 3) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in rejected) or "no rejects"
 
 
+def check_pipeline_settings(cfg: RunConfig) -> None:
+    """The clean stage's pipeline config with the run's SET= pairs: an unknown key or a bad value stops the
+    launch before any work (one line), not the Beam run minutes later."""
+    from pipeline.config import load_config as load_pipeline_config
+    from pretrain.stages import pipeline_overrides
+
+    load_pipeline_config(cfg.data.pipeline_config, pipeline_overrides(cfg.data))
+
+
 def prepare_data(cfg: RunConfig, workers: int) -> None:
     """Run the clean / vocab / objective-data stages that are stale (cfg's folders are resolved)."""
     from pretrain.stages import corpus_files, corpus_specs, data_dir, plan, run_stage
@@ -68,10 +78,11 @@ def prepare_data(cfg: RunConfig, workers: int) -> None:
 
     def clean():
         from pipeline.run import run_pipeline
-        from pretrain.stages import read_overrides
-        output = {"valid_fraction": d.valid_fraction, **({"num_shards": d.num_shards} if d.num_shards else {})}
+        from pretrain.stages import pipeline_overrides
+        if d.pipeline_set:
+            log.info("clean: pipeline settings %s (SET)", " ".join(d.pipeline_set))
         stats = run_pipeline(corpus_specs(d.corpus), d.clean_dir, config_path=d.pipeline_config, runner="DirectRunner",
-                             workers=workers, overrides={"output": output, "read": read_overrides(d)})
+                             workers=workers, overrides=pipeline_overrides(d))
         if not stats.get("written"):
             raise ConfigError(f"CORPUS '{d.corpus}': the cleaning stage wrote 0 documents of {stats.get('read', 0):,} "
                               f"read ({_top_rejects(stats)}); see {d.clean_dir}/rejects/")
@@ -159,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoding", default="", help="corpus encoding (ENCODING=)")
     parser.add_argument("--init", default="", help="start from this Hugging Face folder (INIT=)")
     parser.add_argument("--vocab", default="", help="project (default) | keep: the INIT folder's tokenizer (VOCAB=)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one pipeline config key for the clean stage, e.g. --set filters.min_chars=2 "
+                             "(may repeat; make pretrain SET='k=v ...')")
     parser.add_argument("--prepare-only", action="store_true", help="run the data stages, not training")
     parser.add_argument("overrides", nargs="*", help="dotted key=value config overrides")
     args = parser.parse_args(argv)
@@ -195,9 +209,12 @@ def main(argv: list[str] | None = None) -> int:
                        (args.vocab, "init.vocab")):
         if value not in (None, ""):
             overrides.append(f"{key}={value}")
+    if args.set:        # one YAML list value: the strings reach the config as they are, whatever they hold
+        overrides.append(f"data.pipeline_set={json.dumps(args.set, ensure_ascii=False)}")
     try:
         from pretrain.stages import resolve
         cfg = resolve(load_config(cfg_file, overrides, size=args.size or None))
+        check_pipeline_settings(cfg)
         check_existing_run(cfg)
         t0 = time.perf_counter()
         prepare_data(cfg, ints.get("workers", 1))

@@ -14,7 +14,7 @@ from pathlib import Path
 from pipeline.typed_config import ConfigError
 
 FILE = "run.json"
-LABELS = {"model": "MODEL", "size": "SIZE", "corpus": "CORPUS", "data": "cleaned corpus (CORPUS or data.*)",
+LABELS = {"model": "MODEL", "size": "SIZE", "corpus": "CORPUS", "data": "cleaned corpus (CORPUS, SET or data.*)",
           "vocab": "vocabulary (tokenizer.*)", "pairs": "pair data (pairs.*)", "arch": "architecture (arch.*)",
           "vocab_size": "vocabulary size", "tokens": "sample kind (data.tokens: token shards or on the fly)",
           "mix": "data mixture (data.mix)"}

@@ -91,6 +91,25 @@ def read_overrides(d) -> dict:
     return {k: v for k, v in (("text_field", d.text_field), ("format", d.format), ("encoding", d.encoding)) if v}
 
 
+def pipeline_overrides(d) -> dict:
+    """The clean stage's pipeline overrides: SET= pairs, then the run's own read and output settings
+    (TEXT_FIELD=/FORMAT=/ENCODING=, data.valid_fraction, data.num_shards), which SET cannot change:
+    the trainer reads the split the run's config names."""
+    from pipeline.typed_config import ConfigError, parse_overrides
+
+    over = parse_overrides(list(d.pipeline_set), "SET")
+    for section in ("read", "output"):
+        if not isinstance(over.setdefault(section, {}), dict):
+            raise ConfigError(f"SET: '{section}' is a config section, set one of its keys ({section}.KEY=VALUE)")
+    for key in ("valid_fraction", "num_shards"):
+        if key in over["output"]:
+            raise ConfigError(f"SET: output.{key} is the run's data.{key}; set that instead "
+                              f"(ARGS='data.{key}={over['output'][key]}')")
+    over["read"].update(read_overrides(d))
+    over["output"].update({"valid_fraction": d.valid_fraction, **({"num_shards": d.num_shards} if d.num_shards else {})})
+    return over
+
+
 @dataclass
 class Plan:
     """The stages a run needs: name -> (folder, fingerprint spec)."""
@@ -106,6 +125,8 @@ def plan(cfg) -> Plan:
     clean = {"corpus": d.corpus, "files": files_signature(corpus_files(d.corpus)), "valid_fraction": d.valid_fraction,
              "num_shards": d.num_shards, "pipeline_config": file_sha(d.pipeline_config), "read": read_overrides(d),
              "code": code_signature(*CODE_OF["clean"])}
+    if d.pipeline_set:      # only when set: the folders of runs without it keep their names
+        clean["set"] = list(d.pipeline_set)
     fp_clean = fingerprint(clean)
     vocab = {"clean": fp_clean, **{k: v for k, v in dataclasses.asdict(tk).items() if k not in ("dir", "root")},
              "code": code_signature(*CODE_OF["vocab"])}

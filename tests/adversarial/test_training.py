@@ -58,6 +58,31 @@ def test_stage_folders_are_keyed_by_their_inputs():
     assert resolve(load_config(config_path("t5-pegasus"), ["data.clean_dir=/x/y"])).data.clean_dir == "/x/y"
 
 
+def test_make_pretrain_set_reaches_the_clean_stage_and_keys_its_folders():
+    """SET='k=v ...' on make pretrain: pipeline overrides of the clean stage, in its fingerprint (so the
+    cleaned corpus and vocabulary get folders of their own); the run's split stays the run's."""
+    from pipeline.typed_config import ConfigError
+    from pretrain.config import config_path, load_config
+    from pretrain.stages import pipeline_overrides, resolve
+
+    plain = resolve(load_config(config_path("electra")))
+    relaxed = resolve(load_config(config_path("electra"), ['data.pipeline_set=["filters.min_chars=2"]']))
+    assert relaxed.data.clean_dir != plain.data.clean_dir and relaxed.tokenizer.dir != plain.tokenizer.dir
+    over = pipeline_overrides(relaxed.data)
+    assert over["filters"] == {"min_chars": 2} and over["output"]["valid_fraction"] == relaxed.data.valid_fraction
+    with pytest.raises(ConfigError, match="data.valid_fraction"):
+        pipeline_overrides(resolve(load_config(config_path("electra"), ['data.pipeline_set=["output.valid_fraction=0.5"]'])).data)
+
+
+def test_an_unknown_set_key_stops_make_pretrain_before_any_work(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pretrain.launch", "--model", "electra", "--prepare-only",
+                           "--set", "filters.min_char=2", f"data.stages_dir={tmp_path}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and len(ONE_LINE(proc.stderr)) == 1, proc.stderr
+    assert "unknown key 'filters.min_char'" in proc.stderr and "min_chars" in proc.stderr
+    assert not list(tmp_path.iterdir())                     # nothing built
+
+
 # ---------------------------------------------------------------- checkpoints (#16.6)
 def _fake_checkpoint(root: Path, step: int, damaged: bool = False) -> Path:
     from pretrain.checkpoint import MARKER, sha256_file, tag_for
