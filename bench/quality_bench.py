@@ -6,7 +6,8 @@ Builds the same real-text corpus as ``bench/pipeline_bench.py`` (shared corpora 
 copies) and runs the pipeline's own per-batch functions in ONE process, timing each step with
 the process CPU clock (so the figure is per core, and a loaded machine slows it less than wall
 time): read, clean, filters, the checks in one pass as the pipeline runs them (language ID, word
-lists, PII, decontamination with its index build counted apart: once per worker; quality score
+lists, PII, decontamination with its index build counted apart: once per worker, from the disk
+cache after the first build, both reported; quality score
 under a character 4-gram model fitted on the Wikipedia sample, fitting not counted), exact +
 near dedup (MinHash, LSH, verification), shard writing. A second pass times each check alone,
 for its share. Target
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -67,8 +69,12 @@ def main() -> int:
         quality.calibrate(quality.fit(ref, 4), ref[::10]).save(model_path)
         cfg = load_config(None, {"quality": {"model": model_path}})
         clock = Clock()
+        os.environ["ZH_PRETRAIN_CACHE"] = str(work / "cache")     # a cold decontamination index cache
         built = time.process_time()
-        checker = checks.Checks(cfg)
+        checks.Checks(cfg)
+        cold_s = time.process_time() - built
+        built = time.process_time()
+        checker = checks.Checks(cfg)                               # what every later run or worker pays
         setup_s = time.process_time() - built
         cleaner, fs = clean.build_cleaner(cfg.clean), filters.build_filters(cfg.filters)
         read_cfg, dcfg = as_dict(cfg.read), as_dict(cfg.dedup)
@@ -101,12 +107,14 @@ def main() -> int:
     mb = nbytes / 1e6
     result = {"input_mb": round(mb, 2), "documents": n_docs, "cpu_seconds": round(total, 2),
               "mb_per_s_per_core": round(mb / total, 3), "decontam_index_and_setup_s": round(setup_s, 2),
+              "decontam_index_and_setup_s_cold_cache": round(cold_s, 2),
               "steps": {k: {"seconds": round(v, 3), "share": round(v / total, 4)} for k, v in clock.seconds.items()},
               "checks_one_at_a_time": {k: round(v, 3) for k, v in split.seconds.items()}}
     (ROOT / "bench/results").mkdir(exist_ok=True)
     (ROOT / "bench/results/quality.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"Pipeline with every data-quality step on, one process ({mb:.1f} MB, {n_docs} documents): "
-          f"{mb / total:.2f} MB/s per core (target >= 2); setup {setup_s:.1f} s per worker")
+          f"{mb / total:.2f} MB/s per core (target >= 2); setup {setup_s:.1f} s per worker "
+          f"({cold_s:.1f} s the first time, building the decontamination index cache)")
     print("| step | CPU s | share |")
     print("|---|---:|---:|")
     for k, v in sorted(clock.seconds.items(), key=lambda kv: -kv[1]):

@@ -8,6 +8,14 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("ZH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Caches (the decontamination index) go to one folder per test session, never the user's ~/.cache.
+if "ZH_PRETRAIN_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["ZH_PRETRAIN_CACHE"] = tempfile.mkdtemp(prefix="zh-pretrain-cache-")
+    atexit.register(shutil.rmtree, os.environ["ZH_PRETRAIN_CACHE"], True)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Fixtures that run the real pipeline, trainer or a cluster: a test using one is in the slow tier

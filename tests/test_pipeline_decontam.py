@@ -50,6 +50,43 @@ def test_missing_sets(tmp_path, monkeypatch):
     assert decontam.build_index({"enabled": False}) is None
 
 
+def test_the_index_is_cached_by_content_and_rebuilt_when_anything_differs(tmp_path, monkeypatch, caplog):
+    """A second build loads the cached index (same tables, same matches); another file content, another
+    ngram, a damaged cache file or ZH_PRETRAIN_CACHE=off each build it anew."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ZH_PRETRAIN_CACHE", str(cache))
+    ev = _user_set(tmp_path, ["北京大学图书馆今天下午举办了一场传统手工艺讲座，吸引了很多市民。", "怎么查看我的借呗额度"])
+    cfg = {"project_sets": False, "eval_sets": [ev]}
+    docs = ["新闻：北京大学图书馆 今天下午，举办了一场传统手工艺讲座！", "请问怎么查看我的借呗额度呢", "北京大学图书馆今天下午开放"]
+    built = decontam.build_index(cfg)
+    files = sorted((cache / "decontam").iterdir())
+    assert len(files) == 1
+    loaded = decontam.build_index(cfg)
+    assert loaded.short == built.short and loaded.items == built.items and loaded.names == built.names
+    assert (loaded.ngrams.table.keys == built.ngrams.table.keys).all()
+    assert loaded.masks(docs, 13) == built.masks(docs, 13) == [1, 1, 0]
+
+    decontam.build_index({**cfg, "ngram": 12})                                  # other parameters
+    (tmp_path / "mine.txt").write_text("怎么查看我的花呗额度\n", encoding="utf-8")  # other contents, same name
+    other = decontam.build_index(cfg)
+    assert other.masks(docs, 13) == [0, 0, 0] and len(list((cache / "decontam").iterdir())) == 3
+
+    (tmp_path / "mine.txt").write_text("怎么查看我的借呗额度\n", encoding="utf-8")
+    c = decontam.section(decontam.DecontamConfig, cfg)
+    path = cache / "decontam" / f"index-{decontam.index_key(c, decontam.eval_sets(c))[:32]}.npz"
+    path.write_bytes(b"not an npz")
+    with caplog.at_level("WARNING"):
+        assert decontam.build_index(cfg).masks(docs, 13) == [0, 1, 0]
+    assert "unreadable" in caplog.text and path.stat().st_size > 100        # rebuilt and rewritten
+
+    monkeypatch.setenv("ZH_PRETRAIN_CACHE", "off")
+    off = tmp_path / "off"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(off))
+    assert decontam.build_index(cfg).masks(docs, 13) == [0, 1, 0] and not off.exists()
+    monkeypatch.setenv("ZH_PRETRAIN_CACHE", "/proc/no-such-cache")               # cannot be written: no cache
+    assert decontam.build_index(cfg).masks(docs, 13) == [0, 1, 0]
+
+
 @pytest.mark.slow
 def test_project_sets_on_real_data(shared_data):
     """CSL abstracts in FewCLUE's csldcp overlap the CSL title test set; an STS test sentence
