@@ -117,9 +117,19 @@ def auto_class_name(config) -> str:
 
 def load_model(folder: Path):
     import transformers
+    from transformers.utils import logging as hf_logging
     config = transformers.AutoConfig.from_pretrained(folder)
     auto = auto_class_name(config)
-    model = getattr(transformers, auto).from_pretrained(folder)
+    # RoFormer-Sim's RoFormerForCausalLM keeps is_decoder=False on purpose (its encoder use is
+    # bidirectional; UniLM passes its own mask), and transformers warns about that on every load.
+    quiet = getattr(config, "model_type", "") == "roformer" and not getattr(config, "is_decoder", False)
+    level = hf_logging.get_verbosity()
+    if quiet:
+        hf_logging.set_verbosity_error()
+    try:
+        model = getattr(transformers, auto).from_pretrained(folder)
+    finally:
+        hf_logging.set_verbosity(level)
     model.eval()
     return model, auto
 
