@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import unicodedata
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -270,7 +271,7 @@ def build_index(cfg: "DecontamConfig | dict | None" = None) -> Optional[EvalInde
     if path is not None and path.is_file():
         try:
             return _load_index(path)
-        except (OSError, ValueError, KeyError, IndexError) as exc:     # damaged: rebuilt and rewritten below
+        except (OSError, EOFError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as exc:   # damaged: rebuilt
             log.warning("decontamination index cache %s unreadable (%s); rebuilding it", path, type(exc).__name__)
     index = _build_index(c, sets)
     if path is not None:
