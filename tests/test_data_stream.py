@@ -52,3 +52,26 @@ def test_missing_shard_is_a_clear_error(tmp_path):
         list_shards(tmp_path, "train")
     with pytest.raises(DataError, match="manifest not found"):
         list_shards(tmp_path / "nowhere", "train")
+
+
+def test_the_trainer_reads_local_corpora_without_importing_beam():
+    """Local shards are read with the OS (pipeline/corpus.py): the trainer's process never imports Beam,
+    which costs every rank 0.7 s at start and is not installed on every GPU host."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    code = ("import sys, tempfile, pathlib, json, gzip\n"
+            "import pretrain.train, pretrain.data, pretrain.token_shards, pretrain.checkpoint\n"
+            "from pipeline import corpus\n"
+            "root = pathlib.Path(tempfile.mkdtemp())\n"
+            "corpus.write_bytes(str(root / 'train/shard-00000-of-00001.jsonl.gz'), corpus.gzip_bytes(b'{\"text\": \"x\"}\\n'))\n"
+            "data = (root / 'train/shard-00000-of-00001.jsonl.gz').read_bytes()\n"
+            "corpus.write_manifest(str(root), [corpus.shard_entry('train/shard-00000-of-00001.jsonl.gz', 'train', data, 1, 1)], {})\n"
+            "assert corpus.verify(str(root), 'full') == 1\n"
+            "assert list(corpus.iter_texts(corpus.list_shards(str(root), 'train'))) == ['x']\n"
+            "corpus.clear_outputs(str(root))\n"
+            "assert not (root / 'manifest.json').exists() and not list(root.glob('train/*'))\n"
+            "assert 'apache_beam' not in sys.modules, 'Beam imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
