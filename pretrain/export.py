@@ -55,7 +55,8 @@ def _module_weights(path: Path) -> dict:
     """The ``module`` state dict of a DeepSpeed model-states file, without unpickling code objects."""
     import numpy as np
 
-    safe = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype("uint32")),
+    core = getattr(np, "_core", None) or np.core      # numpy 2 renamed numpy.core (which now warns)
+    safe = [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype("uint32")),
             type(np.dtype("float64")), type(np.dtype("int64"))]
     with torch.serialization.safe_globals(safe):
         try:
