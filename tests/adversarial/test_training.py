@@ -83,6 +83,20 @@ def test_an_unknown_set_key_stops_make_pretrain_before_any_work(tmp_path):
     assert not list(tmp_path.iterdir())                     # nothing built
 
 
+def test_make_pretrain_passes_set_as_separate_arguments(tmp_path):
+    """make pretrain SET='k=v ...': each word one --set argument, never shell text (as make data)."""
+    stages = tmp_path / "stages"
+    stages.mkdir()
+    proc = subprocess.run(["make", "-s", "-o", "setup", "-o", ".venv/.setup-stamp", "pretrain", "MODEL=electra",
+                           f"RUN={tmp_path}/run", f"ARGS=--prepare-only data.stages_dir={stages}",
+                           # make turns $$ into $: the shell would see `touch${IFS}.../p` if it evaluated it
+                           f"SET=filters.min_char=2 read.id_field=`touch$${{IFS}}{tmp_path}/p`"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and len(ONE_LINE(proc.stderr)) == 1, proc.stderr
+    assert "unknown key 'filters.min_char'" in proc.stderr
+    assert not (tmp_path / "p").exists() and not list(stages.iterdir())
+
+
 # ---------------------------------------------------------------- checkpoints (#16.6)
 def _fake_checkpoint(root: Path, step: int, damaged: bool = False) -> Path:
     from pretrain.checkpoint import MARKER, sha256_file, tag_for
