@@ -420,7 +420,8 @@ def test_evaluate_sts_cli_reports_spearman_baseline_and_generations(runs, shared
     export = runs / "single" / "export"
     proc = subprocess.run([sys.executable, "-m", "pretrain.evaluate", "--task", "sts", "--model", str(export),
                            "--data", str(shared_data / "sts" / "senteval_cn"), "-o", "baseline=true",
-                           "-o", "max_examples=300", "-o", "generate=1", "-o", "num_samples=4", "-o", "bootstrap=20"],
+                           "-o", "max_examples=300", "-o", "generate=1", "-o", "num_samples=4", "-o", "bootstrap=20",
+                           "-o", "baseline_seeds=2"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
@@ -433,5 +434,19 @@ def test_evaluate_sts_cli_reports_spearman_baseline_and_generations(runs, shared
     boot = result["baseline"]["bootstrap"]["LCQMC"]
     assert boot["resamples"] == 20 and boot["ci95"][0] <= boot["ci95"][1]
     assert boot["delta"] == pytest.approx(result["spearman"]["LCQMC"] - result["baseline"]["spearman"]["LCQMC"], abs=2e-4)
+    seeds = result["baseline"]["seeds"]                 # two random inits, the first one also at the top level
+    assert [r["seed"] for r in seeds] == [0, 1] and seeds[0]["spearman"] == result["baseline"]["spearman"]
+    assert seeds[0]["spearman"] != seeds[1]["spearman"]
+    lo, hi = result["baseline"]["range"]["LCQMC"]
+    assert lo == min(r["spearman"]["LCQMC"] for r in seeds) and hi == max(r["spearman"]["LCQMC"] for r in seeds)
+    assert set(result["baseline"]["verdict"].values()) <= {"above", "below", "tie"}
     assert result["examples"]["ATEC"] == 300
     assert len(result["generated"]) == 1 and isinstance(result["generated"][0]["outputs"], list)
+
+
+def test_sts_verdict_over_several_random_inits():
+    """Above (or below) only when the interval against every init excludes 0; else a tie."""
+    from pretrain.evaluation.sts import _verdict
+    assert _verdict([[0.01, 0.03], [0.002, 0.02]]) == "above"
+    assert _verdict([[0.01, 0.03], [-0.007, 0.011]]) == "tie"
+    assert _verdict([[-0.13, -0.10], [-0.05, -0.01]]) == "below"

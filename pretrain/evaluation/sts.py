@@ -11,7 +11,10 @@ state, or first-last-avg); the score is Spearman's rho between cos(u, v) and the
 whole test file. Test files are read here only: nothing is trained or tuned on them.
 
 Options: ``baseline=true`` also scores a randomly initialized model of the same
-config (seeded; same architecture, vocabulary and pooling), ``bootstrap=N`` (with
+config (seeded; same architecture, vocabulary and pooling); ``baseline_seeds=K`` scores K random
+inits (seeds ``seed`` .. ``seed``+K-1) and reports each, their range and mean, and each paired
+bootstrap, because the init's own seed moves a tiny model's Spearman by about 0.01-0.02 (LCQMC
+0.484-0.497 over three seeds): one init can make a tie look like a win; ``bootstrap=N`` (with
 the baseline: a paired bootstrap over rows, N resamples, of the Spearman difference
 pretrained - random: 95% interval and the share of resamples where it is <= 0), ``pooling=mean|cls|first-last-avg``
 (override the config's, for both), ``split=test|valid``, ``max_examples`` (first
@@ -103,9 +106,20 @@ def paired_bootstrap(cos_a: np.ndarray, cos_b: np.ndarray, labels, resamples: in
             "share_not_better": round(float(np.mean(np.asarray(deltas) <= 0)), 4), "resamples": resamples}
 
 
+def _verdict(intervals: list[list[float]]) -> str:
+    """``above`` when every init's 95 % interval of (pretrained - init) is above 0, ``below`` when
+    every one is below 0, else ``tie``."""
+    if all(lo > 0 for lo, _ in intervals):
+        return "above"
+    if all(hi < 0 for _, hi in intervals):
+        return "below"
+    return "tie"
+
+
 def run(model_dir: str, data: str | None = None, baseline: bool = False, split: str = "test",
         max_examples: int = 0, generate: int = 3, num_samples: int = 8, seed: int = 0,
-        batch_size: int = 128, max_len: int = 64, pooling: str = "", bootstrap: int = 0) -> dict:
+        batch_size: int = 128, max_len: int = 64, pooling: str = "", bootstrap: int = 0,
+        baseline_seeds: int = 1) -> dict:
     from transformers import AutoModelForCausalLM
 
     from tokenizer.loading import load_any_tokenizer
@@ -133,15 +147,29 @@ def run(model_dir: str, data: str | None = None, baseline: bool = False, split: 
               "examples": {t: len(v[2]) for t, v in tasks.items()}}
     cos = cosines(model, tokenizer, tasks, batch_size, max_len)
     result["spearman"] = {t: round(spearman(cos[t], tasks[t][2]), 4) for t in tasks}
-    if baseline:
-        torch.manual_seed(seed)
-        random_model = AutoModelForCausalLM.from_config(model.config).eval()
-        cos_random = cosines(random_model, tokenizer, tasks, batch_size, max_len)
-        result["baseline"] = {"init": "random", "seed": seed,
-                              "spearman": {t: round(spearman(cos_random[t], tasks[t][2]), 4) for t in tasks}}
-        if int(bootstrap):
-            result["baseline"]["bootstrap"] = {t: paired_bootstrap(cos[t], cos_random[t], tasks[t][2], int(bootstrap),
-                                                                   seed) for t in tasks}
+    if baseline or int(baseline_seeds) > 1:
+        if int(baseline_seeds) < 1:
+            raise ValueError(f"baseline_seeds must be >= 1, got {baseline_seeds}")
+        runs = []
+        for s in range(int(seed), int(seed) + int(baseline_seeds)):
+            torch.manual_seed(s)
+            random_model = AutoModelForCausalLM.from_config(model.config).eval()
+            cos_random = cosines(random_model, tokenizer, tasks, batch_size, max_len)
+            run_ = {"seed": s, "spearman": {t: round(spearman(cos_random[t], tasks[t][2]), 4) for t in tasks}}
+            if int(bootstrap):
+                run_["bootstrap"] = {t: paired_bootstrap(cos[t], cos_random[t], tasks[t][2], int(bootstrap), seed)
+                                     for t in tasks}
+            runs.append(run_)
+        # the first init's figures at the top level (as with one seed); the others beside them
+        result["baseline"] = {"init": "random", **runs[0]}
+        if len(runs) > 1:
+            result["baseline"]["seeds"] = runs
+            result["baseline"]["range"] = {t: [min(r["spearman"][t] for r in runs), max(r["spearman"][t] for r in runs)]
+                                           for t in tasks}
+            result["baseline"]["mean"] = {t: round(sum(r["spearman"][t] for r in runs) / len(runs), 4) for t in tasks}
+            # above every init, below every init, or a tie with at least one (95 % intervals, with bootstrap)
+            if int(bootstrap):
+                result["baseline"]["verdict"] = {t: _verdict([r["bootstrap"][t]["ci95"] for r in runs]) for t in tasks}
     result["generated"] = [
         {"input": text, "outputs": generate_similar(model, tokenizer, text, n=int(num_samples), k=3, seed=seed)}
         for text in PROMPTS[:int(generate)]]
