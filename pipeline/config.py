@@ -216,15 +216,15 @@ def section(cls, cfg):
 
 
 def load_config(path: str | None = None, overrides: dict | None = None) -> PipelineConfig:
-    """Defaults <- YAML file (if any, any Beam filesystem) <- ``overrides`` (nested dict)."""
+    """Defaults <- YAML file (if any; local or gs://, s3://, hdfs://) <- ``overrides`` (nested dict)."""
     raw: dict = {}
     where = "pipeline config"
     if path:
-        from apache_beam.io.filesystems import FileSystems
+        from pipeline.corpus import open_read
 
         where = path
         try:
-            with FileSystems.open(path) as f:
+            with open_read(path) as f:
                 text = f.read().decode("utf-8")
         except (OSError, IOError) as exc:   # Beam wraps a missing file in BeamIOError (an IOError)
             raise ConfigError(f"{path}: config file not readable ({type(exc).__name__})") from None

@@ -3,9 +3,11 @@ removal, input listing and verification.
 
 Remote paths (gs://, s3://, hdfs://) go through Beam's FileSystems, so the corpus pipeline,
 the pairs pipeline, the tokenizer and the trainer read and write them as they do local disk;
-local paths use the operating system directly (what Beam's local filesystem does too), so a
-trainer that only reads local shards never imports Beam (0.7 s at every process start, and a
-GPU host without Beam installed can train).  A dataset folder is::
+local paths use the operating system directly (what Beam's local filesystem does too), and
+Beam is imported only for a remote path: reading or verifying a local dataset folder (the data
+loader's workers, release verification) costs no Beam import (0.7 s).  Input listing
+(``pipeline.readers.expand_input``, which the run identity check also calls) still goes
+through Beam's glob matching.  A dataset folder is::
 
     DIR/manifest.json   {"shards": [{"path", "split", "documents", "characters", "bytes", "sha256"}]}
     DIR/train/shard-00000-of-0000N.jsonl.gz   (paths in the manifest are relative to DIR)

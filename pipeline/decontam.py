@@ -202,10 +202,13 @@ def cache_root() -> Optional[Path]:
 def index_key(c: DecontamConfig, sets: list[EvalSet]) -> str:
     """sha256 of everything the index is built from: each set's spec and the contents of the files
     it matches (not their times: a copied folder hits the cache), ``ngram``, and the code."""
-    import opencc
+    from importlib import metadata
 
-    h = hashlib.sha256(json.dumps({"ngram": c.ngram, "min_item_chars": MIN_ITEM_CHARS,
-                                   "opencc": getattr(opencc, "__version__", "")}).encode())
+    try:
+        opencc = metadata.version("opencc")
+    except metadata.PackageNotFoundError:
+        opencc = ""
+    h = hashlib.sha256(json.dumps({"ngram": c.ngram, "min_item_chars": MIN_ITEM_CHARS, "opencc": opencc}).encode())
     here = Path(__file__).resolve().parent
     for name in _CACHE_CODE:
         h.update(hashlib.sha256((here / name).read_bytes()).digest())

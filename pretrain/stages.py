@@ -1,7 +1,8 @@
 """Data stages keyed by their inputs: clean corpus, vocabulary, objective data (pairs), token shards.
 
 Each stage's folder is named by a fingerprint of everything it is built from (corpus
-files by path/size/mtime, upstream stage, parameters, the stage's own code), e.g.
+files by path/size/mtime, upstream stage, parameters and SET= overrides, the contents of the
+eval sets the cleaning decontaminates against, the stage's own code), e.g.
 ``data/stages/clean-3f2a…``, ``artifacts/tokenizer-9b1c…``. Two models, corpora or
 sizes therefore never overwrite each other's artifacts, and a run records which ones it
 used (RUN/run.json). A folder named explicitly in the config (``data.clean_dir``,
@@ -110,6 +111,17 @@ def pipeline_overrides(d) -> dict:
     return over
 
 
+def eval_sets_signature(d) -> str:
+    """What the clean stage's decontamination checks documents against: the eval sets' file contents
+    (``pipeline.decontam.index_key``), so a changed or newly present set (``$ZH_SHARED_DATA``) rebuilds
+    the cleaned corpus instead of reusing one whose leakage counts are stale. "off" when disabled."""
+    from pipeline import decontam
+    from pipeline.config import load_config as load_pipeline_config
+
+    c = load_pipeline_config(d.pipeline_config, pipeline_overrides(d)).decontam
+    return decontam.index_key(c, decontam.eval_sets(c)) if c.enabled else "off"
+
+
 @dataclass
 class Plan:
     """The stages a run needs: name -> (folder, fingerprint spec)."""
@@ -127,6 +139,7 @@ def plan(cfg) -> Plan:
              "code": code_signature(*CODE_OF["clean"])}
     if d.pipeline_set:      # only when set: the folders of runs without it keep their names
         clean["set"] = list(d.pipeline_set)
+    clean["eval_sets"] = eval_sets_signature(d)
     fp_clean = fingerprint(clean)
     vocab = {"clean": fp_clean, **{k: v for k, v in dataclasses.asdict(tk).items() if k not in ("dir", "root")},
              "code": code_signature(*CODE_OF["vocab"])}

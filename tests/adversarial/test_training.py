@@ -74,6 +74,28 @@ def test_make_pretrain_set_reaches_the_clean_stage_and_keys_its_folders():
         pipeline_overrides(resolve(load_config(config_path("electra"), ['data.pipeline_set=["output.valid_fraction=0.5"]'])).data)
 
 
+def test_the_clean_stage_is_keyed_by_the_eval_sets_it_decontaminates_against(tmp_path, monkeypatch):
+    """A cleaned corpus built without the eval sets (ZH_SHARED_DATA absent), or against other contents,
+    is not reused when they appear or change: its leakage counts would be stale."""
+    from pretrain.config import config_path, load_config
+    from pretrain.stages import resolve
+
+    def clean_dir():
+        return resolve(load_config(config_path("electra"))).data.clean_dir
+
+    shared = tmp_path / "shared"
+    (shared / "sts" / "senteval_cn" / "LCQMC").mkdir(parents=True)
+    monkeypatch.setenv("ZH_SHARED_DATA", str(shared))
+    none = clean_dir()
+    (shared / "sts/senteval_cn/LCQMC/LCQMC.test.data").write_text("怎么查看我的借呗额度\t借呗额度在哪看\t1\n", encoding="utf-8")
+    one = clean_dir()
+    (shared / "sts/senteval_cn/LCQMC/LCQMC.test.data").write_text("怎么查看我的花呗额度\t花呗额度在哪看\t1\n", encoding="utf-8")
+    other = clean_dir()
+    assert len({none, one, other}) == 3
+    assert resolve(load_config(config_path("electra"), ['data.pipeline_set=["decontam.enabled=false"]'])).data.clean_dir \
+        not in (none, one, other)
+
+
 def test_an_unknown_set_key_stops_make_pretrain_before_any_work(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pretrain.launch", "--model", "electra", "--prepare-only",
                            "--set", "filters.min_char=2", f"data.stages_dir={tmp_path}"], cwd=REPO,
