@@ -131,6 +131,22 @@ def merge_counts(a: dict, b: dict) -> dict:
     return out
 
 
+def preflight(cfg: PipelineConfig) -> None:
+    """Every file the enabled checks will read is there (the user's eval sets, word lists, the
+    quality model), checked where the run starts: a missing one is a one-line ConfigError, not a
+    worker's setup failure that Beam logs with a traceback."""
+    from pipeline import corpus, wordlists
+    from pipeline.typed_config import ConfigError
+
+    if cfg.decontam.enabled:
+        decontam.check_user_sets(cfg.decontam)
+    if cfg.wordlists.enabled:
+        for spec in cfg.wordlists.lists:
+            wordlists.load_terms(spec)
+    if cfg.quality.model and not corpus.exists(cfg.quality.model):
+        raise ConfigError(f"quality.model: {cfg.quality.model} not found; fit one with python -m pipeline.quality fit")
+
+
 def describe(cfg: PipelineConfig) -> dict:
     """What the run checks against, for stats.json (cheap: file globs only)."""
     out: dict = {"checks": [name for name in ("langid", "wordlists", "pii", "decontam")

@@ -256,6 +256,13 @@ def _load_index(path: Path) -> "EvalIndex":
     return EvalIndex(meta["names"], ngrams, prefixes, short, meta["items"], meta["missing"])
 
 
+def check_user_sets(c: DecontamConfig) -> None:
+    """Every set the user names matches a file (the project's own may be absent)."""
+    for spec in c.eval_sets:
+        if not glob.glob(expand_path(spec.path)):
+            raise ConfigError(f"decontam.eval_sets: '{spec.name}': no file matches {spec.path}")
+
+
 def build_index(cfg: "DecontamConfig | dict | None" = None) -> Optional[EvalIndex]:
     """The eval sets of a ``decontam:`` section, indexed (from the disk cache when it holds this
     index); None when switched off."""
@@ -265,10 +272,7 @@ def build_index(cfg: "DecontamConfig | dict | None" = None) -> Optional[EvalInde
     sets = eval_sets(c)
     if len(sets) > 63:
         raise ConfigError(f"decontam: at most 63 eval sets, got {len(sets)}")
-    user = {s.name for s in c.eval_sets}
-    for spec in sets:
-        if spec.name in user and not glob.glob(expand_path(spec.path)):
-            raise ConfigError(f"decontam.eval_sets: '{spec.name}': no file matches {spec.path}")
+    check_user_sets(c)
     root = cache_root()
     path = root / "decontam" / f"index-{index_key(c, sets)[:32]}.npz" if root else None
     if path is not None and path.is_file():

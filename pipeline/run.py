@@ -568,7 +568,9 @@ def run_pipeline(
     nested dict over the config, e.g. ``{"output": {"num_shards": 4}}``."""
     if isinstance(inputs, str):
         inputs = [inputs]
-    cfg = as_dict(load_config(config_path, overrides))   # validated; the graph takes plain mappings
+    pcfg = load_config(config_path, overrides)        # validated
+    checks_mod.preflight(pcfg)
+    cfg = as_dict(pcfg)                                 # the graph takes plain mappings
     paths = expand_inputs(inputs)
     output = corpus.absolute(output.rstrip("/") or output)
     corpus.check_output_apart(output, inputs, paths)

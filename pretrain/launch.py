@@ -54,12 +54,14 @@ def _top_rejects(stats: dict, n: int = 3) -> str:
 
 
 def check_pipeline_settings(cfg: RunConfig) -> None:
-    """The clean stage's pipeline config with the run's SET= pairs: an unknown key or a bad value stops the
-    launch before any work (one line), not the Beam run minutes later."""
+    """The clean stage's pipeline config with the run's SET= pairs, and the files its checks read: an
+    unknown key, a bad value or a missing file stops the launch before any work (one line), not the
+    Beam run later."""
+    from pipeline.checks import preflight
     from pipeline.config import load_config as load_pipeline_config
     from pretrain.stages import pipeline_overrides
 
-    load_pipeline_config(cfg.data.pipeline_config, pipeline_overrides(cfg.data))
+    preflight(load_pipeline_config(cfg.data.pipeline_config, pipeline_overrides(cfg.data)))
 
 
 def prepare_data(cfg: RunConfig, workers: int) -> None:

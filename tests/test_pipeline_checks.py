@@ -83,3 +83,25 @@ def test_acceptance_planted_corpus_through_the_cli(tmp_path, shared_data):
     for reason, doc_id in (("lang_ja", "ja"), ("wordlist_gambling", "ad"), ("decontam_sts-lcqmc", "leak")):
         with gzip.open(out / "rejects" / f"{reason}.jsonl.gz", "rt", encoding="utf-8") as f:
             assert [r["id"] for r in map(json.loads, f)] == [doc_id]
+
+
+def test_preflight_names_a_missing_file_in_one_line_before_the_run(tmp_path):
+    """A user's eval set, word list or quality model that is not there stops the run where it starts,
+    with one line, and nothing is written (it used to surface as a worker's traceback in Beam's log)."""
+    from conftest import REPO
+    from pipeline.typed_config import ConfigError
+
+    for over, needle in (({"decontam": {"eval_sets": [{"name": "x", "path": str(tmp_path / "no.tsv")}]}},
+                          "decontam.eval_sets: 'x': no file matches"),
+                         ({"wordlists": {"lists": [{"name": "mine", "path": str(tmp_path / "no.txt")}]}},
+                          "wordlists.mine: cannot read"),
+                         ({"quality": {"model": str(tmp_path / "no.npz")}}, "quality.model:")):
+        with pytest.raises(ConfigError, match=needle):
+            checks.preflight(load_config(None, over))
+    checks.preflight(load_config(None))                      # the defaults need nothing the checkout lacks
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "--input", "data/sample/news.jsonl", "--output",
+                           str(tmp_path / "out"), "--set", f"quality.model={tmp_path / 'no.npz'}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: quality.model:"), proc.stderr
+    assert not (tmp_path / "out").exists()
