@@ -215,13 +215,10 @@ def read_manifest(data_dir: str) -> list[dict]:
 def _sizes(urls: list[str]) -> dict[str, int]:
     if not urls:
         return {}
-    found = {}
-    for url in urls:
-        if not _is_remote(url):
-            if os.path.isfile(url):
-                found[url] = os.path.getsize(url)
-            continue
-        for result in _beam()[0].match([url]):
+    found = {url: os.path.getsize(url) for url in urls if not _is_remote(url) and os.path.isfile(url)}
+    remote = [url for url in urls if _is_remote(url)]
+    if remote:                                  # one metadata call for all of them
+        for result in _beam()[0].match(remote):
             for m in result.metadata_list:
                 found[m.path] = m.size_in_bytes
     return found

@@ -581,8 +581,8 @@ def _check_run_identity(cfg: RunConfig, objective, run_dir: Path, rank: int) -> 
     """Stop with one line if an existing run was trained with other data, vocabulary, size or model."""
     from pretrain.runinfo import check_identity, identity, write_identity
 
-    ident = {**identity(cfg), "vocab_size": len(objective.tokenizer)}
     try:
+        ident = {**identity(cfg), "vocab_size": len(objective.tokenizer)}   # reads the pipeline config too
         check_identity(run_dir, ident)
     except ConfigError as exc:
         raise TrainingError(str(exc)) from None
@@ -709,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     logging.basicConfig(level=logging.INFO, force=True, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    for noisy in ("DeepSpeed", "deepspeed", "torch.distributed"):
+    for noisy in ("DeepSpeed", "deepspeed", "torch.distributed", "apache_beam"):   # Beam: its import-time notices
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         from pretrain.stages import resolve

@@ -112,6 +112,8 @@ def test_models_keep_their_own_artifacts_and_a_rerun_reuses_everything(tmp_path)
                                "train.eval_generate=0", "train.micro_batch_size=4"],
                               cwd=REPO, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        # no library notices on every stage (#17.8): Beam's import-time INFO and apitools lines
+        assert "apache_beam" not in proc.stderr and "apitools" not in proc.stderr, proc.stderr[-3000:]
         return proc.stderr
 
     def digest(folder):
