@@ -10,7 +10,9 @@ process and on the same input, it times:
   functions (readers, clean + filter, exact dedup, MinHash, LSH candidate
   pairs, pair verification, clusters, split plan, shard and reject writers)
   called on the whole corpus at once, writing the same files;
-* ``beam_in_memory``: DirectRunner, in_memory;
+* ``beam_in_memory``: the default in-memory run (``make data``): Beam's bundle-based
+  DirectRunner (see ``pipeline.run.pipeline_options``);
+* ``beam_fnapi_in_memory`` (``--runs fnapi``): the FnApiRunner, ``--direct_running_mode=in_memory``;
 * ``beam_1_worker`` / ``beam_2_workers``: DirectRunner multi_processing.
 
 Writes bench/results/pipeline.json with MB/s, docs/s, the ratios the issue
@@ -27,7 +29,7 @@ depend on the load.  ``--repeat N`` runs the whole sequence N times,
 interleaved, keeps each run's fastest (all in ``seconds_all``) and checks
 that every re-run wrote the same files.
 
-    python bench/pipeline_bench.py [--mb 50] [--runs plain,mem,1,2] [--repeat 1] [--keep] [--every-step]
+    python bench/pipeline_bench.py [--mb 50] [--runs plain,mem,fnapi,1,2] [--repeat 1] [--keep] [--every-step]
 
 ``--every-step`` adds the quality score (a character 4-gram model fitted on the Wikipedia
 sample) to the default checks, so every data-quality step runs (#22), and writes
@@ -252,11 +254,15 @@ def _file_digests(out: Path) -> dict:
     return {str(f.relative_to(out)): hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(out.rglob("*")) if f.is_file()}
 
 
-RUN_NAMES = {"mem": "beam_in_memory", "1": "beam_1_worker", "2": "beam_2_workers"}
+RUN_NAMES = {"mem": "beam_in_memory", "fnapi": "beam_fnapi_in_memory", "1": "beam_1_worker", "2": "beam_2_workers"}
 
 
 def beam_args(run: str) -> list[str]:
-    return [] if run == "mem" else ["--direct_running_mode=multi_processing", f"--direct_num_workers={int(run)}"]
+    if run == "mem":
+        return []
+    if run == "fnapi":
+        return ["--direct_running_mode=in_memory"]
+    return ["--direct_running_mode=multi_processing", f"--direct_num_workers={int(run)}"]
 
 
 def fixed_costs(runs: list[str], work: Path) -> dict:
@@ -425,6 +431,8 @@ def main() -> int:
         ratios = {}
         if "plain_loop" in r and "beam_in_memory" in r:
             ratios["beam_in_memory_over_plain_time"] = round(r["beam_in_memory"]["seconds"] / r["plain_loop"]["seconds"], 3)
+        if "plain_loop" in r and "beam_fnapi_in_memory" in r:
+            ratios["beam_fnapi_in_memory_over_plain_time"] = round(r["beam_fnapi_in_memory"]["seconds"] / r["plain_loop"]["seconds"], 3)
         if "plain_loop" in r and "beam_1_worker" in r:
             ratios["beam_1_worker_over_plain_time"] = round(r["beam_1_worker"]["seconds"] / r["plain_loop"]["seconds"], 3)
         if "beam_1_worker" in r and "beam_2_workers" in r:

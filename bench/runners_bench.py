@@ -1,7 +1,8 @@
 """What each Beam runner costs on one input, and whether they agree byte for byte.
 
 Runs the corpus pipeline (and the pairs pipeline on its output) on the same
-input with: the DirectRunner in memory and with 2 worker processes, the
+input with: the DirectRunner in memory (the default: bundle-based for the corpus pipeline,
+the FnApiRunner for pairs; ``fnapi``: the FnApiRunner for both) and with 2 worker processes, the
 PortableRunner against Beam's local job service with an external SDK worker
 pool, and the DaskRunner on a local scheduler with 1 and with 2 worker
 processes (1 thread each).  Services are started and stopped by this script
@@ -9,7 +10,7 @@ processes (1 thread each).  Services are started and stopped by this script
 per run (wall, from submission to the last file written; service start-up
 excluded) and whether every output file equals the DirectRunner's.
 
-    python bench/runners_bench.py [--input GLOB ...] [--runs mem,direct2,portable,dask1,dask2] [--no-pairs]
+    python bench/runners_bench.py [--input GLOB ...] [--runs mem,fnapi,direct2,portable,dask1,dask2] [--no-pairs]
 
 Default input: the two zhwiki_sample files of the shared data (~2 MB).
 Run on a quiet machine: the figures are wall-clock times.
@@ -41,6 +42,8 @@ RESULTS = ROOT / "bench" / "results" / "runners.json"
 def services(run: str):
     """Context manager yielding (runner, flags) for a run name."""
     if run == "mem":
+        return contextlib.nullcontext(("DirectRunner", []))
+    if run == "fnapi":
         return contextlib.nullcontext(("DirectRunner", ["--direct_running_mode=in_memory"]))
     if run == "direct2":
         return contextlib.nullcontext(("DirectRunner", ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]))
@@ -60,7 +63,7 @@ def files(folder: Path) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--input", action="append", default=None)
-    ap.add_argument("--runs", default="mem,direct2,portable,dask1,dask2")
+    ap.add_argument("--runs", default="mem,fnapi,direct2,portable,dask1,dask2")
     ap.add_argument("--no-pairs", action="store_true")
     args = ap.parse_args()
     inputs = args.input or [str(SHARED / "corpus" / "zhwiki_sample" / "*.jsonl")]

@@ -44,6 +44,7 @@ import numpy as np
 from pipeline.charhash import alnum_table, codepoints
 from pipeline.events import DOCS, REJECTS, Select
 from pipeline.filters import ngram_hashes
+from pipeline.progress import Progress
 
 
 def normalize_for_hash(text: str) -> str:
@@ -510,8 +511,13 @@ class _MinHashFn(beam.DoFn):
 
     def setup(self):
         self.minhash = MinHasher(self.cfg)
+        self.progress = Progress("near-duplicate MinHash")
+
+    def teardown(self):
+        self.progress.close()
 
     def process(self, batch) -> Iterator[tuple]:
+        self.progress.update(len(batch), chars=sum(len(doc[1]) for _, doc in batch))
         sigs, (ids, owners), words = self.minhash(batch)
         parts = (ids % np.uint64(self.partitions)).astype(np.int64)
         for p, rows in _by_partition(parts, self.partitions):

@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import logging
 import sys
 from typing import Any, Iterable, Iterator, NamedTuple
 
@@ -29,6 +30,8 @@ from pipeline import corpus
 from pipeline.events import DOCS, Keep, ReadEach, Select, Tag
 from pipeline.lcs import char_masks, lcs_with_masks
 from pipeline.pair_config import PairConfig
+from pipeline.progress import Progress
+from pipeline.progress import log as progress_log
 from pipeline.sentences import split_sentences
 
 
@@ -206,7 +209,24 @@ class BuildPseudoSummaryPairs(beam.PTransform):
         self.config = PairConfig(**cfg)
 
     def expand(self, keyed_docs):
-        return keyed_docs | "MakePair" >> beam.FlatMap(_pair_or_reject, self.config)
+        return keyed_docs | "MakePair" >> beam.ParDo(_MakePairs(self.config))
+
+
+class _MakePairs(beam.DoFn):
+    """``_pair_or_reject`` per document, with a progress bar (pipeline/progress.py)."""
+
+    def __init__(self, config: PairConfig):
+        self.config = config
+
+    def setup(self):
+        self.progress = Progress("pseudo-summary pairs")
+
+    def teardown(self):
+        self.progress.close()
+
+    def process(self, keyed_doc) -> Iterator[tuple]:
+        self.progress.update(1, chars=len(keyed_doc[1].get("text") or ""))
+        yield from _pair_or_reject(keyed_doc, self.config)
 
 
 # An output shard is keyed by the plain tuple (split, index, count): plain
@@ -372,6 +392,8 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--runner", default="DirectRunner")
     parser.add_argument("--workers", type=int, default=1)
     args, extra = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger(progress_log.name).setLevel(logging.INFO)  # a bar, or a line every 30 s
     stats = build_pairs(
         args.data,
         args.out,

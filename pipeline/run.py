@@ -44,9 +44,12 @@ not share the working directory).
 Runners tested here (tests/test_pipeline_runners.py, same bytes as the
 DirectRunner for both pipelines: manifest sha256 values, stats.json, rejects/):
 
-DirectRunner, in memory (default; also ``make data``)::
+DirectRunner, in memory (default; also ``make data``): Beam's bundle-based
+DirectRunner, which passes the document batches between steps as Python objects
+(faster and smaller than the FnApiRunner here; see ``pipeline_options``)::
 
     python -m pipeline --input ... --output OUT
+    # the FnApiRunner in memory instead: --direct_running_mode=in_memory
 
 DirectRunner, N processes (``make data WORKERS=N``; identical output)::
 
@@ -139,6 +142,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline import checks as checks_mod
 from pipeline import clean as clean_mod
 from pipeline import corpus, dedup, filters, hints, readers, shards
+from pipeline.progress import Progress
+from pipeline.progress import log as progress_log
 from pipeline.config import PipelineConfig, as_dict, load_config
 from pipeline.typed_config import ConfigError, build, parse_overrides
 from pipeline.events import DOCS, REJECTS, Keep, ReadEach, Select, Tag, events, step
@@ -229,9 +234,14 @@ class CleanAndFilter(beam.DoFn):
         self.filters = filters.build_filters(self.cfg["filters"])
         self.exact = self.cfg["dedup"].get("exact", True)
         self.snippet = self.cfg["output"].get("reject_text_chars", 300)
+        self.progress = Progress("read, clean, filter")
 
     def process(self, batch) -> Iterator[tuple]:
+        self.progress.update(len(batch), chars=sum(len(doc[1]) for doc in batch))
         yield from events(*clean_and_filter(batch, self.clean, self.filters, self.exact, self.snippet))
+
+    def teardown(self):
+        self.progress.close()
 
 
 class RunChecks(beam.DoFn):
@@ -243,8 +253,13 @@ class RunChecks(beam.DoFn):
 
     def setup(self):
         self.checks = checks_mod.Checks(build(PipelineConfig, self.cfg, "pipeline config"))
+        self.progress = Progress("checks: language, word lists, PII, decontamination, quality")
+
+    def teardown(self):
+        self.progress.close()
 
     def process(self, batch) -> Iterator[tuple]:
+        self.progress.update(len(batch), chars=sum(len(doc[1]) for _, doc in batch))
         kept, rejects, counts, _ = checks_mod.run_checks(batch, self.checks)
         yield from events(kept, rejects)
         if counts:
@@ -305,12 +320,19 @@ class WriteShard(beam.DoFn):
         self.parquet = parquet
         self.snippet = snippet
 
+    def setup(self):
+        self.progress = Progress("write shards", unit="shard")
+
     def process(self, item) -> Iterator[tuple]:
         (split, index, count), grouped = item
         docs, rejects = shard_documents(grouped, self.snippet)
         if rejects:
             yield REJECTS, rejects
         yield ENTRY, shards.write_shard(self.output, split, index, count, docs, self.gzip_level, self.parquet)
+        self.progress.update(1, chars=sum(len(doc[1]) for doc in docs))
+
+    def teardown(self):
+        self.progress.close()
 
 
 def _split_items(survivors: list) -> list:
@@ -543,10 +565,23 @@ def dedup_partitions(cfg: dict, input_bytes: int) -> int:
     return max(int(cfg["beam"]["partitions"]), math.ceil(input_bytes / PARTITION_BYTES))
 
 
-def pipeline_options(runner: str = "DirectRunner", workers: int = 1, extra_beam_args: Sequence[str] = ()) -> PipelineOptions:
+def pipeline_options(runner: str = "DirectRunner", workers: int = 1, extra_beam_args: Sequence[str] = (),
+                     batched: bool = False) -> PipelineOptions:
+    """Beam options for a runner name or alias.  The DirectRunner with one worker runs in memory:
+    on Beam's FnApiRunner, or with ``batched=True`` (pipelines whose elements are whole batches
+    of documents: the corpus pipeline) on its bundle-based DirectRunner, which hands those
+    batches from step to step as Python objects instead of encoding them at every stage and
+    shuffle.  Measured on the corpus pipeline with every check on, same output bytes: 24.5 vs
+    28.2 s on 40 MB, 112 vs 142 s and 2.8 vs 4.7 GB peak memory on 160 MB; the pairs, vocabulary
+    and token pipelines (an element per document or per word) are 2-3x slower there, so they
+    stay on the FnApiRunner.  ``--direct_running_mode=...`` picks the FnApiRunner's mode
+    explicitly; ``workers`` > 1 runs its multi_processing mode."""
     runner = RUNNER_ALIASES.get(runner.lower(), runner) if runner else "DirectRunner"
+    explicit = any(a.startswith("--direct_running_mode") for a in extra_beam_args)
+    if runner == "DirectRunner" and batched and not explicit and not (workers and workers > 1):
+        runner = "BundleBasedDirectRunner"
     args = [f"--runner={runner}", *extra_beam_args]
-    if runner == "DirectRunner" and not any(a.startswith("--direct_running_mode") for a in extra_beam_args):
+    if runner == "DirectRunner" and not explicit:
         if workers and workers > 1:
             args += ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
         else:
@@ -582,7 +617,7 @@ def run_pipeline(
     corpus.clear_outputs(output)
     start = time.perf_counter()
     with corpus.scratch_tmpdir():
-        with beam.Pipeline(options=pipeline_options(runner, workers, extra_beam_args)) as p:
+        with beam.Pipeline(options=pipeline_options(runner, workers, extra_beam_args, batched=True)) as p:
             build_pipeline(p, paths, output, cfg, input_bytes)
     elapsed = time.perf_counter() - start
     stats = corpus.read_json(corpus.join(output, corpus.STATS)) or {}
@@ -684,6 +719,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, beam_args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger(readers.log.name).setLevel(logging.INFO)  # how each file is read
+    logging.getLogger(progress_log.name).setLevel(logging.INFO)  # long steps: a bar, or a line every 30 s
     try:
         stats = run_pipeline(
             args.input,

@@ -26,6 +26,7 @@ import numpy as np
 from pipeline import corpus
 from pipeline.events import ReadEach
 from pipeline.pairs import input_shards
+from pipeline.progress import Progress
 from pretrain.token_shards import EXT, Encoded, TextEncoder, dtype_for, shard_bytes
 
 ENTRY, READ, REJECTED = "entry", "read", "rejected"
@@ -91,9 +92,14 @@ class EncodeShard(beam.DoFn):
         self.objective = self.cfg.objective_class(self.cfg)
         self.encoder = TextEncoder(self.cfg.tokenizer.dir, self.threads)
         self.dtype = dtype_for(len(self.objective.tokenizer))
+        self.progress = Progress("token shards", unit="shard")
+
+    def teardown(self):
+        self.progress.close()
 
     def process(self, shard) -> Iterator[tuple]:
         yield from token_shard(shard, self.objective, self.encoder, self.dtype, self.out_dir)
+        self.progress.update(1)
 
 
 def write_summary(item, out_dir: str) -> Iterator[dict]:

@@ -230,3 +230,18 @@ def test_colliding_ids_are_qualified_counted_and_carry_their_source(tmp_path):
     assert docs["1@a.jsonl:4"][1] == texts[3] and docs["0@b.jsonl:1"][1] == texts[4]
     assert stats["duplicate_ids"] == {a_path: {"within_file": 2, "across_files": 4},
                                       b_path: {"within_file": 0, "across_files": 3}}
+
+
+def test_fnapi_in_memory_same_checksums(corpus, first_run, tmp_path):
+    """The default in-memory run is Beam's bundle-based DirectRunner; the FnApiRunner's in-memory
+    mode, picked explicitly, writes the same bytes."""
+    from pipeline.run import pipeline_options
+
+    assert pipeline_options(batched=True).get_all_options()["runner"] == "BundleBasedDirectRunner"
+    assert pipeline_options(batched=True, workers=2).get_all_options()["runner"] == "DirectRunner"
+    assert pipeline_options().get_all_options()["runner"] == "DirectRunner"
+    root, _ = corpus
+    out, _ = first_run
+    run_pipeline([str(root / "*.jsonl"), str(root / "b.txt")], str(tmp_path), extra_beam_args=["--direct_running_mode=in_memory"])
+    assert (tmp_path / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
+    assert (tmp_path / "stats.json").read_bytes() == (out / "stats.json").read_bytes()

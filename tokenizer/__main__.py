@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from .build import DEFAULTS, build_tokenizer
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="DirectRunner worker processes")
     p.add_argument("--no-stats", action="store_true", help="skip held-out evaluation in stats.json")
     args, runner_args = p.parse_known_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("tokenizer", "pipeline.progress"):     # the build's phases, and the counting's progress
+        logging.getLogger(name).setLevel(logging.INFO)
     stats = build_tokenizer(
         args.data,
         args.out,

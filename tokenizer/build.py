@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -15,6 +16,8 @@ from .options import VocabOptions
 # The vocabulary options (tokenizer/options.py) plus how the counting job runs.
 EXECUTION = dict(runner="DirectRunner", workers=1, runner_args=None, stats=True)
 DEFAULTS = {k: v for k, v in asdict(VocabOptions()).items() if k not in ("vocab_size", "algo")} | EXECUTION
+
+log = logging.getLogger("tokenizer")
 
 
 def build_tokenizer(data_dir: str, out_dir: str, vocab_size: int = VocabOptions.vocab_size,
@@ -39,6 +42,7 @@ def build_tokenizer(data_dir: str, out_dir: str, vocab_size: int = VocabOptions.
         from .jieba_util import jieba_instance
         from .vocab import jieba_scorer, select_vocab
 
+        log.info("counting jieba words and characters in %s", data_dir)
         counts = count_corpus(
             data_dir,
             lowercase=opt["lowercase"],
@@ -47,6 +51,8 @@ def build_tokenizer(data_dir: str, out_dir: str, vocab_size: int = VocabOptions.
             workers=opt["workers"],
             runner_args=opt["runner_args"],
         )
+        log.info("%s documents, %s characters counted in %.0f s; selecting up to %s tokens",
+                 f"{counts.documents:,}", f"{counts.characters:,}", time.time() - t0, f"{vocab_size:,}")
         dt = jieba_instance(opt["user_dict"])
         vocab = select_vocab(
             counts,
@@ -89,9 +95,13 @@ def build_tokenizer(data_dir: str, out_dir: str, vocab_size: int = VocabOptions.
         "options": {k: v for k, v in opt.items() if k not in ("stats",)},
         "build_seconds": round(time.time() - t0, 2),
     }
+    log.info("%s tokens written to %s in %.0f s", f"{tok.get_vocab_size():,}", out, time.time() - t0)
     if opt["stats"]:
         from .stats import tokenizer_stats
 
+        t1 = time.time()
+        log.info("measuring held-out and shared-data coverage (--no-stats skips it)")
         stats.update(tokenizer_stats(out, data_dir))
+        log.info("stats.json written in %.0f s", time.time() - t1)
     (out / "stats.json").write_text(json.dumps(stats, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return stats

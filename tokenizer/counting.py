@@ -70,13 +70,21 @@ def _make_dofn(lowercase: bool, user_dict: str | None):
         def setup(self):
             from .jieba_util import jieba_instance
 
+            from pipeline.progress import Progress
+
             dt = jieba_instance(user_dict)
             self.cut = lambda s: dt.cut(s, HMM=False)
+            self.progress = Progress("count words for the vocabulary")
+
+        def teardown(self):
+            self.progress.close()
 
         def process(self, line):
             line = line.strip()
             if line:
-                yield from count_document(json.loads(line)["text"], self.cut, lowercase).items()
+                text = json.loads(line)["text"]
+                self.progress.update(1, chars=len(text))
+                yield from count_document(text, self.cut, lowercase).items()
 
     return CountDoc()
 

@@ -106,7 +106,7 @@ def released_tokens(texts: list[str], vocab_file: str, recipe: str) -> list[list
     from .released import released_tokenizer
 
     tok = released_tokenizer(vocab_file, recipe)
-    return [tok.convert_ids_to_tokens(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+    return [tok.convert_ids_to_tokens(ids) for ids in tok(texts, add_special_tokens=False, verbose=False)["input_ids"]]
 
 
 def tokenizer_stats(out_dir: str | Path, data_dir: str | Path, max_chars: int = MAX_EVAL_CHARS) -> dict:
