@@ -1,14 +1,13 @@
-"""Progress of long steps: a bar on a terminal, a log line every few seconds elsewhere.
+"""Progress of long steps: a bar on a terminal, a log line every 30 s elsewhere.
 
 Beam runs the steps inside DoFns, on whatever worker the runner picks, so progress is
 reported where the work happens: each DoFn makes its ``Progress`` in ``setup`` (it is never
 pickled) and counts what it processed.  In memory (the default) that is the user's terminal;
-on other runners the lines go to the worker logs, tagged with the process id.  The vocabulary
-build uses the same class for its phases.
+on other runners the lines go to the worker logs, tagged with the process id.
 
 A step that ends within a few seconds prints nothing, so small runs and the test suite stay
-quiet: the bar appears after ``bar_after`` seconds, log lines come every ``every`` seconds.  ``ZH_PROGRESS=off`` silences all of it; ``ZH_PROGRESS=log`` forces log lines on
-a terminal too.
+quiet: the bar appears after ``bar_after`` seconds, log lines come every ``every`` seconds.
+``ZH_PROGRESS=off`` silences all of it; ``ZH_PROGRESS=log`` forces log lines on a terminal too.
 """
 from __future__ import annotations
 
@@ -36,8 +35,8 @@ class Progress:
     """Counts ``unit``s of one step; ``update(n, chars=...)`` after each batch.
 
     The bar (tqdm) appears after ``bar_after`` seconds; without a terminal a line
-    ``desc: N units (R/s), M MB of text`` is logged at most every ``every`` seconds, and one
-    final line at ``close`` when any was logged.
+    ``desc: N units (R/s), C M characters [pid, elapsed]`` is logged at most every ``every``
+    seconds, and one final line at ``close`` when any was logged.
     """
 
     def __init__(self, desc: str, unit: str = "doc", total: int | None = None, every: float = 30.0,

@@ -73,6 +73,7 @@ def build_tokenizer(data_dir: str, out_dir: str, vocab_size: int = VocabOptions.
         # shards are streamed into that file directly (see tokenizer/spm.py).
         from .spm import train_sentencepiece
 
+        log.info("training a SentencePiece unigram model on %s", data_dir)
         tok, train = train_sentencepiece(data_dir, vocab_size, out, **{
             k: opt[k] for k in ("lowercase", "min_char_freq", "char_coverage", "byte_fallback")})
     else:
