@@ -572,10 +572,11 @@ def pipeline_options(runner: str = "DirectRunner", workers: int = 1, extra_beam_
     on Beam's FnApiRunner, or with ``batched=True`` (pipelines whose elements are whole batches
     of documents: the corpus pipeline) on its bundle-based DirectRunner, which hands those
     batches from step to step as Python objects instead of encoding them at every stage and
-    shuffle.  Measured on the corpus pipeline with every check on, same output bytes: 24.5 vs
-    28.2 s on 40 MB, 112 vs 142 s and 2.8 vs 4.7 GB peak memory on 160 MB; the pairs, vocabulary
-    and token pipelines (an element per document or per word) are 2-3x slower there, so they
-    stay on the FnApiRunner.  ``--direct_running_mode=...`` picks the FnApiRunner's mode
+    shuffle.  Measured on the corpus pipeline with every check on, same output bytes
+    (BENCHMARKS.md, "Pipeline speed with every data-quality step on"): 1.02x against 1.24x the
+    plain loop's time on 40 MB, 112 vs 142 s and 2.8 vs 4.7 GB peak memory on 160 MB; the pairs
+    and vocabulary pipelines (an element per document or per word) were 2-3x slower there, so
+    they and the token stage stay on the FnApiRunner.  ``--direct_running_mode=...`` picks the FnApiRunner's mode
     explicitly; ``workers`` > 1 runs its multi_processing mode."""
     runner = RUNNER_ALIASES.get(runner.lower(), runner) if runner else "DirectRunner"
     explicit = any(a.startswith("--direct_running_mode") for a in extra_beam_args)
