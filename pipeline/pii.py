@@ -240,39 +240,46 @@ _DETECTORS = {
 }
 
 
-_NO_DIGIT_DETECTORS = {**_DETECTORS, "ip": lambda t: _ips(t, v4=False)}   # IPv4 needs digits
-
-# Every type but e-mail, WeChat ids and IPv6 needs four digits close together: most texts are done
-# after this one search.
-_DIGITS = re.compile(r"\d(?:\D{0,3}\d){3}")
-_NEEDS_DIGITS = frozenset(TYPES) - {"email", "wechat", "ip"}   # IPv6 may be all letters
+# Cheap tests rule a type out before its regex scans the text (most texts hold no PII): every
+# checksummed type and a QQ number need four digits in a row; IPv4 a digit, a dot and a digit;
+# IPv6 "::" or seven colons; e-mail "@"; a WeChat or QQ id its keyword (substring tests are
+# several times faster than a regex scan).
+_FOUR_DIGITS = re.compile(r"\d{4}")
+_IPV4_HINT = re.compile(r"\d\.\d")
+_DIGIT_HINT = re.compile(r"\d(?:\d\d\d|\.\d)")       # either of the two above: one scan for most texts
 
 
 def _maybe_wechat(text: str) -> bool:
-    """False when ``_WECHAT_RE`` cannot match: none of its keywords occurs (substring tests are
-    several times faster than the regex scan; U+0130 folds to "i" in the regex only)."""
-    if "信" in text or "\u0130" in text:
-        return True
-    low = text.lower()
-    return "wechat" in low or "weixin" in low or "vx" in low or "wx" in low
+    """False when ``_WECHAT_RE`` cannot match: each of its keywords has 信, w or v (any case)."""
+    return "信" in text or "w" in text or "v" in text or "W" in text or "V" in text
+
+
+def _maybe_qq(text: str) -> bool:
+    return "q" in text or "Q" in text or "扣扣" in text or "企鹅" in text
+
+
+def _possible(text: str, types: tuple[str, ...]) -> tuple[str, ...]:
+    """The types of ``types`` whose cheap test passes, in ``PRIORITY`` order."""
+    hint = _DIGIT_HINT.search(text) is not None
+    wechat = _maybe_wechat(text)
+    ipv6 = "::" in text or text.count(":") >= 7
+    if not hint and not wechat and not ipv6 and "@" not in text:
+        return ()
+    digits = hint and _FOUR_DIGITS.search(text) is not None
+    ok = {
+        "id_card": digits, "credit_code": digits, "bank_card": digits, "mobile": digits, "landline": digits,
+        "qq": digits and _maybe_qq(text), "wechat": wechat, "email": "@" in text,
+        "ip": ipv6 or (hint and _IPV4_HINT.search(text) is not None),
+    }
+    return tuple(t for t in PRIORITY if t in types and ok[t])
 
 
 def find(text: str, types: tuple[str, ...] = TYPES) -> list[Span]:
     """Non-overlapping PII spans, sorted; on overlap the type earlier in ``PRIORITY`` wins."""
     spans: list[Span] = []
     taken = []
-    detectors = _DETECTORS
-    if not _DIGITS.search(text):
-        # most texts: no run of digits, so only e-mail, IPv6 and a WeChat id after its keyword
-        # are possible, and cheap substring tests rule those out
-        types = tuple(t for t in types if t not in _NEEDS_DIGITS and
-                      (t != "wechat" or _maybe_wechat(text)) and (t != "email" or "@" in text) and
-                      (t != "ip" or "::" in text or text.count(":") >= 7))
-        if not types:
-            return spans
-        detectors = _NO_DIGIT_DETECTORS
-    for kind in (t for t in PRIORITY if t in types):
-        for start, end in detectors[kind](text):
+    for kind in _possible(text, types):
+        for start, end in _DETECTORS[kind](text):
             if any(s < end and start < e for s, e in taken):
                 continue
             taken.append((start, end))

@@ -228,3 +228,39 @@ def test_doubled_body_keeps_one_copy(shared_data):
     changed = [(a, b) for a, b in zip(before, after) if a != b]
     assert len(changed) >= 30, len(changed)
     assert all(filters.repeated_ngram_ratio(a) > 0.5 and filters.repeated_ngram_ratio(b) <= 0.5 for a, b in changed)
+
+
+def test_opencc_triggers_skip_only_texts_opencc_keeps(shared_data):
+    """The stored trigger sets are the installed OpenCC's, and a text without a trigger is one
+    OpenCC leaves as it is: every other character alone, and the real documents of the shared
+    corpora (traditional poetry and Wikipedia, simplified reviews and news)."""
+    import json
+    import shutil
+
+    import opencc
+
+    from pipeline import opencc_triggers, readers
+    from pipeline.config import ReadConfig, as_dict
+
+    if opencc_triggers.pattern("t2s") is None:
+        pytest.skip("opencc_triggers.json is for another OpenCC version: python -m pipeline.opencc_triggers")
+    store = json.loads(opencc_triggers.STORE.read_text(encoding="utf-8"))
+    tool = Path(opencc.__file__).parent / "clib" / "bin" / "opencc_dict"
+    if shutil.which(str(tool)):
+        assert {c: opencc_triggers.triggers(c) for c in opencc_triggers.CONFIGS} == store["configs"]
+    texts = []
+    for name in ("chinese_poetry/poet.tang.0.json", "chinese_poetry/songci_300.json", "zhwiki_sample/wiki_00_a.jsonl",
+                 "sophonplus_reviews/ChnSentiCorp_htl_all.csv", "weibo_senti_subset/weibo_senti_100k_subset.csv",
+                 "thucnews_titles/dev.txt"):
+        docs = [p[1] for kind, p in readers.read_source(str(shared_data / "corpus" / name), as_dict(ReadConfig()))
+                if kind == "doc"]
+        texts += docs[:3000]
+    assert len(texts) > 5000
+    for config in opencc_triggers.CONFIGS:
+        found = opencc_triggers.pattern(config)
+        converter = opencc.OpenCC(config)
+        plain = "\n".join(chr(c) for c in range(0x80, 0x30000) if not 0xD800 <= c < 0xE000 and not found.search(chr(c)))
+        assert converter.convert(plain) == plain, config
+        skipped = [t for t in texts if not found.search(t)]
+        assert 0 < len(skipped) and all(converter.convert(t) == t for t in skipped), config
+        assert clean.to_simplified("頭髮乾燥，深沈", config) == converter.convert("頭髮乾燥，深沈")

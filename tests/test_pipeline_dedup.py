@@ -85,6 +85,8 @@ def test_batch_signatures_equal_one_text_signatures():
     batch = dedup.minhash_signatures(texts, CFG["ngram"], a, b)
     assert np.array_equal(batch, np.stack([signature(t) for t in texts]))
     assert np.array_equal(dedup.minhash_signatures(texts, CFG["ngram"], a, b, max_windows=64), batch)
+    assert np.array_equal(dedup.minhash_signatures(texts, CFG["ngram"], a, b, max_windows=7), batch)
+    assert dedup.minhash_signatures([], CFG["ngram"], a, b).shape == (0, CFG["num_perm"])
 
 
 def test_candidate_pairs_single_member_buckets():

@@ -94,15 +94,42 @@ def test_repeated_lines():
 def test_repeated_ngrams_short_and_long_paths():
     spam = "【限时特惠】关注店铺领取五元红包！" * 4
     assert filters.repeated_ngrams_filter(spam) == "repeated_ngrams"
-    assert filters.repeated_ngrams_filter(spam * 20) == "repeated_ngrams"  # numpy path (>300 chars)
+    assert filters.repeated_ngrams_filter(spam * 20) == "repeated_ngrams"
     assert filters.repeated_ngrams_filter(GOOD) is None
     long_text = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(2000))
     assert filters.repeated_ngram_ratio(long_text) == 0.0
-    # both code paths agree
     mixed = GOOD + "点击关注获取更多资讯点击关注获取更多资讯" + GOOD[::-1]
-    short = filters.repeated_ngram_ratio(mixed)
-    assert 0 < short < 1
-    assert abs(short - filters.repeated_ngram_ratio(mixed * 1)) < 1e-9
+    assert 0 < filters.repeated_ngram_ratio(mixed) < 1
+
+
+def _covered_share(text: str, n: int) -> float:
+    """The definition, with Python strings: characters under an n-gram that occurs twice."""
+    if len(text) < 2 * n:
+        return 0.0
+    grams = [text[i : i + n] for i in range(len(text) - n + 1)]
+    seen = {g: grams.count(g) for g in set(grams)}
+    covered = [False] * len(text)
+    for i, g in enumerate(grams):
+        if seen[g] > 1:
+            covered[i : i + n] = [True] * n
+    return sum(covered) / len(text)
+
+
+def test_batch_repeated_ngram_ratios_equal_the_definition():
+    """One batch (empty, short, with repeats at the edges, a punctuation run, two documents that
+    share n-grams with each other but repeat none inside) gives each text its own ratio."""
+    texts = ["", "好", GOOD, "点击关注获取更多资讯" * 3, "ab" + "点击关注获取更多资讯" * 2, "关注 点击\n关注点击关注点击" * 3,
+             "不错，送货速度快，值得购买" + "！" * 30, GOOD, GOOD + GOOD[:12], "a" * 25]
+    got = filters.repeated_ngram_ratios(texts, 10)
+    for text, ratio in zip(texts, got):
+        stripped = "".join(text.split())
+        want = _covered_share(stripped, 10)
+        runs = filters._PUNCT_RUN.sub(r"\1", stripped)
+        if want > 0 and len(runs) < len(stripped):
+            want = min(want, _covered_share(runs, 10))
+        assert abs(ratio - want) < 1e-12, text
+        assert filters.repeated_ngram_ratio(text) == ratio
+    assert got[2] == got[7] == 0.0           # the same text twice in a batch is no repeat inside either
 
 
 def test_build_filters_and_switch_off():

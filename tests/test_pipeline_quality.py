@@ -74,3 +74,29 @@ def test_bottom_up_scores_equal_the_arpa_reference(shared_data):
                            lambda k, idx: span_hashes(prefix, pos[idx] - k + 1, k - 1))
         got, _ = m._score_texts(part)
         assert got.dtype == ref.dtype and np.array_equal(got, ref)
+
+
+def test_hash_table_finds_every_key_and_no_other():
+    """Linear probing laid out in one pass, against a dict: tables from 1 key to full load, the
+    key 0, and clusters aimed at the table's last slots, which wrap to the front."""
+    import numpy as np
+
+    from pipeline.charhash import HashTable
+
+    rng = np.random.default_rng(0)
+    pool = np.unique(rng.integers(1, 2**64, 1 << 20, dtype=np.uint64, endpoint=False))
+    for n in (1, 2, 7, 8, 100, 5000):
+        bits = max(4, int(np.ceil(np.log2(n * 2 + 1))))
+        at_end = pool[(pool * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits) >= (1 << bits) - 3]
+        cases = [pool[:n], np.r_[np.uint64(0), pool[: n - 1]]] + ([at_end[:n]] if at_end.size >= n else [])
+        for keys in cases:
+            vals = rng.integers(1, 1000, keys.size).astype(np.int32)
+            table = HashTable(keys, vals)
+            assert table.bits == bits and np.count_nonzero(table.keys) == n
+            probe = np.r_[keys, rng.integers(1, 2**63, 300, dtype=np.uint64)]
+            found, got = table.lookup(probe)
+            want = dict(zip(np.where(keys == 0, 1, keys).tolist(), vals.tolist()))
+            assert found.tolist() == [max(k, 1) in want for k in probe.tolist()]
+            assert got.tolist() == [want.get(max(k, 1), 0) for k in probe.tolist()]
+            if keys is cases[-1] and n > 3 and n <= 100:
+                assert table.keys[: n - 3].all()       # the cluster wrapped

@@ -245,3 +245,22 @@ def test_fnapi_in_memory_same_checksums(corpus, first_run, tmp_path):
     run_pipeline([str(root / "*.jsonl"), str(root / "b.txt")], str(tmp_path), extra_beam_args=["--direct_running_mode=in_memory"])
     assert (tmp_path / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
     assert (tmp_path / "stats.json").read_bytes() == (out / "stats.json").read_bytes()
+
+
+def test_shard_lines_equal_the_json_encoder():
+    """The directly written JSON lines are the bytes ``jsonl_bytes`` writes for every kind of value
+    the checks record, and fall back to the encoder for the others."""
+    import math
+
+    import numpy as np
+
+    from pipeline.corpus import jsonl_bytes
+    from pipeline.shards import shard_lines
+
+    docs = [("a1", "文本\n\"引号\"\\ \u2028 \x01", "k1", "src/ä.jsonl", {"lang": "zh", "lang_score": 0.99, "ppl": 1e-07,
+                                                                      "n": 3, "ok": True, "bad": False, "none": None}),
+            ("a2", "t", "k2", "s", {"ppl": math.inf, "q": 0.1 + 0.2}),
+            ("a3", "t", "k3", "s", {"tags": ["x", "ü"], "np": np.float32(1.5).item(), "big": 10**20, "neg": -0.0}),
+            ("a4", "t", "k4", "s", {}), ("a5", "t", "k5", "s"), ("a6", "t", "k6", "s", {"nan": math.nan})]
+    want = jsonl_bytes({"id": d[0], "text": d[1], "source": d[3], **(d[4] if len(d) > 4 else {})} for d in docs)
+    assert shard_lines(docs) == want
