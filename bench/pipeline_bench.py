@@ -31,6 +31,9 @@ that every re-run wrote the same files.
 
     python bench/pipeline_bench.py [--mb 50] [--runs plain,mem,fnapi,1,2] [--repeat 1] [--keep] [--every-step]
 
+The plain loop also times each of its steps (process CPU time): the JSON's
+``plain_loop_step_shares`` and a table printed at the end give each step's share of the time.
+
 ``--every-step`` adds the quality score (a character 4-gram model fitted on the Wikipedia
 sample) to the default checks, so every data-quality step runs (#22), and writes
 bench/results/pipeline_every_step.json instead.
@@ -186,11 +189,30 @@ def _batches(items, size: int):
         yield batch
 
 
+STEP_CPU: dict[str, float] = defaultdict(float)      # the last plain loop's CPU seconds per step
+
+
+class _Step:
+    """``with _Step("name"):`` adds the block's process CPU time to ``STEP_CPU[name]``."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __enter__(self):
+        self.start = time.process_time()
+
+    def __exit__(self, *exc):
+        STEP_CPU[self.name] += time.process_time() - self.start
+
+
 def plain_loop(paths: list[str], output: str, cfg: dict) -> dict:
     """The pipeline's own per-batch functions, called in order in one process,
     with whole-corpus dicts and arrays where Beam shuffles; writes the same
-    shards, rejects/, manifest.json and stats.json."""
-    checker = checks.Checks(build(PipelineConfig, cfg))
+    shards, rejects/, manifest.json and stats.json. Each step's CPU time goes
+    into ``STEP_CPU`` (its share of the time: the table the bench prints)."""
+    STEP_CPU.clear()
+    with _Step("setup (checks' tables, decontamination index)"):
+        checker = checks.Checks(build(PipelineConfig, cfg))
     check_counts: dict = {}
     cleaner = clean.build_cleaner(cfg["clean"])
     fs = filters.build_filters(cfg["filters"])
@@ -201,51 +223,59 @@ def plain_loop(paths: list[str], output: str, cfg: dict) -> dict:
     keyed: list = []
     for path in paths:
         docs = []
-        for kind, payload in readers.read_source(path, cfg["read"]):
-            read += 1
-            (docs if kind == "doc" else rejects).append(payload)
+        with _Step("read"):
+            for kind, payload in readers.read_source(path, cfg["read"]):
+                read += 1
+                (docs if kind == "doc" else rejects).append(payload)
         for batch in _batches(docs, size):
-            out, bad = clean_and_filter(batch, cleaner, fs, True, snippet)
+            with _Step("clean + filters + exact key"):
+                out, bad = clean_and_filter(batch, cleaner, fs, True, snippet)
             rejects.extend(bad)
-            out, bad, counts, _ = checks.run_checks(out, checker)
+            with _Step("checks (language, word lists, PII, decontamination, quality)"):
+                out, bad, counts, _ = checks.run_checks(out, checker)
             check_counts = checks.merge_counts(check_counts, counts)
             keyed.extend(out)
             rejects.extend(bad)
-    kept, dups = dedup.keep_first([keyed], snippet)
+    with _Step("exact dedup"):
+        kept, dups = dedup.keep_first([keyed], snippet)
     rejects.extend(dups)
     minhash = dedup.MinHasher(dcfg)
     tables, ids, owners = [], [], []
-    for batch in _batches(kept, size):
-        sigs, (bucket_ids, bucket_owners), words = minhash(batch)
-        ids.append(bucket_ids)
-        owners.append(bucket_owners)
-        tables.append(dedup.sig_table(words, sigs, [d[0] for _, d in batch], [len(d[1]) for _, d in batch]))
-    pairs = dedup.candidate_pairs(np.concatenate(ids), np.concatenate(owners), dcfg["max_bucket_size"])
-    lookup = dedup.SigLookup(tables)
-    halves = [dedup.attach_end(pairs, end, lookup) for end in (0, 1)]
-    edges = dedup.verify_halves(halves, dcfg["threshold"], dcfg["keep"])
-    items = [(key, doc[0], doc[2], doc[3]) for key, doc in kept]
-    survivors, dropped = dedup.survivors(items, dedup.drop_candidates(edges))
-    acc = shards.SplitPlan.add_all(shards.SplitPlan.create_accumulator(), [(k, i) for k, i, _, _ in survivors], ocfg["valid_fraction"])
-    plan = shards.SplitPlan.finish(acc, ocfg)
-    renames, id_counts = shards.id_census(survivors)
-    groups: dict[tuple, list] = defaultdict(list)
-    bound = [(DOCS, batch) for batch in _batches(kept, size)]
-    bound += [(DROP, [(key, (i, k)) for key, i, k in dropped]), (RENAME, [(key, (old, new)) for key, old, new in renames])]
-    for event in bound:
-        for shard, sub in assign_shards(event, plan, ocfg["valid_fraction"]).items():
-            groups[shard].append(sub)
-    summary = [(READ, read), (PLAN, plan), (IDS, id_counts), (CHECKS, check_counts)]
-    for (split, index, count), grouped in sorted(groups.items()):
-        docs, near = shard_documents(grouped, snippet)
-        rejects.extend(near)
-        summary.append((ENTRY, shards.write_shard(output, split, index, count, docs, ocfg["gzip_level"])))
-    by_reason: dict[str, list] = defaultdict(list)
-    for r in rejects:
-        by_reason[r[0]].append(r)
-    summary += [(REJECTED, shards.write_rejects(output, reason, rs, ocfg["gzip_level"])) for reason, rs in sorted(by_reason.items())]
-    return finalize(summary, output, ocfg, sum(os.path.getsize(p) for p in paths),
-                    checks.describe(build(PipelineConfig, cfg)))
+    with _Step("MinHash signatures"):
+        for batch in _batches(kept, size):
+            sigs, (bucket_ids, bucket_owners), words = minhash(batch)
+            ids.append(bucket_ids)
+            owners.append(bucket_owners)
+            tables.append(dedup.sig_table(words, sigs, [d[0] for _, d in batch], [len(d[1]) for _, d in batch]))
+    with _Step("LSH pairs, verification, survivors"):
+        pairs = dedup.candidate_pairs(np.concatenate(ids), np.concatenate(owners), dcfg["max_bucket_size"])
+        lookup = dedup.SigLookup(tables)
+        halves = [dedup.attach_end(pairs, end, lookup) for end in (0, 1)]
+        edges = dedup.verify_halves(halves, dcfg["threshold"], dcfg["keep"])
+        items = [(key, doc[0], doc[2], doc[3]) for key, doc in kept]
+        survivors, dropped = dedup.survivors(items, dedup.drop_candidates(edges))
+    with _Step("split plan, shard assignment, shards, rejects, stats"):
+        acc = shards.SplitPlan.add_all(shards.SplitPlan.create_accumulator(), [(k, i) for k, i, _, _ in survivors], ocfg["valid_fraction"])
+        plan = shards.SplitPlan.finish(acc, ocfg)
+        renames, id_counts = shards.id_census(survivors)
+        groups: dict[tuple, list] = defaultdict(list)
+        bound = [(DOCS, batch) for batch in _batches(kept, size)]
+        bound += [(DROP, [(key, (i, k)) for key, i, k in dropped]), (RENAME, [(key, (old, new)) for key, old, new in renames])]
+        for event in bound:
+            for shard, sub in assign_shards(event, plan, ocfg["valid_fraction"]).items():
+                groups[shard].append(sub)
+        summary = [(READ, read), (PLAN, plan), (IDS, id_counts), (CHECKS, check_counts)]
+        for (split, index, count), grouped in sorted(groups.items()):
+            docs, near = shard_documents(grouped, snippet)
+            rejects.extend(near)
+            summary.append((ENTRY, shards.write_shard(output, split, index, count, docs, ocfg["gzip_level"])))
+        by_reason: dict[str, list] = defaultdict(list)
+        for r in rejects:
+            by_reason[r[0]].append(r)
+        summary += [(REJECTED, shards.write_rejects(output, reason, rs, ocfg["gzip_level"])) for reason, rs in sorted(by_reason.items())]
+        stats = finalize(summary, output, ocfg, sum(os.path.getsize(p) for p in paths),
+                         checks.describe(build(PipelineConfig, cfg)))
+    return stats
 
 
 # --------------------------------------------------------------------------
@@ -408,6 +438,10 @@ def main() -> int:
             if previous and previous["seconds"] <= elapsed:
                 previous["seconds_all"].append(round(elapsed, 2))
                 continue
+            if name == "plain_loop":
+                total = sum(STEP_CPU.values())
+                results["plain_loop_step_shares"] = {k: {"cpu_s": round(v, 2), "share": round(v / total, 3)}
+                                                     for k, v in sorted(STEP_CPU.items(), key=lambda kv: -kv[1])}
             results["runs"][name] = {
                 "seconds": round(elapsed, 2),
                 "mb_per_s": round(nbytes / 1e6 / elapsed, 2),
@@ -451,6 +485,10 @@ def main() -> int:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         print(json.dumps(results, indent=2, ensure_ascii=False))
+        if "plain_loop_step_shares" in results:
+            print("\nEach step's share of the plain loop's CPU time (its fastest run):\n| step | CPU s | share |\n|---|---:|---:|")
+            for k, v in results["plain_loop_step_shares"].items():
+                print(f"| {k} | {v['cpu_s']:.2f} | {100 * v['share']:.1f} % |")
     finally:
         if args.keep:
             print(f"kept {work}", file=sys.stderr)

@@ -171,7 +171,7 @@ _EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 
 def remove_urls(text: str, replacement: str = "") -> str:
     """Replace http(s)/ftp/www URLs and bare short links (t.cn/…) by ``replacement``."""
-    if "." not in text and "/" not in text:
+    if "/" not in text and "w." not in text and "W." not in text:   # "://", "www." (any case), "x.cn/"
         return text
     return _URL_RE.sub(replacement, text)
 
@@ -206,6 +206,9 @@ _EMOJI_RE = re.compile(
     "\u200d\ufe0f"
     "]+"
 )
+# a character _EMOJI_RE can match: its BMP characters, or any astral one
+_EMOJI_HINT = re.compile("[\u2600-\u27BF\u2B00-\u2BFF\u2300-\u23FF\u3297\u3299\u303D\u00A9\u00AE\u2122\u200d\ufe0f"
+                         "\U00010000-\U0010FFFF]")
 
 
 def remove_mentions(text: str, policy: str = "remove", replacement: str = "@用户") -> str:
@@ -250,7 +253,7 @@ def handle_emoji(text: str, policy: str = "remove", bracket_emoticons: bool = Tr
         return text
     if bracket_emoticons and "[" in text:
         text = _BRACKET_EMOTICON_RE.sub("", text)
-    if text.isascii():
+    if text.isascii() or not _EMOJI_HINT.search(text):    # a small class with one astral range: 2x faster
         return text
     return _EMOJI_RE.sub("", text)
 

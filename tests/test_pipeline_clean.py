@@ -46,6 +46,10 @@ def test_remove_urls_and_emails():
     assert "http" not in out and "www" not in out and "t.cn" not in out and "@" not in out
     assert out.startswith("详情见") and out.endswith("联系")
     assert clean.remove_urls("见https://a.cn/x。", replacement="<URL>") == "见<URL>。"
+    # the quick test before the regex: every form needs "/" or "w." / "W."
+    for url in ("WwW.Example.org", "http://localhost", "ftp://a", "x.com/abc", "bit.ly/", "wWw.a.cn"):
+        text = f"看 {url} 好"
+        assert clean.remove_urls(text) == clean._URL_RE.sub("", text) == "看  好", url
 
 
 def test_mentions_hashtags_emoji():
@@ -56,6 +60,8 @@ def test_mentions_hashtags_emoji():
     assert clean.handle_hashtags("#旅行#真好", "remove") == "真好"
     assert clean.handle_emoji("开心😀👍[哈哈]！", "remove") == "开心！"
     assert clean.handle_emoji("开心😀", "keep") == "开心😀"
+    for emoji in ("⭐", "©", "\U0001F9D1\u200d\U0001F4BB", "\U0001FC01", "\U000E0067", "⌚", "\u303D"):
+        assert clean.handle_emoji(f"好{emoji}的", "remove") == "好的", ascii(emoji)
     assert clean.remove_mentions("找@小王", "replace") == "找@用户"
 
 

@@ -84,7 +84,7 @@ def test_hash_table_finds_every_key_and_no_other():
     from pipeline.charhash import HashTable
 
     rng = np.random.default_rng(0)
-    pool = np.unique(rng.integers(1, 2**64, 1 << 20, dtype=np.uint64, endpoint=False))
+    pool = np.unique(rng.integers(1, 2**64, 1 << 17, dtype=np.uint64, endpoint=False))
     for n in (1, 2, 7, 8, 100, 5000):
         bits = max(4, int(np.ceil(np.log2(n * 2 + 1))))
         at_end = pool[(pool * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - bits) >= (1 << bits) - 3]
