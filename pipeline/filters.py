@@ -342,7 +342,8 @@ def first_failures(texts: list[str], filters: list[tuple[str, Filter]]) -> list[
     alive = np.ones(len(texts), bool)
     for _, fn in filters:
         reasons = _batch_reasons(fn, ratios)
-        if getattr(fn, "func", None) is repeated_ngrams_filter:     # numpy over the texts still standing
+        if getattr(fn, "func", None) is repeated_ngrams_filter and {"n", "max_ratio"} <= fn.keywords.keys():
+            # (as build_filters makes it) numpy over the texts still standing
             at = np.flatnonzero(alive)
             hit = at[repeated_ngram_ratios([texts[i] for i in at.tolist()], fn.keywords["n"]) > fn.keywords["max_ratio"]]
             for i in hit.tolist():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 import subprocess
@@ -89,6 +90,9 @@ def pattern(config: str) -> Optional[re.Pattern]:
         return None
     chars = store.get("configs", {}).get(config)
     if store.get("opencc") != _opencc_version() or not chars:
+        logging.getLogger("pipeline.clean").info(
+            "%s holds no %s set for OpenCC %s: every text goes through OpenCC (same output, slower); "
+            "python -m pipeline.opencc_triggers makes one", STORE.name, config, _opencc_version())
         return None
     bmp = "".join(re.escape(c) for c in chars if ord(c) < 0x10000)
     return re.compile(f"[{bmp}\U00010000-\U0010ffff]")

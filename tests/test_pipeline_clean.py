@@ -270,3 +270,17 @@ def test_opencc_triggers_skip_only_texts_opencc_keeps(shared_data):
         skipped = [t for t in texts if not found.search(t)]
         assert 0 < len(skipped) and all(converter.convert(t) == t for t in skipped), config
         assert clean.to_simplified("頭髮乾燥，深沈", config) == converter.convert("頭髮乾燥，深沈")
+
+
+def test_opencc_triggers_of_another_version_convert_every_text(monkeypatch):
+    """Sets made for another OpenCC version are not used: every text goes through OpenCC."""
+    from pipeline import opencc_triggers
+
+    monkeypatch.setattr(opencc_triggers, "_opencc_version", lambda: "0.0-other")
+    opencc_triggers.pattern.cache_clear()
+    try:
+        assert opencc_triggers.pattern("t2s") is None
+        assert clean.to_simplified("頭髮乾燥") == "头发干燥"
+    finally:
+        monkeypatch.undo()
+        opencc_triggers.pattern.cache_clear()
