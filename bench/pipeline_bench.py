@@ -52,6 +52,7 @@ of its largest worker, each Beam mode in a fresh process, on real texts only
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import hashlib
 import io
@@ -192,17 +193,12 @@ def _batches(items, size: int):
 STEP_CPU: dict[str, float] = defaultdict(float)      # the last plain loop's CPU seconds per step
 
 
-class _Step:
+@contextlib.contextmanager
+def _Step(name: str):
     """``with _Step("name"):`` adds the block's process CPU time to ``STEP_CPU[name]``."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __enter__(self):
-        self.start = time.process_time()
-
-    def __exit__(self, *exc):
-        STEP_CPU[self.name] += time.process_time() - self.start
+    start = time.process_time()
+    yield
+    STEP_CPU[name] += time.process_time() - start
 
 
 def plain_loop(paths: list[str], output: str, cfg: dict) -> dict:

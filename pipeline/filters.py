@@ -315,9 +315,10 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(len(num)), where=den != 0)
 
 
-def _batch_reasons(fn, r: dict) -> Optional[np.ndarray]:
+def _batch_reasons(fn, r: dict, texts: list[str], alive: np.ndarray) -> Optional[np.ndarray]:
     """Per text, does the filter ``fn`` (as ``build_filters`` makes it) reject it? None when
-    ``fn`` is not one of the length and ratio filters, which are decided per text."""
+    ``fn`` is not one of the length, ratio and repeated n-gram filters: those are decided per
+    text. The repeated n-grams are measured for the texts still standing (``alive``) only."""
     f, kw = getattr(fn, "func", None), getattr(fn, "keywords", {})
     if f is length_filter:
         return np.where(r["layout"] < kw["min_chars"], "too_short", np.where(r["layout"] > kw["max_chars"], "too_long", ""))
@@ -329,27 +330,25 @@ def _batch_reasons(fn, r: dict) -> Optional[np.ndarray]:
         return np.where(_ratio(r["punct_runs"], units) > kw["max_ratio"], "too_much_punctuation", "")
     if f is digit_filter:
         return np.where(_ratio(r["numbers"], r["words"]) > kw["max_ratio"], "too_many_digits", "")
+    if f is repeated_ngrams_filter and {"n", "max_ratio"} <= kw.keys():
+        at = np.flatnonzero(alive)
+        out = np.full(len(texts), "", dtype="<U15")
+        out[at[repeated_ngram_ratios([texts[i] for i in at.tolist()], kw["n"]) > kw["max_ratio"]]] = "repeated_ngrams"
+        return out
     return None
 
 
 def first_failures(texts: list[str], filters: list[tuple[str, Filter]]) -> list[Optional[str]]:
-    """``first_failure`` of each text: the length and ratio filters decided for the whole batch
-    in numpy, the others (repeated lines and n-grams, mojibake) per text still standing."""
+    """``first_failure`` of each text: the length, ratio and repeated n-gram filters decided for
+    the whole batch in numpy, the others (repeated lines, mojibake) per text still standing."""
     out: list[Optional[str]] = [None] * len(texts)
     if not texts:
         return out
     ratios = _batch_ratios(texts)
     alive = np.ones(len(texts), bool)
     for _, fn in filters:
-        reasons = _batch_reasons(fn, ratios)
-        if getattr(fn, "func", None) is repeated_ngrams_filter and {"n", "max_ratio"} <= fn.keywords.keys():
-            # (as build_filters makes it) numpy over the texts still standing
-            at = np.flatnonzero(alive)
-            hit = at[repeated_ngram_ratios([texts[i] for i in at.tolist()], fn.keywords["n"]) > fn.keywords["max_ratio"]]
-            for i in hit.tolist():
-                out[i] = "repeated_ngrams"
-            alive[hit] = False
-        elif reasons is None:
+        reasons = _batch_reasons(fn, ratios, texts, alive)
+        if reasons is None:
             for i in np.flatnonzero(alive).tolist():
                 reason = fn(texts[i])
                 if reason is not None:
