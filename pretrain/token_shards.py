@@ -205,7 +205,9 @@ class Segments(Sequence):
 
 # ---------------------------------------------------------------- encoding text
 class TextEncoder:
-    """tokenizer.json's ids (no special tokens added) for a batch of texts.
+    """The tokenizer folder's ids (no special tokens added) for a batch of texts: its tokenizer.json, or
+    for a folder without one (a released jieba recipe, ``spiece.model`` or ``vocab.txt`` only) the
+    backend of ``load_any_tokenizer``, which the on-the-fly path uses too.
 
     The bulk encoder (``tokenizer.bulk``, SentencePiece's Viterbi over our vocabulary) where it
     applies, i.e. a ``make tokenizer`` jieba-Unigram folder; else ``tokenizers`` itself (other
@@ -216,7 +218,11 @@ class TextEncoder:
     def __init__(self, tokenizer_dir: str | Path, threads: int = 1, bulk: bool = True):
         from tokenizers import Tokenizer
 
-        self.fast = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
+        if (Path(tokenizer_dir) / "tokenizer.json").is_file():
+            self.fast = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
+        else:   # a released jieba recipe, spiece.model or vocab.txt only: the loaded tokenizer's own backend
+            from tokenizer.loading import load_any_tokenizer
+            self.fast = load_any_tokenizer(tokenizer_dir).backend_tokenizer
         self.bulk = None
         if bulk:
             try:

@@ -109,6 +109,42 @@ def test_token_shards_hold_the_tokenizers_ids(tiny_data, tmp_path):
                 assert shard.document(k) == want, record["id"]
 
 
+@pytest.mark.parametrize("folder", ["vocab.txt", pytest.param("t5-pegasus", marks=pytest.mark.slow)])
+def test_token_shards_of_a_folder_without_tokenizer_json_hold_its_ids(tiny_data, tmp_path, folder):
+    """A BERT checkpoint's vocab.txt alone, or tokenizer.recipe=t5-pegasus (jieba_wordpiece.json): the
+    token stage encodes with the tokenizer the on-the-fly path loads (it used to stop on the missing
+    tokenizer.json). The jieba recipe loads jieba's whole dictionary (~7 s): slow tier."""
+    from collections import Counter
+
+    from conftest import sample_records
+    from tokenizer.released import build_released_tokenizer
+
+    texts = [r["text"] for r in sample_records()]
+    chars = [c for c, _ in Counter("".join(texts)).most_common(1500) if not c.isspace()]
+    words = ["我们", "今天", "中国", "一个", "没有", "可以", "时候", "自己", "什么", "这个"]
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *chars,
+                                                 *(f"##{c}" for c in chars[:300])]) + "\n", encoding="utf-8")
+    if folder == "vocab.txt":
+        (tok_dir / "vocab.txt").write_bytes((tmp_path / "vocab.txt").read_bytes())
+    else:
+        build_released_tokenizer(tmp_path / "vocab.txt", folder, tok_dir)
+    assert not (tok_dir / "tokenizer.json").exists()
+    cfg, objective, stats = token_folder(tiny_data, tmp_path, "electra", f"tokenizer.dir={tok_dir}")
+    tok = objective.tokenizer
+    assert stats["written"] > 0 and (type(tok).__name__ == "JiebaBertTokenizer") == (folder != "vocab.txt")
+    manifest = json.loads((tmp_path / "tokens-electra" / "manifest.json").read_text())
+    seen = set()
+    for entry in manifest["shards"]:
+        shard = TokenShard(tmp_path / "tokens-electra" / entry["path"])
+        records = read_shard(f"{cfg.data.clean_dir}/{entry['path']}".replace(".tok", ".jsonl.gz"))
+        for k, record in enumerate(records):
+            assert shard.document(k) == [tok(record["text"], add_special_tokens=False)["input_ids"] + [tok.sep_token_id]]
+            seen.update(tok.convert_ids_to_tokens(shard.document(k)[0]))
+    assert len(seen) > 500 and (bool(seen & set(words)) == (folder != "vocab.txt"))     # jieba keeps whole words
+
+
 def test_pairs_from_tokens_collate_exactly_as_from_text(tiny_data, tmp_path):
     from pipeline.pairs import make_pair
     from pretrain.config import config_path, load_config
