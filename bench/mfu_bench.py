@@ -17,7 +17,7 @@ MFU is reported against two denominators:
   would then flatter the run.
 
     .venv/bin/python bench/mfu_bench.py [--models t5-pegasus,electra,mlm-proposal,roformer-sim]
-        [--steps 12] [--log-every 4] [--batch 8] [--precision amp-bf16] [--compile]
+        [--steps 12] [--log-every 4] [--batch 8] [--precision amp-bf16] [--compile] [--set KEY=VALUE ...]
 
 Writes bench/results/mfu_small.json and prints a markdown table.
 """
@@ -44,7 +44,7 @@ def run(model: str, work: Path, args) -> dict:
                  f"data.tokens_dir={work / ('tokens-' + model)}",
                  f"train.micro_batch_size={args.batch}", "train.grad_accum=1", f"train.precision={args.precision}",
                  f"train.compile={str(args.compile).lower()}", "train.zero_stage=0", "train.eval_every=1000000",
-                 "train.save_every=1000000", "train.eval_generate=0", "train.warmup_steps=2"]
+                 "train.save_every=1000000", "train.eval_generate=0", "train.warmup_steps=2", *args.set]
     cmd = [sys.executable, "-m", "pretrain.launch", "--model", model, "--size", "small", "--run", str(run_dir),
            "--steps", str(args.steps), "--log-every", str(args.log_every), *overrides]
     start = time.perf_counter()
@@ -66,6 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--precision", default="amp-bf16")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="one more config override for every run, e.g. train.cpu_heap_reuse=false (repeatable)")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     if args.steps < 2 * args.log_every:
@@ -78,6 +80,7 @@ def main(argv=None) -> int:
     best = max(peaks.values())
     out = {"cpu_count": os.cpu_count(), "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
            "precision": args.precision, "compile": args.compile, "batch": args.batch, "steps": args.steps,
+           "overrides": args.set,
            "load_avg_start": os.getloadavg(), "models": {}}
     lines = ["| model (small preset) | tokens/s | model GFLOP/s | MFU vs the run's precision peak (logged) "
              "| MFU vs the machine's best matmul peak | time in data |", "|---|---:|---:|---:|---:|---:|"]
@@ -94,7 +97,8 @@ def main(argv=None) -> int:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(out, indent=1))
     print(f"\nmatmul peaks (2048^3): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s; "
-          f"{args.precision}{' + compile' if args.compile else ''}, batch {args.batch}, {args.steps} steps; "
+          f"{args.precision}{' + compile' if args.compile else ''}, batch {args.batch}, {args.steps} steps"
+          f"{''.join(' ' + kv for kv in args.set)}; "
           f"load {out['load_avg_start'][0]:.1f} -> {out['load_avg_end'][0]:.1f}\n")
     print("\n".join(lines))
     return 0

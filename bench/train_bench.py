@@ -25,7 +25,9 @@ Peers (what users run), each at fp32 and at bf16:
 
 Ours: ``python -m pretrain.train`` (the DeepSpeed engine, ZeRO-0, one process): fp32, and
 ``train.precision=amp-bf16`` with and without ``train.compile``; packing, masked-only
-logits and the objective's own collator are on, as in a real run.
+logits, the objective's own collator and ``train.cpu_heap_reuse`` are on, as in a real run.
+``--peer-heap-reuse`` gives the peers the same heap setting (one process-wide switch: run the
+bench once with it and once without, and take the stronger peer).
 
 Every row reports text tokens/s (padding excluded; the first ``--log-every`` window of each
 run, compilation included, is left out), its ratio to the strongest peer of the same
@@ -368,17 +370,25 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--only", default="", help="comma list of runtime names to run (default: all)")
+    ap.add_argument("--peer-heap-reuse", action="store_true",
+                    help="give the peers (this process) what train.cpu_heap_reuse gives ours: freed memory reused, "
+                         "not mapped afresh (pretrain.engine.reuse_freed_memory)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "train.json"))
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
     torch.set_num_threads(os.cpu_count() or 1)
+    if args.peer_heap_reuse:
+        from pretrain.engine import reuse_freed_memory
+        if not reuse_freed_memory():
+            ap.error("--peer-heap-reuse needs glibc (Linux)")
     families = [f for f in args.family.split(",") if f]
     only = set(filter(None, args.only.split(",")))
     from pretrain.train import matmul_peak_flops
     peaks = {"fp32": matmul_peak_flops("float32", 2048, 10), "bf16": matmul_peak_flops("bfloat16", 2048, 10)}
     out = {"cpu_count": os.cpu_count(), "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
-           "steps": args.steps, "batch": args.batch, "load_avg_start": os.getloadavg(), "families": {}}
+           "steps": args.steps, "batch": args.batch, "peer_heap_reuse": args.peer_heap_reuse,
+           "load_avg_start": os.getloadavg(), "families": {}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -237,7 +237,7 @@ def _validate(engine, objective, cfg: RunConfig, rank: int, world: int, device, 
 def train(cfg: RunConfig, config_source: str = "") -> int:
     from tqdm import tqdm
 
-    from pretrain.engine import build_engine, clips_itself, init_distributed
+    from pretrain.engine import build_engine, clips_itself, init_distributed, reuse_freed_memory
 
     rank, world, local = init_distributed()
     threads = cfg.train.num_threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world)))
@@ -245,6 +245,8 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
     if not torch.cuda.is_available():
         # Denormal floats appear as T5 trains and slow CPU matmuls about 2x.
         torch.set_flush_denormal(True)
+        if cfg.train.cpu_heap_reuse:
+            reuse_freed_memory()
     device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"
