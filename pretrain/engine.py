@@ -29,6 +29,19 @@ def dist_backend(cuda: bool) -> str:
     return "cpu:gloo,cuda:nccl" if cuda else "gloo"
 
 
+def _glibc():
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def reuse_freed_memory() -> bool:
     """Keep every freed block in the process heap for the next tensor (glibc ``mallopt``); False elsewhere.
 
@@ -36,21 +49,60 @@ def reuse_freed_memory() -> bool:
     gradients) with a fresh ``mmap`` and unmaps it when freed, so every step pays the page faults of
     zeroing that memory again: 39 % of a plain T5 ``small`` step (50k vocabulary) on a 2-core VM.
     With mmap and trimming off, a step's memory is mapped once and reused, as jemalloc or tcmalloc
-    would. The price: memory freed after the peak stays with the process until it ends, and a
-    training process needs it again at the next step anyway.
+    would. The price: memory freed after the peak stays with the process, and when batch shapes vary
+    the free holes can fragment and pile up (a RoFormer-Sim run once reached 24 GB and was killed),
+    so the trainer bounds them with ``HeapCap``.
     """
-    import ctypes
-    import ctypes.util
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return False
     m_trim_threshold, m_mmap_max = -1, -4                      # <malloc.h>
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
+class HeapCap:
+    """Bounds the free memory that ``reuse_freed_memory`` keeps in the heap.
+
+    After each optimizer step it reads glibc's free-heap total (``mallinfo2``). Over the first
+    ``warmup`` steps that total is a step's own temporaries; later, when it passes ``factor`` times
+    the largest seen then (at least ``floor`` bytes), holes are piling up, and ``malloc_trim`` hands
+    their pages back to the OS (the address range stays, so the next step faults them in once).
+    The bar then moves up to that total, so a run whose batches legitimately grow trims once per
+    new size rather than every step, while a heap that keeps growing is trimmed every step.
+    """
+
+    def __init__(self, warmup: int = 20, factor: float = 2.0, floor: int = 1 << 30):
+        import ctypes
+
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                      "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+        self.libc = _glibc()
+        if self.libc is not None and hasattr(self.libc, "mallinfo2"):
+            self.libc.mallinfo2.restype = MallInfo2
+        else:
+            self.libc = None                                   # not glibc, or glibc < 2.33
+        self.warmup, self.factor, self.floor = warmup, factor, floor
+        self.steps, self.baseline, self.trims, self.free, self.used = 0, 0, 0, 0, 0
+
+    def after_step(self) -> None:
+        if self.libc is None:
+            return
+        self.steps += 1
+        info = self.libc.mallinfo2()
+        self.free, self.used = info.fordblks, info.uordblks
+        if self.steps <= self.warmup:
+            self.baseline = max(self.baseline, self.free)
+        elif self.free > max(self.floor, self.factor * self.baseline):
+            self.libc.malloc_trim(0)
+            self.trims += 1
+            self.baseline = max(self.baseline, self.free / self.factor)
+
+    def stats(self) -> dict:
+        if self.libc is None:
+            return {}
+        return {"heap_used_gb": self.used / 2**30, "heap_free_gb": self.free / 2**30, "heap_trims": self.trims}
 
 
 def init_distributed() -> tuple[int, int, int]:

@@ -237,7 +237,7 @@ def _validate(engine, objective, cfg: RunConfig, rank: int, world: int, device, 
 def train(cfg: RunConfig, config_source: str = "") -> int:
     from tqdm import tqdm
 
-    from pretrain.engine import build_engine, clips_itself, init_distributed, reuse_freed_memory
+    from pretrain.engine import HeapCap, build_engine, clips_itself, init_distributed, reuse_freed_memory
 
     rank, world, local = init_distributed()
     threads = cfg.train.num_threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world)))
@@ -245,8 +245,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
     if not torch.cuda.is_available():
         # Denormal floats appear as T5 trains and slow CPU matmuls about 2x.
         torch.set_flush_denormal(True)
-        if cfg.train.cpu_heap_reuse:
-            reuse_freed_memory()
+    heap = HeapCap() if not torch.cuda.is_available() and cfg.train.cpu_heap_reuse and reuse_freed_memory() else None
     device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"
@@ -426,6 +425,8 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                 continue
             bad_in_a_row = 0
             step += 1
+            if heap is not None:
+                heap.after_step()
             if trace is not None:
                 trace.write(json.dumps({"step": step, "loss": step_loss, "ids": step_ids, "pos": step_pos},
                                        ensure_ascii=False) + "\n")
@@ -454,6 +455,8 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                 if peak_flops:
                     rec["mfu"] = rec["flops_per_s"] / (peak_flops * world)
                 rec.update({k: sums[4 + i].item() / world for i, k in enumerate(names)})
+                if heap is not None:
+                    rec.update(heap.stats())         # this rank's (rank 0 writes the metrics)
                 if len(data.names) > 1:     # data.mix: samples drawn per source in this window, epochs so far
                     rec.update({f"samples_{n}": int(sums[4 + len(names) + i].item()) for i, n in enumerate(data.names)})
                     rec.update({f"epoch_{n}": e for n, e in data.epochs().items()})

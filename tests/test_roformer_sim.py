@@ -269,6 +269,21 @@ def test_paired_bootstrap_separates_a_better_model_from_itself():
     assert same["delta"] == 0.0 and same["ci95"] == [0.0, 0.0] and same["share_not_better"] == 1.0
 
 
+def test_length_controlled_spearman_removes_a_score_that_only_tracks_length():
+    import numpy as np
+
+    from pretrain.evaluation.sts import partial_spearman, spearman
+
+    rng = np.random.default_rng(0)
+    length = rng.integers(4, 30, 2000).astype(float)
+    labels = (length + rng.normal(0, 8, 2000) > 17).astype(float)      # longer pairs more often similar
+    by_length = length + rng.normal(0, 1, 2000)                         # a cosine that only follows length
+    assert spearman(by_length, labels) > 0.4
+    assert abs(partial_spearman(by_length, labels, length)) < 0.1
+    similar = labels + rng.normal(0, 0.5, 2000)                         # tracks the labels, not the length
+    assert partial_spearman(similar, labels, length) > 0.5
+
+
 # ---------------------------------------------------------------- model-level (tiny, random init)
 def test_future_target_tokens_do_not_change_earlier_positions(objective):
     torch.manual_seed(0)
