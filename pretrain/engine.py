@@ -86,9 +86,10 @@ class HeapCap:
         self.warmup, self.factor, self.floor = warmup, factor, floor
         self.steps, self.baseline, self.trims, self.free, self.used = 0, 0, 0, 0, 0
 
-    def after_step(self) -> None:
+    def after_step(self) -> bool:
+        """True when this call trimmed the heap."""
         if self.libc is None:
-            return
+            return False
         self.steps += 1
         info = self.libc.mallinfo2()
         self.free, self.used = info.fordblks, info.uordblks
@@ -98,6 +99,8 @@ class HeapCap:
             self.libc.malloc_trim(0)
             self.trims += 1
             self.baseline = max(self.baseline, self.free / self.factor)
+            return True
+        return False
 
     def stats(self) -> dict:
         if self.libc is None:
