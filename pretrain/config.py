@@ -134,8 +134,8 @@ class TrainConfig:
     compile: bool = False                   # torch.compile the transformer bodies: ~1-2 min at start
     compile_backend: str = "inductor"       # torch.compile backend (inductor; aot_eager traces without code generation)
     num_threads: int = 0                    # torch intra-op threads per process; 0 = cores / processes
-    cpu_heap_reuse: bool = True             # CPU: freed tensor memory is reused, not returned to the OS
-                                            # (pretrain.engine.reuse_freed_memory); false = glibc's default
+    cpu_heap_reuse: bool = True             # CPU: freed tensor memory is reused, not returned to the OS, up to a bound
+                                            # (pretrain.engine.reuse_freed_memory, HeapCap); false = glibc's default
     trace_samples: bool = False             # write the ids each rank trains on per step (RUN/trace/)
     peak_tflops: float = 0.0                # per-device peak for the MFU estimate; 0 = known GPUs, measured on CPU
     profile_steps: int = 0                  # steps whose phase times go to RUN/profile.json (pretrain.phases); 0 = off
