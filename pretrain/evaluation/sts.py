@@ -97,11 +97,14 @@ def cosines(model, tokenizer, tasks: dict, batch_size: int, max_len: int) -> dic
     return out
 
 
-def partial_spearman(x, y, z) -> float:
-    """Spearman of x and y with z held fixed (partial correlation of the ranks)."""
-    rxy, rxz, ryz = spearman(x, y), spearman(x, z), spearman(y, z)
+def _partial(rxy: float, rxz: float, ryz: float) -> float:
     denom = np.sqrt(max(0.0, (1 - rxz ** 2) * (1 - ryz ** 2)))
     return float((rxy - rxz * ryz) / denom) if denom > 0 else 0.0
+
+
+def partial_spearman(x, y, z) -> float:
+    """Spearman of x and y with z held fixed (partial correlation of the ranks)."""
+    return _partial(spearman(x, y), spearman(x, z), spearman(y, z))
 
 
 def pair_lengths(tokenizer, tasks: dict) -> dict[str, np.ndarray]:
@@ -128,10 +131,12 @@ def paired_bootstrap(cos_a: np.ndarray, cos_b: np.ndarray, labels, resamples: in
     deltas, controlled = [], []
     for _ in range(resamples):
         idx = rng.integers(0, len(y), len(y))
-        deltas.append(spearman(cos_a[idx], y[idx]) - spearman(cos_b[idx], y[idx]))
-        if lengths is not None:
-            controlled.append(partial_spearman(cos_a[idx], y[idx], lengths[idx])
-                              - partial_spearman(cos_b[idx], y[idx], lengths[idx]))
+        ra, rb = spearman(cos_a[idx], y[idx]), spearman(cos_b[idx], y[idx])
+        deltas.append(ra - rb)
+        if lengths is not None:      # each Spearman once: the label-length one serves both models
+            ryz = spearman(y[idx], lengths[idx])
+            controlled.append(_partial(ra, spearman(cos_a[idx], lengths[idx]), ryz)
+                              - _partial(rb, spearman(cos_b[idx], lengths[idx]), ryz))
     lo, hi = np.percentile(deltas, [2.5, 97.5])
     out = {"delta": round(spearman(cos_a, y) - spearman(cos_b, y), 4), "ci95": [round(lo, 4), round(hi, 4)],
            "share_not_better": round(float(np.mean(np.asarray(deltas) <= 0)), 4), "resamples": resamples}
