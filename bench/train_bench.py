@@ -20,12 +20,19 @@ Peers (what users run), each at fp32 and at bf16:
                    shapes vary: Sim's label count does, per batch)
   plain-bf16-compile  the same loop under torch.autocast(bfloat16) with torch.compile of the
                    loss computation (what nanoT5 users run)
+  plain-bf16-grouped  plain-bf16 with the batches length-grouped as the Trainer's group_by_length
+                   does (transformers' get_length_grouped_indices over the records of the run:
+                   megabatches of up to 50 batches sorted by length), so each batch pads less; the
+                   grouping runs before the clock starts
   hf-trainer-bf16-compile  transformers' Trainer with bf16=True, torch_compile=True on the same
                    model, batches and loss
 
 Ours: ``python -m pretrain.train`` (the DeepSpeed engine, ZeRO-0, one process): fp32, and
 ``train.precision=amp-bf16`` with and without ``train.compile``; packing, masked-only
 logits, the objective's own collator and ``train.cpu_heap_reuse`` are on, as in a real run.
+``ours-amp-bf16-grouped`` adds the opt-in ``data.length_group=800`` with ``train.packing=false``
+(length-grouped batches, padded to the longest; compare it with plain-bf16-grouped: both trade
+some loss per step for less padding).
 ``--peer-heap-reuse`` gives the peers the same heap setting (one process-wide switch: run the
 bench once with it and once without, and take the stronger peer).
 
@@ -37,6 +44,10 @@ table per family is the one-step profile: the share of step time in data, forwar
 optimizer and bookkeeping (``pretrain.phases``; ours from ``train.profile_steps``).
 
   .venv/bin/python bench/train_bench.py [--family t5,mlm,electra,sim] [--steps 150] [--d-model 256] [--layers 4]
+                                       [--corpus sample|shared|GLOBS]
+``--corpus``: the documents every runtime trains on: the repository's sample corpus (default), or
+``shared``: multi-sentence real documents of $ZH_SHARED_DATA (THUCNews, C3, CHID, CMRC 2018,
+zhwiki; as ``bench/data_bench.py``), whose mixed lengths are what a team's corpus looks like.
 Writes bench/results/train.json and prints one markdown table per family. Timings move with
 machine load: run it on a quiet machine.
 """
@@ -63,8 +74,23 @@ MODELS = {"t5": "T5 v1.1 d_model={d} layers={n}+{n}, source 192 / target 64",
           "sim": "RoFormer-Sim hidden={d} layers={n}, source 64 / target 64"}
 
 
-def prepare(work: Path) -> list[str]:
-    overrides = [f"data.clean_dir={work / 'clean'}", f"tokenizer.dir={work / 'tok'}", f"data.pairs_dir={work / 'pairs'}"]
+def corpus_globs(name: str) -> str:
+    """``sample`` (the repository's own text), ``shared`` (real documents of the shared data folder), or globs."""
+    if name == "sample":
+        return "data/sample/*.jsonl"
+    if name == "shared":
+        sys.path.insert(0, str(REPO / "bench"))
+        from data_bench import SHARED, SHARED_CORPUS
+        missing = [p for p in SHARED_CORPUS if not (SHARED / p).exists()]
+        if missing:
+            raise SystemExit(f"--corpus shared: {SHARED / missing[0]} is missing (set ZH_SHARED_DATA)")
+        return ",".join(str(SHARED / p) for p in SHARED_CORPUS)
+    return name
+
+
+def prepare(work: Path, corpus: str = "sample") -> list[str]:
+    overrides = [f"data.clean_dir={work / 'clean'}", f"tokenizer.dir={work / 'tok'}", f"data.pairs_dir={work / 'pairs'}",
+                 f"data.corpus={corpus_globs(corpus)}"]
     subprocess.run([sys.executable, "-m", "pretrain.launch", "--model", "t5-pegasus", "--prepare-only", *overrides],
                    cwd=REPO, check=True, capture_output=True)
     return overrides
@@ -233,8 +259,32 @@ def rate(marks: list[tuple[float, int]], log_every: int) -> float:
     return (n1 - n0) / max(t1 - t0, 1e-9)
 
 
-def plain_loop(family: str, overrides: list[str], steps: int, log_every: int, bf16: bool, compiled: bool) -> dict:
-    """A bare loop over the same documents: the baseline users write (bf16 autocast and compile optional)."""
+def batch_cells(family: str, batch: dict) -> int:
+    """Token cells of a batch's tensors (T5: encoder and decoder), padding included."""
+    return batch["input_ids"].numel() + (batch["labels"].numel() if family == "t5" else 0)
+
+
+def grouped_batches(setup: PeerSetup, steps: int):
+    """The run's ``steps`` batches of records, reordered as the Trainer's ``group_by_length`` orders
+    them (``get_length_grouped_indices``: random megabatches, each sorted by length, the longest
+    batch first); a record's length is its model input's tokens (``input_ids``, what the Trainer
+    measures: T5's source). Read and grouped before the clock starts."""
+    import itertools
+
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    bs = setup.cfg.train.micro_batch_size
+    records = list(itertools.islice(iter(record_stream(setup)), steps * bs))
+    lengths = [int(setup._collate([r])[0]["attention_mask"].sum()) for r in records]
+    order = get_length_grouped_indices(lengths, bs, generator=torch.Generator().manual_seed(setup.cfg.train.seed))
+    return iter([[records[i] for i in order[k:k + bs]] for k in range(0, len(order), bs)])
+
+
+def plain_loop(family: str, overrides: list[str], steps: int, log_every: int, bf16: bool, compiled: bool,
+               grouped: bool = False) -> dict:
+    """A bare loop over the same documents: the baseline users write (bf16 autocast, compile and
+    length-grouped batches optional)."""
     import torch
 
     from pretrain.data import batches
@@ -245,8 +295,9 @@ def plain_loop(family: str, overrides: list[str], steps: int, log_every: int, bf
     if compiled:
         step_fn = torch.compile(step_fn)
     opt = torch.optim.AdamW(setup.model.parameters(), lr=setup.cfg.train.lr, fused=True)
-    it = batches(record_stream(setup), setup.cfg.train.micro_batch_size)
-    marks, tokens, flops = [], 0, []
+    it = (grouped_batches(setup, steps) if grouped
+          else batches(record_stream(setup), setup.cfg.train.micro_batch_size))
+    marks, tokens, flops, cells = [], 0, [], 0
     phases = Phases(steps - log_every, skip=log_every)
     for step in range(1, steps + 1):
         phases.start()
@@ -262,11 +313,13 @@ def plain_loop(family: str, overrides: list[str], steps: int, log_every: int, bf
         opt.zero_grad(set_to_none=True)
         phases.mark("optimizer")
         tokens += n
+        cells += batch_cells(family, batch)
         flops.append(f / n)
         marks.append((time.perf_counter(), tokens))
         phases.mark("bookkeeping")
         phases.end_step(step)
     return {"tokens_per_s": rate(marks, log_every), "final_loss": loss.item(), "flops_per_token": sum(flops) / len(flops),
+            "padding_waste": 1 - tokens / cells,
             "params": sum(p.numel() for p in setup.model.parameters()), "profile": phases.report()}
 
 
@@ -309,45 +362,74 @@ def hf_trainer(family: str, overrides: list[str], steps: int, log_every: int, wo
     return {"tokens_per_s": rate(marks, log_every), "final_loss": out.training_loss, "optimizer": args.optim}
 
 
+def packed_waste(family: str, overrides: list[str], steps: int) -> float:
+    """Padding share of our batches over the run's steps: the trainer's data order (``TrainData``:
+    length grouping where the config has it) and collator (packing where on); counted apart, untimed."""
+    import itertools
+
+    from pretrain.config import config_path, load_config
+    from pretrain.data import TrainData
+    from pretrain.stages import resolve
+
+    cfg = resolve(load_config(config_path(CONFIGS[family]), overrides))
+    obj = cfg.objective_class(cfg)
+    tokens = cells = 0
+    for batch, _ in itertools.islice(iter(TrainData(cfg, obj, 0, 1)), steps):
+        tokens += obj.tokens_in(batch) if family == "t5" else int(batch["attention_mask"].sum())
+        cells += batch_cells(family, batch)
+    return 1 - tokens / cells
+
+
 def ours(family: str, overrides: list[str], precision: str, compiled: bool, work: Path, steps: int,
-         log_every: int) -> dict:
-    run_dir = work / f"run-{family}-{precision}-{int(compiled)}"
+         log_every: int, name: str = "ours") -> dict:
+    run_dir = work / f"run-{family}-{name}"
     cmd = [sys.executable, "-m", "pretrain.train", "--config", f"configs/{CONFIGS[family]}.yaml", f"run_dir={run_dir}",
            f"train.precision={precision}", f"train.compile={str(compiled).lower()}",
            f"train.profile_steps={steps - log_every}", *overrides]
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
     recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in recs if r.get("split") != "valid"]
-    rates = [r["tokens_per_s"] for r in train[1:]]        # the first window includes warm-up
+    # text tokens / seconds over the windows after the first (warm-up): a window's time is its
+    # steps' samples / samples_per_s (a plain mean of the windows' rates would overweight the fast
+    # windows of short, length-grouped batches)
+    times = [(r["step"] - prev["step"]) / r["samples_per_s"] for prev, r in zip(train, train[1:])]
     data = [r["data_time_frac"] for r in train[1:]]
-    return {"tokens_per_s": sum(rates) / len(rates), "final_loss": train[-1]["loss"],
-            "data_time_frac": sum(data) / len(data),
+    return {"tokens_per_s": sum(r["tokens_per_s"] * t for r, t in zip(train[1:], times)) / sum(times),
+            "final_loss": train[-1]["loss"],
+            "data_time_frac": sum(data) / len(data), "padding_waste": packed_waste(family, overrides, steps),
             "profile": json.loads((run_dir / "profile.json").read_text(encoding="utf-8"))}
 
 
 # (name, precision group, how to run it)
-PEERS = [("plain", "fp32"), ("plain-bf16", "bf16"), ("plain-bf16-compile", "bf16"), ("hf-trainer-bf16-compile", "bf16")]
-OURS = [("ours", "fp32", "fp32", False), ("ours-amp-bf16", "bf16", "amp-bf16", False),
-        ("ours-amp-bf16-compile", "bf16", "amp-bf16", True)]
+PEERS = [("plain", "fp32"), ("plain-bf16", "bf16"), ("plain-bf16-grouped", "bf16"), ("plain-bf16-compile", "bf16"),
+         ("hf-trainer-bf16-compile", "bf16")]
+OURS = [("ours", "fp32", "fp32", False, []), ("ours-amp-bf16", "bf16", "amp-bf16", False, []),
+        ("ours-amp-bf16-compile", "bf16", "amp-bf16", True, []),
+        # opt-in: length-grouped batches (data.length_group; the Trainer's megabatch of 50 x 16 records),
+        # padded to the longest (packing rows of pairs alike in length pads more, as its targets fill first)
+        ("ours-amp-bf16-grouped", "bf16", "amp-bf16", False, ["data.length_group=800", "train.packing=false"])]
 
 
 def table(res: dict, peaks: dict, fpt: float) -> list[str]:
     """Each row against the strongest peer of its precision; MFU against that precision's peak."""
-    lines = ["| runtime | precision | tokens/s | vs strongest peer, same precision | MFU | time in data | final loss |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| runtime | precision | tokens/s | vs strongest peer, same precision | MFU | time in data | padding | final loss |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, r in res.items():
         peers = [p for p in res.values() if p["peer"] and p["precision"] == r["precision"]]
-        best = max(peers, key=lambda p: p["tokens_per_s"])
-        r["vs_strongest_peer"] = r["tokens_per_s"] / best["tokens_per_s"]
-        r["strongest_peer"] = best["name"]
+        best = max(peers, key=lambda p: p["tokens_per_s"]) if peers else None
         r["mfu"] = fpt * r["tokens_per_s"] / peaks[r["precision"]]
-        if r["peer"]:
+        if best is not None:
+            r["vs_strongest_peer"], r["strongest_peer"] = r["tokens_per_s"] / best["tokens_per_s"], best["name"]
+        if best is None:        # --only ran no peer of this precision
+            vs = "no peer run"
+        elif r["peer"]:
             vs = "strongest peer" if r is best else f"{r['vs_strongest_peer']:.2f}x"
         else:
             vs = f"**{r['vs_strongest_peer']:.2f}x** (vs {best['name']})"
         data = f"{100 * r['data_time_frac']:.1f}%" if "data_time_frac" in r else "-"
+        pad = f"{100 * r['padding_waste']:.1f}%" if "padding_waste" in r else "-"
         lines.append(f"| {name} | {r['precision']} | {r['tokens_per_s']:.0f} | {vs} | {100 * r['mfu']:.1f}% | {data} "
-                     f"| {r['final_loss']:.3f} |")
+                     f"| {pad} | {r['final_loss']:.3f} |")
     return lines
 
 
@@ -369,6 +451,10 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--corpus", default="sample",
+                    help="sample (the repository's text), shared (real documents of $ZH_SHARED_DATA), or globs")
+    ap.add_argument("--ours-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an override for our runtime only (an ablation, e.g. data.length_group=0); repeatable")
     ap.add_argument("--only", default="", help="comma list of runtime names to run (default: all)")
     ap.add_argument("--peer-heap-reuse", action="store_true",
                     help="give the peers (this process) what train.cpu_heap_reuse gives ours: freed memory reused, "
@@ -387,12 +473,12 @@ def main(argv=None) -> int:
     from pretrain.train import matmul_peak_flops
     peaks = {"fp32": matmul_peak_flops("float32", 2048, 10), "bf16": matmul_peak_flops("bfloat16", 2048, 10)}
     out = {"cpu_count": os.cpu_count(), "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
-           "steps": args.steps, "batch": args.batch, "peer_heap_reuse": args.peer_heap_reuse,
+           "steps": args.steps, "batch": args.batch, "corpus": args.corpus, "ours_set": args.ours_set, "peer_heap_reuse": args.peer_heap_reuse,
            "load_avg_start": os.getloadavg(), "families": {}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        data = prepare(work)
+        data = prepare(work, args.corpus)
         for family in families:
             overrides = data + common_overrides(args) + family_overrides(family, args)
             res, fpt, params = {}, None, None
@@ -403,17 +489,18 @@ def main(argv=None) -> int:
                     r = hf_trainer(family, overrides, args.steps, args.log_every, work)
                 else:
                     r = plain_loop(family, overrides, args.steps, args.log_every, bf16=precision == "bf16",
-                                   compiled="compile" in name)
+                                   compiled="compile" in name, grouped="grouped" in name)
                     fpt, params = fpt or r["flops_per_token"], params or r["params"]
                 res[name] = {**r, "name": name, "precision": precision, "peer": True}
-            for name, group, precision, compiled in OURS:
+            for name, group, precision, compiled, extra in OURS:
                 if only and name not in only:
                     continue
-                res[name] = {**ours(family, overrides, precision, compiled, work, args.steps, args.log_every),
+                res[name] = {**ours(family, overrides + extra + args.ours_set, precision, compiled, work, args.steps,
+                                    args.log_every, name),
                              "name": name, "precision": group, "peer": False}
             model = MODELS[family].format(d=args.d_model, n=args.layers)
             lines += ["", f"{family}: {model}, {params / 1e6:.1f}M parameters, batch {args.batch} records, "
-                          f"{args.steps} steps", ""] + table(res, peaks, fpt)
+                          f"{args.steps} steps, {args.corpus} corpus", ""] + table(res, peaks, fpt)
             lines += ["", f"{family}: where a step's time goes (share of step time; data = read + collate + "
                           f"to tensors)", ""] + profile_table(res)
             out["families"][family] = {"model": model, "params": params, "flops_per_token": fpt, "results": res}

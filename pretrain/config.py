@@ -75,6 +75,8 @@ class DataConfig:
     loader_workers: int = -1                # background processes reading token batches; 0 = in the trainer;
                                             # -1 = 2 on a GPU, 0 on CPU (bench/data_bench.py, BENCHMARKS.md)
     prefetch: int = 4                       # batches each of them prepares ahead
+    length_group: int = 0                   # sort each shard's shuffled samples by length in windows of
+                                            # this many, so a micro-batch pads little (0 = off; pretrain.data)
     mix: list[MixSource] = field(default_factory=list)   # [{path, weight}]: train on these corpora, by weight
     text_field: str = ""                    # how to read the corpus when its layout cannot be inferred
     format: str = ""                        #   (make pretrain TEXT_FIELD= FORMAT= ENCODING=; "" = detect)
@@ -85,6 +87,8 @@ class DataConfig:
             raise InvalidValue("loader_workers", f"must be >= 0, or -1 (auto), got {self.loader_workers}")
         if self.prefetch < 1:
             raise InvalidValue("prefetch", f"must be >= 1, got {self.prefetch}")
+        if self.length_group < 0:
+            raise InvalidValue("length_group", f"must be >= 0 (0 = off), got {self.length_group}")
 
 
 @dataclass

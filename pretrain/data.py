@@ -7,6 +7,13 @@ shard's samples shuffled, both seeded by (run seed, epoch, shard), so only one s
 permutation is ever in memory. The n-th sample a source ever gives is sample n mod N of its
 epoch n // N: epochs are per source.
 
+Length grouping (``data.length_group: W``). Each shard's shuffled samples are cut into windows
+of W and each window is sorted by sample length, longest first (a pair's source, a document's
+text; what transformers' ``group_by_length`` sorts by), so the samples of one micro-batch are
+alike in length and pad (or pack) with little waste. Still a function of (seed, epoch, shard)
+alone: resumes and world sizes are unaffected. Token shards of packed document windows (all
+one length) are left as they are.
+
 Mixing. ``data.mix`` sources are interleaved by Sainte-Lague's divisor sequence: the next
 sample comes from the source whose (count + 1/2) / weight is smallest (ties: the first listed).
 Deterministic, vectorized (a merge of each source's sorted sequence), within about one sample
@@ -100,6 +107,11 @@ class RecordShards:
         record = self.records(shard)[local]
         return record, record.get("id")
 
+    def lengths(self, shard: int) -> np.ndarray:
+        """Characters of each record's first part (a pair's source, else its text): the grouping key."""
+        return np.fromiter((len(r.get("source") or r.get("text") or "") for r in self.records(shard)),
+                           dtype=np.int64, count=self.sizes[shard])
+
 
 class TokenSamples:
     """The samples of a split's token shards, read by random access (a few shards mapped at a time)."""
@@ -129,11 +141,18 @@ class TokenSamples:
     def read(self, shard: int, local: int) -> tuple[dict, int]:
         return self.shard(shard).sample(local, self.window), int(self.offsets[shard] + local)
 
+    def lengths(self, shard: int) -> np.ndarray | None:
+        """Tokens of each sample's first segment (a pair's source); None for packed document windows."""
+        return self.shard(shard).first_segment_lengths()
+
 
 class Order:
-    """Epoch e of a source: its shards in a shuffled order, each shard's samples shuffled."""
+    """Epoch e of a source: its shards in a shuffled order, each shard's samples shuffled (and, with
+    ``group`` and a ``lengths(shard)`` function, sorted by length within windows of ``group``)."""
 
-    def __init__(self, sizes: list[int], seed: int, shuffle: bool = True, where: str = "data"):
+    def __init__(self, sizes: list[int], seed: int, shuffle: bool = True, where: str = "data", group: int = 0,
+                 lengths=None):
+        self.group, self.lengths = group, lengths
         self.sizes = np.asarray(sizes, dtype=np.int64)
         self.total = int(self.sizes.sum())
         if self.total == 0:
@@ -155,7 +174,10 @@ class Order:
             return None
         key = (epoch, shard)
         if key not in self._perms:
-            self._perms[key] = np.random.default_rng([self.seed, 1, epoch, shard]).permutation(int(self.sizes[shard]))
+            perm = np.random.default_rng([self.seed, 1, epoch, shard]).permutation(int(self.sizes[shard]))
+            if self.group > 1 and self.lengths is not None:
+                perm = group_by_length(perm, self.lengths(shard), self.group)
+            self._perms[key] = perm
             if len(self._perms) > CACHED_ORDERS:
                 self._perms.popitem(last=False)
         return self._perms[key]
@@ -177,6 +199,14 @@ class Order:
                     mine = sel & (shard == s)
                     local[mine] = perm[local[mine]]
         return shard, local
+
+
+def group_by_length(perm: np.ndarray, lengths: np.ndarray | None, window: int) -> np.ndarray:
+    """``perm`` cut into windows of ``window`` and each sorted by ``lengths`` (longest first; ties
+    keep their shuffled order)."""
+    if lengths is None:
+        return perm
+    return perm[np.lexsort((-np.asarray(lengths)[perm], np.arange(len(perm)) // window))]
 
 
 # ---------------------------------------------------------------- the global order and this rank's share
@@ -283,7 +313,8 @@ class TrainData:
         self.tokens = bool(srcs[0].tokens_dir)
         shards = [TokenSamples(s.tokens_dir, "train", objective.window()) if self.tokens
                   else RecordShards.split(s.data_dir, "train") for s in srcs]
-        self.orders = [Order(sh.sizes, cfg.train.seed, where=f"{s.tokens_dir or s.data_dir} (train)")
+        self.orders = [Order(sh.sizes, cfg.train.seed, where=f"{s.tokens_dir or s.data_dir} (train)",
+                             group=cfg.data.length_group, lengths=sh.lengths)
                        for s, sh in zip(srcs, shards)]
         self.reader = Reader(shards, self.orders, self.names)
         self.state = state or start_state(len(srcs))

@@ -157,6 +157,14 @@ class TokenShard:
             return -(-len(self.tokens) // window)
         return self.num_records
 
+    def first_segment_lengths(self) -> np.ndarray | None:
+        """Tokens of each record's first segment (a pair's source, a record's first sentence), from
+        the offsets alone; None for ``docs`` (its samples are windows of one length)."""
+        if self.kind == "docs":
+            return None
+        first = np.asarray(self.records[:-1], dtype=np.int64)
+        return np.asarray(self.segments[first + 1], dtype=np.int64) - np.asarray(self.segments[first], dtype=np.int64)
+
     def _copy(self, array: np.ndarray, start: int, end: int) -> np.ndarray:
         out = np.array(array[start:end])
         self._read += out.nbytes

@@ -174,6 +174,7 @@ def test_training_variants_resume_exactly(tmp_path, t5_data, name):
     assert (parts / "export" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow   # builds t5_data through getfixturevalue, which the tier marker cannot see (22 s where it runs)
 def test_fp16_without_support_is_one_line_before_any_stage(tmp_path, request):
     """Where the accelerator lacks fp16 (most CPUs) it is refused with one line naming the fix, not a
     rank traceback. CPUs whose oneDNN has fp16 kernels (AVX512-FP16) train in fp16, so skip there."""
