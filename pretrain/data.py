@@ -7,12 +7,14 @@ shard's samples shuffled, both seeded by (run seed, epoch, shard), so only one s
 permutation is ever in memory. The n-th sample a source ever gives is sample n mod N of its
 epoch n // N: epochs are per source.
 
-Length grouping (``data.length_group: W``). Each shard's shuffled samples are cut into windows
-of W and each window is sorted by sample length, longest first (a pair's source, a document's
-text; what transformers' ``group_by_length`` sorts by), so the samples of one micro-batch are
-alike in length and pad (or pack) with little waste. Still a function of (seed, epoch, shard)
-alone: resumes and world sizes are unaffected. Token shards of packed document windows (all
-one length) are left as they are.
+Length grouping (``data.length_group: W``, off by default). Each shard's shuffled samples are
+cut into windows of W and each window is sorted by sample length, longest first: a pair's source
+or a document's text, in characters on the text path and tokens on the token path (transformers'
+``group_by_length`` sorts by tokens). The samples of one micro-batch are then alike in length and
+pad little (packing them pads more for T5 pairs: their targets fill a row first). Still a
+function of (seed, epoch, shard) alone: resumes and world sizes are unaffected. Token shards of
+packed document windows (all one length) are left as they are. It changes what a step learns
+(BENCHMARKS.md, "T5 against a length-grouped peer").
 
 Mixing. ``data.mix`` sources are interleaved by Sainte-Lague's divisor sequence: the next
 sample comes from the source whose (count + 1/2) / weight is smallest (ties: the first listed).
