@@ -362,7 +362,7 @@ def hf_trainer(family: str, overrides: list[str], steps: int, log_every: int, wo
     return {"tokens_per_s": rate(marks, log_every), "final_loss": out.training_loss, "optimizer": args.optim}
 
 
-def packed_waste(family: str, overrides: list[str], steps: int) -> float:
+def our_padding(family: str, overrides: list[str], steps: int) -> float:
     """Padding share of our batches over the run's steps: the trainer's data order (``TrainData``:
     length grouping where the config has it) and collator (packing where on); counted apart, untimed."""
     import itertools
@@ -396,7 +396,7 @@ def ours(family: str, overrides: list[str], precision: str, compiled: bool, work
     data = [r["data_time_frac"] for r in train[1:]]
     return {"tokens_per_s": sum(r["tokens_per_s"] * t for r, t in zip(train[1:], times)) / sum(times),
             "final_loss": train[-1]["loss"],
-            "data_time_frac": sum(data) / len(data), "padding_waste": packed_waste(family, overrides, steps),
+            "data_time_frac": sum(data) / len(data), "padding_waste": our_padding(family, overrides, steps),
             "profile": json.loads((run_dir / "profile.json").read_text(encoding="utf-8"))}
 
 
@@ -418,14 +418,14 @@ def table(res: dict, peaks: dict, fpt: float) -> list[str]:
         peers = [p for p in res.values() if p["peer"] and p["precision"] == r["precision"]]
         best = max(peers, key=lambda p: p["tokens_per_s"]) if peers else None
         r["mfu"] = fpt * r["tokens_per_s"] / peaks[r["precision"]]
-        if best is not None:
-            r["vs_strongest_peer"], r["strongest_peer"] = r["tokens_per_s"] / best["tokens_per_s"], best["name"]
         if best is None:        # --only ran no peer of this precision
             vs = "no peer run"
-        elif r["peer"]:
-            vs = "strongest peer" if r is best else f"{r['vs_strongest_peer']:.2f}x"
         else:
-            vs = f"**{r['vs_strongest_peer']:.2f}x** (vs {best['name']})"
+            r["vs_strongest_peer"], r["strongest_peer"] = r["tokens_per_s"] / best["tokens_per_s"], best["name"]
+            if r["peer"]:
+                vs = "strongest peer" if r is best else f"{r['vs_strongest_peer']:.2f}x"
+            else:
+                vs = f"**{r['vs_strongest_peer']:.2f}x** (vs {best['name']})"
         data = f"{100 * r['data_time_frac']:.1f}%" if "data_time_frac" in r else "-"
         pad = f"{100 * r['padding_waste']:.1f}%" if "padding_waste" in r else "-"
         lines.append(f"| {name} | {r['precision']} | {r['tokens_per_s']:.0f} | {vs} | {100 * r['mfu']:.1f}% | {data} "
@@ -473,7 +473,8 @@ def main(argv=None) -> int:
     from pretrain.train import matmul_peak_flops
     peaks = {"fp32": matmul_peak_flops("float32", 2048, 10), "bf16": matmul_peak_flops("bfloat16", 2048, 10)}
     out = {"cpu_count": os.cpu_count(), "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
-           "steps": args.steps, "batch": args.batch, "corpus": args.corpus, "ours_set": args.ours_set, "peer_heap_reuse": args.peer_heap_reuse,
+           "steps": args.steps, "batch": args.batch, "corpus": args.corpus, "ours_set": args.ours_set,
+           "peer_heap_reuse": args.peer_heap_reuse,
            "load_avg_start": os.getloadavg(), "families": {}}
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
