@@ -103,13 +103,15 @@ def common_overrides(args) -> list[str]:
 
 
 def family_overrides(family: str, args) -> list[str]:
+    """The bench model of each family; dropout 0.1 unless ``--dropout`` (T5's tiny preset has 0.1 too)."""
     a = args
+    dropout = [f"arch.dropout_rate={0.1 if a.dropout is None else a.dropout}"]
     encoder = [f"arch.d_model={a.d_model}", f"arch.d_ff={a.d_model * 4}", f"arch.num_layers={a.layers}",
-               f"arch.num_heads={a.d_model // 64}", "arch.dropout_rate=0.1"]
+               f"arch.num_heads={a.d_model // 64}", *dropout]
     if family == "t5":
         return [f"arch.d_model={a.d_model}", f"arch.d_ff={a.d_model * 2}", f"arch.num_layers={a.layers}",
                 f"arch.num_decoder_layers={a.layers}", f"arch.num_heads={a.d_model // 64}", "arch.d_kv=64",
-                "train.max_source_len=192", "train.max_target_len=64"]
+                "train.max_source_len=192", "train.max_target_len=64", *dropout]
     if family == "sim":
         return encoder + ["train.max_source_len=64", "train.max_target_len=64"]
     return encoder + ["train.max_source_len=128"] + (["objective.sampling=uniform"] if family == "mlm" else [])
@@ -407,7 +409,10 @@ OURS = [("ours", "fp32", "fp32", False, []), ("ours-amp-bf16", "bf16", "amp-bf16
         ("ours-amp-bf16-compile", "bf16", "amp-bf16", True, []),
         # opt-in: length-grouped batches (data.length_group; the Trainer's megabatch of 50 x 16 records),
         # padded to the longest (packing rows of pairs alike in length pads more, as its targets fill first)
-        ("ours-amp-bf16-grouped", "bf16", "amp-bf16", False, ["data.length_group=800", "train.packing=false"])]
+        ("ours-amp-bf16-grouped", "bf16", "amp-bf16", False, ["data.length_group=800", "train.packing=false"]),
+        # ablations of amp-bf16: torch's dropout masks (bernoulli_), and the model's own LM-head loss (T5)
+        ("ours-amp-bf16-torch-dropout", "bf16", "amp-bf16", False, ["train.cpu_dropout=false"]),
+        ("ours-amp-bf16-model-loss", "bf16", "amp-bf16", False, ["train.fused_lm_loss=false"])]
 
 
 def table(res: dict, peaks: dict, fpt: float) -> list[str]:
@@ -453,6 +458,8 @@ def main(argv=None) -> int:
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--corpus", default="sample",
                     help="sample (the repository's text), shared (real documents of $ZH_SHARED_DATA), or globs")
+    ap.add_argument("--dropout", type=float, default=None,
+                    help="every model's dropout rate, peers and ours (default 0.1; the T5 small/base presets train with 0)")
     ap.add_argument("--ours-set", action="append", default=[], metavar="KEY=VALUE",
                     help="an override for our runtime only (an ablation, e.g. data.length_group=0); repeatable")
     ap.add_argument("--only", default="", help="comma list of runtime names to run (default: all)")
@@ -474,6 +481,7 @@ def main(argv=None) -> int:
     peaks = {"fp32": matmul_peak_flops("float32", 2048, 10), "bf16": matmul_peak_flops("bfloat16", 2048, 10)}
     out = {"cpu_count": os.cpu_count(), "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
            "steps": args.steps, "batch": args.batch, "corpus": args.corpus, "ours_set": args.ours_set,
+           "dropout": 0.1 if args.dropout is None else args.dropout,
            "peer_heap_reuse": args.peer_heap_reuse,
            "load_avg_start": os.getloadavg(), "families": {}}
     lines = []

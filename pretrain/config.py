@@ -138,6 +138,10 @@ class TrainConfig:
     compile: bool = False                   # torch.compile the transformer bodies: ~1-2 min at start
     compile_backend: str = "inductor"       # torch.compile backend (inductor; aot_eager traces without code generation)
     num_threads: int = 0                    # torch intra-op threads per process; 0 = cores / processes
+    fused_lm_loss: bool = True              # not compiled: T5's LM head and cross-entropy in one step, labelled
+                                            # positions only (pretrain.lm_loss); false = the model's own loss
+    cpu_dropout: bool = True                # CPU, not compiled: dropout masks from numpy's SFC64, ~10x cheaper than
+                                            # torch's bernoulli_, same distribution (pretrain.dropout); false = torch's
     cpu_heap_reuse: bool = True             # CPU: freed tensor memory is reused, not returned to the OS, up to a bound
                                             # (pretrain.engine.reuse_freed_memory, HeapCap); false = glibc's default
     trace_samples: bool = False             # write the ids each rank trains on per step (RUN/trace/)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from pretrain import lm_loss
 from pretrain.metrics import corpus_rouge
 from pretrain.models import build_t5, t5_generation_config, t5_special_ids, t5_train_flops
 from pretrain.objectives.base import Objective, pad_batch
@@ -65,9 +66,10 @@ def _drop_cross_mask(module, args, kwargs):
     return args, kwargs
 
 
-def packed_forward(model, batch: dict):
+def packed_forward(model, batch: dict, labels="batch"):
     """The Hugging Face T5 forward (through ``model``, e.g. the DeepSpeed engine) on a packed batch:
-    block-diagonal encoder, causal block-diagonal decoder, cross-attention to the pair's own source."""
+    block-diagonal encoder, causal block-diagonal decoder, cross-attention to the pair's own source.
+    ``labels``: the batch's by default (the model computes the loss), or None (logits only)."""
     module = getattr(model, "module", model)
     if not getattr(module, "_packing_hooks", False):
         module.encoder.register_forward_pre_hook(_drop_cross_mask, with_kwargs=True)
@@ -76,7 +78,8 @@ def packed_forward(model, batch: dict):
     enc, dec = batch["segment_ids"], batch["decoder_segment_ids"]
     return model(input_ids=batch["input_ids"], attention_mask=model_mask(module, enc),
                  decoder_input_ids=batch["decoder_input_ids"],
-                 decoder_attention_mask=model_mask(module, dec, causal=True), labels=batch["labels"],
+                 decoder_attention_mask=model_mask(module, dec, causal=True),
+                 labels=batch["labels"] if isinstance(labels, str) else labels,
                  use_cache=False, **{CROSS_MASK: model_mask(module, dec, enc)})
 
 
@@ -121,9 +124,22 @@ class T5Objective(Objective):
         return t5_train_flops(model, batch, self.__dict__.setdefault("_flops_cache", {}))
 
     def loss(self, model, batch: dict):
-        if "segment_ids" in batch:
-            return packed_forward(model, batch).loss, {}
-        return model(**batch).loss, {}
+        """Cross-entropy over the target tokens. Not compiled, the LM head runs fused with it on the
+        labelled positions only (``pretrain.lm_loss``, ``train.fused_lm_loss``); the same loss."""
+        module = getattr(model, "module", model)
+        head = None
+        if self.cfg.train.fused_lm_loss and not self.cfg.train.compile:
+            head = lm_loss.install(module.lm_head)
+        if head is None:
+            if "segment_ids" in batch:
+                return packed_forward(model, batch).loss, {}
+            return model(**batch).loss, {}
+        with head.loss_on(batch["labels"]):
+            if "segment_ids" in batch:
+                return packed_forward(model, batch, labels=None).logits, {}
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            inputs.setdefault("decoder_input_ids", module._shift_right(batch["labels"]))
+            return model(**inputs).logits, {}
 
     @torch.no_grad()
     def evaluate(self, model, records: list[dict]) -> dict[str, float]:

@@ -1,0 +1,99 @@
+"""The LM head and its cross-entropy as one step, on the labelled positions only.
+
+A T5 step at a 50k vocabulary spends about half its time in the LM head (BENCHMARKS.md): the
+logits of every decoder position, pads included, then a float32 copy of them for the
+cross-entropy, its log-softmax, and the same again backwards, all through memory. Here the
+head runs on the positions with a label only, and the softmax's work happens in chunks of
+rows while they are in cache:
+
+* forward: per chunk, logits = h W^T (the autocast dtype), log-softmax in float32, the
+  loss, and the logits' gradient softmax - onehot, stored in the autocast dtype;
+* then the two gradient matmuls at full size (chunked ones run slower on CPU), so the
+  backward only scales the stored gradients by the incoming one and needs neither the
+  logits nor W again (under ZeRO-3, W is gathered only for the head's forward).
+
+Same loss as ``CrossEntropyLoss(ignore_index=-100)`` (mean over labelled positions); the
+gradients are closer to float64 than autocast's own path (tests/test_lm_loss.py).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+CHUNK = 128     # rows per softmax chunk: 128 x 50k float32 is 25 MB
+
+
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    dev = t.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else t.dtype
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, chunk):
+        dtype = _compute_dtype(hidden)
+        with torch.autocast(hidden.device.type, enabled=False):
+            h, w = hidden.to(dtype), weight.to(dtype)
+            n = labels.numel()
+            need_grad = hidden.requires_grad or weight.requires_grad
+            grad_logits = torch.empty(n, w.shape[0], dtype=dtype, device=h.device) if need_grad else None
+            total = torch.zeros((), dtype=torch.float32, device=h.device)
+            for s in range(0, n, chunk):
+                y = labels[s:s + chunk]
+                logp = torch.log_softmax((h[s:s + chunk] @ w.t()).float(), dim=1)
+                total -= logp.gather(1, y[:, None]).sum()
+                if need_grad:
+                    logp.exp_()[torch.arange(len(y), device=y.device), y] -= 1.0
+                    grad_logits[s:s + chunk] = logp
+            if need_grad:
+                ctx.save_for_backward((grad_logits @ w).to(hidden.dtype), (grad_logits.t() @ h).to(weight.dtype))
+            ctx.n = max(n, 1)
+        return total / ctx.n
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        scale = grad / ctx.n
+        return grad_hidden * scale.to(grad_hidden.dtype), grad_weight * scale.to(grad_weight.dtype), None, None
+
+
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                         chunk: int = CHUNK) -> torch.Tensor:
+    """``cross_entropy(hidden @ weight.T, labels, ignore_index=-100)``, over the labelled rows only."""
+    keep = labels.reshape(-1) != -100
+    h = hidden.reshape(-1, hidden.shape[-1])[keep]
+    return _LinearCrossEntropy.apply(h, weight, labels.reshape(-1)[keep], chunk)
+
+
+class LossHead(nn.Linear):
+    """An ``nn.Linear`` LM head that, inside ``loss_on(labels)``, returns the loss instead of logits.
+
+    The Hugging Face model calls its head as usual (so ZeRO-3 gathers the weight for it, and the
+    parameter names do not change); the caller reads the loss from the output's ``logits``.
+    """
+
+    labels: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.labels is None:
+            return super().forward(x)
+        if self.bias is not None:
+            raise ValueError("LossHead: a head with a bias is not supported")
+        return linear_cross_entropy(x, self.weight, self.labels)
+
+    @contextlib.contextmanager
+    def loss_on(self, labels: torch.Tensor):
+        self.labels = labels
+        try:
+            yield
+        finally:
+            self.labels = None
+
+
+def install(head: nn.Module) -> LossHead | None:
+    """Make ``head`` (an ``nn.Linear`` without bias) a ``LossHead`` in place; None where it is not one."""
+    if type(head) is nn.Linear and head.bias is None:
+        head.__class__ = LossHead
+    return head if isinstance(head, LossHead) else None
