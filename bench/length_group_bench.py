@@ -49,18 +49,21 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="42,1,2")
     ap.add_argument("--window", type=int, default=256)
     ap.add_argument("--steps", type=int, default=300, help="the tiny preset's steps")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an extra override for every run (e.g. train.cpu_dropout=false: torch's dropout masks, "
+                         "as the figures in BENCHMARKS.md were measured); repeatable")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "length_group.json"))
     args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="length-group-"))
-    res = {"window": args.window, "load_avg_start": os.getloadavg(), "seeds": {}}
+    res = {"window": args.window, "set": args.set, "load_avg_start": os.getloadavg(), "seeds": {}}
     print("| seed | plain: valid loss (train s) | grouped: valid loss (train s) | equal-time plain: steps, valid loss |")
     print("|---|---|---|---|")
     for seed in args.seeds.split(","):
-        s = f"train.seed={seed}"
-        plain = run(work, f"plain-{seed}", "data.length_group=0", s)
-        grouped = run(work, f"grouped-{seed}", f"data.length_group={args.window}", s)
+        s = [f"train.seed={seed}", *args.set]
+        plain = run(work, f"plain-{seed}", "data.length_group=0", *s)
+        grouped = run(work, f"grouped-{seed}", f"data.length_group={args.window}", *s)
         steps = round(args.steps * grouped["train_seconds"] / plain["train_seconds"])
-        equal = run(work, f"equal-{seed}", "data.length_group=0", s, f"train.steps={steps}")
+        equal = run(work, f"equal-{seed}", "data.length_group=0", *s, f"train.steps={steps}")
         res["seeds"][seed] = {"plain": plain, "grouped": grouped, "equal_time": {**equal, "steps": steps}}
         last = lambda r: r["valid"][max(r["valid"])]   # noqa: E731
         print(f"| {seed} | {last(plain):.4f} ({plain['train_seconds']:.0f}) | {last(grouped):.4f} "
