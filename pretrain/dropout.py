@@ -2,14 +2,14 @@
 
 torch draws a CPU dropout mask with ``bernoulli_`` on its Mersenne Twister: 12.5 ms for the 2.4M
 attention probabilities of one T5 encoder layer (batch 14 x 4 heads x 192 x 192), more than the
-layer's attention matmuls, and a quarter of a tiny T5 step (BENCHMARKS.md). Here the mask comes from
+layer's attention matmuls, and a quarter of the bench's T5 step (BENCHMARKS.md). Here the mask comes from
 numpy's SFC64 generator, 16 random bits per element compared with ``round(p * 65536)`` (p off by at
 most 2**-17), seeded per call from torch's default generator: runs stay a function of
 ``torch.manual_seed`` and of the RNG state a checkpoint restores. 1.0 ms for the same mask.
 
 ``install(model)`` puts it where a Hugging Face model drops out: every ``nn.Dropout`` module, and
-the attention probabilities, through an attention function registered as ``sdpa`` with this dropout
-(``ATTENTION``). Without dropout, or off the CPU, everything runs torch's own path (on CUDA its
+the attention probabilities, through transformers' ``sdpa`` attention function with this dropout,
+registered under its own name (``ATTENTION``). Without dropout, or off the CPU, everything runs torch's own path (on CUDA its
 Philox dropout is cheap, and SDPA / FlashAttention keep their fused kernels).
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ class _Dropout(torch.autograd.Function):
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """``F.dropout(x, p, training)``, with the cheap mask on CPU."""
-    if not training or p == 0.0 or x.device.type != "cpu" or not 0.0 < p < 1.0:
+    if not training or x.device.type != "cpu" or not 0.0 < p < 1.0:
         return F.dropout(x, p, training)
     return _Dropout.apply(x, keep_mask(x.shape, p), 1.0 / (1.0 - p))
 
@@ -101,7 +101,7 @@ def install(model: nn.Module) -> int:
 
     Swaps every ``nn.Dropout`` for ``Dropout`` and, where a Hugging Face model runs ``sdpa``
     attention, selects ``sdpa_cpu_dropout`` (boolean masks as before: ``packing.model_mask``).
-    Nothing changes for a model without dropout.
+    A model without dropout computes exactly as before.
     """
     n = 0
     for m in model.modules():

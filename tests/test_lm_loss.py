@@ -65,7 +65,7 @@ def test_fused_head_is_the_model_loss_for_t5_pairs():
     head = lm_loss.install(model.lm_head)
     assert isinstance(head, lm_loss.LossHead)
     with head.loss_on(packed["labels"]):
-        loss = packed_forward(model, packed, labels=None).logits
+        loss = packed_forward(model, packed, with_labels=False).logits
     loss.backward()
     fused = grads(model)
     assert loss.shape == () and plain.keys() == fused.keys()

@@ -66,10 +66,10 @@ def _drop_cross_mask(module, args, kwargs):
     return args, kwargs
 
 
-def packed_forward(model, batch: dict, labels="batch"):
+def packed_forward(model, batch: dict, with_labels: bool = True):
     """The Hugging Face T5 forward (through ``model``, e.g. the DeepSpeed engine) on a packed batch:
     block-diagonal encoder, causal block-diagonal decoder, cross-attention to the pair's own source.
-    ``labels``: the batch's by default (the model computes the loss), or None (logits only)."""
+    ``with_labels``: the model gets the batch's labels and computes its loss; False: outputs only."""
     module = getattr(model, "module", model)
     if not getattr(module, "_packing_hooks", False):
         module.encoder.register_forward_pre_hook(_drop_cross_mask, with_kwargs=True)
@@ -79,7 +79,7 @@ def packed_forward(model, batch: dict, labels="batch"):
     return model(input_ids=batch["input_ids"], attention_mask=model_mask(module, enc),
                  decoder_input_ids=batch["decoder_input_ids"],
                  decoder_attention_mask=model_mask(module, dec, causal=True),
-                 labels=batch["labels"] if isinstance(labels, str) else labels,
+                 labels=batch["labels"] if with_labels else None,
                  use_cache=False, **{CROSS_MASK: model_mask(module, dec, enc)})
 
 
@@ -136,7 +136,7 @@ class T5Objective(Objective):
             return model(**batch).loss, {}
         with head.loss_on(batch["labels"]):
             if "segment_ids" in batch:
-                return packed_forward(model, batch, labels=None).logits, {}
+                return packed_forward(model, batch, with_labels=False).logits, {}
             inputs = {k: v for k, v in batch.items() if k != "labels"}
             inputs.setdefault("decoder_input_ids", module._shift_right(batch["labels"]))
             return model(**inputs).logits, {}
