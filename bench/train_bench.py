@@ -103,9 +103,9 @@ def common_overrides(args) -> list[str]:
 
 
 def family_overrides(family: str, args) -> list[str]:
-    """The bench model of each family; dropout 0.1 unless ``--dropout`` (T5's tiny preset has 0.1 too)."""
+    """The bench model of each family, with ``--dropout`` (default 0.1, as T5's tiny preset)."""
     a = args
-    dropout = [f"arch.dropout_rate={0.1 if a.dropout is None else a.dropout}"]
+    dropout = [f"arch.dropout_rate={a.dropout}"]
     encoder = [f"arch.d_model={a.d_model}", f"arch.d_ff={a.d_model * 4}", f"arch.num_layers={a.layers}",
                f"arch.num_heads={a.d_model // 64}", *dropout]
     if family == "t5":
@@ -458,7 +458,7 @@ def main(argv=None) -> int:
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--corpus", default="sample",
                     help="sample (the repository's text), shared (real documents of $ZH_SHARED_DATA), or globs")
-    ap.add_argument("--dropout", type=float, default=None,
+    ap.add_argument("--dropout", type=float, default=0.1,
                     help="every model's dropout rate, peers and ours (default 0.1; the T5 small/base presets train with 0)")
     ap.add_argument("--ours-set", action="append", default=[], metavar="KEY=VALUE",
                     help="an override for our runtime only (an ablation, e.g. data.length_group=0); repeatable")
@@ -481,7 +481,7 @@ def main(argv=None) -> int:
     peaks = {"fp32": matmul_peak_flops("float32", 2048, 10), "bf16": matmul_peak_flops("bfloat16", 2048, 10)}
     out = {"cpu_count": os.cpu_count(), "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
            "steps": args.steps, "batch": args.batch, "corpus": args.corpus, "ours_set": args.ours_set,
-           "dropout": 0.1 if args.dropout is None else args.dropout,
+           "dropout": args.dropout,
            "peer_heap_reuse": args.peer_heap_reuse,
            "load_avg_start": os.getloadavg(), "families": {}}
     lines = []

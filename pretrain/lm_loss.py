@@ -79,9 +79,7 @@ class LossHead(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.labels is None:
             return super().forward(x)
-        if self.bias is not None:
-            raise ValueError("LossHead: a head with a bias is not supported")
-        return linear_cross_entropy(x, self.weight, self.labels)
+        return linear_cross_entropy(x, self.weight, self.labels)      # install() swaps bias-free heads only
 
     @contextlib.contextmanager
     def loss_on(self, labels: torch.Tensor):
