@@ -36,6 +36,8 @@ some loss per step for less padding).
 ``--peer-heap-reuse`` gives the peers the same heap setting (one process-wide switch: run the
 bench once with it and once without, and take the stronger peer).
 
+``--rounds N`` runs every runtime N times (every other round in reverse order) and reports the mean
+tokens/s with each round's figure: one runtime's rate moves by up to 10 % between runs here.
 Every row reports text tokens/s (padding excluded; the first ``--log-every`` window of each
 run, compilation included, is left out), its ratio to the strongest peer of the same
 precision, and MFU against this machine's measured matmul peak for that precision (model
@@ -410,8 +412,9 @@ OURS = [("ours", "fp32", "fp32", False, []), ("ours-amp-bf16", "bf16", "amp-bf16
         # opt-in: length-grouped batches (data.length_group; the Trainer's megabatch of 50 x 16 records),
         # padded to the longest (packing rows of pairs alike in length pads more, as its targets fill first)
         ("ours-amp-bf16-grouped", "bf16", "amp-bf16", False, ["data.length_group=800", "train.packing=false"]),
-        # ablations of amp-bf16: torch's dropout masks (bernoulli_), and the model's own LM-head loss (T5)
+        # ablations of amp-bf16: torch's dropout masks and attention, gelu_new's eight ops, the model's own LM-head loss (T5)
         ("ours-amp-bf16-torch-dropout", "bf16", "amp-bf16", False, ["train.cpu_dropout=false"]),
+        ("ours-amp-bf16-unfused-gelu", "bf16", "amp-bf16", False, ["train.fused_gelu=false"]),
         ("ours-amp-bf16-model-loss", "bf16", "amp-bf16", False, ["train.fused_lm_loss=false"])]
 
 
@@ -433,7 +436,9 @@ def table(res: dict, peaks: dict, fpt: float) -> list[str]:
                 vs = f"**{r['vs_strongest_peer']:.2f}x** (vs {best['name']})"
         data = f"{100 * r['data_time_frac']:.1f}%" if "data_time_frac" in r else "-"
         pad = f"{100 * r['padding_waste']:.1f}%" if "padding_waste" in r else "-"
-        lines.append(f"| {name} | {r['precision']} | {r['tokens_per_s']:.0f} | {vs} | {100 * r['mfu']:.1f}% | {data} "
+        rounds = r.get("tokens_per_s_rounds", [])
+        rate = f"{r['tokens_per_s']:.0f}" + (f" ({', '.join(f'{x:.0f}' for x in rounds)})" if len(rounds) > 1 else "")
+        lines.append(f"| {name} | {r['precision']} | {rate} | {vs} | {100 * r['mfu']:.1f}% | {data} "
                      f"| {pad} | {r['final_loss']:.3f} |")
     return lines
 
@@ -466,6 +471,9 @@ def main(argv=None) -> int:
     ap.add_argument("--peer-heap-reuse", action="store_true",
                     help="give the peers (this process) what train.cpu_heap_reuse gives ours: freed memory reused, "
                          "not mapped afresh (pretrain.engine.reuse_freed_memory)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every runtime this many times, every other round in reverse order, and report "
+                         "the mean tokens/s (a runtime's rate moves by up to 10 %% between runs on a shared host)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "train.json"))
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -480,7 +488,7 @@ def main(argv=None) -> int:
     from pretrain.train import matmul_peak_flops
     peaks = {"fp32": matmul_peak_flops("float32", 2048, 10), "bf16": matmul_peak_flops("bfloat16", 2048, 10)}
     out = {"cpu_count": os.cpu_count(), "matmul_peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
-           "steps": args.steps, "batch": args.batch, "corpus": args.corpus, "ours_set": args.ours_set,
+           "steps": args.steps, "rounds": args.rounds, "batch": args.batch, "corpus": args.corpus, "ours_set": args.ours_set,
            "dropout": args.dropout,
            "peer_heap_reuse": args.peer_heap_reuse,
            "load_avg_start": os.getloadavg(), "families": {}}
@@ -490,23 +498,33 @@ def main(argv=None) -> int:
         data = prepare(work, args.corpus)
         for family in families:
             overrides = data + common_overrides(args) + family_overrides(family, args)
-            res, fpt, params = {}, None, None
-            for name, precision in PEERS:
-                if only and name not in only and fpt is not None:
-                    continue
-                if name == "hf-trainer-bf16-compile":
-                    r = hf_trainer(family, overrides, args.steps, args.log_every, work)
-                else:
-                    r = plain_loop(family, overrides, args.steps, args.log_every, bf16=precision == "bf16",
-                                   compiled="compile" in name, grouped="grouped" in name)
-                    fpt, params = fpt or r["flops_per_token"], params or r["params"]
-                res[name] = {**r, "name": name, "precision": precision, "peer": True}
-            for name, group, precision, compiled, extra in OURS:
-                if only and name not in only:
-                    continue
-                res[name] = {**ours(family, overrides + extra + args.ours_set, precision, compiled, work, args.steps,
-                                    args.log_every, name),
+            res, fpt, params, runs = {}, None, None, {}
+            jobs = [("peer", name, precision) for name, precision in PEERS] + [("ours", *o) for o in OURS]
+            for rnd in range(args.rounds):
+                # later rounds run the list backwards: a drift of the host over the run does not favour one side
+                for job in (jobs if rnd % 2 == 0 else jobs[::-1]):
+                    name = job[1]
+                    if only and name not in only and not (job[0] == "peer" and fpt is None):
+                        continue
+                    if job[0] == "peer":
+                        precision = job[2]
+                        if name == "hf-trainer-bf16-compile":
+                            r = hf_trainer(family, overrides, args.steps, args.log_every, work)
+                        else:
+                            r = plain_loop(family, overrides, args.steps, args.log_every, bf16=precision == "bf16",
+                                           compiled="compile" in name, grouped="grouped" in name)
+                            fpt, params = fpt or r["flops_per_token"], params or r["params"]
+                        r = {**r, "name": name, "precision": precision, "peer": True}
+                    else:
+                        _, _, group, precision, compiled, extra = job
+                        r = {**ours(family, overrides + extra + args.ours_set, precision, compiled, work, args.steps,
+                                    args.log_every, f"{name}-{rnd}"),
                              "name": name, "precision": group, "peer": False}
+                    runs.setdefault(name, []).append(r)
+            for name, rs in runs.items():      # each runtime: the mean rate of its rounds (each round listed)
+                rates = [r["tokens_per_s"] for r in rs]
+                res[name] = {**rs[0], "tokens_per_s": sum(rates) / len(rates), "tokens_per_s_rounds": rates}
+            res = {name: res[name] for name in [j[1] for j in jobs] if name in res}
             model = MODELS[family].format(d=args.d_model, n=args.layers)
             lines += ["", f"{family}: {model}, {params / 1e6:.1f}M parameters, batch {args.batch} records, "
                           f"{args.steps} steps, {args.corpus} corpus", ""] + table(res, peaks, fpt)

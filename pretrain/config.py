@@ -142,6 +142,8 @@ class TrainConfig:
                                             # positions only (pretrain.lm_loss); false = the model's own loss
     cpu_dropout: bool = True                # CPU, not compiled: dropout masks from numpy's SFC64, ~10x cheaper than
                                             # torch's bernoulli_, same distribution (pretrain.dropout); false = torch's
+    fused_gelu: bool = True                 # gelu_new (T5's FFN) as torch's one tanh-GELU kernel, same formula
+                                            # rounded once (pretrain.models.fuse_gelu); false = the eight-op original
     cpu_heap_reuse: bool = True             # CPU: freed tensor memory is reused, not returned to the OS, up to a bound
                                             # (pretrain.engine.reuse_freed_memory, HeapCap); false = glibc's default
     trace_samples: bool = False             # write the ids each rank trains on per step (RUN/trace/)

@@ -32,16 +32,19 @@ def keep_mask(shape, p: float) -> torch.Tensor:
 
 
 class _Dropout(torch.autograd.Function):
+    """x * keep * scale, forward and backward: a product with the mask's bytes, then the scale in
+    place (one pass each; ``torch.where(keep, x * scale, 0)`` took three times as long)."""
+
     @staticmethod
     def forward(ctx, x, keep, scale):
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        return torch.where(keep, x * scale, 0)
+        return (x * keep.view(torch.uint8)).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad):
         (keep,) = ctx.saved_tensors
-        return torch.where(keep, grad * ctx.scale, 0), None, None
+        return (grad * keep.view(torch.uint8)).mul_(ctx.scale), None, None
 
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -58,12 +61,73 @@ class Dropout(nn.Dropout):
         return fast_dropout(x, self.p, self.training)
 
 
+_MASKS: dict[int, tuple] = {}      # id(boolean mask) -> (mask, its version, dtype, additive form, fully blocked rows)
+
+
+def _mask_terms(allowed: torch.Tensor, dtype: torch.dtype, cache: bool = True):
+    """A boolean attention mask (True = attend) as an additive one in ``dtype`` (0 or the dtype's
+    minimum) and its rows with no open key (None if there are none). Every layer of a stack gets
+    the same mask object, so it is converted once per forward, not once per layer: ``masked_fill``
+    with a broadcast mask is ten times slower than adding a tensor on CPU. The few cached masks are
+    held, so an id is not reused while cached."""
+    hit = _MASKS.get(id(allowed)) if cache else None
+    if hit is not None and hit[0] is allowed and hit[1] == allowed._version and hit[2] == dtype:
+        return hit[3], hit[4]
+    blocked = allowed.logical_not()
+    additive = torch.zeros(blocked.shape, dtype=dtype, device=allowed.device).masked_fill_(blocked, torch.finfo(dtype).min)
+    full = blocked.all(dim=-1, keepdim=True)
+    full = full if bool(full.any()) else None
+    if cache:
+        while len(_MASKS) >= 8:
+            _MASKS.pop(next(iter(_MASKS)))
+        _MASKS[id(allowed)] = (allowed, allowed._version, dtype, additive, full)
+    return additive, full
+
+
+class _BiasMask(torch.autograd.Function):
+    """``scores + bias + mask`` in place on the fresh scores, the mask additive (0 or the dtype's
+    minimum; ``_mask_terms``). Transformers builds a ``(B, H, Lq, Lk)`` bias + mask tensor per layer,
+    which costs more than the layer's score matmul on CPU.
+
+    Backward passes the gradient through unchanged, as an additive mask's is. Rows with every key
+    blocked (``full``: uniform probabilities) get none, as ``masked_fill`` would give. The bias
+    gradient is summed over its broadcast dimensions in float32."""
+
+    @staticmethod
+    def forward(ctx, scores, bias, additive, full):
+        if bias is not None:
+            scores.add_(bias.to(scores.dtype))
+        if additive is not None:
+            scores.add_(additive.to(scores.dtype))
+        ctx.mark_dirty(scores)
+        ctx.full = full
+        ctx.bias = (bias.shape, bias.dtype) if bias is not None and ctx.needs_input_grad[1] else None
+        return scores
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.full is not None:
+            grad = grad.masked_fill(ctx.full, 0)
+        grad_bias = None
+        if ctx.bias is not None:
+            shape, dtype = ctx.bias
+            lead = grad.dim() - len(shape)
+            dims = [*range(lead), *(lead + d for d, n in enumerate(shape) if n == 1 and grad.shape[lead + d] != 1)]
+            grad_bias = (grad.sum(dims, keepdim=True, dtype=torch.float32) if dims else grad).to(dtype).reshape(shape)
+        return grad, grad_bias, None, None
+
+
 def sdpa_cpu_dropout(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                      is_causal=None, position_bias=None, **kwargs):
     """Transformers' ``sdpa`` attention, except that with dropout on CPU the probabilities are
     computed as SDPA's math path does (softmax(q k^T scale + bias + mask)) and dropped with
-    ``fast_dropout``; torch's SDPA would draw them with ``bernoulli_``."""
-    from transformers.integrations.sdpa_attention import create_position_bias_mask, sdpa_attention_forward
+    ``fast_dropout``; torch's SDPA would draw them with ``bernoulli_``.
+
+    Computed in the inputs' dtype (bf16 under autocast, as SDPA does): the bias and mask are
+    added in place (``_BiasMask``), the scale goes on the queries (exact for a power of two, e.g.
+    1/8 at 64 dimensions per head; T5 has none), and the softmax accumulates in float32 inside
+    its kernel and returns the inputs' dtype, which is what the next matmul takes."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if not module.training or dropout == 0.0 or query.device.type != "cpu" or kwargs.get("softcap") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
@@ -74,16 +138,19 @@ def sdpa_cpu_dropout(module, query, key, value, attention_mask, dropout: float =
     q_len, kv_len = query.shape[2], key.shape[2]
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     causal = q_len > 1 and attention_mask is None and causal
-    if position_bias is not None:
-        attention_mask, causal = create_position_bias_mask(position_bias, attention_mask, causal, query, key), False
-    scores = torch.matmul(query, key.transpose(-1, -2)) * (query.shape[-1] ** -0.5 if scaling is None else scaling)
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query * scale if scale != 1.0 else query, key.transpose(-1, -2))
+    additive = full = None
     if causal:
-        scores = scores.masked_fill(torch.ones(q_len, kv_len, dtype=torch.bool, device=scores.device)
-                                    .tril(kv_len - q_len).logical_not(), torch.finfo(scores.dtype).min)
-    if attention_mask is not None:
-        scores = (scores.masked_fill(attention_mask.logical_not(), torch.finfo(scores.dtype).min)
-                  if attention_mask.dtype == torch.bool else scores + attention_mask.to(scores.dtype))
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+        additive, full = _mask_terms(torch.ones(q_len, kv_len, dtype=torch.bool, device=scores.device)
+                                     .tril(kv_len - q_len), scores.dtype, cache=False)
+    elif attention_mask is not None and attention_mask.dtype == torch.bool:
+        additive, full = _mask_terms(attention_mask, scores.dtype)
+    elif attention_mask is not None:
+        additive = attention_mask
+    scores = _BiasMask.apply(scores, position_bias, additive, full)
+    with torch.autocast(scores.device.type, enabled=False):
+        probs = torch.softmax(scores, dim=-1)
     out = torch.matmul(fast_dropout(probs, dropout), value)
     return out.transpose(1, 2).contiguous(), None
 

@@ -1,5 +1,6 @@
-"""The fused LM head + cross-entropy (pretrain.lm_loss) and the cheap CPU dropout (pretrain.dropout):
-the same loss, gradients and distribution as torch's own path."""
+"""The fused LM head + cross-entropy (pretrain.lm_loss), the cheap CPU dropout and attention
+(pretrain.dropout) and the fused GELU (pretrain.models.fuse_gelu): the same loss, gradients and
+distribution as torch's and transformers' own paths."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -93,7 +94,7 @@ def test_cpu_dropout_has_torch_dropout_distribution_and_gradient():
 def test_installed_cpu_dropout_keeps_the_model_exact_without_dropout_and_drops_with_it(packed):
     """``install`` swaps every dropout of a T5 model; in eval (and with p = 0) outputs are unchanged,
     in training the attention and hidden dropout draw their masks from torch's seed."""
-    from tests.test_packing import Tok, seqs, t5
+    from tests.test_packing import Tok, assert_same_grads, grads, seqs, t5
 
     from pretrain.objectives._t5 import packed_forward, pair_batch
     src, tgt = seqs([9, 4, 12, 3, 7], seed=1), seqs([3, 5, 2, 6, 4], seed=2)
@@ -102,6 +103,9 @@ def test_installed_cpu_dropout_keeps_the_model_exact_without_dropout_and_drops_w
     model = t5("sdpa")
     model.eval()
     before = run(model)
+    before.backward()
+    sdpa_grads = grads(model)
+    model.zero_grad()
 
     def set_p(p):
         for m in model.modules():
@@ -119,10 +123,107 @@ def test_installed_cpu_dropout_keeps_the_model_exact_without_dropout_and_drops_w
     torch.testing.assert_close(run(model), before)                # eval: torch's SDPA, unchanged
     model.train()
     set_p(1e-9)            # our attention path (bias, masks, causal) with nothing dropped: SDPA's result
-    torch.testing.assert_close(run(model), before, atol=1e-5, rtol=1e-5)
+    ours = run(model)
+    torch.testing.assert_close(ours, before, atol=1e-5, rtol=1e-5)
+    ours.backward()        # and its gradients, the relative attention bias's included
+    assert_same_grads(grads(model), sdpa_grads)
+    assert any("relative_attention_bias" in n for n in sdpa_grads)
+    model.zero_grad()
     set_p(0.1)
     torch.manual_seed(3)
     a = run(model)
     torch.manual_seed(3)
     assert torch.equal(run(model), a) and not torch.equal(a, before)
     a.backward()
+
+
+class _Attention(torch.nn.Module):
+    training = True
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "additive", "causal"])
+def test_cpu_attention_matches_sdpa_with_bias_masks_and_bf16(mask_kind):
+    """``sdpa_cpu_dropout`` with nothing dropped: SDPA's output and gradients (queries, keys, values,
+    a broadcast position bias) for boolean, additive and causal masks, and close to it in bf16."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    g = torch.Generator().manual_seed(0)
+    B, H, L, dh = 3, 2, 7, 8
+    q, k, v = (torch.randn(B, H, L, dh, generator=g) for _ in range(3))
+    bias = torch.randn(1, H, L, L, generator=g)
+    seg = torch.tensor([[0, 0, 0, 1, 1, 2, 2], [0, 0, 0, 0, 0, 0, 0], [0, 1, 1, 1, 2, 2, -1]])
+    mask = None if mask_kind == "causal" else (seg[:, :, None] == seg[:, None, :]) | (seg[:, :, None] < 0)
+    mask = mask if mask is None else mask[:, None]
+    if mask_kind == "additive":
+        mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+
+    def run(fn, dtype, p):
+        leaves = [t.clone().to(dtype).requires_grad_() for t in (q, k, v)] + [bias.clone().requires_grad_()]
+        out, _ = fn(_Attention(), *leaves[:3], mask, dropout=p, scaling=dh ** -0.5, is_causal=mask_kind == "causal",
+                    position_bias=leaves[3])
+        (out.float() * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+        return [out.float(), *(t.grad.float() for t in leaves)]
+
+    want = run(sdpa_attention_forward, torch.float32, 0.0)
+    for got, ref in zip(run(D.sdpa_cpu_dropout, torch.float32, 1e-9), want):
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    for got, ref in zip(run(D.sdpa_cpu_dropout, torch.bfloat16, 1e-9), want):   # bf16 rounding only
+        torch.testing.assert_close(got, ref, atol=0.1, rtol=0.05)
+    out = run(D.sdpa_cpu_dropout, torch.float32, 0.5)[0]
+    assert torch.isfinite(out).all() and not torch.allclose(out, want[0], atol=1e-3)      # p = 0.5 drops
+
+
+def test_cpu_attention_row_with_every_key_blocked_stays_finite():
+    """A query with no open key (all masked): the uniform average of the values, as transformers' bias
+    mask gives it, and no gradient through the blocked scores."""
+    q, k, v = (torch.randn(1, 1, 3, 4, requires_grad=True) for _ in range(3))
+    mask = torch.tensor([[True, True, False], [False, False, False], [True, False, True]])[None, None]
+    bias = torch.zeros(1, 1, 3, 3, requires_grad=True)
+    out, _ = D.sdpa_cpu_dropout(_Attention(), q, k, v, mask, dropout=1e-9, scaling=0.5, position_bias=bias)
+    torch.testing.assert_close(out[0, 1, 0], v[0, 0].mean(0).detach())
+    out.sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v, bias)) and torch.equal(bias.grad[0, 0, 1], torch.zeros(3))
+
+
+def test_fused_gelu_is_gelu_new_in_one_kernel():
+    """``fuse_gelu`` swaps T5's ``gelu_new`` for torch's tanh GELU: same outputs and gradients to float
+    rounding, same parameters, and the module still is a ``NewGELUActivation`` for code that asks."""
+    from transformers.activations import NewGELUActivation
+
+    from pretrain.models import fuse_gelu
+    from pretrain.objectives._t5 import pair_batch
+    from tests.test_packing import Tok, assert_same_grads, grads, seqs, t5
+    batch = pair_batch(Tok, seqs([9, 4, 12], seed=1), seqs([3, 5, 2], seed=2), 16, 8)
+    model = t5("sdpa")
+    x = torch.linspace(-6, 6, 1001)
+    reference = model.encoder.block[0].layer[1].DenseReluDense.act(x)
+    before = model(**batch).loss
+    before.backward()
+    want, keys = grads(model), list(model.state_dict())
+    model.zero_grad()
+    assert fuse_gelu(model) == 4 and fuse_gelu(model) == 0
+    act = model.encoder.block[0].layer[1].DenseReluDense.act
+    assert isinstance(act, NewGELUActivation) and type(act) is not NewGELUActivation
+    torch.testing.assert_close(act(x), reference, atol=1e-6, rtol=1e-6)
+    after = model(**batch).loss
+    after.backward()
+    torch.testing.assert_close(after, before)
+    assert_same_grads(grads(model), want, tol=1e-6)
+    assert list(model.state_dict()) == keys
+
+
+def test_cpu_attention_mask_cache_follows_the_mask():
+    """The additive form of a boolean mask is reused across layers (same object), and rebuilt when
+    the mask is changed in place or a new one comes."""
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 2, 5, 4, generator=g) for _ in range(3))
+    mask = torch.ones(2, 1, 5, 5, dtype=torch.bool)
+
+    def attend(m):
+        torch.manual_seed(0)
+        return D.sdpa_cpu_dropout(_Attention(), q, k, v, m, dropout=1e-9, scaling=0.5)[0]
+
+    first = attend(mask)
+    assert torch.equal(attend(mask), first)
+    mask[:, :, :, 3:] = False                       # in place: the cached form is stale
+    torch.testing.assert_close(attend(mask), attend(mask.clone()))
+    assert not torch.allclose(attend(mask), first)
