@@ -8,9 +8,11 @@ most 2**-17), seeded per call from torch's default generator: runs stay a functi
 ``torch.manual_seed`` and of the RNG state a checkpoint restores. 1.0 ms for the same mask.
 
 ``install(model)`` puts it where a Hugging Face model drops out: every ``nn.Dropout`` module, and
-the attention probabilities, through transformers' ``sdpa`` attention function with this dropout,
-registered under its own name (``ATTENTION``). Without dropout, or off the CPU, everything runs torch's own path (on CUDA its
-Philox dropout is cheap, and SDPA / FlashAttention keep their fused kernels).
+the attention probabilities, through an attention function registered with transformers under its
+own name (``ATTENTION``), which also adds the position bias and mask in place instead of building
+transformers' per-layer bias + mask tensor (in training on CPU, with or without dropout). In eval
+or off the CPU, everything runs transformers' ``sdpa`` path (on CUDA torch's Philox dropout is cheap, and SDPA /
+FlashAttention keep their fused kernels).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ def keep_mask(shape, p: float) -> torch.Tensor:
 
 class _Dropout(torch.autograd.Function):
     """x * keep * scale, forward and backward: a product with the mask's bytes, then the scale in
-    place (one pass each; ``torch.where(keep, x * scale, 0)`` took three times as long)."""
+    place (two light passes; ``torch.where(keep, x * scale, 0)`` took three times as long)."""
 
     @staticmethod
     def forward(ctx, x, keep, scale):
@@ -119,9 +121,11 @@ class _BiasMask(torch.autograd.Function):
 
 def sdpa_cpu_dropout(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                      is_causal=None, position_bias=None, **kwargs):
-    """Transformers' ``sdpa`` attention, except that with dropout on CPU the probabilities are
+    """Transformers' ``sdpa`` attention, except that in training on CPU the probabilities are
     computed as SDPA's math path does (softmax(q k^T scale + bias + mask)) and dropped with
-    ``fast_dropout``; torch's SDPA would draw them with ``bernoulli_``.
+    ``fast_dropout``; torch's SDPA would draw them with ``bernoulli_``. Also without dropout (T5
+    ``small`` / ``base``), where it beats transformers' path by skipping its per-layer bias + mask
+    tensor: 1.17x a T5-small step in bf16 (BENCHMARKS.md).
 
     Computed in the inputs' dtype (bf16 under autocast, as SDPA does): the bias and mask are
     added in place (``_BiasMask``), the scale goes on the queries (exact for a power of two, e.g.
@@ -129,7 +133,7 @@ def sdpa_cpu_dropout(module, query, key, value, attention_mask, dropout: float =
     its kernel and returns the inputs' dtype, which is what the next matmul takes."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if not module.training or dropout == 0.0 or query.device.type != "cpu" or kwargs.get("softcap") is not None:
+    if not module.training or query.device.type != "cpu" or kwargs.get("softcap") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, position_bias=position_bias, **kwargs)
     groups = getattr(module, "num_key_value_groups", 1)
@@ -151,7 +155,7 @@ def sdpa_cpu_dropout(module, query, key, value, attention_mask, dropout: float =
     scores = _BiasMask.apply(scores, position_bias, additive, full)
     with torch.autocast(scores.device.type, enabled=False):
         probs = torch.softmax(scores, dim=-1)
-    out = torch.matmul(fast_dropout(probs, dropout), value)
+    out = torch.matmul(fast_dropout(probs, dropout) if dropout > 0.0 else probs, value)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -168,7 +172,8 @@ def install(model: nn.Module) -> int:
 
     Swaps every ``nn.Dropout`` for ``Dropout`` and, where a Hugging Face model runs ``sdpa``
     attention, selects ``sdpa_cpu_dropout`` (boolean masks as before: ``packing.model_mask``).
-    A model without dropout computes exactly as before.
+    In eval the model computes exactly as before; in training without dropout, the same function
+    to float rounding (the attention's sums run in another order).
     """
     n = 0
     for m in model.modules():

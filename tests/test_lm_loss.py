@@ -164,8 +164,9 @@ def test_cpu_attention_matches_sdpa_with_bias_masks_and_bf16(mask_kind):
         return [out.float(), *(t.grad.float() for t in leaves)]
 
     want = run(sdpa_attention_forward, torch.float32, 0.0)
-    for got, ref in zip(run(D.sdpa_cpu_dropout, torch.float32, 1e-9), want):
-        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    for p in (1e-9, 0.0):                  # p = 0 in training takes our path too (no mask drawn)
+        for got, ref in zip(run(D.sdpa_cpu_dropout, torch.float32, p), want):
+            torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     for got, ref in zip(run(D.sdpa_cpu_dropout, torch.bfloat16, 1e-9), want):   # bf16 rounding only
         torch.testing.assert_close(got, ref, atol=0.1, rtol=0.05)
     out = run(D.sdpa_cpu_dropout, torch.float32, 0.5)[0]
