@@ -63,26 +63,25 @@ class Dropout(nn.Dropout):
         return fast_dropout(x, self.p, self.training)
 
 
-_MASKS: dict[int, tuple] = {}      # id(boolean mask) -> (mask, its version, dtype, additive form, fully blocked rows)
+_CACHED = "_cpu_attention_additive"     # attribute of a boolean mask tensor: (its version, dtype, additive, full rows)
 
 
 def _mask_terms(allowed: torch.Tensor, dtype: torch.dtype, cache: bool = True):
     """A boolean attention mask (True = attend) as an additive one in ``dtype`` (0 or the dtype's
     minimum) and its rows with no open key (None if there are none). Every layer of a stack gets
     the same mask object, so it is converted once per forward, not once per layer: ``masked_fill``
-    with a broadcast mask is ten times slower than adding a tensor on CPU. The few cached masks are
-    held, so an id is not reused while cached."""
-    hit = _MASKS.get(id(allowed)) if cache else None
-    if hit is not None and hit[0] is allowed and hit[1] == allowed._version and hit[2] == dtype:
-        return hit[3], hit[4]
+    with a broadcast mask is ten times slower than adding a tensor on CPU. The converted form is
+    kept on the mask tensor itself (checked against its version), so it is freed with it and
+    nothing outlives the forward."""
+    hit = getattr(allowed, _CACHED, None) if cache else None
+    if hit is not None and hit[0] == allowed._version and hit[1] == dtype:
+        return hit[2], hit[3]
     blocked = allowed.logical_not()
     additive = torch.zeros(blocked.shape, dtype=dtype, device=allowed.device).masked_fill_(blocked, torch.finfo(dtype).min)
     full = blocked.all(dim=-1, keepdim=True)
     full = full if bool(full.any()) else None
     if cache:
-        while len(_MASKS) >= 8:
-            _MASKS.pop(next(iter(_MASKS)))
-        _MASKS[id(allowed)] = (allowed, allowed._version, dtype, additive, full)
+        setattr(allowed, _CACHED, (allowed._version, dtype, additive, full))
     return additive, full
 
 

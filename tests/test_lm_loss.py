@@ -213,8 +213,8 @@ def test_fused_gelu_is_gelu_new_in_one_kernel():
 
 
 def test_cpu_attention_mask_cache_follows_the_mask():
-    """The additive form of a boolean mask is reused across layers (same object), and rebuilt when
-    the mask is changed in place or a new one comes."""
+    """The additive form of a boolean mask is reused across layers (same object, kept on it), and
+    rebuilt when the mask is changed in place or a new one comes."""
     g = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(2, 2, 5, 4, generator=g) for _ in range(3))
     mask = torch.ones(2, 1, 5, 5, dtype=torch.bool)
