@@ -100,7 +100,7 @@ class HeapCap:
         else:
             self.libc = None                                   # not glibc, or glibc < 2.33
         self.warmup, self.factor, self.floor = warmup, factor, floor
-        self.steps, self.baseline, self.trims, self.free, self.used, self.idle = 0, 0, 0, 0, 0, 0
+        self.steps, self.baseline, self.trims, self.free, self.used, self.idle, self.trimmed = 0, 0, 0, 0, 0, 0, 0
 
     def _measure(self) -> int:
         info = self.libc.mallinfo2()
@@ -123,6 +123,7 @@ class HeapCap:
             return False
         self.libc.malloc_trim(0)
         self.trims += 1
+        self.trimmed = idle              # what piled up, for the warning
         after = self._measure()
         if after > bar:                  # what is left is not free pages: the run's memory grew
             self.baseline = after

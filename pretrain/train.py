@@ -428,7 +428,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
             if heap is not None and heap.after_step() and math.log10(heap.trims).is_integer():   # 1st, 10th, ...
                 log.warning("rank %d step %d: %.1f GB of freed memory piled up in the heap; handed back to the OS "
                             "(trim %d; train.cpu_heap_reuse=false keeps glibc's default)", rank, step,
-                            heap.free / 2**30, heap.trims)
+                            heap.trimmed / 2**30, heap.trims)
             if trace is not None:
                 trace.write(json.dumps({"step": step, "loss": step_loss, "ids": step_ids, "pos": step_pos},
                                        ensure_ascii=False) + "\n")
