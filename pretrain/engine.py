@@ -247,9 +247,10 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optim
     decay, no_decay = ([params[n] for n in names] for names in parameter_groups(model))
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if t.optimizer == "adafactor":
-        from transformers.optimization import Adafactor
-        # T5 recipe: Adafactor with an external (inverse square root) schedule.
-        return Adafactor(groups, lr=t.lr, scale_parameter=False, relative_step=False, warmup_init=False)
+        from pretrain.adafactor import Adafactor
+        # T5 recipe: Adafactor with an external (inverse square root) schedule; HF's arithmetic,
+        # fewer passes (pretrain.adafactor)
+        return Adafactor(groups, lr=t.lr)
     # The fused kernel (CPU and CUDA) steps a 30M-parameter model ~15x faster than torch's
     # default per-parameter loop on CPU and ~5x faster than its foreach path.
     return torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.betas), eps=t.eps, fused=True)
@@ -305,6 +306,11 @@ def build_engine(cfg: RunConfig, model: torch.nn.Module):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     engine, optimizer, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, lr_scheduler=scheduler, config=deepspeed_config(cfg))
+    if cfg.train.zero_stage == 0 and engine.dp_world_size == 1:
+        # One process has nothing to average, but DeepSpeed's ZeRO-0 backward would still flatten
+        # every gradient into buckets, all-reduce them with itself and copy them back: 2-3 % of
+        # a T5-small step on CPU (BENCHMARKS.md). The gradients are the same either way.
+        engine.enable_backward_allreduce = False
     if cfg.train.compile:
         names = compile_transformers(engine.module, cfg.train.compile_backend)
         logging.getLogger("pretrain").info("torch.compile: transformer bodies of %s (compiles on the first step)",

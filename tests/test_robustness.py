@@ -1,6 +1,7 @@
 """Robustness through the real engine: non-finite losses/gradients, damaged checkpoints, mismatches."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -204,3 +205,20 @@ def test_heap_cap_hands_back_piled_up_free_memory():
     assert trims == 1 and trims_later == 1 and out[4:] == ["True", "False", "False"], out
     assert released > 400 * 2**20, out                 # most of the 512 MB left the process
     assert free_gb >= 0.5, out                         # mallinfo2 saw it as free heap before the trim
+
+
+@pytest.mark.slow
+def test_zero0_skips_the_all_reduce_in_a_world_of_one_only():
+    """A world of one keeps its gradients as they are (no flatten, all-reduce, copy back); two
+    processes still average theirs: each rank's gradients are the mean of both ranks' batches."""
+    script = str(REPO / "tests" / "allreduce_check.py")
+    reports = []
+    for cmd in ([sys.executable, script],
+                [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                 "--master_port", str(29600 + os.getpid() % 300), script]):
+        out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        reports += [json.loads(m) for m in re.findall(r'\{"rank"[^{}]*\}', out.stdout)]
+    assert [(r["world"], r["allreduce"]) for r in sorted(reports, key=lambda r: (r["world"], r["rank"]))] == [
+        (1, False), (2, True), (2, True)]
+    assert all(r["err"] < 1e-6 for r in reports), reports

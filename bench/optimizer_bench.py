@@ -1,0 +1,130 @@
+"""Adafactor's step: ours (``pretrain.adafactor``) against Hugging Face's, on a T5 preset's real gradients.
+
+The T5 presets (``small``, ``base``) train with Adafactor, whose step was 15-20 % of a
+T5-small step on this CPU. This bench builds the preset's model (``--size``, default small) on
+the sample corpus (data stages in a temporary folder), runs forward and backward in amp-bf16 on
+real packed batches, and gives the same gradients to three optimizers over identical weights:
+
+* ``hf``: ``transformers.optimization.Adafactor`` as the trainer built it before (the peer);
+* ``ours``: ``pretrain.adafactor.Adafactor``, which must stay bit for bit equal to ``hf``;
+* ``torch-foreach``: ``torch.optim.Adafactor(foreach=True)``, for reference only: a different
+  update rule (relative step size, the parameter's scale), so its weights drift apart.
+
+The order of the three rotates every step; the first ``--warmup`` steps are not timed. Freed
+memory is kept in the process as the trainer keeps it (``train.cpu_heap_reuse``).
+
+    .venv/bin/python bench/optimizer_bench.py [--size small] [--steps 14] [--batch 8]
+
+Writes bench/results/optimizer.json and prints a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+OUT = REPO / "bench" / "results" / "optimizer.json"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", default="small")
+    ap.add_argument("--steps", type=int, default=14)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args(argv)
+
+    import torch
+    from transformers.optimization import Adafactor as HFAdafactor
+
+    from pretrain.adafactor import Adafactor
+    from pretrain.config import config_path, load_config
+    from pretrain.data import TrainData
+    from pretrain.engine import parameter_groups, reuse_freed_memory
+    from pretrain.stages import resolve
+
+    torch.set_flush_denormal(True)
+    reuse = reuse_freed_memory()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        overrides = [f"data.clean_dir={work / 'clean'}", f"tokenizer.dir={work / 'tok'}", f"data.pairs_dir={work / 'pairs'}",
+                     f"train.micro_batch_size={args.batch}"]
+        print("preparing the sample corpus's data stages ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pretrain.launch", "--model", "t5-pegasus", "--size", args.size,
+                        "--prepare-only", *overrides], cwd=REPO, check=True, capture_output=True)
+        cfg = resolve(load_config(config_path("t5-pegasus"), overrides, size=args.size))
+        obj = cfg.objective_class(cfg)
+        torch.manual_seed(cfg.train.seed)
+        model = obj.build_model()
+        model.train()
+        batches = [b for b, _ in itertools.islice(iter(TrainData(cfg, obj, 0, 1)), args.steps)]
+
+        def groups(m):
+            named = dict(m.named_parameters())
+            decay, no_decay = parameter_groups(m)
+            return [{"params": [named[n] for n in decay], "weight_decay": cfg.train.weight_decay},
+                    {"params": [named[n] for n in no_decay], "weight_decay": 0.0}]
+
+        copies = {name: copy.deepcopy(model) for name in ("hf", "ours", "torch-foreach")}
+        opts = {"hf": HFAdafactor(groups(copies["hf"]), lr=cfg.train.lr, scale_parameter=False, relative_step=False,
+                                  warmup_init=False),
+                "ours": Adafactor(groups(copies["ours"]), lr=cfg.train.lr),
+                "torch-foreach": torch.optim.Adafactor(groups(copies["torch-foreach"]), lr=cfg.train.lr, foreach=True)}
+        names = list(opts)
+        seconds = dict.fromkeys(names, 0.0)
+        fwd_bwd = 0.0
+        identical = True
+        for step, batch in enumerate(batches):
+            t = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss, _ = obj.loss(copies["hf"], batch)
+            loss.backward()
+            elapsed = time.perf_counter() - t
+            grads = [p.grad for p in copies["hf"].parameters()]
+            for name in names[1:]:
+                for p, g in zip(copies[name].parameters(), grads):
+                    p.grad = g.clone()
+            for name in names[step % 3:] + names[:step % 3]:
+                t = time.perf_counter()
+                opts[name].step()
+                if step >= args.warmup:
+                    seconds[name] += time.perf_counter() - t
+                opts[name].zero_grad(set_to_none=True)
+            if step >= args.warmup:
+                fwd_bwd += elapsed
+            identical &= all(torch.equal(p, q) for p, q in zip(copies["hf"].parameters(), copies["ours"].parameters()))
+            print(f"step {step}: loss {loss.item():.4f}, ours == hf: {identical}", flush=True)
+
+    timed = args.steps - args.warmup
+    ms = {n: 1e3 * s / timed for n, s in seconds.items()}
+    res = {"size": args.size, "batch": args.batch, "steps": args.steps, "timed_steps": timed, "heap_reuse": reuse,
+           "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "fwd_bwd_ms": 1e3 * fwd_bwd / timed,
+           "optimizer_ms": ms, "ours_bit_identical_to_hf": identical, "load_avg": os.getloadavg()}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    step_hf, step_ours = res["fwd_bwd_ms"] + ms["hf"], res["fwd_bwd_ms"] + ms["ours"]
+    print(f"\nT5 {args.size} preset ({res['params_m']:.1f} M parameters), batch {args.batch}, amp-bf16 forward + "
+          f"backward {res['fwd_bwd_ms']:.0f} ms; {timed} timed steps; load {res['load_avg'][0]:.1f}\n")
+    print("| optimizer | ms per step | share of a step (forward + backward + optimizer) | vs hf |")
+    print("|---|---:|---:|---:|")
+    for n in names:
+        share = ms[n] / (res["fwd_bwd_ms"] + ms[n])
+        print(f"| {n} | {ms[n]:.1f} | {100 * share:.1f} % | {ms['hf'] / ms[n]:.2f}x |")
+    print(f"\nours bit for bit equal to hf over every step: {identical}; whole step {step_hf:.0f} -> {step_ours:.0f} ms "
+          f"({step_hf / step_ours:.3f}x)")
+    print(f"wrote {args.out}")
+    return 0 if identical else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
