@@ -1,8 +1,10 @@
 """MFU of every model's ``small`` preset on this machine (#24: target >= 40 % of the bf16 peak).
 
 Each model runs through the real launcher (``python -m pretrain.launch --size small``: its data
-stages, then the DeepSpeed engine, ZeRO-0, one process) for a few steps at ``train.precision``
-(default amp-bf16; ``--compile`` adds ``train.compile=true``) and the trainer's own
+stages, then the DeepSpeed engine, ZeRO-0, one process) for a few steps at the preset's own
+``train.precision`` (bf16 for every small preset: bf16 weights, fp32 master weights in the
+optimizer; ``--precision amp-bf16`` runs fp32 weights under bf16 autocast, as this bench did
+before 2026-12-06; ``--compile`` adds ``train.compile=true``) and the trainer's own
 ``metrics.jsonl`` gives tokens/s, model FLOP/s and MFU per log window (the first window,
 which holds start-up and compilation, is left out). The preset's dimensions, sequence lengths and
 objective are kept; only the micro-batch is cut (``--batch``, default 8 sequences) so that a step
@@ -10,14 +12,15 @@ takes seconds on a CPU, which changes no matmul shape except the row count.
 
 MFU is reported against two denominators:
 
-* the peak of the run's matmul precision (bf16 for amp-bf16), as the trainer measures it at start
+* the peak of the run's matmul precision (bf16 for bf16 and amp-bf16), as the trainer measures it at start
   (1024^3 matmuls in the training process): the ``mfu`` that ``metrics.jsonl`` logs;
 * the machine's best matmul peak over fp32 and bf16, measured here (2048^3). On a CPU without AMX, bf16 matmuls can
   be *slower* than fp32 (this host: see the printed peaks), and MFU against the bf16 peak alone
   would then flatter the run.
 
     .venv/bin/python bench/mfu_bench.py [--models t5-pegasus,electra,mlm-proposal,roformer-sim]
-        [--steps 12] [--log-every 4] [--batch 8] [--precision amp-bf16] [--compile] [--set KEY=VALUE ...]
+        [--steps 12] [--log-every 4] [--batch 8] [--precision preset|bf16|amp-bf16|fp32] [--compile]
+        [--set KEY=VALUE ...]
 
 Writes bench/results/mfu_small.json and prints a markdown table.
 """
@@ -42,7 +45,8 @@ def run(model: str, work: Path, args) -> dict:
     run_dir = work / f"run-{model}"
     overrides = [f"data.clean_dir={work / 'clean'}", f"tokenizer.dir={work / 'tok'}", f"data.pairs_dir={work / 'pairs'}",
                  f"data.tokens_dir={work / ('tokens-' + model)}",
-                 f"train.micro_batch_size={args.batch}", "train.grad_accum=1", f"train.precision={args.precision}",
+                 f"train.micro_batch_size={args.batch}", "train.grad_accum=1",
+                 *([f"train.precision={args.precision}"] if args.precision != "preset" else []),
                  f"train.compile={str(args.compile).lower()}", "train.zero_stage=0", "train.eval_every=1000000",
                  "train.save_every=1000000", "train.eval_generate=0", "train.warmup_steps=2", *args.set]
     cmd = [sys.executable, "-m", "pretrain.launch", "--model", model, "--size", "small", "--run", str(run_dir),
@@ -64,7 +68,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--log-every", type=int, default=4)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--precision", default="amp-bf16")
+    ap.add_argument("--precision", default="preset",
+                    help="train.precision for every run; 'preset' (default): each preset's own "
+                         "(bf16 for every small preset)")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="one more config override for every run, e.g. train.cpu_heap_reuse=false (repeatable)")

@@ -57,8 +57,8 @@ def main(argv=None) -> int:
     reuse = reuse_freed_memory()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        overrides = [f"data.clean_dir={work / 'clean'}", f"tokenizer.dir={work / 'tok'}", f"data.pairs_dir={work / 'pairs'}",
-                     f"train.micro_batch_size={args.batch}"]
+        overrides = [f"data.clean_dir={work / 'clean'}", f"tokenizer.dir={work / 'tok'}",
+                     f"data.pairs_dir={work / 'pairs'}", f"train.micro_batch_size={args.batch}"]
         print("preparing the sample corpus's data stages ...", flush=True)
         subprocess.run([sys.executable, "-m", "pretrain.launch", "--model", "t5-pegasus", "--size", args.size,
                         "--prepare-only", *overrides], cwd=REPO, check=True, capture_output=True)
@@ -120,8 +120,8 @@ def main(argv=None) -> int:
     for n in names:
         share = ms[n] / (res["fwd_bwd_ms"] + ms[n])
         print(f"| {n} | {ms[n]:.1f} | {100 * share:.1f} % | {ms['hf'] / ms[n]:.2f}x |")
-    print(f"\nours bit for bit equal to hf over every step: {identical}; whole step {step_hf:.0f} -> {step_ours:.0f} ms "
-          f"({step_hf / step_ours:.3f}x)")
+    print(f"\nours bit for bit equal to hf over every step: {identical}; "
+          f"whole step {step_hf:.0f} -> {step_ours:.0f} ms ({step_hf / step_ours:.3f}x)")
     print(f"wrote {args.out}")
     return 0 if identical else 1
 

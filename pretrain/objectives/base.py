@@ -105,8 +105,8 @@ class Objective:
         return int(batch["attention_mask"].sum())
 
     def train_flops(self, model, batch: dict) -> float:
-        n = sum(getattr(p, "ds_numel", p.numel()) for p in {id(p): p for p in model.parameters()}.values())
-        return 6.0 * n * self.tokens_in(batch)
+        """6 x matmul parameters x tokens: a model whose every part runs on every token."""
+        return 6.0 * matmul_params(model) * self.tokens_in(batch)
 
     def evaluate(self, model, records: list[dict]) -> dict:
         return {}
@@ -225,6 +225,18 @@ def uniform_order(valid: torch.Tensor, generator: torch.Generator | None = None)
     """
     keys = torch.rand(valid.shape, generator=generator).to(valid.device)
     return keys.masked_fill(~valid, 2.0).argsort(dim=1)
+
+
+def matmul_params(module: torch.nn.Module, skip: tuple = ()) -> int:
+    """Parameters that multiply activations, the N of a "6 x N x tokens" FLOP count: every parameter
+    of ``module`` once, except embedding tables that no linear layer shares (a lookup is not a
+    matmul; a vocabulary projection tied to the table is) and except the parameters of the ``skip``
+    submodules (heads that run on some positions only, which the caller charges there)."""
+    linear = {id(m.weight) for m in module.modules() if isinstance(m, torch.nn.Linear)}
+    lookup = {id(m.weight) for m in module.modules() if isinstance(m, torch.nn.Embedding)} - linear
+    skipped = {id(p) for m in skip for p in m.parameters()}
+    return sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters()
+               if id(p) not in lookup and id(p) not in skipped)
 
 
 def mask_budget(n: torch.Tensor, prob: float) -> torch.Tensor:

@@ -29,7 +29,7 @@ from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTrainin
 
 from pipeline.typed_config import ConfigError, InvalidValue
 from pretrain.models import EncoderArch, encoder_config_kwargs
-from pretrain.objectives.base import Objective, ObjectiveSpec, Options, mask_budget, uniform_order
+from pretrain.objectives.base import Objective, ObjectiveSpec, Options, mask_budget, matmul_params, uniform_order
 from pretrain.packing import encoder_kwargs, pack_sequences, window_segments
 
 
@@ -307,6 +307,16 @@ class ElectraObjective(Objective):
         maskable = attention_mask.bool() & ~self.is_special[input_ids]
         masked, mlm_mask = mask_tokens(input_ids, maskable, self.opts.mask_prob, tok.mask_token_id, generator)
         return {**batch, "masked_input_ids": masked, "mlm_mask": mlm_mask, "mlm_positions": mlm_mask.nonzero().T}
+
+    def train_flops(self, model, batch: dict) -> float:
+        """6 x (generator and discriminator matmul parameters x tokens + the generator's vocabulary
+        head x the masked tokens, the only positions it runs on). Shared embeddings count once,
+        in the tied head."""
+        gen = model.generator
+        heads = (gen.generator_predictions, gen.generator_lm_head)
+        head = sum(matmul_params(h) for h in heads)
+        masked = int(batch["mlm_mask"].sum())
+        return 6.0 * (matmul_params(model, skip=heads) * self.tokens_in(batch) + head * masked)
 
     def loss(self, model, batch: dict):
         out = model(**batch)

@@ -60,7 +60,8 @@ from transformers import BertConfig, BertForMaskedLM, RoFormerConfig, RoFormerFo
 
 from pipeline.typed_config import InvalidValue, build
 from pretrain.models import EncoderArch, encoder_config_kwargs
-from pretrain.objectives.base import Objective, ObjectiveSpec, Options, mask_budget, pad_batch, uniform_order
+from pretrain.objectives.base import (Objective, ObjectiveSpec, Options, mask_budget, matmul_params, pad_batch,
+                                     uniform_order)
 from pretrain.packing import attention_mask_4d, encoder_kwargs, pack_sequences, window_segments
 
 
@@ -389,11 +390,19 @@ class MLMProposalObjective(Objective):
                          self.oc.max_rows or t.micro_batch_size, units, t.packing)
 
     def train_flops(self, model, batch: dict) -> float:
-        """6 x masked-LM parameters x tokens, plus the proposal net's when it runs (sampling: proposal);
-        uniform sampling skips it, so equal-compute comparisons do not charge it."""
-        size = lambda m: sum(getattr(p, "ds_numel", p.numel()) for p in {id(p): p for p in m.parameters()}.values())
-        params = size(model.mlm) + (size(model.proposal) if self.oc.sampling == "proposal" else 0)
-        return 6.0 * params * self.tokens_in(batch)
+        """6 x (the encoder's matmul parameters x tokens + the LM head's x the masked tokens it runs
+        on), plus the proposal net's x tokens when it runs (sampling: proposal; uniform sampling
+        skips it, so equal-compute comparisons do not charge it). Masked tokens: each row's budget
+        of units (round(mask_prob x units)) times the row's mean unit length in tokens."""
+        mlm = model.mlm
+        head = matmul_params(mlm.cls)
+        units = batch["unit_ids"]
+        n_units = (units.amax(dim=1) + 1).clamp_min(0)
+        unit_tokens = (units >= 0).sum(dim=1)
+        masked = float((mask_budget(n_units, self.oc.mask_prob) * unit_tokens / n_units.clamp_min(1)).sum())
+        proposal = matmul_params(model.proposal) if self.oc.sampling == "proposal" else 0
+        tokens = self.tokens_in(batch)
+        return 6.0 * ((matmul_params(mlm, skip=(mlm.cls,)) + proposal) * tokens + head * masked)
 
     @classmethod
     def token_options(cls, cfg) -> dict:

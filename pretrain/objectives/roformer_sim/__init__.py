@@ -63,7 +63,7 @@ from transformers import RoFormerConfig
 
 from pipeline.typed_config import ConfigError
 from pretrain.models import EncoderArch, encoder_config_kwargs
-from pretrain.objectives.base import Objective, ObjectiveSpec, Options
+from pretrain.objectives.base import Objective, ObjectiveSpec, Options, matmul_params
 from pretrain.objectives.roformer_sim.inference import encode, generate_similar  # noqa: F401
 from pretrain.objectives.roformer_sim.model import (POOLINGS, SimModel, additive_mask, contrastive_loss,  # noqa: F401
                                                     cosent_loss, cosine_matrix, pool, pool_segments, run_encoder,
@@ -272,6 +272,16 @@ class RoFormerSimObjective(Objective):
         return rng.choice(pairs), None
 
     # -- loss --------------------------------------------------------------
+    def train_flops(self, model, batch: dict) -> float:
+        """6 x (matmul parameters x tokens + the LM head's x the target tokens, the only positions it
+        runs on), plus 2 x the teacher's x tokens for its forward when distilling."""
+        cls = model.lm.cls
+        tokens = self.tokens_in(batch)
+        flops = 6.0 * (matmul_params(model, skip=(cls,)) * tokens + matmul_params(cls) * batch["labels"].numel())
+        if self.opt.teacher and self._teacher is not None:
+            flops += 2.0 * matmul_params(self._teacher) * tokens
+        return flops
+
     def loss(self, model, batch: dict):
         o = self.opt
         vectors, logits = model(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"],
