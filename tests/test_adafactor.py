@@ -44,6 +44,7 @@ def set_grads(ps, step: int) -> None:
 @pytest.mark.parametrize("kw", [dict(lr=1e-2), dict(lr=3e-3, weight_decay=0.1), dict(lr=1e-2, beta1=0.9)],
                          ids=["plain", "weight-decay", "first-moment"])
 def test_steps_bit_for_bit_as_hugging_face(kw):
+    kw = dict(kw)
     wd = kw.pop("weight_decay", 0.0)
     a, b = params(bf16=True), params(bf16=True)
     ref, ours = hf(groups(a, wd), **kw), Adafactor(groups(b, wd), **kw)
