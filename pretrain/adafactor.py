@@ -9,8 +9,8 @@ column factors is also written into the squared-gradient buffer instead of a new
 Everything else is HF's ops in HF's order, per parameter (a parameter's temporaries stay in
 cache between its ops; ``torch._foreach_*`` over all parameters measured slower on CPU). So the
 parameters and state come out bit for bit as HF's (``tests/test_adafactor.py``), and the state
-dicts load into either class. The optimizer step of a T5-small preset is 1.5x faster
-(BENCHMARKS.md).
+dicts load into either class. The optimizer step of a T5-small preset is 1.44x faster
+(``bench/optimizer_bench.py``, BENCHMARKS.md).
 
 Only the options the T5 recipe uses are taken: an external learning rate (``relative_step``,
 ``scale_parameter`` and ``warmup_init`` off).

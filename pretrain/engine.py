@@ -241,11 +241,16 @@ def parameter_groups(model: torch.nn.Module) -> tuple[list[str], list[str]]:
     return decay, no_decay
 
 
-def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    t = cfg.train
+def optimizer_groups(cfg: RunConfig, model: torch.nn.Module) -> list[dict]:
+    """The optimizer's two parameter groups: with ``train.weight_decay`` and without."""
     params = dict(model.named_parameters())
     decay, no_decay = ([params[n] for n in names] for names in parameter_groups(model))
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    t = cfg.train
+    groups = optimizer_groups(cfg, model)
     if t.optimizer == "adafactor":
         from pretrain.adafactor import Adafactor
         # T5 recipe: Adafactor with an external (inverse square root) schedule; HF's arithmetic,
