@@ -14,8 +14,9 @@ loads no weights from a universal folder. Consolidation covers every pair of sta
    optimizer state tensor as well (``exp_avg``, ``exp_avg_sq``, ...: same flat layout as the
    weights); a ZeRO-0 checkpoint holds them whole, in the optimizer's parameter order.
 2. ``load``: DeepSpeed's tensor-fragment API (``safe_set_full_fp32_param`` /
-   ``safe_set_full_optimizer_state``) writes each rank's fragment (ZeRO-1/2/3, and bf16's
-   optimizer under ZeRO-0); plain optimizers get their state whole. Step counts, the
+   ``safe_set_full_optimizer_state``) writes each rank's fragment (ZeRO-1/2/3); plain optimizers
+   get their state whole, bf16 under ZeRO-0 its fp32 masters too (``pretrain.master_weights``;
+   a checkpoint of DeepSpeed's own ZeRO-0 wrapper has the same layout). Step counts, the
    learning-rate schedule and the engine's counters follow. The fp16 loss scale restarts.
 
 Not supported, refused with one line: Adafactor across ZeRO-0 and ZeRO-1/2/3 (a matrix's
@@ -100,6 +101,11 @@ def _consolidate_zero0(states_file: dict, model: torch.nn.Module) -> Consolidate
     params = {k: v.float() for k, v in states_file["module"].items() if torch.is_tensor(v)}
     optimizer = states_file.get("optimizer") or {}
     names = [n for group in parameter_groups(model) for n in group]
+    if "fp32_groups" in optimizer:
+        # bf16 weights: the fp32 masters and the inner optimizer (pretrain.master_weights, and
+        # DeepSpeed's ZeRO-0 wrapper of earlier runs, whose layout it keeps)
+        params.update(zip(names, (m.detach().float() for group in optimizer["fp32_groups"] for m in group)))
+        optimizer = optimizer["optimizer_state_dict"]
     index = [i for g in optimizer.get("param_groups", []) for i in g["params"]]
     states, scalars = {}, {}
     for i, name in zip(index, names):
@@ -156,7 +162,12 @@ def load(engine, folder: str | Path, scheduler) -> dict:
                 for key, tensor in c.states.get(name, {}).items():
                     safe_set_full_optimizer_state(p, tensor, key)
     if not fragments:                       # a plain torch optimizer over the module's parameters
+        master = getattr(optimizer, "master", None)        # or over their fp32 masters (bf16)
         for name, p in named.items():
+            if master is not None:
+                p = master(p)
+                with torch.no_grad():
+                    p.copy_(c.params[name].view_as(p))
             state = base.state[p]
             state.update({k: v.clone().view_as(p) for k, v in c.states.get(name, {}).items()})
     for state in base.state.values():

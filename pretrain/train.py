@@ -47,15 +47,19 @@ def clip_and_norm(engine, world: int, max_norm: float = 0.0) -> float:
     ZeRO-0 has no overflow check of its own and clears the gradients inside step(), so the
     norm that metrics.jsonl reports is taken here. One foreach norm instead of an isfinite
     pass per tensor (~15x cheaper); the gradients are already averaged over ranks. Reading
-    it is the step's one host sync.
+    it is the step's one host sync, so a step that does not clip skips the multiply by 1.
+    Torch's clip arithmetic; bf16 weights clip their fp32 copies (``pretrain.master_weights``).
     """
     grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
-    if not grads:
-        norm = 0.0
-    elif max_norm > 0:
-        norm = float(torch.nn.utils.clip_grad_norm_(engine.module.parameters(), max_norm, foreach=True))
-    else:
-        norm = float(torch.nn.utils.get_total_norm(grads))
+    total = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros(())
+    norm = float(total)
+    if max_norm > 0 and math.isfinite(norm) and norm + 1e-6 > max_norm:
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        scale = getattr(engine.optimizer, "scale_grads", None)
+        if scale is not None:
+            scale(coef)
+        else:
+            torch._foreach_mul_(grads, coef.to(grads[0].device))
     flag = torch.tensor([norm if math.isfinite(norm) else float("inf")], dtype=torch.float64)
     if world > 1:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)

@@ -31,6 +31,7 @@ def full_state(engine, scheduler) -> dict:
             for key in ("exp_avg", "exp_avg_sq"):
                 out[name][key] = safe_get_full_optimizer_state(p, key).float().cpu().clone()
         else:
+            p = engine.optimizer.master(p) if hasattr(engine.optimizer, "master") else p   # bf16: its fp32 master
             state = engine.optimizer.state[p]
             out[name] = {"param": p.detach().float().cpu().clone(),
                          **{k: state[k].float().cpu().clone() for k in ("exp_avg", "exp_avg_sq")}}

@@ -122,3 +122,18 @@ def test_zero2_on_two_processes_reshards_exactly_into_zero0_on_one(tmp_path, t5_
     out = rank_reports(reshard_check("reshard", tmp_path / "ref.pt", 1, folder, t5_data,
                                      "train.zero_stage=0"))
     assert len(out) == 1 and out[0]["worst"] == 0.0 and out[0]["same_steps"] and out[0]["same_lr"], out
+
+
+def test_bf16_zero0_master_weights_reshard_exactly_to_two_processes_zero0_and_zero2(tmp_path, t5_data):
+    """bf16 under ZeRO-0 keeps its fp32 masters in the optimizer (pretrain.master_weights): a
+    reshard reads them from the checkpoint and writes them into the new layout's masters, for a
+    plain ZeRO-0 engine and for ZeRO-2's partitions."""
+    bf16 = [*SMALL, "train.precision=bf16"]
+    run_dir = tmp_path / "run"
+    run(command(run_dir, t5_data, 1, [*bf16, "train.zero_stage=0", "train.steps=3", "train.save_every=3"]))
+    folder = run_dir / "checkpoints" / "step-00000003"
+    reshard_check("native", tmp_path / "ref.pt", 1, folder, t5_data, "train.zero_stage=0", "train.precision=bf16")
+    for zero in (0, 2):
+        out = rank_reports(reshard_check("reshard", tmp_path / "ref.pt", 2, folder, t5_data,
+                                         f"train.zero_stage={zero}", "train.precision=bf16"))
+        assert len(out) == 2 and all(o["worst"] == 0.0 and o["same_steps"] and o["same_lr"] for o in out), (zero, out)

@@ -153,6 +153,7 @@ def test_term_to_make_checkpoints_and_kill9_of_group_leaves_nothing(tmp_path, t5
 VARIANTS = {
     "grad-accum+adafactor": ["train.grad_accum=2", "train.optimizer=adafactor"],
     "zero1+offload": ["train.zero_stage=1", "train.offload=true"],
+    "bf16-zero0+grad-accum": ["train.precision=bf16", "train.zero_stage=0", "train.grad_accum=2"],   # master_weights
 }
 if __import__("torch").cuda.is_available():      # DeepSpeed's CPU accelerator has no fp16
     VARIANTS["fp16"] = ["train.precision=fp16", "train.zero_stage=2"]

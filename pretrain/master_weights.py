@@ -1,0 +1,113 @@
+"""bf16 weights in the model, fp32 master weights and optimizer state here (ZeRO-0, ``train.precision=bf16``).
+
+DeepSpeed's own ZeRO-0 bf16 path wraps the optimizer in ``FP16_UnfusedOptimizer``. Around every
+step it scans each gradient for overflow (amax and amin), takes a norm per tensor, casts each
+gradient into a freshly allocated fp32 tensor and multiplies it by the loss scale of 1: about
+90 ms of a 250 ms T5-small optimizer step on CPU (BENCHMARKS.md). The trainer already takes the
+gradient norm once for its finite check (``train.clip_and_norm``), so a step here is: copy the
+gradients into fp32 buffers that live as long as the optimizer (clipped, when the trainer clips),
+step the fp32 optimizer, copy the weights back into the model.
+
+The masters are the model's weights before the cast to bf16, so a run started from an fp32
+checkpoint keeps every bit of it. A parameter without a gradient is skipped, as torch's
+optimizers skip it in fp32 (DeepSpeed's wrapper stepped it with a zero gradient).
+The state dict has DeepSpeed's wrapper's layout (``optimizer_state_dict`` and ``fp32_groups``),
+so a checkpoint of either loads into the other.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+def cast_parameters(model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16) -> None:
+    """Cast every floating-point parameter (not the buffers), as DeepSpeed's bf16 mode does."""
+    for p in model.parameters():
+        if p.is_floating_point() and p.dtype != dtype:
+            p.data = p.data.to(dtype)
+
+
+class MasterWeights(torch.optim.Optimizer):
+    """Steps ``build(fp32 groups)`` on fp32 copies of ``groups``' parameters; the model sees bf16.
+
+    Build it over the fp32 model, then cast the model (``cast_parameters``). Torch's lr
+    schedulers drive it like any optimizer: ``param_groups`` are the inner optimizer's.
+    """
+
+    def __init__(self, groups: list[dict], build: Callable[[list[dict]], torch.optim.Optimizer]):
+        # Optimizer.__init__ is not called: every method the trainer, DeepSpeed and the schedulers use is here.
+        self.bit16_groups = [list(g["params"]) for g in groups]
+        self.fp32_groups = [[p.detach().to(torch.float32, copy=True).requires_grad_(True) for p in params]
+                            for params in self.bit16_groups]
+        self.optimizer = build([{**g, "params": masters} for g, masters in zip(groups, self.fp32_groups)])
+        self.defaults = self.optimizer.defaults
+        self._grad_scale: torch.Tensor | None = None
+        self._pairs = [(p, m) for ps, ms in zip(self.bit16_groups, self.fp32_groups) for p, m in zip(ps, ms)]
+        self._master = {p: m for p, m in self._pairs}
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value):
+        self.optimizer.param_groups = value
+
+    @property
+    def state(self):
+        return self.optimizer.state
+
+    def master(self, p: torch.Tensor) -> torch.Tensor:
+        """The fp32 master of model parameter ``p``."""
+        return self._master[p]
+
+    def scale_grads(self, coef: torch.Tensor) -> None:
+        """Multiply this step's gradients by ``coef`` (clipping), in fp32, inside ``step``."""
+        self._grad_scale = coef
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p, _ in self._pairs:
+            if p.grad is not None:
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.zero_()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError("MasterWeights.step takes no closure")
+        live = [(p, m) for p, m in self._pairs if p.grad is not None]
+        for p, m in self._pairs:
+            if p.grad is None:
+                m.grad = None
+            elif m.grad is None:                       # allocated once, then reused every step
+                m.grad = torch.empty_like(m)
+        if live:
+            grads = [m.grad for _, m in live]
+            torch._foreach_copy_(grads, [p.grad for p, _ in live])
+            if self._grad_scale is not None:
+                torch._foreach_mul_(grads, self._grad_scale)
+        self._grad_scale = None
+        self.optimizer.step()
+        if live:
+            torch._foreach_copy_([p.data for p, _ in live], [m for _, m in live])
+
+    def state_dict(self) -> dict:
+        return {"optimizer_state_dict": self.optimizer.state_dict(), "fp32_groups": self.fp32_groups,
+                "dynamic_loss_scale": False, "cur_scale": 1.0, "cur_iter": 0}
+
+    def load_state_dict(self, state_dict: dict, load_optimizer_states: bool = True) -> None:
+        if load_optimizer_states:
+            self.optimizer.load_state_dict(state_dict["optimizer_state_dict"])
+        saved = [m for group in state_dict["fp32_groups"] for m in group]
+        if len(saved) != len(self._pairs):
+            raise ValueError(f"the checkpoint has {len(saved)} master weights, this model {len(self._pairs)}")
+        with torch.no_grad():
+            for (p, m), value in zip(self._pairs, saved):
+                m.copy_(value)
+                p.copy_(m)
+
+    def __repr__(self) -> str:
+        return f"MasterWeights({self.optimizer!r})"

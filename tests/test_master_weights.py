@@ -1,0 +1,112 @@
+"""bf16 weights with fp32 masters (pretrain.master_weights): the same arithmetic as an fp32
+optimizer stepping on the bf16 gradients, bit for bit, clipping included."""
+import copy
+import io
+
+import pytest
+import torch
+
+from pretrain.adafactor import Adafactor
+from pretrain.master_weights import MasterWeights, cast_parameters
+
+
+def model():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(24, 40), torch.nn.LayerNorm(40), torch.nn.Linear(40, 16))
+    net.register_parameter("unused", torch.nn.Parameter(torch.randn(8, 8)))   # never gets a gradient
+    return net
+
+
+def groups(net):
+    decay = [p for n, p in net.named_parameters() if p.dim() >= 2]
+    return [{"params": decay, "weight_decay": 0.1}, {"params": [p for p in net.parameters() if p.dim() < 2],
+                                                    "weight_decay": 0.0}]
+
+
+OPTIMIZERS = {
+    "adamw": lambda g: torch.optim.AdamW(g, lr=1e-2, fused=True),
+    "adafactor": lambda g: Adafactor(g, lr=1e-2),
+}
+
+
+def bf16_grads(step, net):
+    gen = torch.Generator().manual_seed(step)
+    scale = 10.0 if step % 3 == 0 else 0.01         # some steps clip, some do not
+    return {n: (torch.randn(p.shape, generator=gen) * scale).bfloat16()
+            for n, p in net.named_parameters() if n != "unused"}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_masters_step_as_an_fp32_optimizer_on_the_bf16_gradients(name):
+    ref_net, net = model(), model()
+    ref = OPTIMIZERS[name](groups(ref_net))
+    opt = MasterWeights(groups(net), OPTIMIZERS[name])
+    cast_parameters(net)
+    assert all(p.dtype == torch.bfloat16 for p in net.parameters())
+    unused_before = opt.master(net.unused).clone()
+    clipped = 0
+    for step in range(8):
+        grads = bf16_grads(step, net)
+        for (n, p), (_, q) in zip(ref_net.named_parameters(), net.named_parameters()):
+            if n in grads:
+                p.grad, q.grad = grads[n].float(), grads[n].clone()
+        norm = torch.nn.utils.get_total_norm([p.grad for p in ref_net.parameters() if p.grad is not None])
+        if norm > 1.0:              # what train.clip_and_norm does with max_norm 1
+            coef = torch.clamp(1.0 / (norm + 1e-6), max=1.0)
+            torch._foreach_mul_([p.grad for p in ref_net.parameters() if p.grad is not None], coef)
+            opt.scale_grads(coef)
+            clipped += 1
+        ref.step()
+        opt.step()
+        ref.zero_grad()
+        opt.zero_grad()
+        for (n, p), q in zip(ref_net.named_parameters(), net.parameters()):
+            assert torch.equal(opt.master(q), p.detach()), (step, n)
+            assert torch.equal(q.detach(), p.detach().bfloat16()), (step, n)
+    assert 0 < clipped < 8
+    assert torch.equal(opt.master(net.unused), unused_before) and net.unused not in opt.state
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_a_saved_state_resumes_bit_for_bit(name):
+    def build():
+        net = model()
+        opt = MasterWeights(groups(net), OPTIMIZERS[name])
+        cast_parameters(net)
+        return net, opt
+
+    def train(net, opt, steps):
+        for step in steps:
+            for n, p in net.named_parameters():
+                if n != "unused":
+                    p.grad = bf16_grads(step, net)[n]
+            opt.step()
+            opt.zero_grad()
+
+    a, opt_a = build()
+    train(a, opt_a, range(3))
+    buf = io.BytesIO()
+    torch.save(opt_a.state_dict(), buf)
+    b, opt_b = build()
+    b.load_state_dict(copy.deepcopy(a.state_dict()))
+    opt_b.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=False))
+    train(a, opt_a, range(3, 6))
+    train(b, opt_b, range(3, 6))
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q) and torch.equal(opt_a.master(p), opt_b.master(q))
+
+
+def test_the_masters_keep_the_fp32_starting_weights_and_the_schedule_drives_the_inner_optimizer():
+    net = model()
+    start = net[0].weight.detach().clone()
+    opt = MasterWeights(groups(net), OPTIMIZERS["adamw"])
+    cast_parameters(net)
+    assert torch.equal(opt.master(net[0].weight), start)              # not the bf16 rounding of it
+    assert not torch.equal(net[0].weight.float(), start)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 ** s)
+    for step in range(3):
+        net[0].weight.grad = torch.ones_like(net[0].weight)
+        opt.step()
+        sched.step()
+    assert opt.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5 ** 3)
+    assert opt.state_dict()["fp32_groups"][0][0] is opt.master(net.unused)    # DeepSpeed's layout
