@@ -2,9 +2,10 @@
 
 At ZeRO-0 in bf16 (the T5, ELECTRA, MLM and Sim ``small`` presets' precision) DeepSpeed wraps
 the optimizer in ``FP16_UnfusedOptimizer``; the trainer now builds ``MasterWeights`` instead.
-This bench builds the T5 preset's model (``--size``, default small) on the sample corpus, in bf16,
-runs forward and backward on real packed batches, and gives the same bf16 gradients to both
-wrappers around the same optimizer (the preset's Adafactor, ``pretrain.adafactor``):
+This bench builds a preset's model (``--model``, default t5-pegasus; ``--size``, default small) on
+the sample corpus, in bf16, runs forward and backward on real packed batches, and gives the same
+bf16 gradients to both wrappers around the preset's own optimizer (T5: Adafactor,
+``pretrain.adafactor``; the encoders: fused AdamW):
 
 * ``deepspeed``: ``FP16_UnfusedOptimizer`` as ``deepspeed.initialize`` builds it for bf16 at ZeRO-0;
 * ``ours``: ``MasterWeights``.
@@ -15,9 +16,9 @@ anyway), so the two must stay bit for bit equal: ours starts from DeepSpeed's st
 same layout), including the zero-gradient step DeepSpeed's wrapper takes when it is built. The
 order alternates each step; the first ``--warmup`` steps are not timed.
 
-    .venv/bin/python bench/master_weights_bench.py [--size small] [--steps 12] [--batch 8]
+    .venv/bin/python bench/master_weights_bench.py [--model t5-pegasus] [--size small] [--steps 12] [--batch 8]
 
-Writes bench/results/master_weights.json and prints a markdown table.
+Writes bench/results/master_weights[_MODEL].json and prints a markdown table.
 """
 from __future__ import annotations
 
@@ -39,11 +40,12 @@ OUT = REPO / "bench" / "results" / "master_weights.json"
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="t5-pegasus")
     ap.add_argument("--size", default="small")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getpid() % 400), RANK="0",
@@ -51,10 +53,9 @@ def main(argv=None) -> int:
     import torch
     from deepspeed.runtime.fp16.unfused_optimizer import FP16_UnfusedOptimizer
 
-    from pretrain.adafactor import Adafactor
     from pretrain.config import config_path, load_config
     from pretrain.data import TrainData
-    from pretrain.engine import init_distributed, optimizer_groups, reuse_freed_memory
+    from pretrain.engine import base_optimizer, init_distributed, optimizer_groups, reuse_freed_memory
     from pretrain.master_weights import MasterWeights, cast_parameters
     from pretrain.stages import resolve
 
@@ -66,9 +67,9 @@ def main(argv=None) -> int:
         overrides = [f"data.clean_dir={work / 'clean'}", f"tokenizer.dir={work / 'tok'}",
                      f"data.pairs_dir={work / 'pairs'}", f"train.micro_batch_size={args.batch}"]
         print("preparing the sample corpus's data stages ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pretrain.launch", "--model", "t5-pegasus", "--size", args.size,
+        subprocess.run([sys.executable, "-m", "pretrain.launch", "--model", args.model, "--size", args.size,
                         "--prepare-only", *overrides], cwd=REPO, check=True, capture_output=True)
-        cfg = resolve(load_config(config_path("t5-pegasus"), overrides, size=args.size))
+        cfg = resolve(load_config(config_path(args.model), overrides, size=args.size))
         obj = cfg.objective_class(cfg)
         torch.manual_seed(cfg.train.seed)
         model = obj.build_model()
@@ -77,9 +78,9 @@ def main(argv=None) -> int:
 
         models = {"deepspeed": model, "ours": copy.deepcopy(model)}
         cast_parameters(models["deepspeed"])        # what deepspeed.initialize does before wrapping
-        ds = FP16_UnfusedOptimizer(Adafactor(optimizer_groups(cfg, models["deepspeed"]), lr=cfg.train.lr),
+        ds = FP16_UnfusedOptimizer(base_optimizer(cfg, optimizer_groups(cfg, models["deepspeed"])),
                                    low_precision_dtype=torch.bfloat16, clip_grad=0.0, verbose=False)
-        ours = MasterWeights(optimizer_groups(cfg, models["ours"]), lambda g: Adafactor(g, lr=cfg.train.lr))
+        ours = MasterWeights(optimizer_groups(cfg, models["ours"]), lambda g: base_optimizer(cfg, g))
         cast_parameters(models["ours"])
         ours.load_state_dict(copy.deepcopy(ds.state_dict()))
         opts = {"deepspeed": ds, "ours": ours}
@@ -112,22 +113,23 @@ def main(argv=None) -> int:
 
     timed = args.steps - args.warmup
     ms = {n: 1e3 * s / timed for n, s in seconds.items()}
-    res = {"size": args.size, "batch": args.batch, "steps": args.steps, "timed_steps": timed, "heap_reuse": reuse,
+    res = {"model": args.model, "optimizer": cfg.train.optimizer, "size": args.size, "batch": args.batch, "steps": args.steps, "timed_steps": timed, "heap_reuse": reuse,
            "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "fwd_bwd_ms": 1e3 * fwd_bwd / timed,
            "norm_and_step_ms": ms, "ours_bit_identical_to_deepspeed": identical, "load_avg": os.getloadavg()}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    out = Path(args.out or (OUT if args.model == "t5-pegasus" else OUT.with_name(f"master_weights_{args.model}.json")))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
     step_ds, step_ours = res["fwd_bwd_ms"] + ms["deepspeed"], res["fwd_bwd_ms"] + ms["ours"]
-    print(f"\nT5 {args.size} preset ({res['params_m']:.1f} M parameters), bf16, batch {args.batch}, forward + "
+    print(f"\n{args.model} {args.size} preset ({res['params_m']:.1f} M parameters), bf16, batch {args.batch}, forward + "
           f"backward {res['fwd_bwd_ms']:.0f} ms; {timed} timed steps; load {res['load_avg'][0]:.1f}\n")
-    print("| bf16 master weights around Adafactor | norm + step, ms | share of a step | vs deepspeed |")
+    print(f"| bf16 master weights around {cfg.train.optimizer} | norm + step, ms | share of a step | vs deepspeed |")
     print("|---|---:|---:|---:|")
     for n in names:
         share = ms[n] / (res["fwd_bwd_ms"] + ms[n])
         print(f"| {n} | {ms[n]:.1f} | {100 * share:.1f} % | {ms['deepspeed'] / ms[n]:.2f}x |")
     print(f"\nours bit for bit equal to deepspeed over every step: {identical}; "
           f"whole step {step_ds:.0f} -> {step_ours:.0f} ms ({step_ds / step_ours:.3f}x)")
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0 if identical else 1
 
 

@@ -258,13 +258,13 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optim
     groups = optimizer_groups(cfg, model)
     if own_master_weights(cfg):
         from pretrain.master_weights import MasterWeights, cast_parameters
-        optimizer = MasterWeights(groups, lambda fp32_groups: _torch_optimizer(cfg, fp32_groups))
+        optimizer = MasterWeights(groups, lambda fp32_groups: base_optimizer(cfg, fp32_groups))
         cast_parameters(model, torch.bfloat16)     # after the masters took the fp32 values
         return optimizer
-    return _torch_optimizer(cfg, groups)
+    return base_optimizer(cfg, groups)
 
 
-def _torch_optimizer(cfg: RunConfig, groups: list[dict]) -> torch.optim.Optimizer:
+def base_optimizer(cfg: RunConfig, groups: list[dict]) -> torch.optim.Optimizer:
     t = cfg.train
     if t.optimizer == "adafactor":
         from pretrain.adafactor import Adafactor

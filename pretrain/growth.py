@@ -164,10 +164,11 @@ def _link_moments(optimizer) -> None:
         optimizer._lazy_init_hp_params_optimizer_state()
 
 
-def _moment(p, key: str, inner):
+def _moment(p, key: str, inner, master):
     """Full (unpartitioned) optimizer state of a parameter under any ZeRO stage, or None."""
     from deepspeed.utils import safe_get_full_optimizer_state
     value = safe_get_full_optimizer_state(p, key)
+    p = master(p) if master is not None else p
     if value is None and p in inner.state:
         value = inner.state[p].get(key)
     return None if value is None else value.detach().float().cpu().clone()
@@ -186,7 +187,8 @@ def apply(cfg, objective, engine, scheduler, step: int, ckpt_dir, rank: int, s: 
     """Enlarge the running model after ``step`` and rebuild the DeepSpeed engine.
 
     A DeepSpeed engine cannot be resized in place: take the full fp32 weights (ZeRO <= 2:
-    the module holds them; ZeRO-3: consolidate the checkpoint just written), grow, build
+    the module holds them, or bf16 at ZeRO-0 their masters; ZeRO-3: consolidate the checkpoint
+    just written), grow, build
     a new engine. AdamW moments are carried for parameters whose shape is unchanged;
     new blocks and widened parameters start with a zero first moment and the second
     moment of the weights they were copied from (ZeRO keeps one step counter per flat
@@ -198,11 +200,12 @@ def apply(cfg, objective, engine, scheduler, step: int, ckpt_dir, rank: int, s: 
 
     adamw = cfg.train.optimizer == "adamw"
     inner = _inner(engine.optimizer)
+    master = getattr(engine.optimizer, "master", None)     # bf16 at ZeRO-0: fp32 masters (pretrain.master_weights)
     _link_moments(engine.optimizer)
     moments = {}
     for name, p in engine.module.named_parameters():
         if adamw:
-            moments[name] = (_moment(p, "exp_avg", inner), _moment(p, "exp_avg_sq", inner))
+            moments[name] = (_moment(p, "exp_avg", inner, master), _moment(p, "exp_avg_sq", inner, master))
     old_count = next((st["step"] for st in inner.state.values() if "step" in st), None)
     lrs = [g["lr"] for g in engine.optimizer.param_groups]
     sched_state = scheduler.state_dict()
@@ -211,12 +214,19 @@ def apply(cfg, objective, engine, scheduler, step: int, ckpt_dir, rank: int, s: 
         state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=ckpt.tag_for(step))
         model = load_trained_state(architecture_at(cfg, objective, step), state)
     else:
-        model = engine.module.float()
+        model = engine.module
+        if master is not None:
+            with torch.no_grad():
+                for p in model.parameters():
+                    if p.requires_grad:
+                        p.data = master(p).detach().clone()
+        model = model.float()
     model = grow_module(model, s, grow_seed(cfg, s))
     trace = model.growth_trace
     del engine
     engine, optimizer, scheduler = build_engine(cfg, model)
     inner = _inner(engine.optimizer)
+    master = getattr(engine.optimizer, "master", None)
     if adamw:   # AdamW creates its state at the first step; create it now to fill it
         count = old_count.clone() if torch.is_tensor(old_count) else torch.tensor(float(old_count or 0))
         for group in inner.param_groups:
@@ -244,8 +254,9 @@ def apply(cfg, objective, engine, scheduler, step: int, ckpt_dir, rank: int, s: 
             safe_set_full_optimizer_state(p, m.to(p.device), "exp_avg")
             safe_set_full_optimizer_state(p, v.to(p.device), "exp_avg_sq")
         else:
-            inner.state[p]["exp_avg"].copy_(m)
-            inner.state[p]["exp_avg_sq"].copy_(v)
+            state = inner.state[master(p) if master is not None else p]
+            state["exp_avg"].copy_(m)
+            state["exp_avg_sq"].copy_(v)
     scheduler.load_state_dict(sched_state)
     for g, lr in zip(engine.optimizer.param_groups, lrs):
         g["lr"] = lr

@@ -5,6 +5,7 @@ Every family is built with transformers classes, perturbed away from its initial
 vectors must agree within 1e-4 in fp32.
 """
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -291,3 +292,18 @@ def test_activation_checkpointing_gives_the_same_gradients(batch):
         grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
     for name, g in grads[0].items():
         torch.testing.assert_close(grads[1][name], g, atol=1e-6, rtol=1e-5)
+
+
+def test_growth_in_bf16_at_zero0_carries_the_adam_state_of_the_fp32_masters(tmp_path, t5_data):
+    """bf16 under ZeRO-0 keeps weights and moments in fp32 masters (pretrain.master_weights): growth
+    reads them there (DeepSpeed's own ZeRO-0 wrapper carried none: 'carried for 0 tensors')."""
+    run_dir = tmp_path / "grow-bf16"
+    fast = [o for o in FAST if not o.startswith(("train.steps=", "train.save_every="))]
+    cmd = [sys.executable, "-m", "pretrain.train", "--config", "configs/t5-pegasus.yaml", f"run_dir={run_dir}",
+           *t5_data, *fast, "train.steps=8", "train.save_every=100", "train.precision=bf16", "train.zero_stage=0"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    carried = re.search(r"Adam state carried for (\d+) tensors, started for (\d+)", proc.stderr)
+    assert carried and int(carried[1]) > 0 and int(carried[2]) > 0, proc.stderr[-2000:]
+    config = json.loads((run_dir / "export" / "config.json").read_text())
+    assert config["num_layers"] == 2
