@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -58,6 +59,7 @@ def main(argv=None) -> int:
     from pretrain.engine import base_optimizer, init_distributed, optimizer_groups, reuse_freed_memory
     from pretrain.master_weights import MasterWeights, cast_parameters
     from pretrain.stages import resolve
+    from pretrain.train import clip_and_norm
 
     torch.set_flush_denormal(True)
     reuse = reuse_freed_memory()
@@ -96,10 +98,8 @@ def main(argv=None) -> int:
             for p, q in zip(models["deepspeed"].parameters(), models["ours"].parameters()):
                 q.grad = None if p.grad is None else p.grad.clone()
             for name in (names if step % 2 == 0 else names[::-1]):
-                params = models[name].parameters()
                 t = time.perf_counter()
-                norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-                float(norm)                       # the trainer's finite check reads it
+                clip_and_norm(SimpleNamespace(module=models[name], optimizer=opts[name]), 1)   # no clip
                 opts[name].step()
                 if step >= args.warmup:
                     seconds[name] += time.perf_counter() - t

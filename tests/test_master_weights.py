@@ -110,3 +110,35 @@ def test_the_masters_keep_the_fp32_starting_weights_and_the_schedule_drives_the_
         sched.step()
     assert opt.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5 ** 3)
     assert opt.state_dict()["fp32_groups"][0][0] is opt.master(net.unused)    # DeepSpeed's layout
+
+
+def test_the_trainers_clip_matches_torch_and_hands_bf16_runs_the_coefficient():
+    """train.clip_and_norm: torch's clip_grad_norm_ bit for bit on fp32 gradients, nothing touched
+    on steps under the limit, the fp32 copies clipped (not the bf16 gradients) under MasterWeights."""
+    from types import SimpleNamespace
+
+    from pretrain.train import clip_and_norm
+
+    for scale in (10.0, 0.001):                    # over and under max_norm 1
+        net, ref = model(), model()
+        for p, q in zip(net.parameters(), ref.parameters()):
+            p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * scale
+            q.grad = p.grad.clone()
+        before = [p.grad.clone() for p in net.parameters()]
+        norm = clip_and_norm(SimpleNamespace(module=net, optimizer=torch.optim.SGD(net.parameters())), 1, 1.0)
+        want = torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0, foreach=True)
+        assert norm == float(want)
+        assert all(torch.equal(p.grad, q.grad) for p, q in zip(net.parameters(), ref.parameters()))
+        assert (scale > 1) != all(torch.equal(p.grad, b) for p, b in zip(net.parameters(), before))
+
+    net = model()
+    opt = MasterWeights(groups(net), OPTIMIZERS["adamw"])
+    cast_parameters(net)
+    for p in net.parameters():
+        p.grad = torch.full_like(p, 3.0)
+    before = [p.grad.clone() for p in net.parameters()]
+    norm = clip_and_norm(SimpleNamespace(module=net, optimizer=opt), 1, 1.0)
+    assert norm > 1 and all(torch.equal(p.grad, b) for p, b in zip(net.parameters(), before))
+    assert opt._grad_scale is not None and float(opt._grad_scale) == pytest.approx(1 / norm, rel=1e-5)
+    net[0].weight.grad[0, 0] = float("inf")
+    assert clip_and_norm(SimpleNamespace(module=net, optimizer=opt), 1, 1.0) == float("inf")
