@@ -5,8 +5,8 @@ step it scans each gradient for overflow (amax and amin), takes a norm per tenso
 gradient into a freshly allocated fp32 tensor and multiplies it by the loss scale of 1: about
 90 ms of a 250 ms T5-small optimizer step on CPU (BENCHMARKS.md). The trainer already takes the
 gradient norm once for its finite check (``train.clip_and_norm``), so a step here is: copy the
-gradients into fp32 buffers that live as long as the optimizer (clipped, when the trainer clips),
-step the fp32 optimizer, copy the weights back into the model.
+gradients into fp32 buffers that live as long as the optimizer (the trainer takes its norm of, and
+clips, these copies), step the fp32 optimizer, copy the weights back into the model.
 
 The masters are the model's weights before the cast to bf16, so a run started from an fp32
 checkpoint keeps every bit of it. A parameter without a gradient is skipped, as torch's
@@ -42,7 +42,7 @@ class MasterWeights(torch.optim.Optimizer):
                             for params in self.bit16_groups]
         self.optimizer = build([{**g, "params": masters} for g, masters in zip(groups, self.fp32_groups)])
         self.defaults = self.optimizer.defaults
-        self._grad_scale: torch.Tensor | None = None
+        self._copied = False
         self._pairs = [(p, m) for ps, ms in zip(self.bit16_groups, self.fp32_groups) for p, m in zip(ps, ms)]
         self._master = {p: m for p, m in self._pairs}
 
@@ -62,9 +62,23 @@ class MasterWeights(torch.optim.Optimizer):
         """The fp32 master of model parameter ``p``."""
         return self._master[p]
 
-    def scale_grads(self, coef: torch.Tensor) -> None:
-        """Multiply this step's gradients by ``coef`` (clipping), in fp32, inside ``step``."""
-        self._grad_scale = coef
+    def gradients(self) -> list[torch.Tensor]:
+        """This step's gradients in fp32, copied once per step into buffers that live as long as the
+        optimizer: what the trainer takes the norm of and clips (``train.clip_and_norm``) and what
+        ``step`` uses. A parameter without a gradient is not stepped."""
+        if not self._copied:
+            live = []
+            for p, m in self._pairs:
+                if p.grad is None:
+                    m.grad = None
+                else:
+                    if m.grad is None:
+                        m.grad = torch.empty_like(m)
+                    live.append((p, m))
+            if live:
+                torch._foreach_copy_([m.grad for _, m in live], [p.grad for p, _ in live])
+            self._copied = True
+        return [m.grad for _, m in self._pairs if m.grad is not None]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p, _ in self._pairs:
@@ -73,26 +87,18 @@ class MasterWeights(torch.optim.Optimizer):
                     p.grad = None
                 else:
                     p.grad.zero_()
+        self._copied = False                 # the next step copies the (cleared) gradients again
 
     @torch.no_grad()
     def step(self, closure=None):
         if closure is not None:
             raise ValueError("MasterWeights.step takes no closure")
-        live = [(p, m) for p, m in self._pairs if p.grad is not None]
-        for p, m in self._pairs:
-            if p.grad is None:
-                m.grad = None
-            elif m.grad is None:                       # allocated once, then reused every step
-                m.grad = torch.empty_like(m)
-        if live:
-            grads = [m.grad for _, m in live]
-            torch._foreach_copy_(grads, [p.grad for p, _ in live])
-            if self._grad_scale is not None:
-                torch._foreach_mul_(grads, self._grad_scale)
-        self._grad_scale = None
+        self.gradients()
         self.optimizer.step()
-        if live:
-            torch._foreach_copy_([p.data for p, _ in live], [m for _, m in live])
+        stepped = [(p, m) for p, m in self._pairs if m.grad is not None]
+        if stepped:
+            torch._foreach_copy_([p.data for p, _ in stepped], [m for _, m in stepped])
+        self._copied = False
 
     def state_dict(self) -> dict:
         return {"optimizer_state_dict": self.optimizer.state_dict(), "fp32_groups": self.fp32_groups,

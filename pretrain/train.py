@@ -47,22 +47,16 @@ def clip_and_norm(engine, world: int, max_norm: float = 0.0) -> float:
     ZeRO-0 has no overflow check of its own and clears the gradients inside step(), so the
     norm that metrics.jsonl reports is taken here. One foreach norm instead of an isfinite
     pass per tensor (~15x cheaper); the gradients are already averaged over ranks. Reading
-    it is the step's one host sync, so a step that does not clip skips the multiply by 1.
-    Torch's clip arithmetic; bf16 weights clip their fp32 copies (``pretrain.master_weights``).
+    it is the step's one host sync, so a step that does not clip skips torch's multiply by 1.
+    bf16 weights: the norm and the clip are those of the gradients' fp32 copies that the step
+    uses (``pretrain.master_weights``); ``get_total_norm`` of bf16 tensors returns a bf16 norm.
     """
-    grads = [p.grad for p in engine.module.parameters() if p.grad is not None]
-    # torch.nn.utils.get_total_norm, but in fp32 for bf16 gradients too (it returns their dtype:
-    # a bf16 norm is off by up to 0.4 %, and so is a clip coefficient taken from it)
-    total = (torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0, dtype=torch.float32)))
-             if grads else torch.zeros(()))
+    gradients = getattr(engine.optimizer, "gradients", None)     # bf16: the fp32 copies (master_weights)
+    grads = gradients() if gradients else [p.grad for p in engine.module.parameters() if p.grad is not None]
+    total = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros(())
     norm = float(total)
     if max_norm > 0 and math.isfinite(norm) and norm + 1e-6 > max_norm:
-        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-        scale = getattr(engine.optimizer, "scale_grads", None)
-        if scale is not None:
-            scale(coef)
-        else:
-            torch._foreach_mul_(grads, coef.to(grads[0].device))
+        torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))   # clip_grads_with_norm_'s
     flag = torch.tensor([norm if math.isfinite(norm) else float("inf")], dtype=torch.float64)
     if world > 1:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -404,9 +398,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                     if not math.isfinite(pre_step_norm):
                         # Neutralize the update: zero gradients and a zero learning rate for this step
                         # (the scheduler sets the next step's rate again inside engine.step()).
-                        for p in engine.module.parameters():
-                            if p.grad is not None:
-                                p.grad.zero_()
+                        engine.optimizer.zero_grad(set_to_none=False)
                         for group in engine.optimizer.param_groups:
                             group["lr"] = 0.0
                         grad_overflow = True

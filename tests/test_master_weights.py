@@ -50,11 +50,12 @@ def test_masters_step_as_an_fp32_optimizer_on_the_bf16_gradients(name):
         for (n, p), (_, q) in zip(ref_net.named_parameters(), net.named_parameters()):
             if n in grads:
                 p.grad, q.grad = grads[n].float(), grads[n].clone()
-        norm = torch.nn.utils.get_total_norm([p.grad for p in ref_net.parameters() if p.grad is not None])
-        if norm > 1.0:              # what train.clip_and_norm does with max_norm 1
-            coef = torch.clamp(1.0 / (norm + 1e-6), max=1.0)
-            torch._foreach_mul_([p.grad for p in ref_net.parameters() if p.grad is not None], coef)
-            opt.scale_grads(coef)
+        in_order = [p for g in groups(ref_net) for p in g["params"]]           # the optimizer's order
+        norm = torch.nn.utils.clip_grad_norm_(in_order, 1.0, foreach=True)
+        if norm > 1.0:              # what train.clip_and_norm does with max_norm 1, on the fp32 copies
+            clip_norm = torch.nn.utils.get_total_norm(opt.gradients())
+            assert torch.equal(clip_norm, norm)
+            torch._foreach_mul_(opt.gradients(), torch.clamp(1.0 / (clip_norm + 1e-6), max=1.0))
             clipped += 1
         ref.step()
         opt.step()
@@ -138,7 +139,13 @@ def test_the_trainers_clip_matches_torch_and_hands_bf16_runs_the_coefficient():
         p.grad = torch.full_like(p, 3.0)
     before = [p.grad.clone() for p in net.parameters()]
     norm = clip_and_norm(SimpleNamespace(module=net, optimizer=opt), 1, 1.0)
-    assert norm > 1 and all(torch.equal(p.grad, b) for p, b in zip(net.parameters(), before))
-    assert opt._grad_scale is not None and float(opt._grad_scale) == pytest.approx(1 / norm, rel=1e-5)
+    exact = 3.0 * sum(p.numel() for p in net.parameters()) ** 0.5
+    assert norm == pytest.approx(exact, rel=1e-6)                  # fp32, not a bf16 norm
+    assert all(torch.equal(p.grad, b) for p, b in zip(net.parameters(), before))     # bf16 untouched
+    assert all(torch.allclose(g, torch.full_like(g, 3.0 / norm)) for g in opt.gradients())  # fp32 copies clipped
+    opt.step()
+    opt.zero_grad(set_to_none=False)
     net[0].weight.grad[0, 0] = float("inf")
     assert clip_and_norm(SimpleNamespace(module=net, optimizer=opt), 1, 1.0) == float("inf")
+    opt.zero_grad(set_to_none=False)            # the trainer's answer to a non-finite norm
+    assert all(float(g.abs().max()) == 0 for g in opt.gradients())
