@@ -60,6 +60,7 @@ def main(argv=None) -> int:
     from pretrain.master_weights import MasterWeights, cast_parameters
     from pretrain.stages import resolve
     from pretrain.train import clip_and_norm
+    from optimizer_bench import report
 
     torch.set_flush_denormal(True)
     reuse = reuse_freed_memory()
@@ -117,19 +118,10 @@ def main(argv=None) -> int:
            "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "fwd_bwd_ms": 1e3 * fwd_bwd / timed,
            "norm_and_step_ms": ms, "ours_bit_identical_to_deepspeed": identical, "load_avg": os.getloadavg()}
     out = Path(args.out or (OUT if args.model == "t5-pegasus" else OUT.with_name(f"master_weights_{args.model}.json")))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
-    step_ds, step_ours = res["fwd_bwd_ms"] + ms["deepspeed"], res["fwd_bwd_ms"] + ms["ours"]
-    print(f"\n{args.model} {args.size} preset ({res['params_m']:.1f} M parameters), bf16, batch {args.batch}, forward + "
-          f"backward {res['fwd_bwd_ms']:.0f} ms; {timed} timed steps; load {res['load_avg'][0]:.1f}\n")
-    print(f"| bf16 master weights around {cfg.train.optimizer} | norm + step, ms | share of a step | vs deepspeed |")
-    print("|---|---:|---:|---:|")
-    for n in names:
-        share = ms[n] / (res["fwd_bwd_ms"] + ms[n])
-        print(f"| {n} | {ms[n]:.1f} | {100 * share:.1f} % | {ms['deepspeed'] / ms[n]:.2f}x |")
-    print(f"\nours bit for bit equal to deepspeed over every step: {identical}; "
-          f"whole step {step_ds:.0f} -> {step_ours:.0f} ms ({step_ds / step_ours:.3f}x)")
-    print(f"wrote {out}")
+    caption = (f"{args.model} {args.size} preset ({res['params_m']:.1f} M parameters), bf16, batch {args.batch}, "
+               f"forward + backward {res['fwd_bwd_ms']:.0f} ms; {timed} timed steps; load {res['load_avg'][0]:.1f}")
+    report(res, ms, names, "deepspeed", identical, out, caption,
+           f"bf16 master weights around {cfg.train.optimizer} (norm + step)")
     return 0 if identical else 1
 
 
