@@ -22,14 +22,9 @@ Writes bench/results/master_weights[_MODEL].json and prints a markdown table.
 """
 from __future__ import annotations
 
-import argparse
 import copy
-import itertools
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,15 +33,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 OUT = REPO / "bench" / "results" / "master_weights.json"
 
+from optimizer_bench import arguments, preset, report, step_each  # noqa: E402  (bench/ is on the path when run as a script)
+
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = arguments(__doc__, steps=12)
     ap.add_argument("--model", default="t5-pegasus")
-    ap.add_argument("--size", default="small")
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(29500 + os.getpid() % 400), RANK="0",
@@ -54,31 +46,14 @@ def main(argv=None) -> int:
     import torch
     from deepspeed.runtime.fp16.unfused_optimizer import FP16_UnfusedOptimizer
 
-    from pretrain.config import config_path, load_config
-    from pretrain.data import TrainData
     from pretrain.engine import base_optimizer, init_distributed, optimizer_groups, reuse_freed_memory
     from pretrain.master_weights import MasterWeights, cast_parameters
-    from pretrain.stages import resolve
     from pretrain.train import clip_and_norm
-    from optimizer_bench import report
 
     torch.set_flush_denormal(True)
     reuse = reuse_freed_memory()
     init_distributed()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        overrides = [f"data.clean_dir={work / 'clean'}", f"tokenizer.dir={work / 'tok'}",
-                     f"data.pairs_dir={work / 'pairs'}", f"train.micro_batch_size={args.batch}"]
-        print("preparing the sample corpus's data stages ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pretrain.launch", "--model", args.model, "--size", args.size,
-                        "--prepare-only", *overrides], cwd=REPO, check=True, capture_output=True)
-        cfg = resolve(load_config(config_path(args.model), overrides, size=args.size))
-        obj = cfg.objective_class(cfg)
-        torch.manual_seed(cfg.train.seed)
-        model = obj.build_model()
-        model.train()
-        batches = [b for b, _ in itertools.islice(iter(TrainData(cfg, obj, 0, 1)), args.steps)]
-
+    with preset(args.model, args.size, args.batch, args.steps) as (cfg, obj, model, batches):
         models = {"deepspeed": model, "ours": copy.deepcopy(model)}
         cast_parameters(models["deepspeed"])        # what deepspeed.initialize does before wrapping
         ds = FP16_UnfusedOptimizer(base_optimizer(cfg, optimizer_groups(cfg, models["deepspeed"])),
@@ -88,9 +63,7 @@ def main(argv=None) -> int:
         ours.load_state_dict(copy.deepcopy(ds.state_dict()))
         opts = {"deepspeed": ds, "ours": ours}
         names = list(opts)
-        seconds = dict.fromkeys(names, 0.0)
-        fwd_bwd = 0.0
-        identical = True
+        seconds, fwd_bwd, identical = dict.fromkeys(names, 0.0), 0.0, True
         for step, batch in enumerate(batches):
             t = time.perf_counter()
             loss, _ = obj.loss(models["deepspeed"], batch)
@@ -98,13 +71,8 @@ def main(argv=None) -> int:
             elapsed = time.perf_counter() - t
             for p, q in zip(models["deepspeed"].parameters(), models["ours"].parameters()):
                 q.grad = None if p.grad is None else p.grad.clone()
-            for name in (names if step % 2 == 0 else names[::-1]):
-                t = time.perf_counter()
-                clip_and_norm(SimpleNamespace(module=models[name], optimizer=opts[name]), 1)   # no clip
-                opts[name].step()
-                if step >= args.warmup:
-                    seconds[name] += time.perf_counter() - t
-                opts[name].zero_grad(set_to_none=True)
+            step_each(opts, names if step % 2 == 0 else names[::-1], seconds, step >= args.warmup,
+                      lambda name: clip_and_norm(SimpleNamespace(module=models[name], optimizer=opts[name]), 1))
             if step >= args.warmup:
                 fwd_bwd += elapsed
             masters = [[m for g in opts[n].fp32_groups for m in g] for n in names]

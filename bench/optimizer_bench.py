@@ -20,6 +20,7 @@ Writes bench/results/optimizer.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import itertools
 import json
@@ -36,39 +37,18 @@ OUT = REPO / "bench" / "results" / "optimizer.json"
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--size", default="small")
-    ap.add_argument("--steps", type=int, default=14)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--out", default=str(OUT))
+    ap = arguments(__doc__, steps=14)
     args = ap.parse_args(argv)
 
     import torch
     from transformers.optimization import Adafactor as HFAdafactor
 
     from pretrain.adafactor import Adafactor
-    from pretrain.config import config_path, load_config
-    from pretrain.data import TrainData
     from pretrain.engine import optimizer_groups, reuse_freed_memory
-    from pretrain.stages import resolve
 
     torch.set_flush_denormal(True)
     reuse = reuse_freed_memory()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        overrides = [f"data.clean_dir={work / 'clean'}", f"tokenizer.dir={work / 'tok'}",
-                     f"data.pairs_dir={work / 'pairs'}", f"train.micro_batch_size={args.batch}"]
-        print("preparing the sample corpus's data stages ...", flush=True)
-        subprocess.run([sys.executable, "-m", "pretrain.launch", "--model", "t5-pegasus", "--size", args.size,
-                        "--prepare-only", *overrides], cwd=REPO, check=True, capture_output=True)
-        cfg = resolve(load_config(config_path("t5-pegasus"), overrides, size=args.size))
-        obj = cfg.objective_class(cfg)
-        torch.manual_seed(cfg.train.seed)
-        model = obj.build_model()
-        model.train()
-        batches = [b for b, _ in itertools.islice(iter(TrainData(cfg, obj, 0, 1)), args.steps)]
-
+    with preset("t5-pegasus", args.size, args.batch, args.steps) as (cfg, obj, model, batches):
         copies = {name: copy.deepcopy(model) for name in ("hf", "ours", "torch-foreach")}
         groups = {name: optimizer_groups(cfg, m) for name, m in copies.items()}     # the trainer's groups
         opts = {"hf": HFAdafactor(groups["hf"], lr=cfg.train.lr, scale_parameter=False, relative_step=False,
@@ -89,12 +69,7 @@ def main(argv=None) -> int:
             for name in names[1:]:
                 for p, g in zip(copies[name].parameters(), grads):
                     p.grad = g.clone()
-            for name in names[step % 3:] + names[:step % 3]:
-                t = time.perf_counter()
-                opts[name].step()
-                if step >= args.warmup:
-                    seconds[name] += time.perf_counter() - t
-                opts[name].zero_grad(set_to_none=True)
+            step_each(opts, names[step % 3:] + names[:step % 3], seconds, step >= args.warmup)
             if step >= args.warmup:
                 fwd_bwd += elapsed
             identical &= all(torch.equal(p, q) for p, q in zip(copies["hf"].parameters(), copies["ours"].parameters()))
@@ -107,8 +82,55 @@ def main(argv=None) -> int:
            "optimizer_ms": ms, "ours_bit_identical_to_hf": identical, "load_avg": os.getloadavg()}
     caption = (f"T5 {args.size} preset ({res['params_m']:.1f} M parameters), batch {args.batch}, amp-bf16 forward + "
                f"backward {res['fwd_bwd_ms']:.0f} ms; {timed} timed steps; load {res['load_avg'][0]:.1f}")
-    report(res, ms, names, "hf", identical, Path(args.out), caption, "optimizer")
+    report(res, ms, names, "hf", identical, Path(args.out or OUT), caption, "optimizer")
     return 0 if identical else 1
+
+
+def step_each(opts: dict, order: list[str], seconds: dict, timed: bool, before=lambda name: None) -> None:
+    """Step each optimizer in ``order`` (after ``before(name)``, timed with it), adding to ``seconds``."""
+    for name in order:
+        t = time.perf_counter()
+        before(name)
+        opts[name].step()
+        if timed:
+            seconds[name] += time.perf_counter() - t
+        opts[name].zero_grad(set_to_none=True)
+
+
+def arguments(doc: str, steps: int) -> argparse.ArgumentParser:
+    """The options these optimizer benches share."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--size", default="small")
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--out", default=None)
+    return ap
+
+
+@contextlib.contextmanager
+def preset(model_name: str, size: str, batch: int, steps: int):
+    """(cfg, objective, model, batches): a preset's freshly built model in train mode and ``steps``
+    packed sample-corpus batches, its data stages built in a temporary folder."""
+    import torch
+
+    from pretrain.config import config_path, load_config
+    from pretrain.data import TrainData
+    from pretrain.stages import resolve
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        overrides = [f"data.clean_dir={work / 'clean'}", f"tokenizer.dir={work / 'tok'}",
+                     f"data.pairs_dir={work / 'pairs'}", f"train.micro_batch_size={batch}"]
+        print("preparing the sample corpus's data stages ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pretrain.launch", "--model", model_name, "--size", size,
+                        "--prepare-only", *overrides], cwd=REPO, check=True, capture_output=True)
+        cfg = resolve(load_config(config_path(model_name), overrides, size=size))
+        obj = cfg.objective_class(cfg)
+        torch.manual_seed(cfg.train.seed)
+        model = obj.build_model()
+        model.train()
+        yield cfg, obj, model, [b for b, _ in itertools.islice(iter(TrainData(cfg, obj, 0, 1)), steps)]
 
 
 def report(res: dict, ms: dict, names: list[str], peer: str, identical: bool, out: Path, caption: str,
