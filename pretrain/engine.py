@@ -258,7 +258,8 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optim
     groups = optimizer_groups(cfg, model)
     if own_master_weights(cfg):
         from pretrain.master_weights import MasterWeights, cast_parameters
-        optimizer = MasterWeights(groups, lambda fp32_groups: base_optimizer(cfg, fp32_groups))
+        optimizer = MasterWeights(groups, lambda fp32_groups: base_optimizer(cfg, fp32_groups),
+                                  names=[list(names) for names in parameter_groups(model)])
         cast_parameters(model, torch.bfloat16)     # after the masters took the fp32 values
         return optimizer
     return base_optimizer(cfg, groups)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from pretrain.master_weights import with_masters
+
 from pretrain import checkpoint as ckpt
 from pretrain import growth
 from pretrain.objectives.base import load_trained_state
@@ -27,7 +29,7 @@ def master_weights_in_optimizer(zero_stage: int, precision: str) -> bool:
 
     ZeRO-3 partitions the parameters themselves; under bf16/fp16, ZeRO-1/2 keep bf16 copies in
     the model and the fp32 master weights in the optimizer state. ZeRO-0 keeps the masters
-    inside the model-states file, so there the model's half-precision weights are exported.
+    inside the model-states file, next to the weights (``checkpoint_state`` reads them there).
     """
     return zero_stage == 3 or (zero_stage in (1, 2) and precision in ("bf16", "fp16"))
 
@@ -47,12 +49,13 @@ def checkpoint_state(ckpt_dir: Path, tag: str, zero_stage: int, precision: str =
         files = sorted((ckpt_dir / tag).glob("mp_rank_*_model_states.pt"))
         if not files:
             raise ckpt.CheckpointError(f"{ckpt_dir / tag}: no mp_rank_*_model_states.pt")
-        state = _module_weights(files[0])
+        state = _model_states(files[0])
+        state = with_masters(state["module"], state.get("optimizer"))    # bf16 at ZeRO-0: the fp32 masters
     return {k: v.detach().float().cpu() for k, v in state.items() if torch.is_tensor(v)}
 
 
-def _module_weights(path: Path) -> dict:
-    """The ``module`` state dict of a DeepSpeed model-states file, without unpickling code objects."""
+def _model_states(path: Path) -> dict:
+    """A DeepSpeed model-states file (module weights, optimizer state, ...), without unpickling code objects."""
     import numpy as np
 
     core = getattr(np, "_core", None) or np.core      # numpy 2 renamed numpy.core (which now warns)
@@ -60,7 +63,7 @@ def _module_weights(path: Path) -> dict:
             type(np.dtype("float64")), type(np.dtype("int64"))]
     with torch.serialization.safe_globals(safe):
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)["module"]
+            return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:   # an unexpected pickled type: name it instead of executing it
             raise ckpt.CheckpointError(f"{path}: cannot be read with weights_only=True ({exc})") from None
 

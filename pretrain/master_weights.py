@@ -35,8 +35,10 @@ class MasterWeights(torch.optim.Optimizer):
     schedulers drive it like any optimizer: ``param_groups`` are the inner optimizer's.
     """
 
-    def __init__(self, groups: list[dict], build: Callable[[list[dict]], torch.optim.Optimizer]):
+    def __init__(self, groups: list[dict], build: Callable[[list[dict]], torch.optim.Optimizer],
+                 names: list[list[str]] | None = None):
         # Optimizer.__init__ is not called: every method the trainer, DeepSpeed and the schedulers use is here.
+        self.param_names = names           # saved with the masters: what an export reads them by
         self.bit16_groups = [list(g["params"]) for g in groups]
         self.fp32_groups = [[p.detach().to(torch.float32, copy=True).requires_grad_(True) for p in params]
                             for params in self.bit16_groups]
@@ -101,8 +103,11 @@ class MasterWeights(torch.optim.Optimizer):
         self._copied = False
 
     def state_dict(self) -> dict:
-        return {"optimizer_state_dict": self.optimizer.state_dict(), "fp32_groups": self.fp32_groups,
-                "dynamic_loss_scale": False, "cur_scale": 1.0, "cur_iter": 0}
+        state = {"optimizer_state_dict": self.optimizer.state_dict(), "fp32_groups": self.fp32_groups,
+                 "dynamic_loss_scale": False, "cur_scale": 1.0, "cur_iter": 0}
+        if self.param_names is not None:
+            state["param_names"] = self.param_names
+        return state
 
     def load_state_dict(self, state_dict: dict, load_optimizer_states: bool = True) -> None:
         if load_optimizer_states:
@@ -117,3 +122,25 @@ class MasterWeights(torch.optim.Optimizer):
 
     def __repr__(self) -> str:
         return f"MasterWeights({self.optimizer!r})"
+
+
+def with_masters(weights: dict, saved_optimizer) -> dict:
+    """A ZeRO-0 model-states file's module weights with each parameter's fp32 master in place of
+    its bf16 value, tied names included (they share storage in the file). Unchanged when the
+    optimizer state holds no named masters (fp32, amp-bf16, or a checkpoint of DeepSpeed's wrapper)."""
+    if not isinstance(saved_optimizer, dict) or "param_names" not in saved_optimizer:
+        return weights
+
+    def where(t: torch.Tensor) -> tuple:
+        return t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape)
+
+    aliases: dict = {}
+    for key, value in weights.items():
+        if torch.is_tensor(value):
+            aliases.setdefault(where(value), []).append(key)
+    out = dict(weights)
+    for names, masters in zip(saved_optimizer["param_names"], saved_optimizer["fp32_groups"]):
+        for name, master in zip(names, masters):
+            for key in aliases.get(where(weights[name]), [name]):
+                out[key] = master.detach()
+    return out

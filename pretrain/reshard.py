@@ -104,6 +104,7 @@ def _consolidate_zero0(states_file: dict, model: torch.nn.Module) -> Consolidate
     if "fp32_groups" in optimizer:
         # bf16 weights: the fp32 masters and the inner optimizer (pretrain.master_weights, and
         # DeepSpeed's ZeRO-0 wrapper of earlier runs, whose layout it keeps)
+        names = [n for group in optimizer.get("param_names", ()) for n in group] or names
         params.update(zip(names, (m.detach().float() for group in optimizer["fp32_groups"] for m in group)))
         optimizer = optimizer["optimizer_state_dict"]
     index = [i for g in optimizer.get("param_groups", []) for i in g["params"]]

@@ -601,7 +601,8 @@ def export(engine, objective, cfg: RunConfig, ckpt_dir: Path, step: int, rank: i
     """Write RUN/export as a Hugging Face folder of fp32 weights.
 
     ZeRO-3 shards, and the fp32 master weights of bf16/fp16 runs under ZeRO-1/2, are
-    consolidated from the checkpoint first (DeepSpeed's zero_to_fp32).
+    consolidated from the checkpoint first (DeepSpeed's zero_to_fp32); bf16 under ZeRO-0
+    exports its masters (``pretrain.master_weights``).
     """
     from pretrain.export import master_weights_in_optimizer, write_export
 
@@ -609,7 +610,9 @@ def export(engine, objective, cfg: RunConfig, ckpt_dir: Path, step: int, rank: i
         export_checkpoint(objective, cfg, ckpt_dir, ckpt.tag_for(step), step, rank, schedule)
         return
     if rank == 0:
-        state = {k: v.detach().float().cpu() for k, v in engine.module.state_dict().items()}
+        master = getattr(engine.optimizer, "master", None)         # bf16 at ZeRO-0: the fp32 masters
+        state = {k: (master(v) if master is not None and isinstance(v, torch.nn.Parameter) and v.requires_grad
+                     else v).detach().float().cpu() for k, v in engine.module.state_dict(keep_vars=True).items()}
         write_export(objective, cfg, state, step, Path(cfg.run_dir) / "export", schedule)
     dist.barrier()
 

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from conftest import REPO
 
@@ -173,6 +174,24 @@ def test_training_variants_resume_exactly(tmp_path, t5_data, name):
     assert all(r["loss"] == r["loss"] and abs(r["loss"]) < 1e4 for r in a)   # finite
     assert [r["loss"] for r in a[2:]] == [r["loss"] for r in b[2:]], (name, a, b)
     assert (parts / "export" / "model.safetensors").is_file()
+    if name.startswith("bf16"):
+        _assert_the_export_holds_the_fp32_masters(parts)
+
+
+def _assert_the_export_holds_the_fp32_masters(run_dir):
+    """bf16 at ZeRO-0 exports its fp32 masters (pretrain.master_weights), not the bf16 weights, and
+    the checkpoint reads back the same (what a release verifies its folders against)."""
+    from safetensors.torch import load_file
+    from pretrain.export import checkpoint_state
+    from pretrain.release import release
+
+    export = load_file(run_dir / "export" / "model.safetensors")
+    saved = checkpoint_state(run_dir / "checkpoints", "step-00000004", 0, "bf16")
+    assert all(torch.equal(v, saved[k]) for k, v in export.items())
+    assert all(not torch.equal(v, v.bfloat16().float()) for v in export.values())     # beyond bf16's precision
+    assert torch.equal(saved["shared.weight"], saved["encoder.embed_tokens.weight"])   # tied names follow
+    info = release(run_dir, "t5-pegasus", skip_eval=True)
+    assert info["folders"][""]["checkpoint_tensors_compared"] == f"{len(export)}/{len(export)}", info
 
 
 @pytest.mark.slow   # builds t5_data through getfixturevalue, which the tier marker cannot see (22 s where it runs)
