@@ -2,8 +2,9 @@
 
 DeepSpeed's own ZeRO-0 bf16 path wraps the optimizer in ``FP16_UnfusedOptimizer``. Around every
 step it scans each gradient for overflow (amax and amin), takes a norm per tensor, casts each
-gradient into a freshly allocated fp32 tensor and multiplies it by the loss scale of 1: about
-90 ms of a 250 ms T5-small optimizer step on CPU (BENCHMARKS.md). The trainer already takes the
+gradient into a freshly allocated fp32 tensor and multiplies it by the loss scale of 1; this
+class's norm + step is 1.5x faster for T5-small on CPU, bit for bit the same
+(``bench/master_weights_bench.py``, BENCHMARKS.md). The trainer already takes the
 gradient norm once for its finite check (``train.clip_and_norm``), so a step here is: copy the
 gradients into fp32 buffers that live as long as the optimizer (the trainer takes its norm of, and
 clips, these copies), step the fp32 optimizer, copy the weights back into the model.
@@ -12,7 +13,8 @@ The masters are the model's weights before the cast to bf16, so a run started fr
 checkpoint keeps every bit of it. A parameter without a gradient is skipped, as torch's
 optimizers skip it in fp32 (DeepSpeed's wrapper stepped it with a zero gradient).
 The state dict has DeepSpeed's wrapper's layout (``optimizer_state_dict`` and ``fp32_groups``),
-so a checkpoint of either loads into the other.
+so a checkpoint of either loads into the other, plus the parameters' names, by which the export
+reads the masters (``with_masters``).
 """
 from __future__ import annotations
 
