@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 OUT = REPO / "bench" / "results" / "master_weights.json"
 
-from optimizer_bench import arguments, preset, report, step_each  # noqa: E402  (bench/ is on the path when run as a script)
+# bench/ is on the path when this runs as a script
+from optimizer_bench import arguments, preset, report, step_each  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -82,7 +83,8 @@ def main(argv=None) -> int:
 
     timed = args.steps - args.warmup
     ms = {n: 1e3 * s / timed for n, s in seconds.items()}
-    res = {"model": args.model, "optimizer": cfg.train.optimizer, "size": args.size, "batch": args.batch, "steps": args.steps, "timed_steps": timed, "heap_reuse": reuse,
+    res = {"model": args.model, "optimizer": cfg.train.optimizer, "size": args.size, "batch": args.batch,
+           "steps": args.steps, "timed_steps": timed, "heap_reuse": reuse,
            "params_m": sum(p.numel() for p in model.parameters()) / 1e6, "fwd_bwd_ms": 1e3 * fwd_bwd / timed,
            "norm_and_step_ms": ms, "ours_bit_identical_to_deepspeed": identical, "load_avg": os.getloadavg()}
     out = Path(args.out or (OUT if args.model == "t5-pegasus" else OUT.with_name(f"master_weights_{args.model}.json")))
