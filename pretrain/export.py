@@ -14,10 +14,9 @@ from pathlib import Path
 
 import torch
 
-from pretrain.master_weights import with_masters
-
 from pretrain import checkpoint as ckpt
 from pretrain import growth
+from pretrain.master_weights import with_masters
 from pretrain.objectives.base import load_trained_state
 
 log = logging.getLogger("pretrain")
