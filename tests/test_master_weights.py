@@ -113,7 +113,7 @@ def test_the_masters_keep_the_fp32_starting_weights_and_the_schedule_drives_the_
     assert opt.state_dict()["fp32_groups"][0][0] is opt.master(net.unused)    # DeepSpeed's layout
 
 
-def test_the_trainers_clip_matches_torch_and_hands_bf16_runs_the_coefficient():
+def test_the_trainers_clip_matches_torch_and_clips_the_fp32_copies_under_master_weights():
     """train.clip_and_norm: torch's clip_grad_norm_ bit for bit on fp32 gradients, nothing touched
     on steps under the limit, the fp32 copies clipped (not the bf16 gradients) under MasterWeights."""
     from types import SimpleNamespace
