@@ -85,6 +85,29 @@ def _mask_terms(allowed: torch.Tensor, dtype: torch.dtype, cache: bool = True):
     return additive, full
 
 
+_BIAS = "_cpu_attention_bias"           # attribute of a position bias tensor: (its version, the form to add)
+
+
+def _bias_term(bias: torch.Tensor | None) -> torch.Tensor | None:
+    """The position bias as ``_BiasMask`` adds it: contiguous, or None where it is all zeros. T5
+    computes its relative bias once per stack as a permuted view (heads innermost), and every layer
+    of the stack adds that same tensor: read with that stride, the add took 10x as long as a
+    contiguous one (4.9 vs 0.5 ms for a 3 x 6 x 474 x 474 layer). Its cross-attention bias is a
+    tensor of zeros, added in every layer for nothing. Both forms are worked out once per forward and
+    kept on the bias tensor (checked against its version), as ``_mask_terms`` keeps the mask's."""
+    if bias is None:
+        return None
+    hit = getattr(bias, _BIAS, None)
+    if hit is not None and hit[0] == bias._version:
+        return hit[1]
+    if not bias.requires_grad and not bias.any():
+        term = None
+    else:
+        term = bias.contiguous()
+    setattr(bias, _BIAS, (bias._version, term))
+    return term
+
+
 class _BiasMask(torch.autograd.Function):
     """``scores + bias + mask`` in place on the fresh scores, the mask additive (0 or the dtype's
     minimum; ``_mask_terms``). Transformers builds a ``(B, H, Lq, Lk)`` bias + mask tensor per layer,
@@ -108,13 +131,19 @@ class _BiasMask(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         if ctx.full is not None:
-            grad = grad.masked_fill(ctx.full, 0)
+            grad = grad.masked_fill_(ctx.full, 0)       # softmax's backward made it for this use alone
         grad_bias = None
         if ctx.bias is not None:
             shape, dtype = ctx.bias
             lead = grad.dim() - len(shape)
             dims = [*range(lead), *(lead + d for d, n in enumerate(shape) if n == 1 and grad.shape[lead + d] != 1)]
-            grad_bias = (grad.sum(dims, keepdim=True, dtype=torch.float32) if dims else grad).to(dtype).reshape(shape)
+            if dims == [0]:      # T5's (1, H, Lq, Lk) bias: a float32 sum over the batch, one row at a time
+                total = grad[0].to(torch.float32, copy=True)   # (3.0x torch's sum(dtype=float32) over dim 0 on CPU)
+                for row in grad[1:]:
+                    total.add_(row)
+                grad_bias = total.to(dtype).reshape(shape)
+            else:
+                grad_bias = (grad.sum(dims, keepdim=True, dtype=torch.float32) if dims else grad).to(dtype).reshape(shape)
         return grad, grad_bias, None, None
 
 
@@ -151,7 +180,7 @@ def sdpa_cpu_dropout(module, query, key, value, attention_mask, dropout: float =
         additive, full = _mask_terms(attention_mask, scores.dtype)
     elif attention_mask is not None:
         additive = attention_mask
-    scores = _BiasMask.apply(scores, position_bias, additive, full)
+    scores = _BiasMask.apply(scores, _bias_term(position_bias), additive, full)
     with torch.autocast(scores.device.type, enabled=False):
         probs = torch.softmax(scores, dim=-1)
     out = torch.matmul(fast_dropout(probs, dropout) if dropout > 0.0 else probs, value)

@@ -13,6 +13,7 @@ import os
 import socket
 
 import torch
+import torch.distributed as dist
 
 from pretrain.config import CONFIG_DIR, ConfigError, RunConfig
 
@@ -210,6 +211,15 @@ def clips_itself(cfg: RunConfig) -> bool:
     return cfg.train.zero_stage == 0 and cfg.train.precision in ("fp32", "amp-bf16", "bf16")
 
 
+def flat_adafactor(cfg: RunConfig) -> str | None:
+    """The warning for Adafactor under ZeRO-1/2/3, whose optimizers hand it flat partitions."""
+    if cfg.train.optimizer != "adafactor" or cfg.train.zero_stage == 0:
+        return None
+    return (f"train.optimizer=adafactor at ZeRO-{cfg.train.zero_stage} steps DeepSpeed's flat partitions, not the "
+            "weight matrices: second moments unfactored (Adam's memory) and update clipping per partition, so the "
+            "update depends on the number of processes; the T5 recipe's factored Adafactor needs train.zero_stage=0")
+
+
 def own_master_weights(cfg: RunConfig) -> bool:
     """ZeRO-0 in bf16: our fp32 master weights (``pretrain.master_weights``) instead of DeepSpeed's
     wrapper, whose extra passes made a T5-small norm + step 1.5x slower on CPU; ZeRO-1/2/3 keep DeepSpeed's."""
@@ -332,6 +342,14 @@ def build_engine(cfg: RunConfig, model: torch.nn.Module):
         # every gradient into buckets, all-reduce them with itself and copy them back: 2-3 % of
         # a T5-small step on CPU (BENCHMARKS.md). The gradients are the same either way.
         engine.enable_backward_allreduce = False
+    if own_master_weights(cfg):
+        # bf16 at ZeRO-0: the masters' fp32 buffers are accumulated and averaged instead
+        # (pretrain.master_weights), so DeepSpeed's all-reduce of the bf16 gradients is off
+        if engine.dp_world_size != dist.get_world_size():
+            raise ConfigError("train.precision=bf16 at ZeRO-0 averages over every process; "
+                              "model or pipeline parallel groups are not supported")
+        engine.enable_backward_allreduce = False
+        optimizer.world = engine.dp_world_size
     if cfg.train.compile:
         names = compile_transformers(engine.module, cfg.train.compile_backend)
         logging.getLogger("pretrain").info("torch.compile: transformer bodies of %s (compiles on the first step)",

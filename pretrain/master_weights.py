@@ -9,6 +9,13 @@ gradient norm once for its finite check (``train.clip_and_norm``), so a step her
 gradients into fp32 buffers that live as long as the optimizer (the trainer takes its norm of, and
 clips, these copies), step the fp32 optimizer, copy the weights back into the model.
 
+Gradient accumulation and the all-reduce happen in fp32 as well, as Megatron-LM does for bf16
+(``accumulate_allreduce_grads_in_fp32``): between micro-batches the trainer calls ``accumulate``,
+which adds the bf16 gradients into the fp32 buffers, and with several processes ``gradients``
+averages those buffers over them in one all-reduce (DeepSpeed's own ZeRO-0 all-reduce of the bf16
+gradients is switched off, ``engine.build_engine``). Summing 4 micro-batches in bf16 would round
+each partial sum to 8 bits of mantissa.
+
 The masters are the model's weights before the cast to bf16, so a run started from an fp32
 checkpoint keeps every bit of it. A parameter without a gradient is skipped, as torch's
 optimizers skip it in fp32 (DeepSpeed's wrapper stepped it with a zero gradient).
@@ -46,9 +53,17 @@ class MasterWeights(torch.optim.Optimizer):
                             for params in self.bit16_groups]
         self.optimizer = build([{**g, "params": masters} for g, masters in zip(groups, self.fp32_groups)])
         self.defaults = self.optimizer.defaults
-        self._copied = False
+        self.world = 1                       # processes to average over (set by engine.build_engine)
+        self._copied = False                 # this step's gradients are in the buffers, reduced
+        self._micro = 0                      # micro-batches added into the buffers since the last step
+        self._live: set[int] = set()         # which parameters got a gradient in them
         self._pairs = [(p, m) for ps, ms in zip(self.bit16_groups, self.fp32_groups) for p, m in zip(ps, ms)]
         self._master = {p: m for p, m in self._pairs}
+        # One flat fp32 buffer, each master's gradient a view of it: one all-reduce, one clear
+        sizes = [m.numel() for _, m in self._pairs]
+        device = self._pairs[0][1].device if self._pairs else None
+        self._flat = torch.empty(sum(sizes), dtype=torch.float32, device=device)
+        self._views = [v.view_as(m) for v, (_, m) in zip(torch.split(self._flat, sizes), self._pairs)] if sizes else []
 
     @property
     def param_groups(self):
@@ -66,21 +81,41 @@ class MasterWeights(torch.optim.Optimizer):
         """The fp32 master of model parameter ``p``."""
         return self._master[p]
 
+    def _take(self) -> None:
+        """Add the model's gradients into the fp32 buffers (a step's first micro-batch copies them)."""
+        have = [i for i, (p, _) in enumerate(self._pairs) if p.grad is not None]
+        if self._micro == 0:
+            if len(have) < len(self._pairs):
+                self._flat.zero_()
+            self._live = set()
+        if have:
+            views, grads = [self._views[i] for i in have], [self._pairs[i][0].grad for i in have]
+            (torch._foreach_copy_ if self._micro == 0 else torch._foreach_add_)(views, grads)
+        self._live.update(have)
+        self._micro += 1
+
+    @torch.no_grad()
+    def accumulate(self) -> None:
+        """Between the micro-batches of one step: move their gradients into the fp32 buffers."""
+        self._take()
+        for p, _ in self._pairs:
+            p.grad = None
+
     def gradients(self) -> list[torch.Tensor]:
-        """This step's gradients in fp32, copied once per step into buffers that live as long as the
-        optimizer: what the trainer takes the norm of and clips (``train.clip_and_norm``) and what
-        ``step`` uses. A parameter without a gradient is not stepped."""
+        """This step's gradients in fp32 (accumulated micro-batches, averaged over processes), in
+        buffers that live as long as the optimizer: what the trainer takes the norm of and clips
+        (``train.clip_and_norm``) and what ``step`` uses. A parameter without a gradient is not
+        stepped; with several processes each one is, as DeepSpeed's all-reduce gives it zeros."""
         if not self._copied:
-            live = []
-            for p, m in self._pairs:
-                if p.grad is None:
-                    m.grad = None
-                else:
-                    if m.grad is None:
-                        m.grad = torch.empty_like(m)
-                    live.append((p, m))
-            if live:
-                torch._foreach_copy_([m.grad for _, m in live], [p.grad for p, _ in live])
+            with torch.no_grad():
+                self._take()
+                if self.world > 1:
+                    import torch.distributed as dist
+                    dist.all_reduce(self._flat)
+                    self._flat.div_(self.world)
+                    self._live = set(range(len(self._pairs)))
+            for i, (_, m) in enumerate(self._pairs):
+                m.grad = self._views[i] if i in self._live else None
             self._copied = True
         return [m.grad for _, m in self._pairs if m.grad is not None]
 
@@ -92,6 +127,7 @@ class MasterWeights(torch.optim.Optimizer):
                 else:
                     p.grad.zero_()
         self._copied = False                 # the next step copies the (cleared) gradients again
+        self._micro = 0
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -103,6 +139,7 @@ class MasterWeights(torch.optim.Optimizer):
         if stepped:
             torch._foreach_copy_([p.data for p, _ in stepped], [m for _, m in stepped])
         self._copied = False
+        self._micro = 0
 
     def state_dict(self) -> dict:
         state = {"optimizer_state_dict": self.optimizer.state_dict(), "fp32_groups": self.fp32_groups,

@@ -238,7 +238,7 @@ def _validate(engine, objective, cfg: RunConfig, rank: int, world: int, device, 
 def train(cfg: RunConfig, config_source: str = "") -> int:
     from tqdm import tqdm
 
-    from pretrain.engine import HeapCap, build_engine, clips_itself, init_distributed, reuse_freed_memory
+    from pretrain.engine import HeapCap, build_engine, clips_itself, flat_adafactor, init_distributed, reuse_freed_memory
 
     rank, world, local = init_distributed()
     threads = cfg.train.num_threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world)))
@@ -319,6 +319,8 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
     if rank == 0:
         log.info("%s %s: %.2fM parameters, world %d, ZeRO-%d, %s, %d threads/process", cfg.model, cfg.size,
                  n_params / 1e6, world, cfg.train.zero_stage, cfg.train.precision, threads)
+        if flat_adafactor(cfg):
+            log.warning(flat_adafactor(cfg))
 
     data = TrainData(cfg, objective, rank, world, position, pin_memory=device.type == "cuda")
     layout = {"zero_stage": cfg.train.zero_stage, "optimizer": cfg.train.optimizer}
@@ -393,7 +395,10 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                     continue
                 engine.backward(loss)
                 phases.mark("backward")
-                if cfg.train.zero_stage == 0 and engine.is_gradient_accumulation_boundary():
+                boundary = engine.is_gradient_accumulation_boundary()
+                if not boundary and hasattr(engine.optimizer, "accumulate"):
+                    engine.optimizer.accumulate()         # bf16 at ZeRO-0: into the fp32 buffers
+                if cfg.train.zero_stage == 0 and boundary:
                     pre_step_norm = clip_and_norm(engine, world, cfg.train.grad_clip if own_clip else 0.0)
                     if not math.isfinite(pre_step_norm):
                         # Neutralize the update: zero gradients and a zero learning rate for this step

@@ -67,6 +67,25 @@ def test_every_model_file_and_preset_validates(model):
         assert cfg.model == model and cfg.size == size
 
 
+def test_every_adafactor_preset_trains_at_zero0_and_zero2_adafactor_is_warned_about():
+    """DeepSpeed's ZeRO-1/2/3 hand the optimizer flat partitions: Adafactor would keep unfactored
+    statistics and clip per partition, so the presets that use it (the T5 recipe) train at ZeRO-0."""
+    from pretrain.engine import flat_adafactor
+
+    seen = 0
+    for model in models():
+        path = config_path(model)
+        for size in preset_names(path):
+            cfg = load_config(path, size=size)
+            if cfg.train.optimizer == "adafactor":
+                seen += 1
+                assert cfg.train.zero_stage == 0 and flat_adafactor(cfg) is None, (model, size)
+    assert seen >= 4                                     # t5-pegasus and t5-span, small and base
+    warning = flat_adafactor(load_config(T5, ["train.optimizer=adafactor", "train.zero_stage=2"]))
+    assert "ZeRO-2" in warning and "train.zero_stage=0" in warning
+    assert flat_adafactor(load_config(T5, ["train.optimizer=adamw", "train.zero_stage=2"])) is None
+
+
 def test_deepspeed_config_fills_auto_values():
     from pretrain.engine import deepspeed_config, lr_lambda
 

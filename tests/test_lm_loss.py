@@ -228,3 +228,41 @@ def test_cpu_attention_mask_cache_follows_the_mask():
     mask[:, :, :, 3:] = False                       # in place: the cached form is stale
     torch.testing.assert_close(attend(mask), attend(mask.clone()))
     assert not torch.allclose(attend(mask), first)
+
+
+def test_cpu_attention_position_bias_as_t5_makes_it():
+    """T5's relative bias is a permuted view (heads innermost) that every layer of a stack adds; its
+    cross-attention bias is zeros without a gradient. The first is made contiguous once per forward
+    and kept on the tensor (rebuilt if changed in place), the second is not added at all; outputs
+    and gradients stay SDPA's, over two layers sharing the bias."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    g = torch.Generator().manual_seed(2)
+    B, H, L, dh = 3, 2, 6, 4
+    q, k, v = (torch.randn(B, H, L, dh, generator=g) for _ in range(3))
+    table = torch.randn(L, L, H, generator=g)
+    mask = torch.ones(B, 1, L, L, dtype=torch.bool)
+    mask[2, :, :4, 4:] = False       # padding keys; a row with no key open: test_cpu_attention_row_with_every_key_...
+
+    def run(fn):
+        emb = table.clone().requires_grad_()
+        bias = emb.permute(2, 0, 1).unsqueeze(0)
+        assert not bias.is_contiguous()
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        outs = [fn(_Attention(), *leaves, mask, dropout=1e-9 if fn is D.sdpa_cpu_dropout else 0.0, scaling=0.5,
+                   position_bias=bias)[0] for _ in range(2)]
+        sum((o * torch.linspace(-1, 1, o.numel()).view(o.shape)).sum() for o in outs).backward()
+        return [*outs, *(t.grad for t in leaves), emb.grad], bias
+
+    (got, bias), (want, _) = run(D.sdpa_cpu_dropout), run(sdpa_attention_forward)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert D._bias_term(bias) is D._bias_term(bias) and D._bias_term(bias).is_contiguous()
+    with torch.no_grad():
+        bias.add_(1.0)                                      # in place: the kept form is stale
+    torch.testing.assert_close(D._bias_term(bias), bias.contiguous())
+    zeros = torch.zeros(1, H, L, L)
+    assert D._bias_term(zeros) is None
+    torch.testing.assert_close(D.sdpa_cpu_dropout(_Attention(), q, k, v, mask, dropout=1e-9, scaling=0.5,
+                                                  position_bias=zeros)[0],
+                               sdpa_attention_forward(_Attention(), q, k, v, mask, dropout=0.0, scaling=0.5,
+                                                      position_bias=zeros)[0], atol=1e-6, rtol=1e-6)

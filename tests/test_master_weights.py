@@ -149,3 +149,90 @@ def test_the_trainers_clip_matches_torch_and_clips_the_fp32_copies_under_master_
     assert clip_and_norm(SimpleNamespace(module=net, optimizer=opt), 1, 1.0) == float("inf")
     opt.zero_grad(set_to_none=False)            # the trainer's answer to a non-finite norm
     assert all(float(g.abs().max()) == 0 for g in opt.gradients())
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_micro_batches_accumulate_in_fp32(name):
+    """Gradient accumulation adds the bf16 gradients into the fp32 buffers (Megatron-LM's
+    accumulate_allreduce_grads_in_fp32), not into bf16 partial sums; a parameter with a gradient
+    in any micro-batch is stepped."""
+    ref_net, net = model(), model()
+    ref = OPTIMIZERS[name](groups(ref_net))
+    opt = MasterWeights(groups(net), OPTIMIZERS[name])
+    cast_parameters(net)
+    for step in range(3):
+        micro = [bf16_grads(10 * step + k, net) for k in range(4)]
+        if step == 1:
+            micro[0]["unused"] = torch.ones(8, 8).bfloat16()     # a gradient in the first micro-batch only
+        for k, grads in enumerate(micro):
+            for n, q in net.named_parameters():
+                if n in grads:
+                    q.grad = grads[n].clone()
+            if k < len(micro) - 1:
+                opt.accumulate()
+                assert all(q.grad is None for q in net.parameters())
+        for n, p in ref_net.named_parameters():
+            parts = [g[n].float() for g in micro if n in g]
+            if parts:
+                p.grad = parts[0].clone()
+                for part in parts[1:]:
+                    p.grad += part
+        bf16_sum = {n: sum((g[n] for g in micro[1:]), micro[0][n]) for n in micro[0] if n != "unused"}
+        fp32 = {n: p.grad for n, p in ref_net.named_parameters() if p.grad is not None}
+        assert any(not torch.equal(bf16_sum[n].float(), fp32[n]) for n in bf16_sum)    # bf16 sums would round
+        opt.gradients()
+        masters = {n: opt.master(q) for n, q in net.named_parameters()}
+        for n, want in fp32.items():
+            assert torch.equal(masters[n].grad, want), (step, n)
+        assert (masters["unused"].grad is not None) == (step == 1)
+        ref.step()
+        opt.step()
+        ref.zero_grad()
+        opt.zero_grad()
+        for (n, p), q in zip(ref_net.named_parameters(), net.parameters()):
+            assert torch.equal(opt.master(q), p.detach()), (step, n)
+
+
+def _average_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    net = model()
+    opt = MasterWeights(groups(net), OPTIMIZERS["adamw"])
+    cast_parameters(net)
+    opt.world = 2
+    for k in range(2):                                    # two micro-batches, then the all-reduce
+        for n, q in net.named_parameters():
+            if n != "unused":
+                q.grad = bf16_grads(100 * rank + k, net)[n]
+        if k == 0:
+            opt.accumulate()
+    opt.gradients()
+    grads = {n: opt.master(q).grad.clone() for n, q in net.named_parameters()}
+    opt.step()
+    torch.save({"grads": grads, "masters": {n: opt.master(q).detach().clone() for n, q in net.named_parameters()}},
+               f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow           # two spawned processes: ~5 s
+def test_processes_average_the_fp32_accumulated_gradients(tmp_path):
+    """Several processes: the fp32 sums are averaged in one all-reduce (DeepSpeed's bf16 one is off),
+    every parameter is stepped as DeepSpeed's all-reduce gives a missing gradient zeros, and the
+    ranks' masters stay equal."""
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_average_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    net = model()
+    for n, _ in net.named_parameters():
+        if n == "unused":
+            want = torch.zeros(8, 8)
+        else:
+            sums = [bf16_grads(100 * r, net)[n].float() + bf16_grads(100 * r + 1, net)[n].float() for r in (0, 1)]
+            want = (sums[0] + sums[1]) / 2
+        assert torch.equal(r0["grads"][n], want) and torch.equal(r1["grads"][n], want), n
+        assert torch.equal(r0["masters"][n], r1["masters"][n]), n
