@@ -19,6 +19,10 @@ Each kind runs ``--layers`` layers sharing one bias, as a stack does. Contenders
 Order rotates every repeat. Each contender's outputs and gradients in bf16 are compared with
 ``sdpa`` on the same inputs in float32.
 
+A second table times the relative bias itself (``compute_bias`` of the first layer of each stack,
+forward + backward, bf16 weights): transformers' against ``pretrain.models.relative_bias_by_offset``,
+with each one's error in the bias table's gradient against the same computation in float64.
+
     .venv/bin/python bench/attention_bench.py [--batch 3] [--heads 6] [--source 474] [--target 244] [--repeats 8]
 
 Writes bench/results/attention.json and prints a markdown table.
@@ -120,6 +124,7 @@ def main(argv=None) -> int:
                 if r:                                            # the first round warms up
                     seconds[n].append(s)
         res["ms"][kind] = {n: 1e3 * sorted(s)[len(s) // 2] for n, s in seconds.items()}     # medians
+    res["relative_bias"] = relative_bias(args, kinds)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
 
@@ -142,8 +147,56 @@ def main(argv=None) -> int:
     for kind, errors in res["relative_error_vs_fp32"].items():
         for n, e in errors.items():
             print(f"| {kind} | {n} | " + " | ".join(f"{e[t]:.1e}" if t in e else "-" for t in tensors) + " |")
+    print(f"\nT5's relative bias, compute_bias forward + backward, bf16 weights; medians of {args.repeats}\n")
+    print("| stack | transformers (ms) | by offset (ms) | speed-up | table gradient error, transformers | by offset |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for kind, r in res["relative_bias"].items():
+        print(f"| {kind} | {r['ms']['transformers']:.2f} | {r['ms']['by offset']:.2f} | "
+              f"{r['ms']['transformers'] / r['ms']['by offset']:.1f}x | {r['error']['transformers']:.1e} | "
+              f"{r['error']['by offset']:.1e} |")
     print(f"wrote {args.out}")
     return 0
+
+
+def relative_bias(args, kinds: dict) -> dict:
+    """compute_bias of an encoder's and a decoder's first attention: transformers' against
+    ``relative_bias_by_offset``; ms (medians) and the bias table's gradient error relative to its
+    largest value, against transformers' computation in float64."""
+    import copy
+    import time
+
+    import torch
+    from transformers import MT5Config
+    from transformers.models.mt5.modeling_mt5 import MT5Attention
+
+    from pretrain.models import relative_bias_by_offset
+
+    out = {}
+    for kind, (lq, lk, causal, relative) in kinds.items():
+        if not relative:
+            continue
+        cfg = MT5Config(d_model=args.heads * args.head_dim, d_kv=args.head_dim, num_heads=args.heads,
+                        relative_attention_num_buckets=32, relative_attention_max_distance=128, is_decoder=causal)
+        torch.manual_seed(0)
+        exact = MT5Attention(cfg, has_relative_attention_bias=True, layer_idx=0).double()
+        theirs = copy.deepcopy(exact).bfloat16()
+        ours = copy.deepcopy(theirs)
+        relative_bias_by_offset(ours)
+        g = torch.randn(1, args.heads, lq, lk, dtype=torch.float64)
+        exact.compute_bias(lq, lk).backward(g)
+        want = exact.relative_attention_bias.weight.grad
+        seconds, error = {"transformers": [], "by offset": []}, {}
+        for r in range(args.repeats + 1):
+            for name, m in (("transformers", theirs), ("by offset", ours))[::1 if r % 2 else -1]:
+                m.relative_attention_bias.weight.grad = None
+                t = time.perf_counter()
+                m.compute_bias(lq, lk).backward(g.bfloat16())
+                if r:
+                    seconds[name].append(time.perf_counter() - t)
+                got = m.relative_attention_bias.weight.grad.double()
+                error[name] = float((got - want).abs().max() / want.abs().max())
+        out[kind] = {"ms": {n: 1e3 * sorted(v)[len(v) // 2] for n, v in seconds.items()}, "error": error}
+    return out
 
 
 if __name__ == "__main__":

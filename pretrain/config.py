@@ -144,6 +144,8 @@ class TrainConfig:
                                             # torch's bernoulli_, same distribution (pretrain.dropout); false = torch's
     fused_gelu: bool = True                 # gelu_new (T5's FFN) as torch's one tanh-GELU kernel, same formula
                                             # rounded once (pretrain.models.fuse_gelu); false = the eight-op original
+    relative_bias_by_offset: bool = True    # T5's position bias from its q+k-1 offsets, not its q*k pairs: same
+                                            # values (pretrain.models.relative_bias_by_offset); false = transformers'
     cpu_heap_reuse: bool = True             # CPU: freed tensor memory is reused, not returned to the OS, up to a bound
                                             # (pretrain.engine.reuse_freed_memory, HeapCap); false = glibc's default
     trace_samples: bool = False             # write the ids each rank trains on per step (RUN/trace/)

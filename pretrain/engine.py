@@ -330,6 +330,9 @@ def build_engine(cfg: RunConfig, model: torch.nn.Module):
     if cfg.train.fused_gelu:
         from pretrain.models import fuse_gelu
         fuse_gelu(model)
+    if cfg.train.relative_bias_by_offset:
+        from pretrain.models import relative_bias_by_offset
+        relative_bias_by_offset(model)
     if cfg.train.cpu_dropout and not cfg.train.compile and not torch.cuda.is_available():
         from pretrain.dropout import install
         install(model)           # the compiled graph draws its own masks; on CUDA torch's Philox is cheap

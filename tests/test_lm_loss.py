@@ -266,3 +266,55 @@ def test_cpu_attention_position_bias_as_t5_makes_it():
                                                   position_bias=zeros)[0],
                                sdpa_attention_forward(_Attention(), q, k, v, mask, dropout=0.0, scaling=0.5,
                                                       position_bias=zeros)[0], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("decoder", [False, True])
+def test_relative_bias_by_offset_is_t5s_bias_with_its_bf16_gradient_summed_in_fp32(decoder):
+    """``relative_bias_by_offset``: the bias T5 computes, value for value, for square and rectangular
+    shapes; its table's gradient equal to transformers' in float64, and in bf16 within bf16 rounding of
+    the exact one (transformers' bf16 embedding backward sums every pair in bf16); generation with past
+    tokens keeps transformers' computation; a whole model's loss and gradients are unchanged."""
+    import copy
+
+    from transformers import MT5Config
+    from transformers.models.mt5.modeling_mt5 import MT5Attention
+
+    from pretrain.models import relative_bias_by_offset
+    from tests.test_packing import Tok, assert_same_grads, grads, seqs, t5
+
+    cfg = MT5Config(d_model=32, d_kv=8, num_heads=4, relative_attention_num_buckets=32,
+                    relative_attention_max_distance=128, is_decoder=decoder)
+    torch.manual_seed(0)
+    ref = MT5Attention(cfg, has_relative_attention_bias=True, layer_idx=0).double()
+    ours = copy.deepcopy(ref)
+    assert relative_bias_by_offset(ours) == 1 and relative_bias_by_offset(ours) == 0
+    for q, k in ((300, 300), (7, 12), (12, 7), (1, 1)):
+        g = torch.randn(1, 4, q, k, dtype=torch.float64)
+        a, b = ref.compute_bias(q, k), ours.compute_bias(q, k)
+        assert torch.equal(a, b) and b.is_contiguous()
+        a.backward(g)
+        b.backward(g)
+        torch.testing.assert_close(ours.relative_attention_bias.weight.grad, ref.relative_attention_bias.weight.grad)
+        exact = ref.relative_attention_bias.weight.grad.clone()
+        low = copy.deepcopy(ours).bfloat16()
+        low.relative_attention_bias.weight.grad = None
+        assert torch.equal(low.compute_bias(q, k), a.bfloat16())
+        low.compute_bias(q, k).backward(g.bfloat16())
+        err = (low.relative_attention_bias.weight.grad.double() - exact).abs().max() / exact.abs().max()
+        assert err < 1e-2, (q, k, float(err))
+        for m in (ref, ours):
+            m.relative_attention_bias.weight.grad = None
+    torch.testing.assert_close(ours.compute_bias(3, 8, past_seen_tokens=5), ref.compute_bias(3, 8, past_seen_tokens=5))
+
+    from pretrain.objectives._t5 import pair_batch
+    batch = pair_batch(Tok, seqs([9, 4, 12], seed=1), seqs([3, 5, 2], seed=2), 16, 8)
+    model = t5("sdpa")
+    before = model(**batch).loss
+    before.backward()
+    want = grads(model)
+    model.zero_grad()
+    assert relative_bias_by_offset(model) == 2                 # the first layer of each stack
+    after = model(**batch).loss
+    after.backward()
+    assert torch.equal(after, before)
+    assert_same_grads(grads(model), want, tol=1e-6)
