@@ -36,6 +36,18 @@ def bf16_grads(step, net):
             for n, p in net.named_parameters() if n != "unused"}
 
 
+def step_both_and_compare(ref, opt, ref_net, net, step):
+    """Step the fp32 reference and MasterWeights; the masters must equal the reference's weights
+    and the model's bf16 weights their rounding, bit for bit."""
+    ref.step()
+    opt.step()
+    ref.zero_grad()
+    opt.zero_grad()
+    for (n, p), q in zip(ref_net.named_parameters(), net.parameters()):
+        assert torch.equal(opt.master(q), p.detach()), (step, n)
+        assert torch.equal(q.detach(), p.detach().bfloat16()), (step, n)
+
+
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_masters_step_as_an_fp32_optimizer_on_the_bf16_gradients(name):
     ref_net, net = model(), model()
@@ -57,13 +69,7 @@ def test_masters_step_as_an_fp32_optimizer_on_the_bf16_gradients(name):
             assert torch.equal(clip_norm, norm)
             torch._foreach_mul_(opt.gradients(), torch.clamp(1.0 / (clip_norm + 1e-6), max=1.0))
             clipped += 1
-        ref.step()
-        opt.step()
-        ref.zero_grad()
-        opt.zero_grad()
-        for (n, p), q in zip(ref_net.named_parameters(), net.parameters()):
-            assert torch.equal(opt.master(q), p.detach()), (step, n)
-            assert torch.equal(q.detach(), p.detach().bfloat16()), (step, n)
+        step_both_and_compare(ref, opt, ref_net, net, step)
     assert 0 < clipped < 8
     assert torch.equal(opt.master(net.unused), unused_before) and net.unused not in opt.state
 
@@ -185,12 +191,7 @@ def test_micro_batches_accumulate_in_fp32(name):
         for n, want in fp32.items():
             assert torch.equal(masters[n].grad, want), (step, n)
         assert (masters["unused"].grad is not None) == (step == 1)
-        ref.step()
-        opt.step()
-        ref.zero_grad()
-        opt.zero_grad()
-        for (n, p), q in zip(ref_net.named_parameters(), net.parameters()):
-            assert torch.equal(opt.master(q), p.detach()), (step, n)
+        step_both_and_compare(ref, opt, ref_net, net, step)
 
 
 def _average_worker(rank: int, port: int, out: str) -> None:
