@@ -193,8 +193,11 @@ def _bias_by_offset_class(base: type) -> type:
             weight = self.relative_attention_bias.weight
             # In float32, so that the backward's sums (along each diagonal, then into each bucket's row)
             # accumulate in float32: transformers' bf16 embedding backward sums all q x k terms in bf16
-            wide = weight.to(torch.promote_types(weight.dtype, torch.float32))
-            values = torch.nn.functional.embedding(buckets, wide).t()                # (heads, q + k - 1)
+            wide = torch.promote_types(weight.dtype, torch.float32)
+            if hasattr(weight, "ds_id"):      # ZeRO-3: the module's own forward gathers a partitioned table
+                values = self.relative_attention_bias(buckets).to(wide).t()
+            else:
+                values = torch.nn.functional.embedding(buckets, weight.to(wide)).t()   # (heads, q + k - 1)
             # windows[h, s, j] = values[h, s + j], the offset j - (q - 1 - s): row s is query q - 1 - s
             windows = values.unfold(1, key_length, 1).flip(1)
             return windows.to(weight.dtype, memory_format=torch.contiguous_format).contiguous().unsqueeze(0)
