@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 
 
 def cast_parameters(model: torch.nn.Module, dtype: torch.dtype = torch.bfloat16) -> None:
@@ -110,7 +111,6 @@ class MasterWeights(torch.optim.Optimizer):
             with torch.no_grad():
                 self._take()
                 if self.world > 1:
-                    import torch.distributed as dist
                     dist.all_reduce(self._flat)
                     self._flat.div_(self.world)
                     self._live = set(range(len(self._pairs)))

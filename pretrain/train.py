@@ -63,6 +63,17 @@ def clip_and_norm(engine, world: int, max_norm: float = 0.0) -> float:
     return flag.item()
 
 
+def backward(engine, loss) -> bool:
+    """``engine.backward(loss)``; between the micro-batches of a step, bf16 at ZeRO-0 then moves the
+    gradients into its fp32 buffers (``MasterWeights.accumulate``). Returns whether this micro-batch
+    ends the step."""
+    engine.backward(loss)
+    boundary = engine.is_gradient_accumulation_boundary()
+    if not boundary and hasattr(engine.optimizer, "accumulate"):
+        engine.optimizer.accumulate()
+    return boundary
+
+
 def rng_state() -> dict:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
@@ -319,8 +330,9 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
     if rank == 0:
         log.info("%s %s: %.2fM parameters, world %d, ZeRO-%d, %s, %d threads/process", cfg.model, cfg.size,
                  n_params / 1e6, world, cfg.train.zero_stage, cfg.train.precision, threads)
-        if flat_adafactor(cfg):
-            log.warning(flat_adafactor(cfg))
+        warning = flat_adafactor(cfg)
+        if warning:
+            log.warning(warning)
 
     data = TrainData(cfg, objective, rank, world, position, pin_memory=device.type == "cuda")
     layout = {"zero_stage": cfg.train.zero_stage, "optimizer": cfg.train.optimizer}
@@ -393,11 +405,8 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                     # Every rank drops this micro-batch (no backward, no step) and counts it.
                     bad_in_a_row, bad_total = count_bad("loss", "micro-batch skipped", step, bad_in_a_row, bad_total)
                     continue
-                engine.backward(loss)
+                boundary = backward(engine, loss)
                 phases.mark("backward")
-                boundary = engine.is_gradient_accumulation_boundary()
-                if not boundary and hasattr(engine.optimizer, "accumulate"):
-                    engine.optimizer.accumulate()         # bf16 at ZeRO-0: into the fp32 buffers
                 if cfg.train.zero_stage == 0 and boundary:
                     pre_step_norm = clip_and_norm(engine, world, cfg.train.grad_clip if own_clip else 0.0)
                     if not math.isfinite(pre_step_norm):

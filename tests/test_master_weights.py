@@ -237,3 +237,48 @@ def test_processes_average_the_fp32_accumulated_gradients(tmp_path):
             want = (sums[0] + sums[1]) / 2
         assert torch.equal(r0["grads"][n], want) and torch.equal(r1["grads"][n], want), n
         assert torch.equal(r0["masters"][n], r1["masters"][n]), n
+
+
+_ENGINE_SCRIPT = r"""
+import torch
+from pretrain.config import config_path, load_config
+from pretrain.engine import build_engine, init_distributed
+from pretrain.train import backward
+
+init_distributed()
+cfg = load_config(config_path("t5-pegasus"), ["train.precision=bf16", "train.zero_stage=0", "train.grad_accum=2",
+                                              "train.micro_batch_size=2", "run_dir=/tmp/unused"])
+torch.manual_seed(0)
+engine, optimizer, _ = build_engine(cfg, torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 1)))
+xs = [torch.randn(2, 8, dtype=torch.bfloat16, generator=torch.Generator().manual_seed(k)) for k in range(2)]
+grads = []
+for x in xs:                                 # each micro-batch's bf16 gradients, computed apart
+    engine.module.zero_grad()
+    (engine.module(x).float().pow(2).mean() / 2).backward()
+    grads.append([p.grad.clone() for p in engine.module.parameters()])
+engine.module.zero_grad()
+first = backward(engine, engine(xs[0]).float().pow(2).mean())
+assert not first and all(p.grad is None for p in engine.module.parameters()), "not moved into the fp32 buffers"
+engine.step()                                # what the trainer does after every micro-batch (no update here)
+assert backward(engine, engine(xs[1]).float().pow(2).mean())
+optimizer.gradients()
+for p, a, b in zip(engine.module.parameters(), *grads):
+    assert torch.equal(optimizer.master(p).grad, a.float() + b.float()), "not the fp32 sum"
+print("ok")
+"""
+
+
+@pytest.mark.slow        # a DeepSpeed engine in its own process: ~15 s
+def test_the_trainers_backward_accumulates_micro_batches_in_fp32_through_a_deepspeed_engine(tmp_path):
+    """train.backward on a real ZeRO-0 bf16 engine with grad_accum 2: after the first micro-batch the
+    model holds no gradient (it went into the fp32 buffers), and the step's gradients are the fp32
+    sum of the two micro-batches' bf16 gradients (DeepSpeed scales each loss by 1/2)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    proc = subprocess.run([sys.executable, "-c", _ENGINE_SCRIPT], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
