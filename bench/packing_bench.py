@@ -8,7 +8,8 @@ BERT-Chinese vocabulary (``tokenizer.released``). T5-PEGASUS reads pseudo-summar
 made by ``pipeline.pairs.make_pair`` from the same documents (documents with too few
 sentences give no pair). Waste = padding cells / all cells of the batch tensors (T5: encoder
 and decoder together; the MLM collator also leaves out documents beyond its row budget,
-reported as tokens kept).
+reported as tokens kept). For T5-PEGASUS the packed column also gives the waste of the
+flattened batch its linear layers see with ``train.flatten_packed`` (padding to ``flat_length``).
 
     python bench/packing_bench.py [--docs 2048]
 Writes bench/results/packing.json and prints a markdown table.
@@ -62,12 +63,20 @@ def measure(objective, records: list[dict], batch_size: int, seed: int = 0) -> d
     random.seed(seed)
     import torch
     torch.manual_seed(seed)
-    tokens = total = rows = batches = 0
+    from pretrain.objectives._t5 import FLAT, FLAT_FILL
+    from pretrain.packing import flatten_rows
+    tokens = total = rows = batches = flat = 0
     for i in range(0, len(records) - batch_size + 1, batch_size):
-        t, c, r = cells(objective.collate(records[i:i + batch_size]))
+        batch = objective.collate(records[i:i + batch_size])
+        t, c, r = cells(batch)
         tokens, total, rows, batches = tokens + t, total + c, rows + r, batches + 1
-    return {"waste": 1 - tokens / total if total else 0.0, "tokens": tokens, "rows_per_batch": rows / max(batches, 1),
-            "batches": batches}
+        if "decoder_segment_ids" in batch:          # T5 with train.flatten_packed: what the linear layers see
+            flat += cells(flatten_rows(batch, FLAT, FLAT_FILL))[1]
+    out = {"waste": 1 - tokens / total if total else 0.0, "tokens": tokens, "rows_per_batch": rows / max(batches, 1),
+           "batches": batches}
+    if flat:
+        out["waste_flattened"] = 1 - tokens / flat
+    return out
 
 
 def main(argv=None) -> int:
@@ -106,8 +115,10 @@ def main(argv=None) -> int:
                 results[f"{model}/{corpus}"] = {"unpacked": out[False], "packed": out[True],
                                                 "records": len(records), "micro_batch": cfg.train.micro_batch_size}
                 kept = out[True]["tokens"] / max(out[False]["tokens"], 1)
+                flat = out[True].get("waste_flattened")
+                flat = f" ({100 * flat:.1f} % flattened)" if flat is not None else ""
                 lines.append(f"| {model} | {corpus} | {100 * out[False]['waste']:.1f} % | "
-                             f"**{100 * out[True]['waste']:.1f} %** | {out[False]['rows_per_batch']:.0f} -> "
+                             f"**{100 * out[True]['waste']:.1f} %**{flat} | {out[False]['rows_per_batch']:.0f} -> "
                              f"{out[True]['rows_per_batch']:.1f} | {kept:.2f} |")
                 print(lines[-1], flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

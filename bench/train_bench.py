@@ -366,21 +366,29 @@ def hf_trainer(family: str, overrides: list[str], steps: int, log_every: int, wo
     return {"tokens_per_s": rate(marks, log_every), "final_loss": out.training_loss, "optimizer": args.optim}
 
 
-def our_padding(family: str, overrides: list[str], steps: int) -> float:
+def our_padding(family: str, overrides: list[str], steps: int, compiled: bool = False) -> float:
     """Padding share of our batches over the run's steps: the trainer's data order (``TrainData``:
-    length grouping where the config has it) and collator (packing where on); counted apart, untimed."""
+    length grouping where the config has it) and collator (packing where on), and for T5 with
+    ``train.flatten_packed`` the packed rows laid end to end as ``T5Objective.loss`` does;
+    counted apart, untimed."""
     import itertools
+
+    import torch
 
     from pretrain.config import config_path, load_config
     from pretrain.data import TrainData
+    from pretrain.objectives._t5 import FLAT, FLAT_FILL
+    from pretrain.packing import flatten_rows
     from pretrain.stages import resolve
 
     cfg = resolve(load_config(config_path(CONFIGS[family]), overrides))
     obj = cfg.objective_class(cfg)
+    t = cfg.train
+    flat = family == "t5" and t.flatten_packed and t.cpu_dropout and not compiled and not torch.cuda.is_available()
     tokens = cells = 0
     for batch, _ in itertools.islice(iter(TrainData(cfg, obj, 0, 1)), steps):
         tokens += obj.tokens_in(batch) if family == "t5" else int(batch["attention_mask"].sum())
-        cells += batch_cells(family, batch)
+        cells += batch_cells(family, flatten_rows(batch, FLAT, FLAT_FILL) if flat and "segment_ids" in batch else batch)
     return 1 - tokens / cells
 
 
@@ -400,7 +408,7 @@ def ours(family: str, overrides: list[str], precision: str, compiled: bool, work
     data = [r["data_time_frac"] for r in train[1:]]
     return {"tokens_per_s": sum(r["tokens_per_s"] * t for r, t in zip(train[1:], times)) / sum(times),
             "final_loss": train[-1]["loss"],
-            "data_time_frac": sum(data) / len(data), "padding_waste": our_padding(family, overrides, steps),
+            "data_time_frac": sum(data) / len(data), "padding_waste": our_padding(family, overrides, steps, compiled),
             "profile": json.loads((run_dir / "profile.json").read_text(encoding="utf-8"))}
 
 
@@ -415,7 +423,9 @@ OURS = [("ours", "fp32", "fp32", False, []), ("ours-amp-bf16", "bf16", "amp-bf16
         # ablations of amp-bf16: torch's dropout masks and attention, gelu_new's eight ops, the model's own LM-head loss (T5)
         ("ours-amp-bf16-torch-dropout", "bf16", "amp-bf16", False, ["train.cpu_dropout=false"]),
         ("ours-amp-bf16-unfused-gelu", "bf16", "amp-bf16", False, ["train.fused_gelu=false"]),
-        ("ours-amp-bf16-model-loss", "bf16", "amp-bf16", False, ["train.fused_lm_loss=false"])]
+        ("ours-amp-bf16-model-loss", "bf16", "amp-bf16", False, ["train.fused_lm_loss=false"]),
+        # ablation: every layer on the padded packed rows (before stop 44)
+        ("ours-amp-bf16-padded-rows", "bf16", "amp-bf16", False, ["train.flatten_packed=false"])]
 
 
 def table(res: dict, peaks: dict, fpt: float) -> list[str]:

@@ -146,6 +146,9 @@ class TrainConfig:
                                             # rounded once (pretrain.models.fuse_gelu); false = the eight-op original
     relative_bias_by_offset: bool = True    # T5's position bias from its q+k-1 offsets, not its q*k pairs: same
                                             # values (pretrain.models.relative_bias_by_offset); false = transformers'
+    flatten_packed: bool = True             # CPU training with cpu_dropout, T5: packed rows laid end to end without
+                                            # their padding for the linear layers, attention still on the rows
+                                            # (pretrain.packing.flatten_rows); false = every layer on the padded rows
     cpu_heap_reuse: bool = True             # CPU: freed tensor memory is reused, not returned to the OS, up to a bound
                                             # (pretrain.engine.reuse_freed_memory, HeapCap); false = glibc's default
     trace_samples: bool = False             # write the ids each rank trains on per step (RUN/trace/)

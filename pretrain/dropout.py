@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pretrain.packing import LAYOUT
+
 ATTENTION = "sdpa_cpu_dropout"     # the attention implementation name ``install`` registers and selects
 _BITS = 16
 
@@ -147,6 +149,67 @@ class _BiasMask(torch.autograd.Function):
         return grad, grad_bias, None, None
 
 
+_WINDOW = "_cpu_attention_window"       # attribute of a by-offset bias: (its version, width, the (1, H, w, w) corner)
+
+
+def _corner(bias: torch.Tensor, width: int) -> torch.Tensor:
+    """The ``width x width`` top-left corner of a bias made by ``models.relative_bias_by_offset``
+    (which depends on ``key - query`` alone, so a packed row of ``width`` tokens reads it as is),
+    built from the offsets once per forward and kept on the bias, as ``_bias_term`` keeps its form.
+    The bias of the flattened sequence is then neither read nor given a gradient."""
+    hit = getattr(bias, _WINDOW, None)
+    if hit is not None and hit[0] == bias._version and hit[1] == width:
+        return hit[2]
+    values, q_len = bias._offset_values      # values[:, o + q_len - 1] is the bias at offset o = key - query
+    corner = (values[:, q_len - width:q_len + width - 1].unfold(1, width, 1).flip(1)
+              .to(bias.dtype, memory_format=torch.contiguous_format).contiguous().unsqueeze(0))
+    setattr(bias, _WINDOW, (bias._version, width, corner))
+    return corner
+
+
+def _on_rows(query, key, value, mask, bias, dropout: float, scale: float):
+    """The attention of a flattened packed batch (``packing.flatten_rows``), computed on its rows
+    (``packing.with_rows``): queries, keys and values gathered into the rows, the masked rows'
+    attention, the outputs gathered back in token order (flat padding: zeros). Linear layers run
+    on the flat tokens; attention keeps the rows' few shapes. Returns (1, N, H, d)."""
+    q_index, q_tokens, k_index, (rows, q_len), (_, k_len) = getattr(mask, LAYOUT)
+    _, heads, n, dim = query.shape
+    if bias is not None:
+        if hasattr(bias, "_offset_values"):
+            bias = _corner(bias, max(q_len, k_len))[:, :, :q_len, :k_len]
+        elif _bias_term(bias) is not None and bias.any():   # zeros (T5's cross-attention, also with the gradient
+            # that checkpointing gives them) add nothing
+            raise ValueError("a flattened packed batch needs a position bias that depends on key - query alone "
+                             "(train.relative_bias_by_offset) or none")
+        else:
+            bias = None
+    q, k, v = (t.transpose(1, 2).reshape(-1, heads * dim).index_select(0, i).view(rows, length, heads, dim)
+               .transpose(1, 2) for t, i, length in ((query, q_index, q_len), (key, k_index, k_len), (value, k_index, k_len)))
+    out = _masked(q, k, v, mask, bias, dropout, scale, causal=False)
+    out = out.reshape(-1, heads * dim).index_select(0, q_tokens)
+    out = torch.cat([out, out.new_zeros(n - out.shape[0], heads * dim)])
+    return out.view(1, n, heads, dim)
+
+
+def _masked(query, key, value, attention_mask, position_bias, dropout: float, scale: float, causal: bool):
+    """softmax(q k^T scale + bias + mask) v with the bias and mask added in place; (B, Lq, H, d)."""
+    q_len, kv_len = query.shape[2], key.shape[2]
+    scores = torch.matmul(query * scale if scale != 1.0 else query, key.transpose(-1, -2))
+    additive = full = None
+    if causal:
+        additive, full = _mask_terms(torch.ones(q_len, kv_len, dtype=torch.bool, device=scores.device)
+                                     .tril(kv_len - q_len), scores.dtype, cache=False)
+    elif attention_mask is not None and attention_mask.dtype == torch.bool:
+        additive, full = _mask_terms(attention_mask, scores.dtype)
+    elif attention_mask is not None:
+        additive = attention_mask
+    scores = _BiasMask.apply(scores, _bias_term(position_bias), additive, full)
+    with torch.autocast(scores.device.type, enabled=False):
+        probs = torch.softmax(scores, dim=-1)
+    out = torch.matmul(fast_dropout(probs, dropout) if dropout > 0.0 else probs, value)
+    return out.transpose(1, 2).contiguous()
+
+
 def sdpa_cpu_dropout(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                      is_causal=None, position_bias=None, **kwargs):
     """Transformers' ``sdpa`` attention, except that in training on CPU the probabilities are
@@ -171,20 +234,9 @@ def sdpa_cpu_dropout(module, query, key, value, attention_mask, dropout: float =
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     causal = q_len > 1 and attention_mask is None and causal
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(query * scale if scale != 1.0 else query, key.transpose(-1, -2))
-    additive = full = None
-    if causal:
-        additive, full = _mask_terms(torch.ones(q_len, kv_len, dtype=torch.bool, device=scores.device)
-                                     .tril(kv_len - q_len), scores.dtype, cache=False)
-    elif attention_mask is not None and attention_mask.dtype == torch.bool:
-        additive, full = _mask_terms(attention_mask, scores.dtype)
-    elif attention_mask is not None:
-        additive = attention_mask
-    scores = _BiasMask.apply(scores, _bias_term(position_bias), additive, full)
-    with torch.autocast(scores.device.type, enabled=False):
-        probs = torch.softmax(scores, dim=-1)
-    out = torch.matmul(fast_dropout(probs, dropout) if dropout > 0.0 else probs, value)
-    return out.transpose(1, 2).contiguous(), None
+    if attention_mask is not None and hasattr(attention_mask, LAYOUT):
+        return _on_rows(query, key, value, attention_mask, position_bias, dropout, scale), None
+    return _masked(query, key, value, attention_mask, position_bias, dropout, scale, causal), None
 
 
 def _register() -> None:
@@ -195,13 +247,20 @@ def _register() -> None:
     AttentionMaskInterface.register(ATTENTION, sdpa_mask)
 
 
-def install(model: nn.Module) -> int:
+def flattens_packed(model: nn.Module) -> bool:
+    """Whether a packed batch for ``model`` is worth flattening now (``install`` with ``flatten``,
+    in training): this attention then takes the rows' mask with its layout (``_on_rows``)."""
+    return model.training and getattr(model, "_flatten_packed", False)
+
+
+def install(model: nn.Module, flatten: bool = True) -> int:
     """Use the cheap CPU dropout in ``model`` (in place); returns how many places now use it.
 
     Swaps every ``nn.Dropout`` for ``Dropout`` and, where a Hugging Face model runs ``sdpa``
     attention, selects ``sdpa_cpu_dropout`` (boolean masks as before: ``packing.model_mask``).
     In eval the model computes exactly as before; in training without dropout, the same function
-    to float rounding (the attention's sums run in another order).
+    to float rounding (the attention's sums run in another order). ``flatten``: in training, the
+    objective may hand it a flattened packed batch (``flattens_packed``, ``packing.with_rows``).
     """
     n = 0
     for m in model.modules():
@@ -212,5 +271,6 @@ def install(model: nn.Module) -> int:
         if getattr(config, "_attn_implementation", None) == "sdpa" and hasattr(m, "set_attn_implementation"):
             _register()
             m.set_attn_implementation(ATTENTION)
+            m._flatten_packed = flatten
             n += 1
     return n

@@ -335,7 +335,8 @@ def build_engine(cfg: RunConfig, model: torch.nn.Module):
         relative_bias_by_offset(model)
     if cfg.train.cpu_dropout and not cfg.train.compile and not torch.cuda.is_available():
         from pretrain.dropout import install
-        install(model)           # the compiled graph draws its own masks; on CUDA torch's Philox is cheap
+        # the compiled graph draws its own masks; on CUDA torch's Philox is cheap
+        install(model, flatten=cfg.train.flatten_packed)
     optimizer = build_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     engine, optimizer, _, scheduler = deepspeed.initialize(

@@ -176,6 +176,12 @@ def relative_bias_by_offset(model: torch.nn.Module) -> int:
     return n
 
 
+def bias_by_offset(model: torch.nn.Module) -> bool:
+    """Whether every relative position bias of ``model`` is built by ``relative_bias_by_offset``."""
+    biases = [m for m in model.modules() if getattr(m, "has_relative_attention_bias", False)]
+    return all(getattr(m, "_bias_by_offset", False) for m in biases)
+
+
 @functools.cache
 def _bias_by_offset_class(base: type) -> type:
     class BiasByOffset(base):
@@ -200,7 +206,9 @@ def _bias_by_offset_class(base: type) -> type:
                 values = torch.nn.functional.embedding(buckets, weight.to(wide)).t()   # (heads, q + k - 1)
             # windows[h, s, j] = values[h, s + j], the offset j - (q - 1 - s): row s is query q - 1 - s
             windows = values.unfold(1, key_length, 1).flip(1)
-            return windows.to(weight.dtype, memory_format=torch.contiguous_format).contiguous().unsqueeze(0)
+            bias = windows.to(weight.dtype, memory_format=torch.contiguous_format).contiguous().unsqueeze(0)
+            bias._offset_values = (values, query_length)    # flattened packed rows read their corner from these
+            return bias
 
     BiasByOffset.__name__ = BiasByOffset.__qualname__ = f"{base.__name__}ByOffset"
     return BiasByOffset

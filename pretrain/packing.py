@@ -185,6 +185,56 @@ def encoder_kwargs(model, attention_mask: torch.Tensor, segment_ids: torch.Tenso
     return kw
 
 
+LAYOUT = "_flat_layout"     # attribute of a packed rows' 4D mask given with flattened inputs: ``with_rows``
+
+
+def flat_length(n: int) -> int:
+    """``n`` tokens rounded up to a grid of about 16 lengths per doubling (multiples of 16 below
+    512, of 32 up to 1,023, of 64 up to 2,047, ...; at most ~6 % padding). A CPU matmul of a shape
+    it has not seen pays ~1 ms to build its kernel (oneDNN): one new length per step for every
+    linear layer cost more than the padding saved."""
+    step = max(16, 1 << max(n.bit_length() - 5, 0))
+    return -(-n // step) * step
+
+
+def flatten_rows(batch: dict, groups: dict[str, tuple[str, ...]], fill: dict[str, int] | None = None) -> dict:
+    """A packed batch as one row: for each ``segment key: (keys ...)`` of ``groups``, the segment
+    key's and the keys' tokens where that segment id is >= 0, laid end to end in row order, then
+    padded to ``flat_length`` (``fill[key]``, default 0; the segment key -1).
+
+    Linear layers then see tokens, not rows: first-fit leaves rows part empty when a batch's
+    sequences do not fill them (20-36 % of a T5 batch's cells, BENCHMARKS.md). Attention needs
+    the rows back (``with_rows``)."""
+    fill = fill or {}
+    out = dict(batch)
+    for seg_key, keys in groups.items():
+        keep = batch[seg_key] >= 0
+        n = int(keep.sum())
+        pad = flat_length(n) - n
+        for key in (seg_key, *keys):
+            values = batch[key][keep]
+            tail = values.new_full((pad,), -1 if key == seg_key else fill.get(key, 0))
+            out[key] = torch.cat([values, tail]).unsqueeze(0)
+    return out
+
+
+def with_rows(mask: torch.Tensor, q_keep: torch.Tensor, k_keep: torch.Tensor | None = None) -> torch.Tensor:
+    """``mask``, the packed rows' 4D mask (``model_mask``), made to serve the same batch flattened
+    (``flatten_rows``): it carries, for the queries (``q_keep``: the rows' token cells) and keys,
+    where each row cell's token sits in the flat sequence, so that an attention that reads it
+    (``pretrain.dropout``'s CPU attention, ``train.flatten_packed``) gathers the rows, computes
+    them under this mask (the attention shapes of the rows: few, and kernels already built) and
+    scatters the outputs back. Returns ``mask``."""
+    def cells(keep):
+        flat = keep.reshape(-1)
+        index = (flat.long().cumsum(0) - 1).clamp_(min=0)     # a pad cell reads the token before it (masked)
+        return index, flat.nonzero().squeeze(1)
+    k_keep = q_keep if k_keep is None else k_keep
+    (q_index, q_tokens), (k_index, _) = cells(q_keep), cells(k_keep)
+    setattr(mask, LAYOUT, (q_index, q_tokens, k_index, q_keep.shape, k_keep.shape))
+    return mask
+
+
 def padding_waste(token_counts: list[int], row_width: int, rows: int) -> float:
     """Share of a padded batch's cells that are padding."""
     cells = row_width * rows

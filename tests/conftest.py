@@ -123,6 +123,30 @@ def t5_tokens(t5_data, tmp_path_factory) -> list[str]:
 T5_RUN_STEPS = 60
 
 
+@pytest.fixture
+def launcher(capsys, monkeypatch):
+    """``python -m pretrain.launch ARGS`` in this process (what its checks say before any work,
+    without a new interpreter's 5 s of imports): returns (exit code, stderr). The root logger's
+    handlers and level, which ``main`` sets, are put back afterwards."""
+    import logging
+
+    from pretrain.launch import main
+
+    root = logging.getLogger()
+    kept = root.handlers[:], root.level
+    monkeypatch.chdir(REPO)
+
+    def run(*argv: str) -> tuple[int, str]:
+        capsys.readouterr()
+        try:
+            code = main(list(argv))
+        finally:
+            root.handlers[:], level = kept
+            root.setLevel(level)
+        return code, capsys.readouterr().err
+    return run
+
+
 def launch_t5(tmp: Path, *extra: str):
     """`make pretrain MODEL=t5-pegasus` as the launcher runs it, with every output under tmp."""
     import subprocess

@@ -86,15 +86,14 @@ def test_bad_model_and_size_stop_with_one_line():
         assert len(lines) == 1 and needle in lines[0], proc.stderr
 
 
-def test_a_comma_separated_corpus_names_the_part_that_matches_nothing():
+def test_a_comma_separated_corpus_names_the_part_that_matches_nothing(launcher):
     from pretrain.stages import corpus_specs
     assert corpus_specs(" data/a.jsonl, data/b ,,") == ["data/a.jsonl", "data/b"]
     assert corpus_specs("hf:user/set,config") == ["hf:user/set,config"]
-    proc = subprocess.run([sys.executable, "-m", "pretrain.launch", "--model", "electra", "--prepare-only",
-                           "data.corpus=data/sample/news.jsonl,data/sample/nothing-*.jsonl"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert proc.returncode != 0 and len(lines) == 1, proc.stderr
+    code, stderr = launcher("--model", "electra", "--prepare-only",
+                            "data.corpus=data/sample/news.jsonl,data/sample/nothing-*.jsonl")
+    lines = [l for l in stderr.splitlines() if l.strip()]
+    assert code != 0 and len(lines) == 1, stderr
     assert "'data/sample/nothing-*.jsonl' matches no file" in lines[0], lines
 
 

@@ -134,6 +134,65 @@ def test_t5_packed_pairs_match_unpacked(impl):
     assert_same_grads(grads(model), g_plain)
 
 
+def test_flat_rows_and_their_layout():
+    """A packed batch laid end to end without its padding, padded to a coarse length grid, and the
+    rows' mask carrying where each row cell's token sits in the flat sequence."""
+    from pretrain.packing import LAYOUT, flat_length, flatten_rows, with_rows
+    assert [flat_length(n) for n in (1, 17, 511, 513, 1025)] == [16, 32, 512, 544, 1088]
+    enc = torch.tensor([[4, 4, 4, 1, 1], [0, 0, 2, -1, -1]])
+    dec = torch.tensor([[1, 4, 4, -1], [2, 0, 0, 0]])
+    batch = {"segment_ids": enc, "input_ids": enc * 10, "decoder_segment_ids": dec, "labels": dec + 100}
+    flat = flatten_rows(batch, {"segment_ids": ("input_ids",), "decoder_segment_ids": ("labels",)}, {"labels": -100})
+    assert flat["input_ids"].tolist() == [[40, 40, 40, 10, 10, 0, 0, 20] + [0] * 8]     # 8 tokens, padded to 16
+    assert flat["segment_ids"].tolist() == [[4, 4, 4, 1, 1, 0, 0, 2] + [-1] * 8]
+    assert flat["labels"].tolist() == [[101, 104, 104, 102, 100, 100, 100] + [-100] * 9]
+    mask = with_rows(torch.ones(2, 1, 4, 5, dtype=torch.bool), dec >= 0, enc >= 0)
+    q_index, q_tokens, k_index, q_shape, k_shape = getattr(mask, LAYOUT)
+    assert q_index.tolist() == [0, 1, 2, 2, 3, 4, 5, 6]         # the pad cell reads the token before it
+    assert q_tokens.tolist() == [0, 1, 2, 4, 5, 6, 7]          # the row cells holding tokens, in token order
+    assert k_index.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 7, 7] and (q_shape, k_shape) == ((2, 4), (2, 5))
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_t5_flattened_packed_pairs_match_unpacked(checkpointing):
+    """``train.flatten_packed``: the packed pairs laid end to end (what T5Objective.loss trains on with
+    the trainer's CPU attention), linear layers on the tokens and attention on the rows, give every
+    pair the loss and the gradients it gets alone, also with activation checkpointing."""
+    from pretrain import dropout as D
+    from pretrain.models import bias_by_offset, relative_bias_by_offset
+    from pretrain.objectives._t5 import FLAT, FLAT_FILL, packed_forward, pair_batch
+    from pretrain.packing import flatten_rows
+    src, tgt = seqs([9, 4, 12, 3, 7, 15, 2], seed=1), seqs([3, 5, 2, 6, 4, 7, 1], seed=2)
+    plain = pair_batch(Tok, src, tgt, 16, 8, packing=False)
+    packed = pair_batch(Tok, src, tgt, 16, 8, packing=True)
+    flat = flatten_rows(packed, FLAT, FLAT_FILL)
+    assert flat["input_ids"].shape == (1, 64) and packed["input_ids"].shape == (4, 16)   # 52 tokens: 16-multiple
+    results = {}
+    for mode in ("plain", "rows", "flat"):
+        model = t5("sdpa")
+        assert not bias_by_offset(model) and relative_bias_by_offset(model) and bias_by_offset(model)
+        D.install(model)
+        if checkpointing:        # train.activation_checkpointing: each block recomputed in the backward
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        assert D.flattens_packed(model)
+        if mode == "plain":
+            loss = model(**plain).loss * (plain["labels"] != -100).sum()
+        else:
+            loss = (packed_forward(model, flat, rows=packed) if mode == "flat" else packed_forward(model, packed)).loss
+            loss = loss * (packed["labels"] != -100).sum()
+        loss.backward()
+        results[mode] = loss.detach(), grads(model)
+    for mode in ("rows", "flat"):
+        torch.testing.assert_close(results[mode][0], results["plain"][0], atol=1e-4, rtol=1e-5)
+        assert_same_grads(results[mode][1], results["plain"][1])
+    model = t5("sdpa")                       # transformers' own bias depends on the flat positions: refused
+    D.install(model)
+    model.train()
+    with pytest.raises(ValueError, match="relative_bias_by_offset"):
+        packed_forward(model, flat, rows=packed)
+
+
 # ---------------------------------------------------------------- encoders (MLM, ELECTRA, RoFormer)
 def encoder(family, impl):
     from transformers import (BertConfig, BertForMaskedLM, ElectraConfig, ElectraForPreTraining, RoFormerConfig,

@@ -8,9 +8,10 @@ import torch
 
 from pretrain import lm_loss
 from pretrain.metrics import corpus_rouge
-from pretrain.models import build_t5, t5_generation_config, t5_special_ids, t5_train_flops
+from pretrain.models import bias_by_offset, build_t5, t5_generation_config, t5_special_ids, t5_train_flops
 from pretrain.objectives.base import Objective, pad_batch
-from pretrain.packing import first_fit, model_mask, pack
+from pretrain.dropout import flattens_packed
+from pretrain.packing import first_fit, flatten_rows, model_mask, pack, with_rows
 
 
 def seq2seq_batch(tokenizer, sources: list[str], targets: list[str], max_source_len: int,
@@ -66,21 +67,32 @@ def _drop_cross_mask(module, args, kwargs):
     return args, kwargs
 
 
-def packed_forward(model, batch: dict, with_labels: bool = True):
+def packed_forward(model, batch: dict, with_labels: bool = True, rows: dict | None = None):
     """The Hugging Face T5 forward (through ``model``, e.g. the DeepSpeed engine) on a packed batch:
     block-diagonal encoder, causal block-diagonal decoder, cross-attention to the pair's own source.
-    ``with_labels``: the model gets the batch's labels and computes its loss; False: outputs only."""
+    ``with_labels``: the model gets the batch's labels and computes its loss; False: outputs only.
+    ``rows``: ``batch`` is these packed rows flattened (``packing.flatten_rows``); the masks are the
+    rows', carrying where each row cell sits in the flat tokens (``packing.with_rows``)."""
     module = getattr(model, "module", model)
     if not getattr(module, "_packing_hooks", False):
         module.encoder.register_forward_pre_hook(_drop_cross_mask, with_kwargs=True)
         module.decoder.register_forward_pre_hook(_route_cross_mask, with_kwargs=True)
         module._packing_hooks = True
-    enc, dec = batch["segment_ids"], batch["decoder_segment_ids"]
-    return model(input_ids=batch["input_ids"], attention_mask=model_mask(module, enc),
-                 decoder_input_ids=batch["decoder_input_ids"],
-                 decoder_attention_mask=model_mask(module, dec, causal=True),
+    layout = batch if rows is None else rows
+    enc, dec = layout["segment_ids"], layout["decoder_segment_ids"]
+    masks = model_mask(module, enc), model_mask(module, dec, causal=True), model_mask(module, dec, enc)
+    if rows is not None:
+        for mask, q, k in zip(masks, (enc, dec, dec), (None, None, enc)):
+            with_rows(mask, q >= 0, None if k is None else k >= 0)
+    return model(input_ids=batch["input_ids"], attention_mask=masks[0],
+                 decoder_input_ids=batch["decoder_input_ids"], decoder_attention_mask=masks[1],
                  labels=batch["labels"] if with_labels else None,
-                 use_cache=False, **{CROSS_MASK: model_mask(module, dec, enc)})
+                 use_cache=False, **{CROSS_MASK: masks[2]})
+
+
+# the keys that T5Objective.loss flattens with each segment key, and what pads them
+FLAT = {"segment_ids": ("input_ids", "attention_mask"), "decoder_segment_ids": ("decoder_input_ids", "labels")}
+FLAT_FILL = {"labels": -100}
 
 
 def template(tokenizer) -> tuple[list[int], list[int]]:
@@ -127,16 +139,20 @@ class T5Objective(Objective):
         """Cross-entropy over the target tokens. Not compiled, the LM head runs fused with it on the
         labelled positions only (``pretrain.lm_loss``, ``train.fused_lm_loss``); the same loss."""
         module = getattr(model, "module", model)
+        rows = None
+        if "segment_ids" in batch and flattens_packed(module) and bias_by_offset(module):
+            # linear layers on the tokens alone, attention on the rows (train.flatten_packed)
+            rows, batch = batch, flatten_rows(batch, FLAT, FLAT_FILL)
         head = None
         if self.cfg.train.fused_lm_loss and not self.cfg.train.compile:
             head = lm_loss.install(module.lm_head)
         if head is None:
             if "segment_ids" in batch:
-                return packed_forward(model, batch).loss, {}
+                return packed_forward(model, batch, rows=rows).loss, {}
             return model(**batch).loss, {}
         with head.loss_on(batch["labels"]):
             if "segment_ids" in batch:
-                return packed_forward(model, batch, with_labels=False).logits, {}
+                return packed_forward(model, batch, with_labels=False, rows=rows).logits, {}
             inputs = {k: v for k, v in batch.items() if k != "labels"}
             inputs.setdefault("decoder_input_ids", module._shift_right(batch["labels"]))
             return model(**inputs).logits, {}

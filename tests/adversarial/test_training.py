@@ -96,12 +96,11 @@ def test_the_clean_stage_is_keyed_by_the_eval_sets_it_decontaminates_against(tmp
         not in (none, one, other)
 
 
-def test_an_unknown_set_key_stops_make_pretrain_before_any_work(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pretrain.launch", "--model", "electra", "--prepare-only",
-                           "--set", "filters.min_char=2", f"data.stages_dir={tmp_path}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and len(ONE_LINE(proc.stderr)) == 1, proc.stderr
-    assert "unknown key 'filters.min_char'" in proc.stderr and "min_chars" in proc.stderr
+def test_an_unknown_set_key_stops_make_pretrain_before_any_work(tmp_path, launcher):
+    code, stderr = launcher("--model", "electra", "--prepare-only", "--set", "filters.min_char=2",
+                            f"data.stages_dir={tmp_path}")
+    assert code != 0 and len(ONE_LINE(stderr)) == 1, stderr
+    assert "unknown key 'filters.min_char'" in stderr and "min_chars" in stderr
     assert not list(tmp_path.iterdir())                     # nothing built
 
 
