@@ -236,6 +236,9 @@ def sdpa_cpu_dropout(module, query, key, value, attention_mask, dropout: float =
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
     if attention_mask is not None and hasattr(attention_mask, LAYOUT):
         return _on_rows(query, key, value, attention_mask, position_bias, dropout, scale), None
+    if attention_mask is not None and attention_mask.shape[-1] != kv_len:
+        raise ValueError(f"attention mask of shape {tuple(attention_mask.shape)} for {q_len} queries and {kv_len} keys: "
+                         "a flattened packed batch whose mask lost its row layout")
     return _masked(query, key, value, attention_mask, position_bias, dropout, scale, causal), None
 
 
@@ -249,8 +252,11 @@ def _register() -> None:
 
 def flattens_packed(model: nn.Module) -> bool:
     """Whether a packed batch for ``model`` is worth flattening now (``install`` with ``flatten``,
-    in training): this attention then takes the rows' mask with its layout (``_on_rows``)."""
-    return model.training and getattr(model, "_flatten_packed", False)
+    in training): this attention then takes the rows' mask with its layout (``_on_rows``). Not
+    under ZeRO-3, whose forward hooks hand the layers other tensor objects than the mask given."""
+    if not (model.training and getattr(model, "_flatten_packed", False)):
+        return False
+    return not hasattr(next(model.parameters(), None), "ds_id")
 
 
 def install(model: nn.Module, flatten: bool = True) -> int:

@@ -191,6 +191,11 @@ def test_t5_flattened_packed_pairs_match_unpacked(checkpointing):
     model.train()
     with pytest.raises(ValueError, match="relative_bias_by_offset"):
         packed_forward(model, flat, rows=packed)
+    next(model.parameters()).ds_id = 0       # ZeRO-3: its hooks hand the layers other mask objects, so no flattening
+    assert not D.flattens_packed(model)
+    with pytest.raises(ValueError, match="lost its row layout"):      # and a flat batch with the rows' mask lost
+        model(input_ids=flat["input_ids"], attention_mask=torch.ones(4, 1, 16, 16, dtype=torch.bool),
+              decoder_input_ids=flat["decoder_input_ids"])
 
 
 # ---------------------------------------------------------------- encoders (MLM, ELECTRA, RoFormer)
