@@ -373,18 +373,18 @@ def our_padding(family: str, overrides: list[str], steps: int, compiled: bool = 
     counted apart, untimed."""
     import itertools
 
-    import torch
-
     from pretrain.config import config_path, load_config
     from pretrain.data import TrainData
+    from pretrain.engine import cpu_attention
     from pretrain.objectives._t5 import FLAT, FLAT_FILL
     from pretrain.packing import flatten_rows
     from pretrain.stages import resolve
 
     cfg = resolve(load_config(config_path(CONFIGS[family]), overrides))
     obj = cfg.objective_class(cfg)
-    t = cfg.train
-    flat = family == "t5" and t.flatten_packed and t.cpu_dropout and not compiled and not torch.cuda.is_available()
+    t = cfg.train      # as the trainer decides it (pretrain.dropout.flattens_packed), from the config
+    flat = (family == "t5" and t.flatten_packed and not compiled and cpu_attention(cfg) and t.relative_bias_by_offset
+            and t.zero_stage != 3)
     tokens = cells = 0
     for batch, _ in itertools.islice(iter(TrainData(cfg, obj, 0, 1)), steps):
         tokens += obj.tokens_in(batch) if family == "t5" else int(batch["attention_mask"].sum())

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pretrain.models import bias_by_offset
 from pretrain.packing import LAYOUT
 
 ATTENTION = "sdpa_cpu_dropout"     # the attention implementation name ``install`` registers and selects
@@ -266,7 +267,8 @@ def install(model: nn.Module, flatten: bool = True) -> int:
     attention, selects ``sdpa_cpu_dropout`` (boolean masks as before: ``packing.model_mask``).
     In eval the model computes exactly as before; in training without dropout, the same function
     to float rounding (the attention's sums run in another order). ``flatten``: in training, the
-    objective may hand it a flattened packed batch (``flattens_packed``, ``packing.with_rows``).
+    objective may hand it a flattened packed batch (``flattens_packed``, ``packing.with_rows``), if
+    the model's relative biases (if any) are built by ``models.relative_bias_by_offset``.
     """
     n = 0
     for m in model.modules():
@@ -277,6 +279,7 @@ def install(model: nn.Module, flatten: bool = True) -> int:
         if getattr(config, "_attn_implementation", None) == "sdpa" and hasattr(m, "set_attn_implementation"):
             _register()
             m.set_attn_implementation(ATTENTION)
-            m._flatten_packed = flatten
+            # a relative bias must not depend on flat positions (_on_rows): decided once, here
+            m._flatten_packed = flatten and bias_by_offset(m)
             n += 1
     return n

@@ -322,6 +322,13 @@ def checkpoint_activations(model: torch.nn.Module) -> None:
         module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
+def cpu_attention(cfg: RunConfig) -> bool:
+    """Whether ``build_engine`` gives the model the trainer's CPU dropout and attention
+    (``pretrain.dropout.install``): ``train.cpu_dropout``, uncompiled (the compiled graph draws its
+    own masks), not on CUDA (where torch's Philox is cheap and SDPA keeps its fused kernels)."""
+    return cfg.train.cpu_dropout and not cfg.train.compile and not torch.cuda.is_available()
+
+
 def build_engine(cfg: RunConfig, model: torch.nn.Module):
     import deepspeed
 
@@ -333,9 +340,8 @@ def build_engine(cfg: RunConfig, model: torch.nn.Module):
     if cfg.train.relative_bias_by_offset:
         from pretrain.models import relative_bias_by_offset
         relative_bias_by_offset(model)
-    if cfg.train.cpu_dropout and not cfg.train.compile and not torch.cuda.is_available():
+    if cpu_attention(cfg):
         from pretrain.dropout import install
-        # the compiled graph draws its own masks; on CUDA torch's Philox is cheap
         install(model, flatten=cfg.train.flatten_packed)
     optimizer = build_optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))

@@ -41,3 +41,33 @@ def test_train_flops_match_the_matmuls_torch_counts(tiny_data, model_name):
     # budget's expectation). The old count (every parameter x tokens) was 1.2-1.6x what ran.
     share = objective.tokens_in(batch) / batch["input_ids"].numel()
     assert 0.97 * share * actual <= counted <= 1.03 * actual, (model_name, counted / actual, share)
+
+
+def test_t5_loss_runs_its_matmuls_on_the_tokens_of_a_flattened_batch(t5_data):
+    """``train.flatten_packed``, through the objective's own loss as the trainer calls it: the packed
+    rows' padding leaves the linear layers (torch's matmul count falls to the text-token count, up
+    to ``flat_length``'s rounding), and the loss is the padded rows' loss."""
+    from pretrain.data import TrainData
+    from pretrain.dropout import install
+    from pretrain.models import relative_bias_by_offset
+
+    cfg = load_config(config_path("t5-pegasus"), [*t5_data, "train.micro_batch_size=8", "arch.dropout_rate=0"])
+    objective = cfg.objective_class(cfg)
+    batch = next(iter(TrainData(cfg, objective, 0, 1)))[0]
+    counted, actual, loss = {}, {}, {}
+    for flatten in (False, True):
+        torch.manual_seed(0)
+        model = objective.build_model()
+        relative_bias_by_offset(model)
+        install(model, flatten=flatten)
+        model.train()
+        counted[flatten] = objective.train_flops(model, batch)
+        with FlopCounterMode(display=False) as counter:
+            value, _ = objective.loss(model, batch)
+            value.backward()
+        ops = counter.get_flop_counts()["Global"]
+        actual[flatten] = float(sum(n for op, n in ops.items() if op in (torch.ops.aten.mm, torch.ops.aten.addmm)))
+        loss[flatten] = value.item()
+    assert actual[False] > 1.1 * counted[False], "the padded rows must pad for this test to mean anything"
+    assert counted[True] <= actual[True] <= 1.07 * counted[True], (actual, counted)
+    assert abs(loss[True] - loss[False]) < 1e-4, loss

@@ -183,16 +183,17 @@ def test_t5_flattened_packed_pairs_match_unpacked(checkpointing):
             loss = loss * (packed["labels"] != -100).sum()
         loss.backward()
         results[mode] = loss.detach(), grads(model)
+    next(model.parameters()).ds_id = 0       # ZeRO-3: its hooks hand the layers other mask objects, so no flattening
+    assert not D.flattens_packed(model)
     for mode in ("rows", "flat"):
         torch.testing.assert_close(results[mode][0], results["plain"][0], atol=1e-4, rtol=1e-5)
         assert_same_grads(results[mode][1], results["plain"][1])
-    model = t5("sdpa")                       # transformers' own bias depends on the flat positions: refused
-    D.install(model)
+    model = t5("sdpa")                       # transformers' own bias depends on the flat positions: not flattened,
+    D.install(model)                         # and refused if given a flat batch
     model.train()
+    assert not D.flattens_packed(model)
     with pytest.raises(ValueError, match="relative_bias_by_offset"):
         packed_forward(model, flat, rows=packed)
-    next(model.parameters()).ds_id = 0       # ZeRO-3: its hooks hand the layers other mask objects, so no flattening
-    assert not D.flattens_packed(model)
     with pytest.raises(ValueError, match="lost its row layout"):      # and a flat batch with the rows' mask lost
         model(input_ids=flat["input_ids"], attention_mask=torch.ones(4, 1, 16, 16, dtype=torch.bool),
               decoder_input_ids=flat["decoder_input_ids"])

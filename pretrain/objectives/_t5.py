@@ -8,7 +8,7 @@ import torch
 
 from pretrain import lm_loss
 from pretrain.metrics import corpus_rouge
-from pretrain.models import bias_by_offset, build_t5, t5_generation_config, t5_special_ids, t5_train_flops
+from pretrain.models import build_t5, t5_generation_config, t5_special_ids, t5_train_flops
 from pretrain.objectives.base import Objective, pad_batch
 from pretrain.dropout import flattens_packed
 from pretrain.packing import first_fit, flatten_rows, model_mask, pack, with_rows
@@ -140,7 +140,7 @@ class T5Objective(Objective):
         labelled positions only (``pretrain.lm_loss``, ``train.fused_lm_loss``); the same loss."""
         module = getattr(model, "module", model)
         rows = None
-        if "segment_ids" in batch and flattens_packed(module) and bias_by_offset(module):
+        if "segment_ids" in batch and flattens_packed(module):
             # linear layers on the tokens alone, attention on the rows (train.flatten_packed)
             rows, batch = batch, flatten_rows(batch, FLAT, FLAT_FILL)
         head = None
