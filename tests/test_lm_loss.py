@@ -33,9 +33,10 @@ def _problem(n=300, d=24, v=1000, seed=0):
     return h, w, y
 
 
-def test_fused_loss_and_gradients_equal_cross_entropy_in_fp32():
+@pytest.mark.parametrize("chunk", [64, 50])     # a chunk that is no multiple of lm_loss.ROWS too
+def test_fused_loss_and_gradients_equal_cross_entropy_in_fp32(chunk):
     h, w, y = _problem()
-    ref, fused = _reference(h, w, y, False), _fused(h, w, y, False, chunk=64)
+    ref, fused = _reference(h, w, y, False), _fused(h, w, y, False, chunk=chunk)
     torch.testing.assert_close(fused[0], ref[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fused[1], ref[1], atol=1e-6, rtol=1e-4)
     torch.testing.assert_close(fused[2], ref[2], atol=1e-6, rtol=1e-4)
@@ -49,6 +50,21 @@ def test_fused_under_bf16_autocast_is_at_least_as_close_to_float64():
         err = lambda g: ((g.double() - exact[i]).norm() / exact[i].norm()).item()
         assert err(fused[i]) <= 1.1 * err(ref[i]) and err(fused[i]) < 1e-2
     assert abs(fused[0].item() - exact[0].item()) < 1e-3
+
+
+def test_fused_loss_is_exact_where_the_labels_probability_underflows():
+    """A label 300 below the top logit has probability e^-300, zero in float32; the loss must still be
+    log-sum-exp - logit (300 here), not -log(0), and its gradient softmax - onehot."""
+    v = 40
+    h, w = torch.zeros(3, v), torch.eye(v)
+    h[0, 0], h[1, 7], h[2, 3] = 300.0, 2.0, -50.0
+    y = torch.tensor([5, 7, 3])
+    for chunk in (1, 2, 64):
+        ref, fused = _reference(h, w, y, False), _fused(h, w, y, False, chunk=chunk)
+        assert torch.isfinite(fused[0])
+        torch.testing.assert_close(fused[0], ref[0], atol=1e-5, rtol=1e-6)
+        torch.testing.assert_close(fused[1], ref[1], atol=1e-6, rtol=1e-4)
+        torch.testing.assert_close(fused[2], ref[2], atol=1e-6, rtol=1e-4)
 
 
 def test_fused_head_is_the_model_loss_for_t5_pairs():

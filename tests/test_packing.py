@@ -176,11 +176,15 @@ def test_t5_flattened_packed_pairs_match_unpacked(checkpointing):
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.train()
         assert D.flattens_packed(model)
+        lookups = []                         # flat: both stacks' embeddings in one lookup (shared_lookup)
+        model.encoder.embed_tokens.register_forward_hook(lambda m, i, o: lookups.append(i[0].shape))
+        model.decoder.embed_tokens.register_forward_hook(lambda m, i, o: lookups.append(i[0].shape))
         if mode == "plain":
             loss = model(**plain).loss * (plain["labels"] != -100).sum()
         else:
             loss = (packed_forward(model, flat, rows=packed) if mode == "flat" else packed_forward(model, packed)).loss
             loss = loss * (packed["labels"] != -100).sum()
+        assert len(lookups) == (1 if mode == "flat" else 2)
         loss.backward()
         results[mode] = loss.detach(), grads(model)
     next(model.parameters()).ds_id = 0       # ZeRO-3: its hooks hand the layers other mask objects, so no flattening

@@ -84,10 +84,22 @@ def packed_forward(model, batch: dict, with_labels: bool = True, rows: dict | No
     if rows is not None:
         for mask, q, k in zip(masks, (enc, dec, dec), (None, None, enc)):
             with_rows(mask, q >= 0, None if k is None else k >= 0)
-    return model(input_ids=batch["input_ids"], attention_mask=masks[0],
-                 decoder_input_ids=batch["decoder_input_ids"], decoder_attention_mask=masks[1],
+    ids = {"input_ids": batch["input_ids"], "decoder_input_ids": batch["decoder_input_ids"]}
+    if rows is not None and module.encoder.embed_tokens.weight is module.decoder.embed_tokens.weight:
+        ids = shared_lookup(module.encoder.embed_tokens, **ids)
+    return model(**ids, attention_mask=masks[0], decoder_attention_mask=masks[1],
                  labels=batch["labels"] if with_labels else None,
                  use_cache=False, **{CROSS_MASK: masks[2]})
+
+
+def shared_lookup(embed, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor) -> dict:
+    """Both stacks' embeddings from one lookup in their shared table, so its gradient is one dense
+    vocabulary x d_model tensor built once, not two built and added (at 50k x 256 in fp32, a
+    51 MB fill and a 51 MB add less each step)."""
+    both = embed(torch.cat([input_ids.reshape(-1), decoder_input_ids.reshape(-1)]))
+    n = input_ids.numel()
+    return {"inputs_embeds": both[:n].view(*input_ids.shape, -1),
+            "decoder_inputs_embeds": both[n:].view(*decoder_input_ids.shape, -1)}
 
 
 # the keys that T5Objective.loss flattens with each segment key, and what pads them
