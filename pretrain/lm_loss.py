@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 CHUNK = 256     # rows per logits matmul: 256 x 50k bf16 is 25 MB (128 rows ran the matmul 10 % slower)
-ROWS = 16       # rows per softmax: 16 x 50k float32 is 3 MB, in cache
+ROWS = 16       # rows per softmax on CPU: 16 x 50k float32 is 3 MB, in cache
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -46,14 +46,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
             need_grad = hidden.requires_grad or weight.requires_grad
             grad_logits = torch.empty(n, w.shape[0], dtype=dtype, device=h.device) if need_grad else None
             total = torch.zeros((), dtype=torch.float32, device=h.device)
+            step = ROWS if h.device.type == "cpu" else chunk     # a GPU takes the chunk in few kernels
             for s in range(0, n, chunk):
                 logits = h[s:s + chunk] @ w.t()
-                for r in range(s, s + len(logits), ROWS):
-                    x = logits[r - s:r - s + ROWS]
+                for r in range(s, s + len(logits), step):
+                    x = logits[r - s:r - s + step]
                     y = labels[r:r + len(x)]
                     rows = torch.arange(len(y), device=y.device)
                     p = torch.softmax(x, dim=1, dtype=torch.float32)
-                    # amax: max with indices is 10x slower on CPU
+                    # two amax reductions (91 + 28 us per 16 x 50k rows) beat max with indices (351 us)
                     log_sum_exp = x.amax(dim=1).float() - p.amax(dim=1).log()
                     total += (log_sum_exp - x[rows, y].float()).sum()
                     if need_grad:

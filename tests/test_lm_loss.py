@@ -34,7 +34,9 @@ def _problem(n=300, d=24, v=1000, seed=0):
 
 
 @pytest.mark.parametrize("chunk", [64, 50])     # a chunk that is no multiple of lm_loss.ROWS too
-def test_fused_loss_and_gradients_equal_cross_entropy_in_fp32(chunk):
+@pytest.mark.parametrize("rows", [lm_loss.ROWS, 10**6])     # 10**6: the whole chunk at once, as on GPU
+def test_fused_loss_and_gradients_equal_cross_entropy_in_fp32(chunk, rows, monkeypatch):
+    monkeypatch.setattr(lm_loss, "ROWS", rows)
     h, w, y = _problem()
     ref, fused = _reference(h, w, y, False), _fused(h, w, y, False, chunk=chunk)
     torch.testing.assert_close(fused[0], ref[0], atol=1e-5, rtol=1e-5)
