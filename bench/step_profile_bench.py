@@ -84,7 +84,7 @@ def run_one(who: str, family: str, corpus: str, warm: int, steps: int, work: Pat
         init_distributed()
         cfg = resolve(load_config(config_path(tb.CONFIGS[family]), [*overrides, "train.precision=amp-bf16"]))
         obj = cfg.objective_class(cfg)
-        engine, _, _ = build_engine(cfg, obj.build_mlm() if family == "mlm" else obj.build_model())
+        engine, _, _ = build_engine(cfg, obj.initial_model())    # as pretrain.train starts a run
         data = iter(TrainData(cfg, obj, 0, 1))
 
         def step() -> int:                   # as pretrain.train's loop: loss read, norm, clip, step
