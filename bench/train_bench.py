@@ -8,7 +8,8 @@ documents in the same order for every runtime, measured in one run:
   electra  ELECTRA (generator 1/4 of the discriminator, 15 % masking, loss = MLM + 50 RTD)
   sim      RoFormer-Sim (UniLM seq2seq + in-batch contrastive loss on sentence pairs)
 
-Peers (what users run), each at fp32 and at bf16:
+Peers (what users run), each at fp32 and at bf16 (where a CPU's bf16 matmuls are slower than its
+fp32 ones, as on the Intel hosts without AMX here, fp32 is what users run, and its strongest peer counts):
 
   plain            a bare loop: loss, backward, clip, torch AdamW (fused) step. t5: model(**batch).loss
                    on padded pairs; mlm: documents truncated to the sequence length, padded,
@@ -16,6 +17,8 @@ Peers (what users run), each at fp32 and at bf16:
                    every position); electra: the Hugging Face heads as documented (generator logits
                    at every position, torch.multinomial sampling, ElectraForPreTraining's loss) on
                    one padded document per row; sim: one padded UniLM row per sequence
+  plain-grouped, plain-compile, hf-trainer-compile  the fp32 forms of plain-bf16-grouped,
+                   plain-bf16-compile and hf-trainer-bf16-compile below
   plain-bf16       the same loop under torch.autocast(bfloat16), not compiled (no recompiles when
                    shapes vary: Sim's label count does, per batch)
   plain-bf16-compile  the same loop under torch.autocast(bfloat16) with torch.compile of the
@@ -327,8 +330,8 @@ def plain_loop(family: str, overrides: list[str], steps: int, log_every: int, bf
             "params": sum(p.numel() for p in setup.model.parameters()), "profile": phases.report()}
 
 
-def hf_trainer(family: str, overrides: list[str], steps: int, log_every: int, work: Path) -> dict:
-    """transformers' Trainer with bf16=True and torch_compile=True: the same model, batches and loss."""
+def hf_trainer(family: str, overrides: list[str], steps: int, log_every: int, work: Path, bf16: bool = True) -> dict:
+    """transformers' Trainer with torch_compile=True (and bf16=True, or fp32): the same model, batches and loss."""
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
@@ -355,7 +358,7 @@ def hf_trainer(family: str, overrides: list[str], steps: int, log_every: int, wo
 
     args = TrainingArguments(output_dir=str(work / f"hf-{family}"), per_device_train_batch_size=setup.cfg.train.micro_batch_size,
                              max_steps=steps, learning_rate=setup.cfg.train.lr, warmup_steps=setup.cfg.train.warmup_steps,
-                             max_grad_norm=setup.cfg.train.grad_clip, bf16=True, torch_compile=True, use_cpu=True,
+                             max_grad_norm=setup.cfg.train.grad_clip, bf16=bf16, torch_compile=True, use_cpu=True,
                              logging_steps=10 ** 9, save_strategy="no", report_to=[], dataloader_num_workers=0,
                              remove_unused_columns=False, disable_tqdm=True, seed=setup.cfg.train.seed,
                              # accelerate's dispatcher (its default for iterable datasets) cuts every tensor of a
@@ -413,7 +416,8 @@ def ours(family: str, overrides: list[str], precision: str, compiled: bool, work
 
 
 # (name, precision group, how to run it)
-PEERS = [("plain", "fp32"), ("plain-bf16", "bf16"), ("plain-bf16-grouped", "bf16"), ("plain-bf16-compile", "bf16"),
+PEERS = [("plain", "fp32"), ("plain-grouped", "fp32"), ("plain-compile", "fp32"), ("hf-trainer-compile", "fp32"),
+         ("plain-bf16", "bf16"), ("plain-bf16-grouped", "bf16"), ("plain-bf16-compile", "bf16"),
          ("hf-trainer-bf16-compile", "bf16")]
 OURS = [("ours", "fp32", "fp32", False, []), ("ours-amp-bf16", "bf16", "amp-bf16", False, []),
         ("ours-amp-bf16-compile", "bf16", "amp-bf16", True, []),
@@ -518,8 +522,8 @@ def main(argv=None) -> int:
                         continue
                     if job[0] == "peer":
                         precision = job[2]
-                        if name == "hf-trainer-bf16-compile":
-                            r = hf_trainer(family, overrides, args.steps, args.log_every, work)
+                        if name.startswith("hf-trainer"):
+                            r = hf_trainer(family, overrides, args.steps, args.log_every, work, bf16=precision == "bf16")
                         else:
                             r = plain_loop(family, overrides, args.steps, args.log_every, bf16=precision == "bf16",
                                            compiled="compile" in name, grouped="grouped" in name)

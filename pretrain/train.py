@@ -183,6 +183,17 @@ def peak_device_flops(cfg: RunConfig) -> float:
     return matmul_peak_flops("float32" if cfg.train.precision == "fp32" else "bfloat16")
 
 
+def slow_bf16(bf16_flops: float, fp32_flops: float) -> str | None:
+    """One warning line where this CPU multiplies bf16 slower than fp32, else None. Without
+    AVX512-BF16 torch converts every operand (a quarter of the fp32 rate on stop 46's Intel host);
+    with AVX512-BF16 but no AMX it ran at half (BENCHMARKS.md)."""
+    if bf16_flops >= fp32_flops:
+        return None
+    return (f"this CPU multiplies bf16 at {bf16_flops / 1e9:.0f} GFLOP/s and fp32 at {fp32_flops / 1e9:.0f} GFLOP/s: "
+            f"train.precision=fp32 would run the matmuls about {fp32_flops / bf16_flops:.1f}x faster "
+            f"(`lscpu | grep -E 'avx512_bf16|amx_bf16'` lists its bf16 support)")
+
+
 def matmul_peak_flops(dtype_name: str = "float32", n: int = 1024, repeats: int = 5) -> float:
     """Measured square-matmul throughput of this process's threads (FLOP/s): the best of ``repeats``."""
     dtype = getattr(torch, dtype_name)
@@ -333,6 +344,10 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
         warning = flat_adafactor(cfg)
         if warning:
             log.warning(warning)
+        if device.type == "cpu" and cfg.train.precision in ("bf16", "amp-bf16") and cfg.train.peak_tflops <= 0:
+            warning = slow_bf16(peak_flops, matmul_peak_flops("float32"))
+            if warning:
+                log.warning(warning)
 
     data = TrainData(cfg, objective, rank, world, position, pin_memory=device.type == "cuda")
     layout = {"zero_stage": cfg.train.zero_stage, "optimizer": cfg.train.optimizer}

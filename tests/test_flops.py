@@ -71,3 +71,15 @@ def test_t5_loss_runs_its_matmuls_on_the_tokens_of_a_flattened_batch(t5_data):
     assert actual[False] > 1.1 * counted[False], "the padded rows must pad for this test to mean anything"
     assert counted[True] <= actual[True] <= 1.07 * counted[True], (actual, counted)
     assert abs(loss[True] - loss[False]) < 1e-4, loss
+
+
+def test_a_cpu_without_native_bf16_is_named_with_the_fp32_speedup():
+    """bf16 matmuls on a CPU without AVX512-BF16 / AMX convert every operand (4x slower than fp32 on
+    such a host): the trainer warns in one line at start; a CPU where bf16 is faster gets nothing."""
+    from pretrain.train import matmul_peak_flops, slow_bf16
+
+    line = slow_bf16(57.4e9, 231.8e9)
+    assert "57 GFLOP/s" in line and "232 GFLOP/s" in line and "train.precision=fp32" in line and "4.0x" in line
+    assert "\n" not in line
+    assert slow_bf16(400e9, 200e9) is None and slow_bf16(200e9, 200e9) is None
+    assert matmul_peak_flops("bfloat16", 256, 2) > 0 and matmul_peak_flops("float32", 256, 2) > 0
