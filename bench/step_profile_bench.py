@@ -10,6 +10,10 @@ peer's whole step is the ratio ours would reach if everything else cost nothing.
 
     .venv/bin/python bench/step_profile_bench.py --corpus shared     # T5, real documents (ZH_SHARED_DATA)
     .venv/bin/python bench/step_profile_bench.py --family mlm        # the sample corpus
+    .venv/bin/python bench/step_profile_bench.py --corpus shared --precision fp32   # plain-grouped vs ours in fp32
+
+``--precision fp32`` profiles the fp32 forms of both (for a CPU whose bf16 matmuls are slower
+than fp32) and writes ``..._fp32.json``.
 
 Each runtime runs in its own process: ``--warm`` steps, then ``--steps`` timed without the
 profiler (the step's real time), then the same number again under the profiler (the split).
@@ -42,7 +46,7 @@ CATEGORIES = {
 }
 
 
-def run_one(who: str, family: str, corpus: str, warm: int, steps: int, work: Path) -> dict:
+def run_one(who: str, family: str, corpus: str, warm: int, steps: int, work: Path, precision: str = "bf16") -> dict:
     """In this process: ``warm`` steps, ``steps`` timed, ``steps`` profiled."""
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -65,7 +69,7 @@ def run_one(who: str, family: str, corpus: str, warm: int, steps: int, work: Pat
 
         def step() -> int:
             batch, n, _ = setup.collate(next(it))
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
                 loss = setup.loss(setup.model, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(setup.model.parameters(), setup.cfg.train.grad_clip)
@@ -82,7 +86,7 @@ def run_one(who: str, family: str, corpus: str, warm: int, steps: int, work: Pat
         from pretrain.train import clip_and_norm
 
         init_distributed()
-        cfg = resolve(load_config(config_path(tb.CONFIGS[family]), [*overrides, "train.precision=amp-bf16"]))
+        cfg = resolve(load_config(config_path(tb.CONFIGS[family]), [*overrides, f"train.precision={'amp-bf16' if precision == 'bf16' else 'fp32'}"]))
         obj = cfg.objective_class(cfg)
         engine, _, _ = build_engine(cfg, obj.initial_model())    # as pretrain.train starts a run
         data = iter(TrainData(cfg, obj, 0, 1))
@@ -134,16 +138,20 @@ def main(argv=None) -> int:
     ap.add_argument("--corpus", default="sample", help="sample (default) or shared (real documents, ZH_SHARED_DATA)")
     ap.add_argument("--warm", type=int, default=10)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
+                    help="bf16 (default): the grouped loop under bf16 autocast against ours in amp-bf16; fp32: both in fp32 "
+                         "(for CPUs whose bf16 matmuls are slower than fp32)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--one", choices=["peer", "ours"], help=argparse.SUPPRESS)   # internal: one runtime
     ap.add_argument("--work", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if a.one:
-        print(json.dumps(run_one(a.one, a.family, a.corpus, a.warm, a.steps, Path(a.work))))
+        print(json.dumps(run_one(a.one, a.family, a.corpus, a.warm, a.steps, Path(a.work), a.precision)))
         return 0
     import train_bench as tb
-    out = Path(a.out or REPO / "bench" / "results" / f"step_profile_{a.family}_{a.corpus}.json")
+    tag = "" if a.precision == "bf16" else f"_{a.precision}"
+    out = Path(a.out or REPO / "bench" / "results" / f"step_profile_{a.family}_{a.corpus}{tag}.json")
     with tempfile.TemporaryDirectory(prefix="step-profile-") as tmp:
         work = Path(tmp)
         print(f"preparing the {a.corpus} corpus (clean, tokenizer, pairs) ...", flush=True)
@@ -152,14 +160,16 @@ def main(argv=None) -> int:
         for who in ("peer", "ours"):
             print(f"{who}: {a.warm} + {a.steps} steps, then {a.steps} under the profiler ...", flush=True)
             proc = subprocess.run([sys.executable, __file__, "--one", who, "--family", a.family, "--corpus", a.corpus,
-                                   "--warm", str(a.warm), "--steps", str(a.steps), "--work", str(work)],
+                                   "--warm", str(a.warm), "--steps", str(a.steps), "--work", str(work),
+                                   "--precision", a.precision],
                                   cwd=REPO, capture_output=True, text=True)
             if proc.returncode:
                 sys.exit(f"step_profile: the {who} run failed:\n{proc.stderr[-3000:]}")
             results[who] = json.loads(proc.stdout.strip().splitlines()[-1])
     peer, ours = per_ktok(results["peer"]), per_ktok(results["ours"])
-    lines = [f"{a.family}, {a.corpus} corpus: ms per 1,000 text tokens", "",
-             "| | plain-bf16-grouped (peer) | ours-amp-bf16 | peer / ours |", "|---|---:|---:|---:|"]
+    lines = [f"{a.family}, {a.corpus} corpus, {a.precision}: ms per 1,000 text tokens", "",
+             f"| | {'plain-bf16-grouped' if a.precision == 'bf16' else 'plain-grouped'} (peer) | "
+             f"{'ours-amp-bf16' if a.precision == 'bf16' else 'ours (fp32)'} | peer / ours |", "|---|---:|---:|---:|"]
     for name in peer:
         ratio = f"{peer[name] / ours[name]:.2f}x" if min(peer[name], ours[name]) >= 0.5 else "-"
         lines.append(f"| {name} | {peer[name]:.1f} | {ours[name]:.1f} | {ratio} |")
@@ -169,7 +179,7 @@ def main(argv=None) -> int:
               f"if everything but ours' matmuls cost nothing: {ceiling:.2f}x"]
     print("\n".join(lines))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"family": a.family, "corpus": a.corpus, "warm": a.warm, "steps": a.steps,
+    out.write_text(json.dumps({"family": a.family, "corpus": a.corpus, "precision": a.precision, "warm": a.warm, "steps": a.steps,
                                "ms_per_1k_text_tokens": {"peer": peer, "ours": ours}, "ceiling_ratio": ceiling,
                                "runs": results}, indent=1) + "\n")
     print(f"wrote {out}")

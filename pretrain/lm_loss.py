@@ -8,7 +8,9 @@ rows while they are in cache:
 
 * forward: per chunk, logits = h W^T (the autocast dtype); then, a few rows at a time so they
   stay in cache, one float32 softmax that gives both the logits' gradient softmax - onehot
-  (stored in the autocast dtype) and the loss, log-sum-exp - logit of the label, where
+  (stored in the autocast dtype; in fp32 the softmax writes straight into the gradient's rows,
+  no copy: the head's forward + backward 364 -> 350 ms at 700 x 256 x 50k, stop 46) and the
+  loss, log-sum-exp - logit of the label, where
   log-sum-exp = max - log p(max) (p(max) >= 1/V, so it never underflows as p(label) can).
   One exponential per logit instead of log-softmax's and exp's two, and no float32 copy of
   the logits: the head's forward + backward 1.14x faster at 700 labels x 256 x 50k
@@ -53,13 +55,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     x = logits[r - s:r - s + step]
                     y = labels[r:r + len(x)]
                     rows = torch.arange(len(y), device=y.device)
-                    p = torch.softmax(x, dim=1, dtype=torch.float32)
+                    if need_grad and dtype == torch.float32:     # fp32: the softmax goes straight to its slot
+                        p = torch.ops.aten._softmax.out(x, 1, False, out=grad_logits[r:r + len(x)])
+                    else:
+                        p = torch.softmax(x, dim=1, dtype=torch.float32)
                     # two amax reductions (91 + 28 us per 16 x 50k rows) beat max with indices (351 us)
                     log_sum_exp = x.amax(dim=1).float() - p.amax(dim=1).log()
                     total += (log_sum_exp - x[rows, y].float()).sum()
                     if need_grad:
                         p[rows, y] -= 1.0
-                        grad_logits[r:r + len(x)] = p
+                        if p.data_ptr() != grad_logits[r].data_ptr():
+                            grad_logits[r:r + len(x)] = p
             if need_grad:
                 ctx.save_for_backward((grad_logits @ w).to(hidden.dtype), (grad_logits.t() @ h).to(weight.dtype))
             ctx.n = max(n, 1)
