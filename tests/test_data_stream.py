@@ -54,6 +54,7 @@ def test_missing_shard_is_a_clear_error(tmp_path):
         list_shards(tmp_path / "nowhere", "train")
 
 
+@pytest.mark.slow     # 2 s: a fresh interpreter (the fast tier stays under a minute)
 def test_local_dataset_folders_are_read_without_importing_beam():
     """Local shards are written, verified, read and cleared with the OS (pipeline/corpus.py), and the
     trainer's modules import no Beam (0.7 s) at start: Beam comes in only for a remote path (and for

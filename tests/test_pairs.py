@@ -221,6 +221,7 @@ def _read_shard(path: Path) -> list[dict]:
     return [json.loads(line) for line in gzip.decompress(path.read_bytes()).decode().splitlines()]
 
 
+@pytest.mark.slow     # 2 s: an end-to-end build (the fast tier stays under a minute)
 def test_build_pairs_end_to_end(tmp_path):
     _write_corpus(tmp_path / "clean")
     out = tmp_path / "pairs"

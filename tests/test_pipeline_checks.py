@@ -85,6 +85,7 @@ def test_acceptance_planted_corpus_through_the_cli(tmp_path, shared_data):
             assert [r["id"] for r in map(json.loads, f)] == [doc_id]
 
 
+@pytest.mark.slow     # 1-2 s (the fast tier stays under a minute)
 def test_preflight_names_a_missing_file_in_one_line_before_the_run(tmp_path):
     """A user's eval set, word list or quality model that is not there stops the run where it starts,
     with one line, and nothing is written (it used to surface as a worker's traceback in Beam's log)."""

@@ -204,6 +204,7 @@ def _near_copies(n_docs):
     return sorted(dict(batch).items())
 
 
+@pytest.mark.slow     # 1-2 s: a Beam run (the fast tier stays under a minute)
 def test_beam_near_duplicates_equal_the_functions_in_one_process():
     """Partitioned Beam joins drop exactly the documents that the same
     functions drop on the whole set at once (as in the benchmark's plain loop)."""

@@ -298,6 +298,7 @@ def test_cli_set_overrides_a_key_and_warns_about_many_rejects(tmp_path, capsys):
     assert not (tmp_path / "o2" / "stats.json").exists()
 
 
+@pytest.mark.slow     # 1-2 s: runs make (the fast tier stays under a minute)
 def test_make_data_passes_set_as_separate_arguments(tmp_path):
     """SET='k=v ...' becomes --set k=v per word, never shell text: a bad key is one line, and
     a shell expression in a value is not run."""

@@ -8,6 +8,7 @@ input, through other transforms), and no transform with several outputs.
 """
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import PipelineVisitor
 
@@ -40,6 +41,7 @@ def _pipeline():
     return beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"]))
 
 
+@pytest.mark.slow     # 1-2 s (the fast tier stays under a minute)
 def test_corpus_pipeline_is_portable(tmp_path):
     for overrides in ({}, {"dedup": {"near": False}}, {"dedup": {"exact": False, "near": False}}):
         p = _pipeline()

@@ -174,6 +174,7 @@ def test_cli(corpus, tmp_path, capsys):
     assert "docs/s" in capsys.readouterr().err
 
 
+@pytest.mark.slow     # 3-4 s: a pipeline run (the fast tier stays under a minute)
 def test_traditional_to_simplified_and_sentence_lines(tmp_path):
     """The two optional cleaning steps through a real Beam run."""
     docs = ["他說：「臺灣的颱風來了。」我們趕緊回家吧！後來雨停了，大家都鬆了一口氣。",

@@ -153,6 +153,7 @@ print(*faults(5), reuse_freed_memory(), *faults(12))
 """
 
 
+@pytest.mark.slow     # 2-3 s: a subprocess touching 1 GB (the fast tier stays under a minute)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
 def test_reused_heap_memory_takes_no_fresh_page_faults():
     """train.cpu_heap_reuse: with glibc's default each 256 MB tensor is a fresh mmap whose 65,536 pages
@@ -192,6 +193,7 @@ print(trims, released, free_gb, cap.trims, trimmed, again, more)
 """
 
 
+@pytest.mark.slow     # 2-3 s: a subprocess (the fast tier stays under a minute)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallinfo2 / malloc_trim")
 def test_heap_cap_hands_back_piled_up_free_memory():
     """The bound on train.cpu_heap_reuse (HeapCap): once the heap's free memory passes twice what

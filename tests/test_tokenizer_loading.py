@@ -26,6 +26,7 @@ def test_vocab_txt_only_is_bert(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vocab.txt"]  # nothing written into the base
 
 
+@pytest.mark.slow     # 2-3 s (the fast tier stays under a minute)
 def test_roformer_vocab_gets_the_jieba_recipe(tmp_path):
     """RoFormer / WoBERT folders ship vocab.txt and a tokenizer class that pre-cuts with jieba."""
     from tokenizer.loading import load_any_tokenizer
@@ -40,6 +41,7 @@ def test_roformer_vocab_gets_the_jieba_recipe(tmp_path):
     assert "token_type_ids" in tok("你好")  # a BERT-style encoder
 
 
+@pytest.mark.slow     # 2-4 s (the fast tier stays under a minute)
 def test_tokenizer_json_and_jieba_folders(tmp_path):
     from transformers import AutoTokenizer
 

@@ -185,6 +185,7 @@ def test_bert_chinese_is_a_plain_tokenizer_json(folders, loaded):
     assert enc["input_ids"] == want["input_ids"] and enc["token_type_ids"] == want["token_type_ids"]
 
 
+@pytest.mark.slow     # 2 s (the fast tier stays under a minute)
 def test_save_reload_pickle_copy(t5, tmp_path):
     from transformers import AutoTokenizer
 

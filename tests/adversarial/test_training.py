@@ -104,6 +104,7 @@ def test_an_unknown_set_key_stops_make_pretrain_before_any_work(tmp_path, launch
     assert not list(tmp_path.iterdir())                     # nothing built
 
 
+@pytest.mark.slow     # 4-6 s: runs make (the fast tier stays under a minute)
 def test_make_pretrain_passes_set_as_separate_arguments(tmp_path):
     """make pretrain SET='k=v ...': each word one --set argument, never shell text (as make data)."""
     stages = tmp_path / "stages"
