@@ -49,13 +49,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_logits = torch.empty(n, w.shape[0], dtype=dtype, device=h.device) if need_grad else None
             total = torch.zeros((), dtype=torch.float32, device=h.device)
             step = ROWS if h.device.type == "cpu" else chunk     # a GPU takes the chunk in few kernels
+            in_place = need_grad and dtype == torch.float32     # fp32: the softmax goes straight to its rows
             for s in range(0, n, chunk):
                 logits = h[s:s + chunk] @ w.t()
                 for r in range(s, s + len(logits), step):
                     x = logits[r - s:r - s + step]
                     y = labels[r:r + len(x)]
                     rows = torch.arange(len(y), device=y.device)
-                    if need_grad and dtype == torch.float32:     # fp32: the softmax goes straight to its slot
+                    if in_place:
                         p = torch.ops.aten._softmax.out(x, 1, False, out=grad_logits[r:r + len(x)])
                     else:
                         p = torch.softmax(x, dim=1, dtype=torch.float32)
@@ -64,7 +65,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     total += (log_sum_exp - x[rows, y].float()).sum()
                     if need_grad:
                         p[rows, y] -= 1.0
-                        if p.data_ptr() != grad_logits[r].data_ptr():
+                        if not in_place:
                             grad_logits[r:r + len(x)] = p
             if need_grad:
                 ctx.save_for_backward((grad_logits @ w).to(hidden.dtype), (grad_logits.t() @ h).to(weight.dtype))
