@@ -46,6 +46,10 @@ CATEGORIES = {
 }
 
 
+# --precision -> (the peer's train_bench name, ours' name, ours' train.precision)
+SIDES = {"bf16": ("plain-bf16-grouped", "ours-amp-bf16", "amp-bf16"), "fp32": ("plain-grouped", "ours", "fp32")}
+
+
 def run_one(who: str, family: str, corpus: str, warm: int, steps: int, work: Path, precision: str = "bf16") -> dict:
     """In this process: ``warm`` steps, ``steps`` timed, ``steps`` profiled."""
     import torch
@@ -86,7 +90,7 @@ def run_one(who: str, family: str, corpus: str, warm: int, steps: int, work: Pat
         from pretrain.train import clip_and_norm
 
         init_distributed()
-        cfg = resolve(load_config(config_path(tb.CONFIGS[family]), [*overrides, f"train.precision={'amp-bf16' if precision == 'bf16' else 'fp32'}"]))
+        cfg = resolve(load_config(config_path(tb.CONFIGS[family]), [*overrides, f"train.precision={SIDES[precision][2]}"]))
         obj = cfg.objective_class(cfg)
         engine, _, _ = build_engine(cfg, obj.initial_model())    # as pretrain.train starts a run
         data = iter(TrainData(cfg, obj, 0, 1))
@@ -138,7 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("--corpus", default="sample", help="sample (default) or shared (real documents, ZH_SHARED_DATA)")
     ap.add_argument("--warm", type=int, default=10)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--precision", default="bf16", choices=["bf16", "fp32"],
+    ap.add_argument("--precision", default="bf16", choices=list(SIDES),
                     help="bf16 (default): the grouped loop under bf16 autocast against ours in amp-bf16; fp32: both in fp32 "
                          "(for CPUs whose bf16 matmuls are slower than fp32)")
     ap.add_argument("--out", default=None)
@@ -168,8 +172,7 @@ def main(argv=None) -> int:
             results[who] = json.loads(proc.stdout.strip().splitlines()[-1])
     peer, ours = per_ktok(results["peer"]), per_ktok(results["ours"])
     lines = [f"{a.family}, {a.corpus} corpus, {a.precision}: ms per 1,000 text tokens", "",
-             f"| | {'plain-bf16-grouped' if a.precision == 'bf16' else 'plain-grouped'} (peer) | "
-             f"{'ours-amp-bf16' if a.precision == 'bf16' else 'ours (fp32)'} | peer / ours |", "|---|---:|---:|---:|"]
+             f"| | {SIDES[a.precision][0]} (peer) | {SIDES[a.precision][1]} | peer / ours |", "|---|---:|---:|---:|"]
     for name in peer:
         ratio = f"{peer[name] / ours[name]:.2f}x" if min(peer[name], ours[name]) >= 0.5 else "-"
         lines.append(f"| {name} | {peer[name]:.1f} | {ours[name]:.1f} | {ratio} |")
