@@ -8,13 +8,19 @@ folder, which is never loaded; a folder whose files no longer match ``COMPLETE.j
 is reported and skipped in favour of the previous one. On resume one rank per node
 checks the sha256 sums and every other rank the sizes (cheap), and all ranks agree.
 A full disk stops the run with one line and leaves the previous checkpoint intact.
+
+Every read of a checkpoint, DeepSpeed's own loaders included, goes through ``safe_loads``: the
+pickles are unpickled with ``weights_only=True`` (tensors, plain data and the few DeepSpeed
+classes ``_safe_globals`` names), so a tampered file cannot run code.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -31,6 +37,44 @@ MARKER = "COMPLETE.json"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or loaded (one line)."""
+
+
+def _safe_globals() -> list:
+    """What a DeepSpeed checkpoint pickles besides tensors and plain data (numpy scalars in the RNG
+    state, the loss scaler, the ZeRO stage enum, ZeRO's fragment addresses)."""
+    import numpy as np
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    core = getattr(np, "_core", None) or np.core      # numpy 2 renamed numpy.core (which now warns)
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, *{type(np.dtype(t)) for t in
+            ("uint32", "int64", "float64", "float32", "bool")},
+            LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
+@contextlib.contextmanager
+def safe_loads(where: str | Path):
+    """Every ``torch.load`` inside the block, DeepSpeed's too, is ``weights_only=True``.
+
+    DeepSpeed's loaders pass ``weights_only=False``; torch's ``TORCH_FORCE_WEIGHTS_ONLY_LOAD``
+    overrides that for the block. Any other pickled type stops with one line.
+    """
+    saved = {k: os.environ.pop(k, None) for k in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            yield
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)", str(exc))
+        what = f"it pickles {found.group(1)}" if found else str(exc).splitlines()[0]
+        raise CheckpointError(f"{where}: cannot be read with weights_only=True ({what})") from None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 

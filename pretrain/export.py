@@ -36,14 +36,14 @@ def master_weights_in_optimizer(zero_stage: int, precision: str) -> bool:
 def checkpoint_state(ckpt_dir: Path, tag: str, zero_stage: int, precision: str = "fp32") -> dict[str, torch.Tensor]:
     """The trained weights of a checkpoint, fp32, as the trainer's export saw them.
 
-    DeepSpeed's checkpoint files are pickles (optimizer and client state); the model
-    weights are read with ``weights_only=True``. Checkpoints are trusted input
-    (README, "Security"): they are only ever read from the RUN the user names.
+    DeepSpeed's checkpoint files are pickles (optimizer and client state); they are read with
+    ``weights_only=True`` (``checkpoint.safe_loads``), and only from the RUN the user names.
     """
     if master_weights_in_optimizer(zero_stage, precision):
         # Gather the fp32 master weights from the optimizer shards (DeepSpeed's zero_to_fp32).
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-        state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
+        with ckpt.safe_loads(ckpt_dir / tag):
+            state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=tag)
     else:
         files = sorted((ckpt_dir / tag).glob("mp_rank_*_model_states.pt"))
         if not files:
@@ -55,16 +55,8 @@ def checkpoint_state(ckpt_dir: Path, tag: str, zero_stage: int, precision: str =
 
 def _model_states(path: Path) -> dict:
     """A DeepSpeed model-states file (module weights, optimizer state, ...), without unpickling code objects."""
-    import numpy as np
-
-    core = getattr(np, "_core", None) or np.core      # numpy 2 renamed numpy.core (which now warns)
-    safe = [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype("uint32")),
-            type(np.dtype("float64")), type(np.dtype("int64"))]
-    with torch.serialization.safe_globals(safe):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:   # an unexpected pickled type: name it instead of executing it
-            raise ckpt.CheckpointError(f"{path}: cannot be read with weights_only=True ({exc})") from None
+    with ckpt.safe_loads(path):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def write_export(objective, cfg, state: dict, step: int, out: Path, schedule=None) -> Path:

@@ -211,7 +211,8 @@ def apply(cfg, objective, engine, scheduler, step: int, ckpt_dir, rank: int, s: 
     sched_state = scheduler.state_dict()
     if cfg.train.zero_stage == 3:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-        state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=ckpt.tag_for(step))
+        with ckpt.safe_loads(ckpt_dir / ckpt.tag_for(step)):
+            state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag=ckpt.tag_for(step))
         model = load_trained_state(architecture_at(cfg, objective, step), state)
     else:
         model = engine.module

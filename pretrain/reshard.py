@@ -32,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from pretrain import checkpoint as ckpt
+
 log = logging.getLogger("pretrain")
 
 
@@ -49,7 +51,8 @@ class Consolidated:
 
 
 def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)   # trusted: the run's own checkpoint
+    with ckpt.safe_loads(path):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def consolidate(folder: str | Path, model: torch.nn.Module) -> Consolidated:
@@ -64,7 +67,7 @@ def consolidate(folder: str | Path, model: torch.nn.Module) -> Consolidated:
     states_file = _load(model_files[0])
     if not optim_files:
         return _consolidate_zero0(states_file, model)
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), ckpt.safe_loads(model_files[0]):
         zero_states = z.parse_model_states([str(f) for f in model_files[:1]])
     shards = [_load(Path(f))["optimizer_state_dict"] for f in optim_files]
     stage, world = shards[0]["zero_stage"], shards[0]["partition_count"]

@@ -576,8 +576,9 @@ def resume(engine, scheduler, cfg: RunConfig, folder: Path, rank: int, world: in
     saved = ckpt.saved_layout(folder)
     same = saved.get("world_size") == world and saved.get("zero_stage") == cfg.train.zero_stage
     if same:
-        _, client = engine.load_checkpoint(str(folder.parent), tag=folder.name, load_optimizer_states=True,
-                                           load_lr_scheduler_states=True)
+        with ckpt.safe_loads(folder):
+            _, client = engine.load_checkpoint(str(folder.parent), tag=folder.name, load_optimizer_states=True,
+                                               load_lr_scheduler_states=True)
         if client is None:
             raise TrainingError(f"{folder}: checkpoint could not be loaded")
     else:

@@ -224,3 +224,54 @@ def test_zero0_skips_the_all_reduce_in_a_world_of_one_only():
     assert [(r["world"], r["allreduce"]) for r in sorted(reports, key=lambda r: (r["world"], r["rank"]))] == [
         (1, False), (2, True), (2, True)]
     assert all(r["err"] < 1e-6 for r in reports), reports
+
+
+class _RunsCode:
+    """Unpickling this runs a shell command: what a tampered checkpoint could carry."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+def test_safe_loads_refuses_code_even_where_deepspeed_asks_for_full_pickles(tmp_path, monkeypatch):
+    import torch
+    from pretrain import checkpoint as ckpt
+
+    marker, bad, good = tmp_path / "ran", tmp_path / "bad.pt", tmp_path / "good.pt"
+    torch.save({"state": _RunsCode(marker)}, bad)
+    torch.save({"w": torch.ones(2), "step": 3}, good)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")          # a user's setting is put back after
+    with pytest.raises(ckpt.CheckpointError, match=r"bad.pt: cannot be read with weights_only=True "
+                                                   r"\(it pickles (posix|os)\.system\)"):
+        with ckpt.safe_loads(bad):
+            torch.load(bad, weights_only=False)                            # how DeepSpeed's loaders call it
+    assert not marker.exists()
+    assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1" and "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
+    with ckpt.safe_loads(good):
+        assert torch.load(good, weights_only=False)["step"] == 3
+
+
+@pytest.mark.slow     # two short runs
+def test_resume_refuses_a_checkpoint_that_pickles_code_with_one_line(tmp_path, t5_data):
+    """Even with its checksums rewritten to match, DeepSpeed's own loader runs no code from the file."""
+    import hashlib
+    import torch
+
+    run_dir, marker = tmp_path / "run", tmp_path / "ran"
+    first = train(run_dir, t5_data, "train.steps=2", "train.save_every=2", "train.zero_stage=2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    folder = run_dir / "checkpoints" / "step-00000002"
+    optim = next(folder.glob("*optim_states.pt"))
+    torch.save({"optimizer_state_dict": _RunsCode(marker)}, optim)
+    complete = json.loads((folder / "COMPLETE.json").read_text())
+    complete["files"][optim.name] = {"size": optim.stat().st_size,
+                                     "sha256": hashlib.sha256(optim.read_bytes()).hexdigest()}
+    (folder / "COMPLETE.json").write_text(json.dumps(complete))
+    second = train(run_dir, t5_data, "train.steps=4", "train.save_every=2", "train.zero_stage=2")
+    assert second.returncode == 2 and not marker.exists()
+    assert re.search(r"error: .*step-00000002: cannot be read with weights_only=True \(it pickles (posix|os)\.system\)",
+                     second.stderr), second.stderr[-2000:]
+    assert "Traceback" not in second.stderr
