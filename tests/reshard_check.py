@@ -41,7 +41,7 @@ def full_state(engine, scheduler) -> dict:
 
 
 def main(mode: str, ref: str, config: str, folder: str, overrides: list[str]) -> None:
-    from pretrain import reshard
+    from pretrain import checkpoint as ckpt, reshard
     from pretrain.config import load_config
     from pretrain.engine import build_engine, init_distributed
     from pretrain.stages import resolve
@@ -51,13 +51,14 @@ def main(mode: str, ref: str, config: str, folder: str, overrides: list[str]) ->
     engine, _, scheduler = build_engine(cfg, cfg.objective_class(cfg).build_model())
     folder = Path(folder)
     if mode == "native":
-        engine.load_checkpoint(str(folder.parent), tag=folder.name)
+        with ckpt.safe_loads(folder):
+            engine.load_checkpoint(str(folder.parent), tag=folder.name)
         state = full_state(engine, scheduler)
         if rank == 0:
             torch.save(state, ref)
         return
     reshard.load(engine, folder, scheduler)
-    got, want = full_state(engine, scheduler), torch.load(ref, weights_only=False)
+    got, want = full_state(engine, scheduler), torch.load(ref, weights_only=True)
     worst = max((a - want["values"][name][k]).abs().max().item()
                 for name, values in got["values"].items() for k, a in values.items())
     print(json.dumps({"rank": rank, "world": world, "worst": worst,

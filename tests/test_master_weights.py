@@ -96,7 +96,7 @@ def test_a_saved_state_resumes_bit_for_bit(name):
     torch.save(opt_a.state_dict(), buf)
     b, opt_b = build()
     b.load_state_dict(copy.deepcopy(a.state_dict()))
-    opt_b.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=False))
+    opt_b.load_state_dict(torch.load(io.BytesIO(buf.getvalue()), weights_only=True))
     train(a, opt_a, range(3, 6))
     train(b, opt_b, range(3, 6))
     for p, q in zip(a.parameters(), b.parameters()):
