@@ -36,6 +36,9 @@ logits, the objective's own collator and ``train.cpu_heap_reuse`` are on, as in 
 ``ours-amp-bf16-grouped`` adds the opt-in ``data.length_group=800`` with ``train.packing=false``
 (length-grouped batches, padded to the longest; compare it with plain-bf16-grouped: both trade
 some loss per step for less padding).
+``ours-bf16-masters`` runs the ``small`` presets' own precision, ``train.precision=bf16`` (bf16
+weights and activations, fp32 master weights): not the peers' autocast, so it is reported beside
+the headline ``ours-amp-bf16``, not in its place.
 ``--peer-heap-reuse`` gives the peers the same heap setting (one process-wide switch: run the
 bench once with it and once without, and take the stronger peer).
 
@@ -421,6 +424,9 @@ PEERS = [("plain", "fp32"), ("plain-grouped", "fp32"), ("plain-compile", "fp32")
          ("hf-trainer-bf16-compile", "bf16")]
 OURS = [("ours", "fp32", "fp32", False, []), ("ours-amp-bf16", "bf16", "amp-bf16", False, []),
         ("ours-amp-bf16-compile", "bf16", "amp-bf16", True, []),
+        # the small presets' precision: bf16 weights and activations, fp32 masters (pretrain.master_weights);
+        # the peers' bf16 is autocast (fp32 weights, fp32 outside the matmuls), so ours-amp-bf16 is the headline
+        ("ours-bf16-masters", "bf16", "bf16", False, []),
         # opt-in: length-grouped batches (data.length_group; the Trainer's megabatch of 50 x 16 records),
         # padded to the longest (packing rows of pairs alike in length pads more, as its targets fill first)
         ("ours-amp-bf16-grouped", "bf16", "amp-bf16", False, ["data.length_group=800", "train.packing=false"]),
