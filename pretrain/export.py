@@ -56,7 +56,10 @@ def checkpoint_state(ckpt_dir: Path, tag: str, zero_stage: int, precision: str =
 def _model_states(path: Path) -> dict:
     """A DeepSpeed model-states file (module weights, optimizer state, ...), without unpickling code objects."""
     with ckpt.safe_loads(path):
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError) as exc:      # a damaged or truncated file
+            raise ckpt.CheckpointError(f"{path}: cannot be read ({str(exc).splitlines()[0]})") from None
 
 
 def write_export(objective, cfg, state: dict, step: int, out: Path, schedule=None) -> Path:
