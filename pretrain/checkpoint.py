@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or loaded (one line)."""
 
 
+@functools.cache
 def _safe_globals() -> list:
     """What a DeepSpeed checkpoint pickles besides tensors and plain data (numpy scalars in the RNG
     state, the loss scaler, the ZeRO stage enum, ZeRO's fragment addresses)."""
@@ -76,6 +78,16 @@ def safe_loads(where: str | Path):
             else:
                 os.environ[k] = v
 
+
+
+def read(path: Path) -> dict:
+    """One checkpoint file (model states, optimizer shard), ``weights_only=True``; a damaged,
+    truncated or code-carrying file is one ``CheckpointError`` line."""
+    with safe_loads(path):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError) as exc:      # a damaged or truncated file
+            raise CheckpointError(f"{path}: cannot be read ({str(exc).splitlines()[0]})") from None
 
 
 

@@ -48,18 +48,9 @@ def checkpoint_state(ckpt_dir: Path, tag: str, zero_stage: int, precision: str =
         files = sorted((ckpt_dir / tag).glob("mp_rank_*_model_states.pt"))
         if not files:
             raise ckpt.CheckpointError(f"{ckpt_dir / tag}: no mp_rank_*_model_states.pt")
-        state = _model_states(files[0])
+        state = ckpt.read(files[0])
         state = with_masters(state["module"], state.get("optimizer"))    # bf16 at ZeRO-0: the fp32 masters
     return {k: v.detach().float().cpu() for k, v in state.items() if torch.is_tensor(v)}
-
-
-def _model_states(path: Path) -> dict:
-    """A DeepSpeed model-states file (module weights, optimizer state, ...), without unpickling code objects."""
-    with ckpt.safe_loads(path):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, OSError) as exc:      # a damaged or truncated file
-            raise ckpt.CheckpointError(f"{path}: cannot be read ({str(exc).splitlines()[0]})") from None
 
 
 def write_export(objective, cfg, state: dict, step: int, out: Path, schedule=None) -> Path:

@@ -50,11 +50,6 @@ class Consolidated:
     zero_stage: int = 0
 
 
-def _load(path: Path) -> dict:
-    with ckpt.safe_loads(path):
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def consolidate(folder: str | Path, model: torch.nn.Module) -> Consolidated:
     """Whole fp32 weights and optimizer states of a checkpoint folder (any ZeRO stage, any world size)."""
     from deepspeed.utils import zero_to_fp32 as z
@@ -64,12 +59,12 @@ def consolidate(folder: str | Path, model: torch.nn.Module) -> Consolidated:
     model_files = sorted(folder.glob("*model_states.pt"))
     if not model_files:
         raise ReshardError(f"{folder}: no model-states file")
-    states_file = _load(model_files[0])
+    states_file = ckpt.read(model_files[0])
     if not optim_files:
         return _consolidate_zero0(states_file, model)
     with contextlib.redirect_stdout(io.StringIO()), ckpt.safe_loads(model_files[0]):
         zero_states = z.parse_model_states([str(f) for f in model_files[:1]])
-    shards = [_load(Path(f))["optimizer_state_dict"] for f in optim_files]
+    shards = [ckpt.read(Path(f))["optimizer_state_dict"] for f in optim_files]
     stage, world = shards[0]["zero_stage"], shards[0]["partition_count"]
     world = max(world) if isinstance(world, list) else world
     flat_key, base_key = (("single_partition_of_fp32_groups", "base_optimizer_state") if stage <= 2

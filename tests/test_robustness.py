@@ -108,8 +108,8 @@ def test_amp_bf16_with_compile_trains_and_exports_fp32(tmp_path, t5_data):
     losses = [r["loss"] for r in train_recs]
     assert len(losses) == 4 and all(l == l for l in losses) and losses[-1] < losses[0]
     assert all(0 < r["grad_norm"] < float("inf") for r in train_recs)   # ZeRO-0 reports the pre-step norm
-    from pretrain.export import _model_states
-    states = _model_states(run / "checkpoints" / "step-00000004" / "mp_rank_00_model_states.pt")
+    from pretrain import checkpoint as ckpt
+    states = ckpt.read(run / "checkpoints" / "step-00000004" / "mp_rank_00_model_states.pt")
     names = set(states["module"])
     assert "encoder.block.0.layer.0.SelfAttention.q.weight" in names and not any("_orig_mod" in n for n in names)
     exported = load_file(str(run / "export" / "model.safetensors"))
