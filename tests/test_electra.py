@@ -204,8 +204,8 @@ def test_exports_load_and_share_embeddings_after_round_trip(real_run):
 
     # The DeepSpeed checkpoint loads back into one model whose two halves still hold the same module.
     saved = json.loads((real_run / "run" / "export" / "training_step.json").read_text())["step"]
-    from pretrain.export import _model_states
-    state = _model_states(next((real_run / "run" / "checkpoints" / f"step-{saved:08d}").glob("*model_states.pt")))["module"]
+    from pretrain import checkpoint as ckpt
+    state = ckpt.read(next((real_run / "run" / "checkpoints" / f"step-{saved:08d}").glob("*model_states.pt")))["module"]
     objective = ElectraObjective(load_config(config_path("electra"), [f"tokenizer.dir={export}"]))
     model = objective.build_model()
     model.load_state_dict(state)
