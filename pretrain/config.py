@@ -144,6 +144,8 @@ class TrainConfig:
                                             # torch's bernoulli_, same distribution (pretrain.dropout); false = torch's
     fused_gelu: bool = True                 # gelu_new (T5's FFN) as torch's one tanh-GELU kernel, same formula
                                             # rounded once (pretrain.models.fuse_gelu); false = the eight-op original
+    fused_rms_norm: bool = True             # not compiled: T5's layer norm (RMS) in one autograd node, ten passes
+                                            # instead of ~twenty (pretrain.models.fuse_rms_norm); false = transformers'
     relative_bias_by_offset: bool = True    # T5's position bias from its q+k-1 offsets, not its q*k pairs: same
                                             # values (pretrain.models.relative_bias_by_offset); false = transformers'
     flatten_packed: bool = True             # CPU training with cpu_dropout, T5: packed rows laid end to end without

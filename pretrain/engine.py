@@ -337,6 +337,9 @@ def build_engine(cfg: RunConfig, model: torch.nn.Module):
     if cfg.train.fused_gelu:
         from pretrain.models import fuse_gelu
         fuse_gelu(model)
+    if cfg.train.fused_rms_norm and not cfg.train.compile:     # inductor fuses transformers' own
+        from pretrain.models import fuse_rms_norm
+        fuse_rms_norm(model)
     if cfg.train.relative_bias_by_offset:
         from pretrain.models import relative_bias_by_offset
         relative_bias_by_offset(model)

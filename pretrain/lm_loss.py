@@ -7,11 +7,14 @@ head runs on the positions with a label only, and the softmax's work happens in 
 rows while they are in cache:
 
 * forward: per chunk, logits = h W^T (the autocast dtype); then, a few rows at a time so they
-  stay in cache, one float32 softmax that gives both the logits' gradient softmax - onehot
-  (stored in the autocast dtype; in fp32 the softmax writes straight into the gradient's rows,
-  no copy: the head's forward + backward 364 -> 350 ms at 700 x 256 x 50k, stop 46) and the
-  loss, log-sum-exp - logit of the label, where
+  stay in cache, one softmax (accumulated in float32) that gives both the logits' gradient
+  softmax - onehot and the loss, log-sum-exp - logit of the label, where
   log-sum-exp = max - log p(max) (p(max) >= 1/V, so it never underflows as p(label) can).
+  The softmax writes straight into the gradient's rows in the compute dtype, no float32 copy
+  of them (fp32: the head's forward + backward 364 -> 350 ms at 700 x 256 x 50k, stop 46; bf16:
+  the softmax loop 53 -> 48 ms at 1,344 labels, stop 48). In bf16, p(max) is rounded to 8 bits,
+  so a row's loss is off by at most 2**-9 (mean 3e-5 per label there); the gradient is the
+  same bf16 values as before.
   One exponential per logit instead of log-softmax's and exp's two, and no float32 copy of
   the logits: the head's forward + backward 1.14x faster at 700 labels x 256 x 50k
   (BENCHMARKS.md, stop 45);
@@ -31,6 +34,7 @@ from torch import nn
 
 CHUNK = 256     # rows per logits matmul: 256 x 50k bf16 is 25 MB (128 rows ran the matmul 10 % slower)
 ROWS = 16       # rows per softmax on CPU: 16 x 50k float32 is 3 MB, in cache
+TINY = 1e-30    # p(label) below this takes the loss from log-sum-exp instead (-log p would lose digits)
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -49,7 +53,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_logits = torch.empty(n, w.shape[0], dtype=dtype, device=h.device) if need_grad else None
             total = torch.zeros((), dtype=torch.float32, device=h.device)
             step = ROWS if h.device.type == "cpu" else chunk     # a GPU takes the chunk in few kernels
-            in_place = need_grad and dtype == torch.float32     # fp32: the softmax goes straight to its rows
+            # the softmax goes straight to its gradient rows, in fp32 or bf16 (fp16 would lose p(max) >= 1/V)
+            in_place = need_grad and dtype != torch.float16
             for s in range(0, n, chunk):
                 logits = h[s:s + chunk] @ w.t()
                 for r in range(s, s + len(logits), step):
@@ -60,9 +65,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
                         p = torch.ops.aten._softmax.out(x, 1, False, out=grad_logits[r:r + len(x)])
                     else:
                         p = torch.softmax(x, dim=1, dtype=torch.float32)
-                    # two amax reductions (91 + 28 us per 16 x 50k rows) beat max with indices (351 us)
-                    log_sum_exp = x.amax(dim=1).float() - p.amax(dim=1).log()
-                    total += (log_sum_exp - x[rows, y].float()).sum()
+                    # the loss -log p(label), but where p(label) underflows (a label ~70 nats below the top
+                    # logit), log-sum-exp - logit, log-sum-exp = max - log p(max) (p(max) >= 1/V never
+                    # underflows); taken for every row off the CPU, where a branch would wait for the device
+                    p_label = p[rows, y].float()
+                    lost = p_label < TINY
+                    if h.device.type != "cpu" or bool(lost.any()):
+                        log_sum_exp = x.amax(dim=1).float() - p.amax(dim=1).float().log()
+                        total += torch.where(lost, log_sum_exp - x[rows, y].float(), -p_label.log()).sum()
+                    else:
+                        total -= p_label.log().sum()
                     if need_grad:
                         p[rows, y] -= 1.0
                         if not in_place:

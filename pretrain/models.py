@@ -6,6 +6,8 @@ always come from ``transformers``: a run's export loads with its Auto classes.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 from dataclasses import dataclass
 from typing import Literal
@@ -154,6 +156,60 @@ def fuse_gelu(model: torch.nn.Module) -> int:
     return n
 
 
+def fuse_rms_norm(model: torch.nn.Module) -> int:
+    """``train.fused_rms_norm``: every T5 / mT5 layer norm (an RMS norm) computed by ``_RMSNorm``, in
+    place; returns how many. Transformers' is nine elementwise ops and their autograd nodes, about
+    twenty passes over the activations forward and backward; ``_RMSNorm`` makes ten: 2x faster on
+    CPU (1.9 -> 0.9 ms at 1,900 x 256, 22 norms per step of the bench's T5). The same values to
+    float rounding (float32 inside, as transformers). No parameters change."""
+    n = 0
+    for m in model.modules():
+        if type(m).__name__ in ("T5LayerNorm", "MT5LayerNorm") and hasattr(m, "variance_epsilon"):
+            m.__class__ = _fused_rms_norm_class(type(m))
+            n += 1
+    return n
+
+
+class _RMSNorm(torch.autograd.Function):
+    """``weight * (x * rsqrt(mean(x**2) + eps))`` in float32, as T5's layer norm computes it (and, with
+    bf16 / fp16 weights, the normalised x rounded to the weights' dtype first). Saves the normalised
+    x and the row scales; the backward is ``gx = r (a - xn mean(a xn))``, ``a = gy w``, and
+    ``gw = sum(gy xn)`` over the rows, in float32."""
+
+    @staticmethod
+    def forward(ctx, x, weight, eps):
+        xf = x.float()
+        d = x.shape[-1]
+        r = torch.linalg.vector_norm(xf, dim=-1, keepdim=True).square_().div_(d).add_(eps).rsqrt_()
+        xn = xf * r
+        half = weight.dtype in (torch.float16, torch.bfloat16)
+        ctx.save_for_backward(xn, r, weight)
+        ctx.x_dtype = x.dtype
+        return xn.to(weight.dtype) * weight if half else xn * weight
+
+    @staticmethod
+    def backward(ctx, grad):
+        xn, r, weight = ctx.saved_tensors
+        g = grad.float()
+        a = g * weight.float()
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = (g * xn).reshape(-1, xn.shape[-1]).sum(0).to(weight.dtype)
+        mean = torch.linalg.vecdot(a, xn, dim=-1).unsqueeze(-1).div_(xn.shape[-1])
+        grad_x = torch.addcmul(a, xn, mean, value=-1).mul_(r)
+        return grad_x.to(ctx.x_dtype), grad_weight, None
+
+
+@functools.cache
+def _fused_rms_norm_class(base: type) -> type:
+    class FusedRMSNorm(base):
+        def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+            return _RMSNorm.apply(hidden_states, self.weight, self.variance_epsilon)
+
+    FusedRMSNorm.__name__ = FusedRMSNorm.__qualname__ = f"Fused{base.__name__}"
+    return FusedRMSNorm
+
+
 def relative_bias_by_offset(model: torch.nn.Module) -> int:
     """``train.relative_bias_by_offset``: T5's relative position bias built from its ``q + k - 1``
     distinct offsets instead of its ``q x k`` pairs, in place; returns how many attentions.
@@ -182,6 +238,23 @@ def bias_by_offset(model: torch.nn.Module) -> bool:
     return all(getattr(m, "_bias_by_offset", False) for m in biases)
 
 
+_OFFSETS_ONLY = contextvars.ContextVar("relative_bias_offsets_only", default=False)
+
+
+@contextlib.contextmanager
+def bias_offsets_only():
+    """Within this block a by-offset bias (``relative_bias_by_offset``) is handed on as its offsets
+    alone: an empty ``(1, heads, 0, 0)`` tensor carrying ``_offset_values``. For an attention that
+    reads nothing else (a flattened packed batch's rows, ``pretrain.dropout._on_rows``), the full
+    ``(heads, N, N)`` bias over the flat sequence was a flip and a copy built for nothing: 4 x 1,984²
+    at the bench's T5, ~3 % of its step. Anything that adds the empty bias to scores fails loudly."""
+    token = _OFFSETS_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _OFFSETS_ONLY.reset(token)
+
+
 @functools.cache
 def _bias_by_offset_class(base: type) -> type:
     class BiasByOffset(base):
@@ -204,6 +277,10 @@ def _bias_by_offset_class(base: type) -> type:
                 values = self.relative_attention_bias(buckets).to(wide).t()
             else:
                 values = torch.nn.functional.embedding(buckets, weight.to(wide)).t()   # (heads, q + k - 1)
+            if _OFFSETS_ONLY.get():
+                bias = values.new_empty((1, values.shape[0], 0, 0), dtype=weight.dtype)
+                bias._offset_values = (values, query_length)
+                return bias
             # windows[h, s, j] = values[h, s + j], the offset j - (q - 1 - s): row s is query q - 1 - s
             windows = values.unfold(1, key_length, 1).flip(1)
             bias = windows.to(weight.dtype, memory_format=torch.contiguous_format).contiguous().unsqueeze(0)

@@ -230,6 +230,50 @@ def test_fused_gelu_is_gelu_new_in_one_kernel():
     assert list(model.state_dict()) == keys
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_rms_norm_is_t5s_layer_norm(dtype):
+    """``fuse_rms_norm``: T5's layer norm in one autograd node gives transformers' outputs and input
+    and weight gradients, in fp32 and with bf16 weights and activations (where it is at least as close
+    to float64), and the whole model's loss and gradients are unchanged."""
+    from transformers.models.mt5.modeling_mt5 import MT5LayerNorm
+
+    from pretrain.models import fuse_rms_norm
+    from pretrain.objectives._t5 import pair_batch
+    from tests.test_packing import Tok, assert_same_grads, grads, seqs, t5
+    g = torch.Generator().manual_seed(0)
+    x, grad = torch.randn(3, 37, 64, generator=g) * 3, torch.randn(3, 37, 64, generator=g)
+    weight = torch.rand(64, generator=g) + 0.5
+    results = []
+    for fused in (False, True, None):           # None: transformers' in float64, the reference
+        norm = MT5LayerNorm(64, eps=1e-6).to(torch.float64 if fused is None else dtype)
+        with torch.no_grad():
+            norm.weight.copy_(weight)
+        if fused:
+            assert fuse_rms_norm(norm) == 1 and fuse_rms_norm(norm) == 0 and isinstance(norm, MT5LayerNorm)
+        xi = x.to(norm.weight.dtype, copy=True).requires_grad_()
+        out = norm(xi)
+        out.backward(grad.to(out.dtype))
+        results.append([out.detach().double(), xi.grad.double(), norm.weight.grad.double()])
+    err = lambda r: [((a - b).norm() / b.norm()).item() for a, b in zip(r, results[2])]
+    if dtype == torch.float32:
+        for a, b in zip(results[1], results[0]):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    else:
+        assert all(e <= 1.05 * max(t, 1e-3) for e, t in zip(err(results[1]), err(results[0]))), (err(results[1]), err(results[0]))
+
+    batch = pair_batch(Tok, seqs([9, 4, 12], seed=1), seqs([3, 5, 2], seed=2), 16, 8)
+    model = t5("sdpa")
+    before = model(**batch).loss
+    before.backward()
+    want = grads(model)
+    model.zero_grad()
+    assert fuse_rms_norm(model) == 2 * 2 + 3 * 2 + 2          # per layer: 2 (encoder), 3 (decoder); the finals
+    after = model(**batch).loss
+    after.backward()
+    torch.testing.assert_close(after, before)
+    assert_same_grads(grads(model), want, tol=1e-5)
+
+
 def test_cpu_attention_mask_cache_follows_the_mask():
     """The additive form of a boolean mask is reused across layers (same object, kept on it), and
     rebuilt when the mask is changed in place or a new one comes."""

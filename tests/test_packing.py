@@ -179,12 +179,17 @@ def test_t5_flattened_packed_pairs_match_unpacked(checkpointing):
         lookups = []                         # flat: both stacks' embeddings in one lookup (shared_lookup)
         model.encoder.embed_tokens.register_forward_hook(lambda m, i, o: lookups.append(i[0].shape))
         model.decoder.embed_tokens.register_forward_hook(lambda m, i, o: lookups.append(i[0].shape))
+        biases = []                          # flat: no (heads, N, N) bias over the flat sequence is built
+        for m in model.modules():
+            if getattr(m, "has_relative_attention_bias", False):
+                m.compute_bias = (lambda f: lambda *a, **k: biases.append(f(*a, **k)) or biases[-1])(m.compute_bias)
         if mode == "plain":
             loss = model(**plain).loss * (plain["labels"] != -100).sum()
         else:
             loss = (packed_forward(model, flat, rows=packed) if mode == "flat" else packed_forward(model, packed)).loss
             loss = loss * (packed["labels"] != -100).sum()
         assert len(lookups) == (1 if mode == "flat" else 2)
+        assert len(biases) == 2 and all((b.numel() == 0) == (mode == "flat") for b in biases)
         loss.backward()
         results[mode] = loss.detach(), grads(model)
     next(model.parameters()).ds_id = 0       # ZeRO-3: its hooks hand the layers other mask objects, so no flattening

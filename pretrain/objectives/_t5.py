@@ -4,11 +4,13 @@ Not an objective itself (no spec): ``t5_pegasus`` and ``t5_span`` subclass it.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from pretrain import lm_loss
 from pretrain.metrics import corpus_rouge
-from pretrain.models import build_t5, t5_generation_config, t5_special_ids, t5_train_flops
+from pretrain.models import bias_offsets_only, build_t5, t5_generation_config, t5_special_ids, t5_train_flops
 from pretrain.objectives.base import Objective, pad_batch
 from pretrain.dropout import flattens_packed
 from pretrain.packing import first_fit, flatten_rows, model_mask, pack, with_rows
@@ -87,9 +89,11 @@ def packed_forward(model, batch: dict, with_labels: bool = True, rows: dict | No
     ids = {"input_ids": batch["input_ids"], "decoder_input_ids": batch["decoder_input_ids"]}
     if rows is not None and module.encoder.embed_tokens.weight is module.decoder.embed_tokens.weight:
         ids = shared_lookup(module.encoder.embed_tokens, **ids)
-    return model(**ids, attention_mask=masks[0], decoder_attention_mask=masks[1],
-                 labels=batch["labels"] if with_labels else None,
-                 use_cache=False, **{CROSS_MASK: masks[2]})
+    # flat: the attention reads the relative bias's offsets only (its rows' corner), so none is built N x N
+    with bias_offsets_only() if rows is not None else contextlib.nullcontext():
+        return model(**ids, attention_mask=masks[0], decoder_attention_mask=masks[1],
+                     labels=batch["labels"] if with_labels else None,
+                     use_cache=False, **{CROSS_MASK: masks[2]})
 
 
 def shared_lookup(embed, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor) -> dict:
