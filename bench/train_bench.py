@@ -430,9 +430,11 @@ OURS = [("ours", "fp32", "fp32", False, []), ("ours-amp-bf16", "bf16", "amp-bf16
         # opt-in: length-grouped batches (data.length_group; the Trainer's megabatch of 50 x 16 records),
         # padded to the longest (packing rows of pairs alike in length pads more, as its targets fill first)
         ("ours-amp-bf16-grouped", "bf16", "amp-bf16", False, ["data.length_group=800", "train.packing=false"]),
-        # ablations of amp-bf16: torch's dropout masks and attention, gelu_new's eight ops, the model's own LM-head loss (T5)
+        # ablations of amp-bf16: torch's dropout masks and attention, gelu_new's eight ops, transformers' T5 layer
+        # norm, the model's own LM-head loss (T5)
         ("ours-amp-bf16-torch-dropout", "bf16", "amp-bf16", False, ["train.cpu_dropout=false"]),
         ("ours-amp-bf16-unfused-gelu", "bf16", "amp-bf16", False, ["train.fused_gelu=false"]),
+        ("ours-amp-bf16-unfused-norm", "bf16", "amp-bf16", False, ["train.fused_rms_norm=false"]),
         ("ours-amp-bf16-model-loss", "bf16", "amp-bf16", False, ["train.fused_lm_loss=false"]),
         # ablation: every layer on the padded packed rows (before stop 44)
         ("ours-amp-bf16-padded-rows", "bf16", "amp-bf16", False, ["train.flatten_packed=false"])]
