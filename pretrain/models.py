@@ -158,7 +158,7 @@ def fuse_gelu(model: torch.nn.Module) -> int:
 
 def fuse_rms_norm(model: torch.nn.Module) -> int:
     """``train.fused_rms_norm``: every T5 / mT5 layer norm (an RMS norm) computed by ``_RMSNorm``, in
-    place; returns how many. Transformers' is nine elementwise ops and their autograd nodes, about
+    place; returns how many. Transformers' is eight elementwise ops and their autograd nodes, about
     twenty passes over the activations forward and backward; ``_RMSNorm`` makes ten: 2x faster on
     CPU (1.9 -> 0.9 ms at 1,900 x 256, 22 norms per step of the bench's T5). The same values to
     float rounding (float32 inside, as transformers). No parameters change."""

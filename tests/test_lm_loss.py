@@ -230,6 +230,24 @@ def test_fused_gelu_is_gelu_new_in_one_kernel():
     assert list(model.state_dict()) == keys
 
 
+def _t5_swap_keeps_loss_and_grads(swap, tol: float):
+    """A small T5's loss and gradients before and after ``swap(model)`` (which returns a count):
+    asserts the gradients agree within ``tol``; returns the count and (loss after, loss before)."""
+    from pretrain.objectives._t5 import pair_batch
+    from tests.test_packing import Tok, assert_same_grads, grads, seqs, t5
+    batch = pair_batch(Tok, seqs([9, 4, 12], seed=1), seqs([3, 5, 2], seed=2), 16, 8)
+    model = t5("sdpa")
+    before = model(**batch).loss
+    before.backward()
+    want = grads(model)
+    model.zero_grad()
+    swapped = swap(model)
+    after = model(**batch).loss
+    after.backward()
+    assert_same_grads(grads(model), want, tol=tol)
+    return swapped, (after, before)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fused_rms_norm_is_t5s_layer_norm(dtype):
     """``fuse_rms_norm``: T5's layer norm in one autograd node gives transformers' outputs and input
@@ -238,8 +256,6 @@ def test_fused_rms_norm_is_t5s_layer_norm(dtype):
     from transformers.models.mt5.modeling_mt5 import MT5LayerNorm
 
     from pretrain.models import fuse_rms_norm
-    from pretrain.objectives._t5 import pair_batch
-    from tests.test_packing import Tok, assert_same_grads, grads, seqs, t5
     g = torch.Generator().manual_seed(0)
     x, grad = torch.randn(3, 37, 64, generator=g) * 3, torch.randn(3, 37, 64, generator=g)
     weight = torch.rand(64, generator=g) + 0.5
@@ -261,17 +277,9 @@ def test_fused_rms_norm_is_t5s_layer_norm(dtype):
     else:
         assert all(e <= 1.05 * max(t, 1e-3) for e, t in zip(err(results[1]), err(results[0]))), (err(results[1]), err(results[0]))
 
-    batch = pair_batch(Tok, seqs([9, 4, 12], seed=1), seqs([3, 5, 2], seed=2), 16, 8)
-    model = t5("sdpa")
-    before = model(**batch).loss
-    before.backward()
-    want = grads(model)
-    model.zero_grad()
-    assert fuse_rms_norm(model) == 2 * 2 + 3 * 2 + 2          # per layer: 2 (encoder), 3 (decoder); the finals
-    after = model(**batch).loss
-    after.backward()
+    swapped, (after, before) = _t5_swap_keeps_loss_and_grads(fuse_rms_norm, tol=1e-5)
+    assert swapped == 2 * 2 + 3 * 2 + 2          # per layer: 2 (encoder), 3 (decoder); the finals
     torch.testing.assert_close(after, before)
-    assert_same_grads(grads(model), want, tol=1e-5)
 
 
 def test_cpu_attention_mask_cache_follows_the_mask():
@@ -342,7 +350,6 @@ def test_relative_bias_by_offset_is_t5s_bias_with_its_bf16_gradient_summed_in_fp
     from transformers.models.mt5.modeling_mt5 import MT5Attention
 
     from pretrain.models import relative_bias_by_offset
-    from tests.test_packing import Tok, assert_same_grads, grads, seqs, t5
 
     cfg = MT5Config(d_model=32, d_kv=8, num_heads=4, relative_attention_num_buckets=32,
                     relative_attention_max_distance=128, is_decoder=decoder)
@@ -368,15 +375,6 @@ def test_relative_bias_by_offset_is_t5s_bias_with_its_bf16_gradient_summed_in_fp
             m.relative_attention_bias.weight.grad = None
     torch.testing.assert_close(ours.compute_bias(3, 8, past_seen_tokens=5), ref.compute_bias(3, 8, past_seen_tokens=5))
 
-    from pretrain.objectives._t5 import pair_batch
-    batch = pair_batch(Tok, seqs([9, 4, 12], seed=1), seqs([3, 5, 2], seed=2), 16, 8)
-    model = t5("sdpa")
-    before = model(**batch).loss
-    before.backward()
-    want = grads(model)
-    model.zero_grad()
-    assert relative_bias_by_offset(model) == 2                 # the first layer of each stack
-    after = model(**batch).loss
-    after.backward()
+    swapped, (after, before) = _t5_swap_keeps_loss_and_grads(relative_bias_by_offset, tol=1e-6)
+    assert swapped == 2                 # the first layer of each stack
     assert torch.equal(after, before)
-    assert_same_grads(grads(model), want, tol=1e-6)
