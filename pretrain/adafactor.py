@@ -37,6 +37,11 @@ class Adafactor(HFAdafactor):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # ``found_inf`` (set by the trainer, as torch's GradScaler sets it for fused AdamW): a device
+        # flag, nonzero where this step's gradients are not finite; the step then leaves the weights
+        # and the moment statistics as they were, without reading the flag on the host
+        found = getattr(self, "found_inf", None)
+        found = None if found is None else found.reshape(()).bool()
         for group in self.param_groups:
             if group["scale_parameter"] or group["relative_step"]:
                 raise ValueError("pretrain.adafactor.Adafactor takes an external learning rate only "
@@ -46,7 +51,7 @@ class Adafactor(HFAdafactor):
                     continue
                 if p.grad.is_sparse:
                     raise RuntimeError("Adafactor does not support sparse gradients.")
-                self._update(p, group)
+                self._update(p, group, found)
         return loss
 
     def _state(self, p, grad, factored: bool, first_moment: bool) -> dict:
@@ -70,13 +75,16 @@ class Adafactor(HFAdafactor):
         state["step"] += 1
         return state
 
-    def _update(self, p: torch.Tensor, group: dict) -> None:
-        """HF's update of one parameter, op for op, less the passes whose result is not used."""
+    def _update(self, p: torch.Tensor, group: dict, found: torch.Tensor | None = None) -> None:
+        """HF's update of one parameter, op for op, less the passes whose result is not used. With
+        ``found`` set, the statistics and the weight keep their values (the step count still moves)."""
         grad = p.grad.float() if p.grad.dtype in HALF else p.grad
         factored, first_moment = self._get_options(group, grad.shape)
         state = self._state(p, grad, factored, first_moment)
         lr = group["lr"]
         beta2t = 1.0 - math.pow(state["step"], group["decay_rate"])
+        kept = None if found is None else {k: state[k].clone() for k in ("exp_avg", "exp_avg_sq_row",
+                                                                          "exp_avg_sq_col", "exp_avg_sq") if k in state}
         update = torch.mul(grad, grad).add_(group["eps"][0])          # grad ** 2 + eps
         if factored:
             row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
@@ -97,9 +105,13 @@ class Adafactor(HFAdafactor):
             avg = state["exp_avg"]
             avg.mul_(group["beta1"]).add_(update, alpha=1 - group["beta1"])
             update = avg
+        if found is not None:
+            for k, old in kept.items():
+                torch.where(found, old, state[k], out=state[k])
+            update = update.masked_fill(found, 0.0)                   # a copy: ``avg`` is the state itself
         data = p.float() if p.dtype in HALF else p
         if group["weight_decay"] != 0:
-            data.add_(data, alpha=-group["weight_decay"] * lr)
+            data.add_(data if found is None else data.masked_fill(found, 0.0), alpha=-group["weight_decay"] * lr)
         data.sub_(update)
         if data is not p:
             p.copy_(data)

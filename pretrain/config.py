@@ -134,6 +134,11 @@ class TrainConfig:
     save_every: int = 200
     keep_last: int = 3
     max_bad_steps: int = 5                  # consecutive non-finite losses before stopping
+    finite_check: Literal["auto", "step", "log"] = "auto"   # where non-finite losses/gradients are caught:
+                                            # "step" reads the loss and norm on the host every micro-batch/step
+                                            # and drops a bad micro-batch; "log" keeps the checks on the device
+                                            # (a bad step is skipped, counted at the next log step: no host
+                                            # sync outside logging; ZeRO-0); "auto" = "log" on CUDA at ZeRO-0
     packing: bool = True                    # several sequences per row, none attending another (pretrain.packing)
     compile: bool = False                   # torch.compile the transformer bodies: ~1-2 min at start
     compile_backend: str = "inductor"       # torch.compile backend (inductor; aot_eager traces without code generation)

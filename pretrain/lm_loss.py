@@ -24,7 +24,9 @@ rows while they are in cache:
   logits nor W again (under ZeRO-3, W is gathered only for the head's forward).
 
 Same loss as ``CrossEntropyLoss(ignore_index=-100)`` (mean over labelled positions); the
-gradients are closer to float64 than autocast's own path (tests/test_lm_loss.py).
+gradients are closer to float64 than autocast's own path (tests/test_lm_loss.py). On the CPU
+the labelled rows are selected first; off it every row goes in and the unlabelled ones count
+zero, since a boolean selection's size would have to be read back from the device every step.
 """
 from __future__ import annotations
 
@@ -36,6 +38,11 @@ from torch import nn
 CHUNK = 256     # rows per logits matmul: 256 x 50k bf16 is 25 MB (128 rows ran the matmul 10 % slower)
 ROWS = 16       # rows per softmax on CPU: 16 x 50k float32 is 3 MB, in cache
 TINY = 1e-30    # p(label) below this takes the loss from log-sum-exp instead (-log p would lose digits)
+
+
+def index_free(device: torch.device) -> bool:
+    """Whether the unlabelled rows go in rather than being selected out: off the CPU."""
+    return device.type != "cpu"
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -50,6 +57,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         with torch.autocast(hidden.device.type, enabled=False):
             h, w = hidden.to(dtype), weight.to(dtype)
             n = labels.numel()
+            # rows labelled -100 come in only off the CPU (``linear_cross_entropy``): they add 0 to the
+            # loss and to the gradients, and the mean is over the others, counted on the device
+            ignored = (labels == -100) if index_free(h.device) else None
+            if ignored is not None:
+                labels = labels.masked_fill(ignored, 0)
             need_grad = hidden.requires_grad or weight.requires_grad
             grad_logits = torch.empty(n, w.shape[0], dtype=dtype, device=h.device) if need_grad else None
             total = torch.zeros((), dtype=torch.float32, device=h.device)
@@ -71,18 +83,23 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     # underflows); taken for every row off the CPU, where a branch would wait for the device
                     p_label = p[rows, y].float()
                     lost = p_label < TINY
-                    if h.device.type != "cpu" or bool(lost.any()):
+                    if ignored is not None or h.device.type != "cpu" or bool(lost.any()):
                         log_sum_exp = x.amax(dim=1).float() - p.amax(dim=1).float().log()
-                        total += torch.where(lost, log_sum_exp - x[rows, y].float(), -p_label.log()).sum()
+                        row_loss = torch.where(lost, log_sum_exp - x[rows, y].float(), -p_label.log())
+                        if ignored is not None:
+                            row_loss = row_loss.masked_fill(ignored[r:r + len(x)], 0.0)
+                        total += row_loss.sum()
                     else:
                         total -= p_label.log().sum()
                     if need_grad:
                         p[rows, y] -= 1.0
+                        if ignored is not None:
+                            p.masked_fill_(ignored[r:r + len(x), None], 0.0)
                         if not in_place:
                             grad_logits[r:r + len(x)] = p
             if need_grad:
                 ctx.save_for_backward((grad_logits @ w).to(hidden.dtype), (grad_logits.t() @ h).to(weight.dtype))
-            ctx.n = max(n, 1)
+            ctx.n = max(n, 1) if ignored is None else (n - ignored.sum()).clamp(min=1)
         return total / ctx.n
 
     @staticmethod
@@ -94,10 +111,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
                          chunk: int = CHUNK) -> torch.Tensor:
-    """``cross_entropy(hidden @ weight.T, labels, ignore_index=-100)``, over the labelled rows only."""
-    keep = labels.reshape(-1) != -100
-    h = hidden.reshape(-1, hidden.shape[-1])[keep]
-    return _LinearCrossEntropy.apply(h, weight, labels.reshape(-1)[keep], chunk)
+    """``cross_entropy(hidden @ weight.T, labels, ignore_index=-100)``, over the labelled rows only
+    on the CPU. Elsewhere every row goes in (the unlabelled ones count zero): selecting rows by a
+    boolean mask has a size the host must read from the device, a sync in every step."""
+    h, y = hidden.reshape(-1, hidden.shape[-1]), labels.reshape(-1)
+    if index_free(hidden.device):
+        return _LinearCrossEntropy.apply(h, weight, y, chunk)
+    keep = y != -100
+    return _LinearCrossEntropy.apply(h[keep], weight, y[keep], chunk)
 
 
 class LossHead(nn.Linear):

@@ -134,6 +134,8 @@ class MasterWeights(torch.optim.Optimizer):
         if closure is not None:
             raise ValueError("MasterWeights.step takes no closure")
         self.gradients()
+        # the trainer's device-side skip flag (train.finite_check), for the fp32 optimizer to read
+        self.optimizer.found_inf = getattr(self, "found_inf", None)
         self.optimizer.step()
         stepped = [(p, m) for p, m in self._pairs if m.grad is not None]
         if stepped:

@@ -74,6 +74,82 @@ def backward(engine, loss) -> bool:
     return boundary
 
 
+class DeviceChecks:
+    """The finite checks of ``train.finite_check=log``: nothing is read on the host between log steps.
+
+    The per-step path reads each micro-batch's loss (to drop a non-finite one before its backward)
+    and the step's gradient norm (to clip, and to skip a non-finite step): two host syncs a step,
+    which on a GPU stall the launch queue. Here every micro-batch runs its backward; at the step's
+    end the norm stays on the device, the clip factor is applied as a device scalar (x 1 where
+    there is nothing to clip, which changes no bit), and a step whose loss or norm is not finite
+    hands ``found_inf`` to the optimizer (torch's fused AdamW, ``pretrain.adafactor``, through
+    ``MasterWeights`` in bf16), which then leaves weights and moments as they were. The step
+    counts as a step; skips, the longest run of them and the mean finite loss are read at the
+    log step. ZeRO-0 only, where the trainer owns the clip and the step.
+    """
+
+    def __init__(self, device: torch.device):
+        zero = lambda dtype: torch.zeros((), dtype=dtype, device=device)      # noqa: E731
+        self.bad = zero(torch.bool)                   # this step: a micro-batch's loss was not finite
+        self.skipped = zero(torch.bool)               # this step was skipped
+        self.loss_sum, self.loss_n = zero(torch.float64), zero(torch.float64)   # finite losses, this window
+        self.window_skips, self.run, self.longest = zero(torch.int64), zero(torch.int64), zero(torch.int64)
+
+    def micro_batch(self, loss: torch.Tensor) -> torch.Tensor:
+        value = loss.detach().float()
+        ok = torch.isfinite(value)
+        self.bad |= ~ok
+        self.loss_sum += torch.where(ok, value, 0.0).double()
+        self.loss_n += ok
+        return value
+
+    def clip_and_skip(self, engine, world: int, max_norm: float) -> torch.Tensor:
+        """``clip_and_norm`` on the device: the norm (a device tensor), clipping, the skip flag."""
+        gradients = getattr(engine.optimizer, "gradients", None)
+        grads = gradients() if gradients else [p.grad for p in engine.module.parameters() if p.grad is not None]
+        total = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros((), device=self.bad.device)
+        bad = self.bad.clone()
+        if world > 1:                                 # one rank's bad loss is every rank's skip
+            flag = bad.to(torch.int32)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            bad = flag.bool()
+        self.skipped = bad | ~torch.isfinite(total)
+        if max_norm > 0 and grads:
+            torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+        engine.optimizer.found_inf = self.skipped.float()
+        return torch.where(self.skipped, torch.full_like(total, float("inf")), total)
+
+    def end_step(self) -> None:
+        self.window_skips += self.skipped
+        self.run = (self.run + 1) * self.skipped
+        self.longest = torch.maximum(self.longest, self.run)
+        self.bad.zero_()
+
+    def read_window(self) -> tuple[float, int, int]:
+        """(mean finite loss or NaN, steps skipped, longest run of skips) since the last call: host reads."""
+        n = self.loss_n.item()
+        out = (self.loss_sum.item() / n if n else float("nan"), int(self.window_skips.item()), int(self.longest.item()))
+        for t in (self.loss_sum, self.loss_n, self.window_skips):
+            t.zero_()
+        self.longest.copy_(self.run)                  # a run still going carries into the next window
+        return out
+
+
+def device_checks(cfg: RunConfig, device: torch.device) -> bool:
+    """Whether ``train.finite_check`` keeps the checks on the device (``DeviceChecks``)."""
+    from pretrain.engine import clips_itself
+
+    mode = cfg.train.finite_check
+    if mode == "step":
+        return False
+    if not clips_itself(cfg):
+        if mode == "log":
+            raise TrainingError(f"train.finite_check=log needs ZeRO-0 in fp32, amp-bf16 or bf16 (got ZeRO-"
+                                f"{cfg.train.zero_stage}, {cfg.train.precision}); use train.finite_check=step")
+        return False
+    return mode == "log" or device.type == "cuda"
+
+
 def rng_state() -> dict:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
@@ -270,6 +346,7 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
         torch.set_flush_denormal(True)
     heap = HeapCap() if not torch.cuda.is_available() and cfg.train.cpu_heap_reuse and reuse_freed_memory() else None
     device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    on_device = device_checks(cfg, device)            # train.finite_check (DeviceChecks)
     run_dir = Path(cfg.run_dir)
     ckpt_dir = run_dir / "checkpoints"
     lock = hold_run_lock(run_dir, rank, world)     # before anything in RUN is touched
@@ -375,7 +452,8 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
         window_data_s, window_flops = 0.0, 0.0
         window_terms: dict[str, float] = {}
         window_losses: list[float] = []
-        last_saved = step
+        last_saved = last_logged = step
+        checks = DeviceChecks(device) if on_device else None
         engine.train()
         while step < total:
             if preempt.requested(world):
@@ -411,18 +489,24 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                 phases.mark("data")
                 loss, terms = objective.loss(engine, batch)
                 phases.mark("forward")
-                loss_value = loss.detach().float().item()
-                finite = torch.tensor([1.0 if math.isfinite(loss_value) else 0.0])
-                if world > 1:
-                    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-                phases.mark("bookkeeping")
-                if finite.item() < 1:
-                    # Every rank drops this micro-batch (no backward, no step) and counts it.
-                    bad_in_a_row, bad_total = count_bad("loss", "micro-batch skipped", step, bad_in_a_row, bad_total)
-                    continue
+                if checks is not None:
+                    loss_value = checks.micro_batch(loss)         # stays on the device (DeviceChecks)
+                else:
+                    loss_value = loss.detach().float().item()
+                    finite = torch.tensor([1.0 if math.isfinite(loss_value) else 0.0])
+                    if world > 1:
+                        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+                    phases.mark("bookkeeping")
+                    if finite.item() < 1:
+                        # Every rank drops this micro-batch (no backward, no step) and counts it.
+                        bad_in_a_row, bad_total = count_bad("loss", "micro-batch skipped", step, bad_in_a_row,
+                                                            bad_total)
+                        continue
                 boundary = backward(engine, loss)
                 phases.mark("backward")
-                if cfg.train.zero_stage == 0 and boundary:
+                if cfg.train.zero_stage == 0 and boundary and checks is not None:
+                    pre_step_norm = checks.clip_and_skip(engine, world, cfg.train.grad_clip)
+                elif cfg.train.zero_stage == 0 and boundary:
                     pre_step_norm = clip_and_norm(engine, world, cfg.train.grad_clip if own_clip else 0.0)
                     if not math.isfinite(pre_step_norm):
                         # Neutralize the update: zero gradients and a zero learning rate for this step
@@ -451,6 +535,8 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                 # The update was not applied: count it, do not advance the step.
                 bad_in_a_row, bad_total = count_bad("gradient", "update skipped", step, bad_in_a_row, bad_total)
                 continue
+            if checks is not None:
+                checks.end_step()
             bad_in_a_row = 0
             step += 1
             if heap is not None and heap.after_step() and math.log10(heap.trims).is_integer():   # 1st, 10th, ...
@@ -458,20 +544,34 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                             "(trim %d; train.cpu_heap_reuse=false keeps glibc's default)", rank, step,
                             heap.trimmed / 2**30, heap.trims)
             if trace is not None:
-                trace.write(json.dumps({"step": step, "loss": step_loss, "ids": step_ids, "pos": step_pos},
+                trace.write(json.dumps({"step": step, "loss": float(step_loss), "ids": step_ids, "pos": step_pos},
                                        ensure_ascii=False) + "\n")
                 trace.flush()
             bar.update(1)
-            window_losses.append(step_loss)
+            if checks is None:
+                window_losses.append(step_loss)
             for k, v in step_terms.items():
                 window_terms[k] = window_terms.get(k, 0.0) + v
 
             if step % cfg.train.log_every == 0 or step == total:
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
-                n = len(window_losses)
+                if checks is not None:
+                    window_loss, skips, longest = checks.read_window()
+                    n = step - last_logged
+                    bad_total += skips
+                    if skips and rank == 0:
+                        log.warning("non-finite loss or gradient: %d of steps %d-%d skipped (%d in a row at most)",
+                                    skips, last_logged + 1, step, longest)
+                    if longest >= cfg.train.max_bad_steps:
+                        raise TrainingError(f"{longest} consecutive non-finite losses/gradients by step {step}; "
+                                            f"lower train.lr or check the data")
+                else:
+                    n = len(window_losses)
+                    window_loss = sum(window_losses) / n
+                last_logged = step
                 names = sorted(window_terms)
                 # Loss and terms are averaged over ranks; tokens and samples are summed.
-                sums = torch.tensor([float(window_tokens), float(window_samples), sum(window_losses) / n, window_flops]
+                sums = torch.tensor([float(window_tokens), float(window_samples), window_loss, window_flops]
                                     + [float(window_terms[k]) / n for k in names] + window_sources,
                                     dtype=torch.float64)
                 if world > 1:
@@ -491,7 +591,8 @@ def train(cfg: RunConfig, config_source: str = "") -> int:
                     rec.update({f"samples_{n}": int(sums[4 + len(names) + i].item()) for i, n in enumerate(data.names)})
                     rec.update({f"epoch_{n}": e for n, e in data.epochs().items()})
                 metrics.write(rec)
-                tracker.observe(step, rec["loss"])       # growth when: slope (the same decision on every rank)
+                if math.isfinite(rec["loss"]):      # a window of skipped steps has no loss (finite_check=log)
+                    tracker.observe(step, rec["loss"])   # growth when: slope (the same decision on every rank)
                 phases.mark("bookkeeping")
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
                 window_tokens, window_samples, window_start = 0, 0, time.perf_counter()

@@ -111,3 +111,36 @@ def test_refuses_a_relative_step_group():
     set_grads(p, 0)
     with pytest.raises(ValueError, match="external learning rate"):
         opt.step()
+
+
+@pytest.mark.parametrize("kw", [dict(lr=1e-2, weight_decay=0.1), dict(lr=1e-2, beta1=0.9)], ids=["weight-decay", "first-moment"])
+def test_found_inf_skips_on_the_device_and_changes_no_bit_otherwise(kw):
+    """The trainer's ``train.finite_check=log`` hands a device flag: 0 steps exactly as without it,
+    1 leaves weights and statistics as they were (non-finite gradients included)."""
+    kw = dict(kw)
+    wd = kw.pop("weight_decay", 0.0)
+    a, b = params(bf16=True), params(bf16=True)
+    plain, flagged = Adafactor(groups(a, wd), **kw), Adafactor(groups(b, wd), **kw)
+    for step in range(6):
+        set_grads(a, step)
+        set_grads(b, step)
+        if step == 3:                        # a bad step: only the flagged one takes it
+            before = [q.detach().clone() for q in b]
+            state = copy.deepcopy(flagged.state)
+            for q in b:
+                q.grad[..., 0] = float("nan")
+            flagged.found_inf = torch.ones(())
+            flagged.step()
+            assert all(torch.equal(q, w) for q, w in zip(b, before))
+            for q in b:
+                for key, value in state[q].items():
+                    if torch.is_tensor(value):
+                        assert torch.equal(flagged.state[q][key], value), key
+            for p in a:                      # the flagged one's step count moved: the plain one's too
+                plain.state[p]["step"] += 1
+            continue
+        flagged.found_inf = torch.zeros(())
+        plain.step()
+        flagged.step()
+        for i, (p, q) in enumerate(zip(a, b)):
+            assert torch.equal(p, q), f"step {step}, parameter {i}"

@@ -35,8 +35,12 @@ def _problem(n=300, d=24, v=1000, seed=0):
 
 @pytest.mark.parametrize("chunk", [64, 50])     # a chunk that is no multiple of lm_loss.ROWS too
 @pytest.mark.parametrize("rows", [lm_loss.ROWS, 10**6])     # 10**6: the whole chunk at once, as on GPU
-def test_fused_loss_and_gradients_equal_cross_entropy_in_fp32(chunk, rows, monkeypatch):
+@pytest.mark.parametrize("index_free", [False, True], ids=["cpu-rows", "gpu-rows"])
+def test_fused_loss_and_gradients_equal_cross_entropy_in_fp32(chunk, rows, index_free, monkeypatch):
+    """gpu-rows: every row goes in, the unlabelled ones counting zero, as off the CPU (no boolean
+    selection, whose size the host would have to read from the device)."""
     monkeypatch.setattr(lm_loss, "ROWS", rows)
+    monkeypatch.setattr(lm_loss, "index_free", lambda device: index_free)
     h, w, y = _problem()
     ref, fused = _reference(h, w, y, False), _fused(h, w, y, False, chunk=chunk)
     torch.testing.assert_close(fused[0], ref[0], atol=1e-5, rtol=1e-5)
@@ -44,7 +48,9 @@ def test_fused_loss_and_gradients_equal_cross_entropy_in_fp32(chunk, rows, monke
     torch.testing.assert_close(fused[2], ref[2], atol=1e-6, rtol=1e-4)
 
 
-def test_fused_under_bf16_autocast_is_at_least_as_close_to_float64():
+@pytest.mark.parametrize("index_free", [False, True], ids=["cpu-rows", "gpu-rows"])
+def test_fused_under_bf16_autocast_is_at_least_as_close_to_float64(index_free, monkeypatch):
+    monkeypatch.setattr(lm_loss, "index_free", lambda device: index_free)
     h, w, y = _problem(seed=1)
     exact = _reference(h.double(), w.double(), y, False)
     ref, fused = _reference(h, w, y, True), _fused(h, w, y, True)

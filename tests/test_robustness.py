@@ -44,6 +44,70 @@ def test_consecutive_nonfinite_losses_stop_the_run(tmp_path, t5_data):
     assert "error: 3 consecutive non-finite losses/gradients at step 2" in proc.stderr
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_device_side_checks_train_as_the_host_checks_and_skip_bad_steps(tmp_path, t5_data, precision):
+    """train.finite_check=log (the CUDA default at ZeRO-0; no host read between log steps): on clean
+    steps every logged figure equals the per-step checks' (the clip factor is applied as a device
+    scalar, x 1 when there is nothing to clip); a bad loss or gradient skips its step, which still
+    counts, and the run goes on with finite weights."""
+    common = ["train.steps=6", "train.save_every=100", "train.zero_stage=0", f"train.precision={precision}",
+              "train.grad_clip=0.05", *FAULTS]                    # a clip this low clips every step
+    runs = {}
+    for mode in ("step", "log"):
+        proc = train(tmp_path / mode, t5_data, *common, f"train.finite_check={mode}")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[mode] = [r for r in metrics(tmp_path / mode) if r.get("split") != "valid"]
+    for key in ("loss", "grad_norm", "lr"):
+        assert [r[key] for r in runs["log"]] == [r[key] for r in runs["step"]], key
+
+    proc = train(tmp_path / "faults", t5_data, *common, "train.steps=8", "train.finite_check=log",
+                 "objective.faults=loss@3,grad@6")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recs = [r for r in metrics(tmp_path / "faults") if r.get("split") != "valid"]
+    assert [r["step"] for r in recs] == list(range(1, 9))
+    assert [r["skipped_steps"] for r in recs] == [0, 0, 1, 1, 1, 2, 2, 2]
+    assert [r["grad_norm"] == float("inf") for r in recs] == [s in (3, 6) for s in range(1, 9)]
+    assert recs[2]["loss"] != recs[2]["loss"]                   # step 3 had no finite loss to log
+    assert all(r["loss"] == r["loss"] for i, r in enumerate(recs) if i != 2)   # no NaN got into the weights
+    assert "non-finite loss or gradient: 1 of steps 3-3 skipped" in proc.stderr
+
+
+def test_device_side_checks_stop_a_run_of_bad_steps_and_need_zero0(tmp_path, t5_data):
+    proc = train(tmp_path / "run", t5_data, "train.steps=10", "train.max_bad_steps=3", "train.finite_check=log",
+                 "train.zero_stage=0", *FAULTS, "objective.faults=loss@2,loss@3,loss@4,loss@5")
+    assert proc.returncode == 2
+    assert "error: 3 consecutive non-finite losses/gradients by step 4" in proc.stderr
+    proc = train(tmp_path / "z2", t5_data, "train.steps=2", "train.zero_stage=2", "train.finite_check=log")
+    assert proc.returncode == 2 and "train.finite_check=log needs ZeRO-0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow                   # the data fixture is looked up by name, so conftest cannot tell
+@pytest.mark.parametrize("model", ["t5-pegasus", "electra", "roformer-sim", "mlm-proposal"])
+def test_a_training_step_reads_nothing_back_from_the_device(tmp_path, request, model):
+    """#24: no host sync inside a GPU step. tests/sync_probe.py runs the CUDA code paths and records
+    every host read of a tensor between a micro-batch reaching the device and the end of its step:
+    none for three objectives, in fp32 and bf16 with gradient accumulation; MLM with mask proposal
+    sizes its sampled masks from the batch (README, "Run directory"), and the trainer adds nothing."""
+    data = request.getfixturevalue("t5_data" if model == "t5-pegasus" else "tiny_data")
+    caught = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / f"{precision}.json"
+        cmd = [sys.executable, "tests/sync_probe.py", str(out), "--", "--config", f"configs/{model}.yaml",
+               f"run_dir={tmp_path / precision}", *data, "train.steps=3", "train.log_every=3", "train.save_every=100",
+               "train.eval_every=1000", "train.eval_generate=0", "train.micro_batch_size=4", "train.grad_accum=2",
+               "train.max_source_len=48", "train.max_target_len=16", "train.zero_stage=0", f"train.precision={precision}",
+               "train.finite_check=log", "train.cpu_dropout=false", "train.flatten_packed=false"]
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        caught[precision] = json.loads(out.read_text())
+    for precision, reads in caught.items():
+        if model == "mlm-proposal":
+            assert reads and all(r.split(": ", 1)[1].startswith("mlm_proposal.py") for r in reads), reads
+        else:
+            assert reads == [], f"{precision}: {reads}"
+
+
 def test_damaged_checkpoint_falls_back_to_previous(tmp_path, t5_data):
     run_dir = tmp_path / "run"
     first = train(run_dir, t5_data, "train.steps=20", "train.save_every=10")
