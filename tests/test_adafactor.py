@@ -41,13 +41,18 @@ def set_grads(ps, step: int) -> None:
         p.grad = grad.to(p.dtype)
 
 
-@pytest.mark.parametrize("kw", [dict(lr=1e-2), dict(lr=3e-3, weight_decay=0.1), dict(lr=1e-2, beta1=0.9)],
-                         ids=["plain", "weight-decay", "first-moment"])
-def test_steps_bit_for_bit_as_hugging_face(kw):
+def twins(kw: dict, first) -> tuple:
+    """The same parameters twice (a, b), a under ``first(...)``, b under ours, with ``kw``."""
     kw = dict(kw)
     wd = kw.pop("weight_decay", 0.0)
     a, b = params(bf16=True), params(bf16=True)
-    ref, ours = hf(groups(a, wd), **kw), Adafactor(groups(b, wd), **kw)
+    return a, b, first(groups(a, wd), **kw), Adafactor(groups(b, wd), **kw)
+
+
+@pytest.mark.parametrize("kw", [dict(lr=1e-2), dict(lr=3e-3, weight_decay=0.1), dict(lr=1e-2, beta1=0.9)],
+                         ids=["plain", "weight-decay", "first-moment"])
+def test_steps_bit_for_bit_as_hugging_face(kw):
+    a, b, ref, ours = twins(kw, hf)
     for step in range(12):
         set_grads(a, step)
         set_grads(b, step)
@@ -117,10 +122,7 @@ def test_refuses_a_relative_step_group():
 def test_found_inf_skips_on_the_device_and_changes_no_bit_otherwise(kw):
     """The trainer's ``train.finite_check=log`` hands a device flag: 0 steps exactly as without it,
     1 leaves weights and statistics as they were (non-finite gradients included)."""
-    kw = dict(kw)
-    wd = kw.pop("weight_decay", 0.0)
-    a, b = params(bf16=True), params(bf16=True)
-    plain, flagged = Adafactor(groups(a, wd), **kw), Adafactor(groups(b, wd), **kw)
+    a, b, plain, flagged = twins(kw, Adafactor)
     for step in range(6):
         set_grads(a, step)
         set_grads(b, step)
