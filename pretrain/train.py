@@ -145,7 +145,8 @@ def device_checks(cfg: RunConfig, device: torch.device) -> bool:
     if not clips_itself(cfg):
         if mode == "log":
             raise TrainingError(f"train.finite_check=log needs ZeRO-0 in fp32, amp-bf16 or bf16 (got ZeRO-"
-                                f"{cfg.train.zero_stage}, {cfg.train.precision}); use train.finite_check=step")
+                                f"{cfg.train.zero_stage}, {cfg.train.precision}): set train.zero_stage=0 (ZERO=0) or "
+                                f"train.finite_check=step")
         return False
     return mode == "log" or device.type == "cuda"
 
