@@ -13,7 +13,8 @@ dicts load into either class. The optimizer step of a T5-small preset is 1.44x f
 (``bench/optimizer_bench.py``, BENCHMARKS.md).
 
 Only the options the T5 recipe uses are taken: an external learning rate (``relative_step``,
-``scale_parameter`` and ``warmup_init`` off).
+``scale_parameter`` and ``warmup_init`` off). Like torch's fused AdamW, a step reads ``found_inf``
+(the trainer's device-side skip flag, ``train.finite_check=log``) without a host sync.
 """
 from __future__ import annotations
 
