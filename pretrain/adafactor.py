@@ -109,7 +109,8 @@ class Adafactor(HFAdafactor):
         if found is not None:
             for k, old in kept.items():
                 torch.where(found, old, state[k], out=state[k])
-            update = update.masked_fill(found, 0.0)                   # a copy: ``avg`` is the state itself
+            # in place, except where ``update`` is the first moment's state itself (restored above)
+            update = update.masked_fill(found, 0.0) if first_moment else update.masked_fill_(found, 0.0)
         data = p.float() if p.dtype in HALF else p
         if group["weight_decay"] != 0:
             data.add_(data if found is None else data.masked_fill(found, 0.0), alpha=-group["weight_decay"] * lr)

@@ -40,6 +40,12 @@ class TrainingError(RuntimeError):
 
 
 # ---------------------------------------------------------------- utilities
+def step_gradients(engine) -> list[torch.Tensor]:
+    """The gradients a ZeRO-0 step uses: in bf16 the fp32 copies (``MasterWeights.gradients``), else the model's."""
+    gradients = getattr(engine.optimizer, "gradients", None)
+    return gradients() if gradients else [p.grad for p in engine.module.parameters() if p.grad is not None]
+
+
 def clip_and_norm(engine, world: int, max_norm: float = 0.0) -> float:
     """Global gradient norm before a ZeRO-0 step (inf if any gradient is inf/NaN), clipping to
     ``max_norm`` with it when > 0 (``engine.clips_itself``).
@@ -51,8 +57,7 @@ def clip_and_norm(engine, world: int, max_norm: float = 0.0) -> float:
     bf16 weights: the norm and the clip are those of the gradients' fp32 copies that the step
     uses (``pretrain.master_weights``); ``get_total_norm`` of bf16 tensors returns a bf16 norm.
     """
-    gradients = getattr(engine.optimizer, "gradients", None)     # bf16: the fp32 copies (master_weights)
-    grads = gradients() if gradients else [p.grad for p in engine.module.parameters() if p.grad is not None]
+    grads = step_gradients(engine)
     total = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros(())
     norm = float(total)
     if max_norm > 0 and math.isfinite(norm) and norm + 1e-6 > max_norm:
@@ -105,8 +110,7 @@ class DeviceChecks:
 
     def clip_and_skip(self, engine, world: int, max_norm: float) -> torch.Tensor:
         """``clip_and_norm`` on the device: the norm (a device tensor), clipping, the skip flag."""
-        gradients = getattr(engine.optimizer, "gradients", None)
-        grads = gradients() if gradients else [p.grad for p in engine.module.parameters() if p.grad is not None]
+        grads = step_gradients(engine)
         total = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros((), device=self.bad.device)
         bad = self.bad.clone()
         if world > 1:                                 # one rank's bad loss is every rank's skip
