@@ -19,8 +19,9 @@ from transformers import BertConfig, BertForMaskedLM
 from conftest import REPO
 from pretrain.config import ConfigError
 from pipeline.typed_config import build
+from pretrain import lm_loss
 from pretrain.objectives.mlm_proposal import (MaskedLMWithProposal, MaskProposalNet, MLMProposalConfig,
-                                              estimate_mlm_loss, pack_rows)
+                                              estimate_mlm_loss, mask_slots, pack_rows)
 
 
 def parse_objective(raw, where="config"):
@@ -145,6 +146,51 @@ def test_proposal_learns_only_from_its_own_loss():
     out["proposal_loss"].backward()
     assert all(p.grad is None for p in mlm.parameters())
     assert model.proposal.out.bias.grad is not None
+
+
+def test_mask_slots_hold_a_rows_longest_units():
+    """Per row, as many head slots as the tokens of its budget longest units (budget = round(p n))."""
+    units = torch.tensor([[-1, 0, 0, 1, 2, 2, 2, -1], [-1, 0, 1, 2, 3, -1, -1, -1], [-1] * 8])
+    slots = mask_slots(units, 0.5)          # budgets 2 (of 3 units: 3 + 2 tokens), 2 (of 4: 1 + 1), 0
+    assert slots.tolist() == [[0, 0, 0, 0, 0, 1, 1], [0, 1, 2, 3, 4, 0, 1]]
+
+
+@pytest.mark.parametrize("whole_word", [False, True])
+@pytest.mark.parametrize("sampling", ["proposal", "uniform"])
+def test_head_slots_give_the_boolean_selections_loss_and_gradients(monkeypatch, whole_word, sampling):
+    """Off the CPU the LM head runs on the collator's mask_slots, so a GPU step reads no count back:
+    the same losses, accuracy and gradients as the CPU's boolean selection, and never a slot too few."""
+    g = torch.Generator().manual_seed(3)
+    docs, words = [], []
+    for n in (5, 9, 14, 3, 20, 7):
+        docs.append(torch.randint(LOW, V, (n,), generator=g).tolist())
+        lengths = torch.randint(1, 5, (n,), generator=g).tolist()
+        words.append([w for w, k in enumerate(lengths) for _ in range(k)][:n])
+    batch = pack_rows(docs, 24, 2, 3, 0, doc_units=words if whole_word else None)
+    batch["mask_slots"] = mask_slots(batch["unit_ids"], 0.3)
+    oc = MLMProposalConfig(mask_prob=0.3, sampling=sampling, whole_word=whole_word)
+    torch.manual_seed(0)
+    model = MaskedLMWithProposal(fixed_model(layers=1).train(), MaskProposalNet(32, 16, 1, 2, 32), oc, MASK, LOW)
+    runs = {}
+    for off_cpu in (False, True):
+        monkeypatch.setattr(lm_loss, "index_free", lambda device: off_cpu)
+        for seed in range(8):
+            model.zero_grad(set_to_none=True)
+            torch.manual_seed(seed)
+            out = model(**batch, generator=torch.Generator().manual_seed(seed))
+            total = out["loss"] + out.get("proposal_loss", 0)
+            total.backward()
+            live = out["live"]
+            assert int(live.sum()) == int(out["selected"].sum())          # every selected token has a slot
+            keys = ("loss", "plain_loss", "accuracy", "row_estimate", "proposal_loss")
+            runs[off_cpu, seed] = ([out[k].detach() for k in keys if k in out]
+                                   + [p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert batch["mask_slots"].shape[1] > max(int(x) for x in batch["unit_ids"].ne(-1).sum(1)) * 0.3
+    for seed in range(8):
+        cpu, gpu = runs[False, seed], runs[True, seed]
+        assert len(cpu) == len(gpu) > 6
+        for a, b in zip(cpu, gpu):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------- the whole chain

@@ -83,12 +83,14 @@ def test_device_side_checks_stop_a_run_of_bad_steps_and_need_zero0(tmp_path, t5_
 
 
 @pytest.mark.slow                   # the data fixture is looked up by name, so conftest cannot tell
-@pytest.mark.parametrize("model", ["t5-pegasus", "electra", "roformer-sim", "mlm-proposal"])
+@pytest.mark.parametrize("model", ["t5-pegasus", "electra", "roformer-sim", "mlm-proposal", "mlm-proposal+whole_word"])
 def test_a_training_step_reads_nothing_back_from_the_device(tmp_path, request, model):
     """#24: no host sync inside a GPU step. tests/sync_probe.py runs the CUDA code paths and records
     every host read of a tensor between a micro-batch reaching the device and the end of its step:
-    none for three objectives, in fp32 and bf16 with gradient accumulation; MLM with mask proposal
-    sizes its sampled masks from the batch (README, "Run directory"), and the trainer adds nothing."""
+    none, in fp32 and bf16 with gradient accumulation (MLM with mask proposal draws its masks on the
+    device and runs its LM head on slots the collator sized). With whole-word masking the head's rows
+    are found with one ``nonzero`` per micro-batch (slots would be 2.2x the rows there)."""
+    model, _, option = model.partition("+")
     data = request.getfixturevalue("t5_data" if model == "t5-pegasus" else "tiny_data")
     caught = {}
     for precision in ("fp32", "bf16"):
@@ -97,13 +99,14 @@ def test_a_training_step_reads_nothing_back_from_the_device(tmp_path, request, m
                f"run_dir={tmp_path / precision}", *data, "train.steps=3", "train.log_every=3", "train.save_every=100",
                "train.eval_every=1000", "train.eval_generate=0", "train.micro_batch_size=4", "train.grad_accum=2",
                "train.max_source_len=48", "train.max_target_len=16", "train.zero_stage=0", f"train.precision={precision}",
-               "train.finite_check=log", "train.cpu_dropout=false", "train.flatten_packed=false"]
+               "train.finite_check=log", "train.cpu_dropout=false", "train.flatten_packed=false",
+               *([f"objective.{option}=true"] if option else [])]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         caught[precision] = json.loads(out.read_text())
     for precision, reads in caught.items():
-        if model == "mlm-proposal":
-            assert reads and all(r.split(": ", 1)[1].startswith("mlm_proposal.py") for r in reads), reads
+        if option:                  # 3 steps x 2 micro-batches, one nonzero each
+            assert len(reads) == 6 and all(r.startswith("nonzero: mlm_proposal.py") for r in reads), reads
         else:
             assert reads == [], f"{precision}: {reads}"
 

@@ -59,6 +59,7 @@ from torch import nn
 from transformers import BertConfig, BertForMaskedLM, RoFormerConfig, RoFormerForMaskedLM
 
 from pipeline.typed_config import InvalidValue, build
+from pretrain import lm_loss
 from pretrain.models import EncoderArch, encoder_config_kwargs
 from pretrain.objectives.base import (Objective, ObjectiveSpec, Options, mask_budget, matmul_params, pad_batch,
                                      uniform_order)
@@ -159,16 +160,18 @@ def proposal_distribution(unit_scores: torch.Tensor, n_units: torch.Tensor, unif
 
 
 def draw_units(q_mix: torch.Tensor | None, n_units: torch.Tensor, budget: torch.Tensor, n_max: int,
-               generator: torch.Generator | None = None):
+               generator: torch.Generator | None = None, kmax: int | None = None):
     """Sample each row's scored units: returns (draws, valid, weights), each (B, max budget).
 
     ``q_mix=None``: a uniform k-subset without replacement, weights 1 (BERT).
     Otherwise k i.i.d. draws from q_mix (inverse CDF on CPU uniforms, so the
     trainer's saved CPU RNG state makes runs resumable on any device), weights
-    (1/n) / q_mix. Random numbers come from ``generator`` or torch's global RNG.
+    (1/n) / q_mix. Random numbers come from ``generator`` or torch's global RNG. ``kmax``: the
+    draws' width, at least every row's budget (default: the largest, read from the device).
     """
     B, device = n_units.shape[0], n_units.device
-    kmax = int(budget.max().item()) if B else 0
+    if kmax is None:
+        kmax = int(budget.max().item()) if B else 0
     valid = torch.arange(kmax, device=device)[None, :] < budget[:, None]
     if q_mix is None:
         present = torch.arange(n_max, device=device)[None, :] < n_units[:, None]
@@ -190,8 +193,7 @@ def corrupt(input_ids: torch.Tensor, unit_ids: torch.Tensor, draws: torch.Tensor
     """Corrupt every token of the drawn units (80/10/10); returns (corrupted ids, selected-token mask)."""
     B, L = input_ids.shape
     device = input_ids.device
-    chosen = torch.zeros(B, int(unit_ids.max().item()) + 2 if unit_ids.numel() else 1, dtype=torch.bool,
-                         device=device)
+    chosen = torch.zeros(B, L + 1, dtype=torch.bool, device=device)      # unit ids are < L; the last is a sink
     chosen.scatter_(1, torch.where(valid, draws, chosen.shape[1] - 1), True)
     chosen[:, -1] = False
     selected = (unit_ids >= 0) & chosen.gather(1, unit_ids.clamp(min=0))
@@ -204,44 +206,89 @@ def corrupt(input_ids: torch.Tensor, unit_ids: torch.Tensor, draws: torch.Tensor
     return out, selected
 
 
-def masked_lm_logits(mlm, input_ids, attention_mask, selected, segment_ids=None, position_ids=None):
-    """Logits at the selected positions only (the vocabulary projection is the expensive part)."""
+def mask_slots(unit_ids: torch.Tensor, mask_prob: float) -> torch.Tensor:
+    """(2, S) the (row, rank) of the LM head's slots for a batch's masked tokens, sized on the CPU.
+
+    Masks are drawn on the device (they need the proposal's scores), so how many tokens they
+    select is known there only; a GPU step that sized the head by it would wait for the device.
+    Row b gets as many slots as the tokens of its ``budget`` longest units: any draw of budget
+    units selects at most that many. With token units that is the budget itself, the selected
+    count or a few % more (i.i.d. proposal draws repeat); with jieba words it was 2.2-2.4x the
+    selected tokens on zhwiki (BENCHMARKS.md, stop 50), so the collators give slots for token
+    units only.
+    """
+    B, L = unit_ids.shape
+    at = torch.where(unit_ids >= 0, unit_ids, L)
+    lengths = torch.zeros(B, L + 1, dtype=torch.long).scatter_add_(1, at, torch.ones_like(at))[:, :L]
+    longest = lengths.sort(dim=1, descending=True).values.cumsum(dim=1)
+    budget = mask_budget((unit_ids.amax(dim=1) + 1).clamp_min(0), mask_prob)
+    bound = torch.where(budget > 0, longest.gather(1, (budget - 1).clamp_min(0)[:, None])[:, 0], 0)
+    rows = torch.repeat_interleave(torch.arange(B), bound)
+    rank = torch.arange(rows.numel()) - torch.repeat_interleave(bound.cumsum(0) - bound, bound)
+    return torch.stack([rows, rank])
+
+
+def slot_positions(selected: torch.Tensor, slots: torch.Tensor):
+    """((rows, columns), live) of the head's slots: slot j of row b holds row b's j-th selected
+    column (row-major, as a boolean selection orders them); slots past a row's count are not live."""
+    rows, rank = slots
+    first = torch.argsort((~selected).to(torch.uint8), dim=1, stable=True)    # selected columns first, in order
+    return (rows, first[rows, rank]), rank < selected.sum(dim=1)[rows]
+
+
+def masked_lm_logits(mlm, input_ids, attention_mask, at, segment_ids=None, position_ids=None):
+    """Logits at the masked positions only (the vocabulary projection is the expensive part);
+    ``at``: a boolean mask of them, or (rows, columns)."""
     kw = encoder_kwargs(mlm, attention_mask, segment_ids, position_ids)
     hidden = mlm.base_model(input_ids=input_ids, **kw).last_hidden_state
-    return mlm.cls(hidden[selected])
+    return mlm.cls(hidden[at])
 
 
 def estimate_mlm_loss(mlm, input_ids, attention_mask, unit_ids, token_scores, oc: MLMProposalConfig,
                       mask_id: int, random_low: int, sampling: str | None = None,
                       generator: torch.Generator | None = None, with_grad_norm: bool = True,
-                      segment_ids=None, position_ids=None) -> dict:
+                      segment_ids=None, position_ids=None, mask_slots=None) -> dict:
     """Sample masks, run the encoder, return the (importance-weighted) MLM loss estimate and its parts.
 
+    Sizes come from the row length, never from the device. The LM head runs on the selected
+    tokens: on a CPU, exactly those (``nonzero``); off it, on the collator's ``mask_slots`` when
+    it gives them, the unfilled ones counting zero, so a GPU step reads nothing back (else
+    ``nonzero``'s size is the one read).
+
     Keys: ``loss`` (pooled estimate), ``row_estimate`` (B,), ``plain_loss``
-    (unweighted token mean), ``token_ce`` / ``grad_norm`` / ``selected``
-    (per selected token, for the proposal regression), ``accuracy``, ``q_mix``,
-    per draw ``weights`` / ``valid`` / ``drawn_loss``, per row ``n_units`` / ``budget``.
+    (unweighted token mean), per head row ``token_ce`` / ``grad_norm`` / ``live`` (whether it
+    holds a selected token) and ``at`` (where it is), ``selected`` (B, L), ``accuracy``,
+    ``q_mix``, per draw ``weights`` / ``valid`` / ``drawn_loss``, per row ``n_units`` / ``budget``.
     """
     sampling = sampling or oc.sampling
+    L = unit_ids.shape[1]
+    n_max = L                                           # unit ids are < L
     n_units = (unit_ids.amax(dim=1) + 1).clamp_min(0)
-    n_max = max(int(n_units.max().item()), 1)
     budget = mask_budget(n_units, oc.mask_prob)
+    kmax = max(1, round(oc.mask_prob * L))              # mask_budget's rounding; >= every row's budget
     q_mix = None
     if token_scores is not None:
         q_mix = proposal_distribution(unit_log_scores(token_scores.float(), unit_ids, n_max), n_units,
                                       oc.uniform_mix)
-    draws, valid, weights = draw_units(q_mix if sampling == "proposal" else None, n_units, budget, n_max, generator)
+    draws, valid, weights = draw_units(q_mix if sampling == "proposal" else None, n_units, budget, n_max, generator,
+                                       kmax)
     vocab_size = mlm.config.vocab_size
     corrupted, selected = corrupt(input_ids, unit_ids, draws, valid, oc, mask_id, random_low, vocab_size, generator)
-    logits = masked_lm_logits(mlm, corrupted, attention_mask, selected, segment_ids, position_ids).float()
-    labels = input_ids[selected]
-    token_ce = F.cross_entropy(logits, labels, reduction="none")
-    # Unit loss = mean CE over the unit's selected tokens; row/unit index of every selected token.
-    rows = torch.nonzero(selected)[:, 0]
-    flat = rows * (n_max + 1) + unit_ids[selected]
+    if mask_slots is not None and lm_loss.index_free(input_ids.device):
+        at, live = slot_positions(selected, mask_slots)
+    else:                       # one read of the count (nonzero's size), nothing on a CPU
+        at = selected.nonzero(as_tuple=True)
+        live = torch.ones_like(at[0], dtype=torch.bool)
+    rows = at[0]
+    logits = masked_lm_logits(mlm, corrupted, attention_mask, at, segment_ids, position_ids).float()
+    labels = input_ids[at]
+    token_ce = F.cross_entropy(logits, labels.masked_fill(~live, -100), reduction="none")   # 0 where not live
+    n_live = live.sum().clamp_min(1)
+    # Unit loss = mean CE over the unit's selected tokens (a head row that is not live adds to a sink).
+    flat = rows * (n_max + 1) + torch.where(live, unit_ids[at], n_max)
     size = unit_ids.shape[0] * (n_max + 1)
     unit_sum = torch.zeros(size, device=logits.device).index_add(0, flat, token_ce)
-    unit_cnt = torch.zeros(size, device=logits.device).index_add(0, flat, torch.ones_like(token_ce))
+    unit_cnt = torch.zeros(size, device=logits.device).index_add(0, flat, live.float())
     unit_loss = (unit_sum / unit_cnt.clamp_min(1)).view(-1, n_max + 1)
     drawn_loss = unit_loss.gather(1, draws) * valid
     row_total = (weights * drawn_loss).sum(dim=1)
@@ -251,11 +298,11 @@ def estimate_mlm_loss(mlm, input_ids, attention_mask, unit_ids, token_scores, oc
         if with_grad_norm:   # the proposal's regression target; a full softmax over the vocabulary
             probs = torch.softmax(logits, dim=-1)
             grad_norm = (probs - F.one_hot(labels, vocab_size).to(probs.dtype)).norm(dim=-1)
-        accuracy = (logits.argmax(-1) == labels).float().mean() if labels.numel() else torch.zeros(())
-    return {"loss": loss, "row_estimate": row_total / budget.clamp_min(1), "plain_loss": token_ce.mean(),
-            "token_ce": token_ce, "grad_norm": grad_norm, "selected": selected, "accuracy": accuracy,
-            "q_mix": q_mix, "weights": weights, "valid": valid, "drawn_loss": drawn_loss, "n_units": n_units,
-            "budget": budget}
+        accuracy = ((logits.argmax(-1) == labels) & live).sum() / n_live
+    return {"loss": loss, "row_estimate": row_total / budget.clamp_min(1), "plain_loss": token_ce.sum() / n_live,
+            "token_ce": token_ce, "grad_norm": grad_norm, "live": live, "at": at, "selected": selected,
+            "accuracy": accuracy, "q_mix": q_mix, "weights": weights, "valid": valid, "drawn_loss": drawn_loss,
+            "n_units": n_units, "budget": budget}
 
 
 # ---------------------------------------------------------------- the proposal network
@@ -298,21 +345,24 @@ class MaskedLMWithProposal(nn.Module):
         self.oc, self.mask_id, self.random_low = oc, mask_id, random_low
 
     def forward(self, input_ids, attention_mask, unit_ids, segment_ids=None, position_ids=None,
-                sampling: str | None = None, generator: torch.Generator | None = None):
+                sampling: str | None = None, generator: torch.Generator | None = None, mask_slots=None):
         packed = {"segment_ids": segment_ids, "position_ids": position_ids}
         if (sampling or self.oc.sampling) == "uniform":
             # Uniform masks need no proposal: skip its forward pass, its regression and the
             # full-vocabulary softmax of its target (plain MLM speed).
             return estimate_mlm_loss(self.mlm, input_ids, attention_mask, unit_ids, None, self.oc, self.mask_id,
-                                     self.random_low, "uniform", generator, with_grad_norm=False, **packed)
+                                     self.random_low, "uniform", generator, with_grad_norm=False,
+                                     mask_slots=mask_slots, **packed)
         emb = self.mlm.get_input_embeddings()(input_ids).detach()
         scores = self.proposal(emb, attention_mask, **packed)
         out = estimate_mlm_loss(self.mlm, input_ids, attention_mask, unit_ids, scores.detach(), self.oc,
                                 self.mask_id, self.random_low, sampling, generator,
-                                with_grad_norm=self.oc.proposal_target == "grad_norm", **packed)
+                                with_grad_norm=self.oc.proposal_target == "grad_norm", mask_slots=mask_slots,
+                                **packed)
         target = out["grad_norm"] if self.oc.proposal_target == "grad_norm" else out["token_ce"].detach()
-        pred = scores[out["selected"]]
-        out["proposal_loss"] = F.mse_loss(pred, torch.log(target + 1e-3)) if pred.numel() else scores.sum() * 0
+        live = out["live"]
+        error = (scores[out["at"]] - torch.log(target + 1e-3)).square()
+        out["proposal_loss"] = torch.where(live, error, 0.0).sum() / live.sum().clamp_min(1)
         out["scores"] = scores
         return out
 
@@ -386,8 +436,11 @@ class MLMProposalObjective(Objective):
         units = None
         if self.oc.whole_word:
             units = [word_index(text, offs) for text, offs in zip(texts, enc["offset_mapping"])]
-        return pack_rows(enc["input_ids"], t.max_source_len, tok.cls_token_id, tok.sep_token_id, tok.pad_token_id,
-                         self.oc.max_rows or t.micro_batch_size, units, t.packing)
+        out = pack_rows(enc["input_ids"], t.max_source_len, tok.cls_token_id, tok.sep_token_id, tok.pad_token_id,
+                        self.oc.max_rows or t.micro_batch_size, units, t.packing)
+        if not self.oc.whole_word:
+            out["mask_slots"] = mask_slots(out["unit_ids"], self.oc.mask_prob)
+        return out
 
     def train_flops(self, model, batch: dict) -> float:
         """6 x (the encoder's matmul parameters x tokens + the LM head's x the masked tokens it runs
@@ -424,6 +477,8 @@ class MLMProposalObjective(Objective):
             starts[:, 1] = units[:, 1]
         unit_ids = torch.where(units, starts.long().cumsum(dim=1) - 1, torch.full_like(ids, -1))
         out = {"input_ids": ids, "attention_mask": mask, "unit_ids": unit_ids}
+        if not self.oc.whole_word:
+            out["mask_slots"] = mask_slots(unit_ids, self.oc.mask_prob)
         if self.cfg.train.packing:        # a document attends only itself, as on the text path
             out.update(window_segments(ids, mask, tok.sep_token_id))
         return out
