@@ -194,6 +194,10 @@ def load_tokenizer(cfg, tokenizer=None, required=("pad", "cls", "sep", "mask")):
     for name in required:
         if getattr(tokenizer, f"{name}_token_id") is None:
             raise ConfigError(f"{cfg.tokenizer.dir}: tokenizer has no {name} token")
+    # Collators tokenize whole documents and cut or pack them themselves, so transformers' warning
+    # that a sequence over model_max_length "will result in indexing errors" is wrong here.
+    if isinstance(getattr(tokenizer, "deprecation_warnings", None), dict):
+        tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
     return tokenizer
 
 
