@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pretrain.objectives.mlm_proposal import MLMProposalConfig, corrupt, draw_units, pack_rows
+from pretrain.objectives.mlm_proposal import MLMProposalConfig, corrupt, draw_units, pack_rows, unit_budget
 from pretrain.packing import encoder_kwargs
 
 
@@ -80,8 +80,7 @@ def run(model_dir: str, data: str | None, max_rows: int = 256, seq_len: int = 12
     for start in range(0, ids.shape[0], batch_size):
         part = slice(start, start + batch_size)
         b_ids, b_units = ids[part], units[part]
-        n_units = (b_units.amax(dim=1) + 1).clamp_min(0)
-        k = torch.clamp((mask_prob * n_units.double()).round().long(), min=1) * (n_units > 0)
+        n_units, k = unit_budget(b_units, mask_prob)
         draws, valid, _ = draw_units(None, n_units, k, max(int(n_units.max()), 1), gen)
         corrupted, selected = corrupt(b_ids, b_units, draws, valid, oc, tok.mask_token_id, random_low,
                                       model.config.vocab_size, gen)

@@ -140,6 +140,12 @@ def word_index(text: str, offsets: list[tuple[int, int]]) -> list[int]:
 
 
 # ---------------------------------------------------------------- mask sampling
+def unit_budget(unit_ids: torch.Tensor, mask_prob: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the number n of maskable units (ids 0..n-1, -1 elsewhere) and the budget round(mask_prob n)."""
+    n_units = (unit_ids.amax(dim=1) + 1).clamp_min(0)
+    return n_units, mask_budget(n_units, mask_prob)
+
+
 def unit_log_scores(token_scores: torch.Tensor, unit_ids: torch.Tensor, n_max: int) -> torch.Tensor:
     """(B, n_max) log of the mean exp(token score) over each unit's tokens; -inf where no unit."""
     valid = unit_ids >= 0
@@ -221,7 +227,7 @@ def mask_slots(unit_ids: torch.Tensor, mask_prob: float) -> torch.Tensor:
     at = torch.where(unit_ids >= 0, unit_ids, L)
     lengths = torch.zeros(B, L + 1, dtype=torch.long).scatter_add_(1, at, torch.ones_like(at))[:, :L]
     longest = lengths.sort(dim=1, descending=True).values.cumsum(dim=1)
-    budget = mask_budget((unit_ids.amax(dim=1) + 1).clamp_min(0), mask_prob)
+    budget = unit_budget(unit_ids, mask_prob)[1]
     bound = torch.where(budget > 0, longest.gather(1, (budget - 1).clamp_min(0)[:, None])[:, 0], 0)
     rows = torch.repeat_interleave(torch.arange(B), bound)
     rank = torch.arange(rows.numel()) - torch.repeat_interleave(bound.cumsum(0) - bound, bound)
@@ -263,8 +269,7 @@ def estimate_mlm_loss(mlm, input_ids, attention_mask, unit_ids, token_scores, oc
     sampling = sampling or oc.sampling
     L = unit_ids.shape[1]
     n_max = L                                           # unit ids are < L
-    n_units = (unit_ids.amax(dim=1) + 1).clamp_min(0)
-    budget = mask_budget(n_units, oc.mask_prob)
+    n_units, budget = unit_budget(unit_ids, oc.mask_prob)
     kmax = max(1, round(oc.mask_prob * L))              # mask_budget's rounding; >= every row's budget
     q_mix = None
     if token_scores is not None:
@@ -450,9 +455,9 @@ class MLMProposalObjective(Objective):
         mlm = model.mlm
         head = matmul_params(mlm.cls)
         units = batch["unit_ids"]
-        n_units = (units.amax(dim=1) + 1).clamp_min(0)
+        n_units, budget = unit_budget(units, self.oc.mask_prob)
         unit_tokens = (units >= 0).sum(dim=1)
-        masked = float((mask_budget(n_units, self.oc.mask_prob) * unit_tokens / n_units.clamp_min(1)).sum())
+        masked = float((budget * unit_tokens / n_units.clamp_min(1)).sum())
         proposal = matmul_params(model.proposal) if self.oc.sampling == "proposal" else 0
         tokens = self.tokens_in(batch)
         return 6.0 * ((matmul_params(mlm, skip=(mlm.cls,)) + proposal) * tokens + head * masked)
