@@ -7,7 +7,10 @@ shortcuts take some; this probe runs the CUDA code paths instead (``train.finite
 the LM loss's row handling off the CPU, the CPU attention and flattening off) and writes what it
 caught, with where, to OUT (JSON list; empty = none).
 
-    python tests/sync_probe.py OUT -- <pretrain.train arguments>
+    python tests/sync_probe.py OUT -- <pretrain.train arguments> [--through-step]
+
+``--through-step`` ends the window at each ``engine.step()`` instead of ``DeviceChecks``' end of
+step, for runs with the host checks (``train.finite_check=step``, ZeRO-1/2/3).
 """
 from __future__ import annotations
 
@@ -84,6 +87,17 @@ def batches(self):                                        # making the next CPU 
 
 
 trainer.to_device, trainer.DeviceChecks.end_step, trainer.TrainData.__iter__ = to_device, end_step, batches
+if "--through-step" in args:             # with the host checks (ZeRO-1/2/3): up to the end of each engine.step()
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    args.remove("--through-step")
+    _engine_step = DeepSpeedEngine.step
+
+    def engine_step(self, *a, **k):
+        out = _engine_step(self, *a, **k)
+        armed[0] = False
+        return out
+    DeepSpeedEngine.step = engine_step
 try:
     code = trainer.main(args)
 finally:

@@ -99,3 +99,21 @@ def test_a_low_peak_measured_at_start_is_measured_again_at_the_first_log_steps()
     assert peak.refresh() == 2.0 and peak.again == 0
     fixed = PeakFlops(load_config(config_path("electra"), ["train.peak_tflops=100"]), torch.device("cpu"))
     assert fixed.flops == 100e12 and fixed.again == 0 and fixed.refresh() == 100e12
+
+
+def test_the_mfu_bench_runs_each_small_preset_at_its_own_batch_per_step():
+    """bench/mfu_bench.py's default: the preset's sequences per optimizer step, split into
+    micro-batches that fit a CPU. A smaller step would charge a whole optimizer step (Adafactor,
+    AdamW) to a fraction of the preset's tokens and understate MFU."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mfu_bench", Path(__file__).parents[1] / "bench" / "mfu_bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for model in bench.MODELS:
+        train = load_config(config_path(model), size="small").train
+        micro, accum = bench.batch_split(model, "preset", 32)
+        assert micro * accum == train.micro_batch_size * train.grad_accum and micro <= 32
+    assert bench.batch_split("t5-pegasus", "preset", 32) == (32, 1)
+    assert bench.batch_split("electra", "preset", 48) == (32, 4)       # the largest divisor of 128 under 48
+    assert bench.batch_split("electra", "8", 32) == (8, 1)

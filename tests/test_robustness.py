@@ -111,6 +111,26 @@ def test_a_training_step_reads_nothing_back_from_the_device(tmp_path, request, m
             assert reads == [], f"{precision}: {reads}"
 
 
+@pytest.mark.slow                   # 18 s: one probed run
+def test_at_zero_2_deepspeeds_own_step_reads_from_the_device(tmp_path, t5_data):
+    """Why ``train.finite_check=log`` is ZeRO-0 only: at ZeRO-1/2/3 DeepSpeed's optimizer owns the
+    clip and the step, and reads its gradient norm and overflow flag on the host by itself (in bf16
+    at ZeRO-2: 4 reads a step), so the trainer keeps its own loss read (one per micro-batch) there."""
+    out = tmp_path / "reads.json"
+    cmd = [sys.executable, "tests/sync_probe.py", str(out), "--", "--config", "configs/t5-pegasus.yaml",
+           f"run_dir={tmp_path / 'run'}", *t5_data, "train.steps=4", "train.log_every=4", "train.save_every=100",
+           "train.eval_every=1000", "train.eval_generate=0", "train.micro_batch_size=4", "train.grad_accum=2",
+           "train.max_source_len=48", "train.max_target_len=16", "train.zero_stage=2", "train.precision=bf16",
+           "train.finite_check=step", "train.cpu_dropout=false", "train.flatten_packed=false", "--through-step"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reads = json.loads(out.read_text())
+    ours = [r for r in reads if r.split(" <- ")[0].split(": ")[1].startswith("train.py")]
+    deepspeeds = [r for r in reads if "stage_1_and_2.py" in r]
+    assert len(ours) == 2 * 4 * 2, ours     # per micro-batch: the loss, and the finite flag (a CPU tensor)
+    assert len(deepspeeds) >= 4 * 2 and len(reads) == len(ours) + len(deepspeeds), reads
+
+
 def test_damaged_checkpoint_falls_back_to_previous(tmp_path, t5_data):
     run_dir = tmp_path / "run"
     first = train(run_dir, t5_data, "train.steps=20", "train.save_every=10")
