@@ -9,10 +9,10 @@ before 2026-12-06; ``--compile`` adds ``train.compile=true``) and the trainer's 
 which holds start-up and compilation, is left out). The preset's dimensions, sequence lengths,
 objective and sequences per optimizer step are kept (``--batch preset``, the default). A micro-batch
 larger than ``--max-micro`` (32) is split into gradient-accumulation steps of at most that many
-sequences, so that it fits a CPU's memory (mlm-proposal's 128 x 512 tokens needs more than 24 GiB
-in one micro-batch): the optimizer step still covers the preset's batch, and the matmuls lose
+sequences, so that it fits a CPU's memory (mlm-proposal's 128 x 512 tokens in one micro-batch was
+killed for memory at 23 GB resident on a 24 GiB host): the optimizer step still covers the preset's batch, and the matmuls lose
 only rows. ``--batch N`` runs N sequences per step and one micro-batch, the quick form this bench
-used until 2026-12-07: it charges a whole optimizer step (T5-small's Adafactor: about 15 % of a
+used until 2026-12-07: it charges a whole optimizer step (T5-small's clip and Adafactor: about 15 % of a
 step at 8 sequences) to a quarter to a sixteenth of the preset's tokens.
 
 MFU is reported against two denominators:
