@@ -7,13 +7,14 @@ optimizer; ``--precision amp-bf16`` runs fp32 weights under bf16 autocast, as th
 before 2026-12-06; ``--compile`` adds ``train.compile=true``) and the trainer's own
 ``metrics.jsonl`` gives tokens/s, model FLOP/s and MFU per log window (the first window,
 which holds start-up and compilation, is left out). The preset's dimensions, sequence lengths,
-objective and sequences per optimizer step are kept (``--batch preset``, the default). A micro-batch
-larger than ``--max-micro`` (32) is split into gradient-accumulation steps of at most that many
-sequences, so that it fits a CPU's memory (mlm-proposal's 128 x 512 tokens in one micro-batch was
-killed for memory at 23 GB resident on a 24 GiB host): the optimizer step still covers the preset's batch, and the matmuls lose
-only rows. ``--batch N`` runs N sequences per step and one micro-batch, the quick form this bench
-used until 2026-12-07: it charges a whole optimizer step (T5-small's clip and Adafactor: about 15 % of a
-step at 8 sequences) to a quarter to a sixteenth of the preset's tokens.
+objective and sequences per optimizer step are kept (``--batch preset``, the default). A
+micro-batch larger than ``--max-micro`` (32) is split into gradient-accumulation steps of at most
+that many sequences, so that it fits a CPU's memory (mlm-proposal's 128 x 512 tokens in one
+micro-batch was killed for memory at 23 GB resident on a 24 GiB host): the optimizer step still
+covers the preset's batch, and the matmuls lose only rows. ``--batch N`` runs N sequences per step
+in one micro-batch, the quick form this bench used until 2026-12-07: it charges a whole optimizer
+step (T5-small's clip and Adafactor: about 15 % of a step at 8 sequences) to a quarter to a
+sixteenth of the preset's tokens.
 
 MFU is reported against two denominators:
 
@@ -24,8 +25,8 @@ MFU is reported against two denominators:
   would then flatter the run.
 
     .venv/bin/python bench/mfu_bench.py [--models t5-pegasus,electra,mlm-proposal,roformer-sim]
-        [--steps 12] [--log-every 4] [--batch preset|N] [--max-micro 32] [--precision preset|bf16|amp-bf16|fp32] [--compile]
-        [--set KEY=VALUE ...]
+        [--steps 12] [--log-every 4] [--batch preset|N] [--max-micro 32]
+        [--precision preset|bf16|amp-bf16|fp32] [--compile] [--set KEY=VALUE ...]
 
 Writes bench/results/mfu_small.json and prints a markdown table.
 """
@@ -78,8 +79,9 @@ def run(model: str, work: Path, args) -> dict:
     recs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in recs if r.get("split") != "valid"][1:]      # the first window: start-up, compilation
     mean = lambda k: sum(r[k] for r in train) / len(train)          # noqa: E731
-    return {"micro_batch": micro, "grad_accum": accum, "tokens_per_s": mean("tokens_per_s"), "flops_per_s": mean("flops_per_s"), "mfu_logged": mean("mfu"),
-            "data_time_frac": mean("data_time_frac"), "windows": len(train), "seconds": time.perf_counter() - start}
+    return {"micro_batch": micro, "grad_accum": accum, "tokens_per_s": mean("tokens_per_s"),
+            "flops_per_s": mean("flops_per_s"), "mfu_logged": mean("mfu"), "data_time_frac": mean("data_time_frac"),
+            "windows": len(train), "seconds": time.perf_counter() - start}
 
 
 def main(argv=None) -> int:
@@ -115,7 +117,8 @@ def main(argv=None) -> int:
            "max_micro": args.max_micro, "overrides": args.set,
            "load_avg_start": os.getloadavg(), "models": {}}
     lines = ["| model (small preset) | sequences per step (micro-batch x accumulation) | tokens/s | model GFLOP/s "
-             "| MFU vs the run's precision peak (logged) | MFU vs the machine's best matmul peak | time in data |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "| MFU vs the run's precision peak (logged) | MFU vs the machine's best matmul peak | time in data |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     with tempfile.TemporaryDirectory(prefix="mfu-bench-") as tmp:
         for model in filter(None, args.models.split(",")):
             r = run(model, Path(tmp), args)
