@@ -5,12 +5,14 @@ embedding tables (a lookup), and a head that runs on some positions only (masked
 charged at those positions. Counted here against ``torch.utils.flop_counter`` on one real forward
 and backward of each model (its dense matmuls; attention's score products are outside both).
 """
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from conftest import REPO
 from pretrain.config import config_path, load_config
 
 
@@ -105,11 +107,8 @@ def test_the_mfu_bench_runs_each_small_preset_at_its_own_batch_per_step():
     """bench/mfu_bench.py's default: the preset's sequences per optimizer step, split into
     micro-batches that fit a CPU. A smaller step would charge a whole optimizer step (Adafactor,
     AdamW) to a fraction of the preset's tokens and understate MFU."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("mfu_bench", Path(__file__).parents[1] / "bench" / "mfu_bench.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    sys.path.insert(0, str(REPO / "bench"))          # as tests/test_init.py imports its bench
+    import mfu_bench as bench
     for model in bench.MODELS:
         train = load_config(config_path(model), size="small").train
         micro, accum = bench.batch_split(model, "preset", 32)
